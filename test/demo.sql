@@ -1,0 +1,574 @@
+-- test/demo.sql -- the four seed examples as inline projections, end to end.
+--
+-- test/demo.sh runs this file with psql, as a superuser, in a new database of
+-- a throwaway server.  To run it yourself:  psql -X -d <new database> -f test/demo.sql
+-- It uses only the extension's public interface (see README.md):
+--
+--   order_summary      statement handlers (projection.on)   shop.order_summaries
+--   daily_sales        PL/pgSQL handler, ON CONFLICT upsert  shop.daily_sales
+--   customer_activity  PL/pgSQL handler, three tables        shop.customers, ...
+--   product_search     PL/pgSQL handler, tsvector + GIN      shop.product_search
+--
+-- Read models take their timestamps from the events (payload or recorded_at),
+-- never from now(): a replay (projection.rebuild) then rebuilds them exactly.
+
+\set ON_ERROR_STOP on
+\pset pager off
+SET client_min_messages = warning;
+SET timezone = 'UTC';
+
+\echo
+\echo '=== Setup: the extension, and an application role "shop" that owns the read models'
+CREATE EXTENSION projection;
+
+CREATE ROLE shop NOLOGIN;
+CREATE SCHEMA shop AUTHORIZATION shop;
+-- appending needs INSERT on the event store; reading it (listing, aggregate) needs SELECT
+GRANT SELECT, INSERT ON projection.events TO shop;
+
+-- from here on, everything runs as the application role
+SET ROLE shop;
+SET client_min_messages = notice;
+
+-- ---------------------------------------------------------------------------
+-- Read models
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE shop.order_summaries (
+    order_id            text PRIMARY KEY,
+    customer_id         text NOT NULL,
+    status              text NOT NULL,
+    total_amount        numeric(12,2) NOT NULL,
+    item_count          integer NOT NULL,
+    created_at          timestamptz NOT NULL,
+    shipped_at          timestamptz,
+    completed_at        timestamptz,
+    cancelled_at        timestamptz,
+    cancellation_reason text,
+    updated_at          timestamptz NOT NULL
+);
+
+CREATE TABLE shop.daily_sales (
+    date                date PRIMARY KEY,
+    total_orders        integer NOT NULL,
+    total_revenue       numeric(12,2) NOT NULL,
+    total_items         integer NOT NULL,
+    total_refunds       numeric(12,2) NOT NULL DEFAULT 0,
+    updated_at          timestamptz NOT NULL
+);
+
+CREATE TABLE shop.customers (
+    customer_id         text PRIMARY KEY,
+    email               text NOT NULL,
+    name                text NOT NULL,
+    tier                text NOT NULL,
+    created_at          timestamptz NOT NULL,
+    updated_at          timestamptz
+);
+
+CREATE TABLE shop.customer_activity_summary (
+    customer_id         text PRIMARY KEY,
+    total_orders        integer NOT NULL,
+    total_spent         numeric(12,2) NOT NULL,
+    total_reviews       integer NOT NULL,
+    last_order_at       timestamptz,
+    last_review_at      timestamptz
+);
+
+CREATE TABLE shop.customer_order_history (
+    customer_id         text NOT NULL,
+    order_id            text NOT NULL,
+    amount              numeric(12,2) NOT NULL,
+    completed_at        timestamptz NOT NULL,
+    PRIMARY KEY (customer_id, order_id)
+);
+
+-- the search index: what the seed keeps in Elasticsearch
+CREATE TABLE shop.product_search (
+    product_id          text PRIMARY KEY,
+    name                text NOT NULL,
+    description         text NOT NULL,
+    category            text NOT NULL,
+    price               numeric(12,2) NOT NULL,
+    tags                text[] NOT NULL,
+    created_at          timestamptz NOT NULL,
+    updated_at          timestamptz,
+    price_updated_at    timestamptz,
+    document            tsvector NOT NULL
+);
+CREATE INDEX product_search_document_idx ON shop.product_search USING gin (document);
+
+-- ---------------------------------------------------------------------------
+-- 1. Order summary: one SQL statement per event type; $1 is the event row
+-- ---------------------------------------------------------------------------
+
+SELECT projection.create('order_summary', NULL,
+                         mode => 'inline',
+                         tables => '{shop.order_summaries}');
+
+SELECT projection.on('order_summary', 'OrderCreated', $sql$
+    INSERT INTO shop.order_summaries
+           (order_id, customer_id, status, total_amount, item_count, created_at, updated_at)
+    VALUES (($1).data->>'order_id', ($1).data->>'customer_id', 'pending', 0, 0,
+            (($1).data->>'created_at')::timestamptz, ($1).recorded_at)
+$sql$);
+
+SELECT projection.on('order_summary', 'OrderItemAdded', $sql$
+    UPDATE shop.order_summaries
+       SET total_amount = total_amount + (($1).data->>'price')::numeric * (($1).data->>'quantity')::integer,
+           item_count = item_count + 1,
+           updated_at = ($1).recorded_at
+     WHERE order_id = ($1).data->>'order_id'
+$sql$);
+
+SELECT projection.on('order_summary', 'OrderItemRemoved', $sql$
+    UPDATE shop.order_summaries
+       SET total_amount = total_amount - (($1).data->>'price')::numeric * (($1).data->>'quantity')::integer,
+           item_count = item_count - 1,
+           updated_at = ($1).recorded_at
+     WHERE order_id = ($1).data->>'order_id'
+$sql$);
+
+SELECT projection.on('order_summary', 'OrderShipped', $sql$
+    UPDATE shop.order_summaries
+       SET status = 'shipped',
+           shipped_at = (($1).data->>'shipped_at')::timestamptz,
+           updated_at = ($1).recorded_at
+     WHERE order_id = ($1).data->>'order_id'
+$sql$);
+
+SELECT projection.on('order_summary', 'OrderCompleted', $sql$
+    UPDATE shop.order_summaries
+       SET status = 'completed',
+           completed_at = (($1).data->>'completed_at')::timestamptz,
+           updated_at = ($1).recorded_at
+     WHERE order_id = ($1).data->>'order_id'
+$sql$);
+
+SELECT projection.on('order_summary', 'OrderCancelled', $sql$
+    UPDATE shop.order_summaries
+       SET status = 'cancelled',
+           cancelled_at = (($1).data->>'cancelled_at')::timestamptz,
+           cancellation_reason = ($1).data->>'reason',
+           updated_at = ($1).recorded_at
+     WHERE order_id = ($1).data->>'order_id'
+$sql$);
+
+-- (not in the seed: a refunded order should not read "completed")
+SELECT projection.on('order_summary', 'OrderRefunded', $sql$
+    UPDATE shop.order_summaries
+       SET status = 'refunded',
+           updated_at = ($1).recorded_at
+     WHERE order_id = ($1).data->>'order_id'
+$sql$);
+
+-- ---------------------------------------------------------------------------
+-- 2. Product search: full-text search with a tsvector column and a GIN index
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION shop.product_document(name text, description text, category text, tags text[])
+    RETURNS tsvector
+    LANGUAGE sql IMMUTABLE
+    RETURN setweight(to_tsvector('english', name), 'A')
+        || setweight(to_tsvector('english', category || ' ' || array_to_string(tags, ' ')), 'B')
+        || setweight(to_tsvector('english', description), 'C');
+
+CREATE FUNCTION shop.product_search_apply(e projection.events)
+    RETURNS void
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    new_tags text[] := ARRAY(SELECT jsonb_array_elements_text(coalesce(e.data->'tags', '[]')));
+BEGIN
+    CASE e.event_type
+    WHEN 'ProductCreated' THEN
+        INSERT INTO shop.product_search
+               (product_id, name, description, category, price, tags, created_at, document)
+        VALUES (e.data->>'product_id', e.data->>'name', e.data->>'description',
+                e.data->>'category', (e.data->>'price')::numeric, new_tags,
+                (e.data->>'created_at')::timestamptz,
+                shop.product_document(e.data->>'name', e.data->>'description',
+                                      e.data->>'category', new_tags));
+    WHEN 'ProductUpdated' THEN
+        UPDATE shop.product_search
+           SET name = e.data->>'name',
+               description = e.data->>'description',
+               category = e.data->>'category',
+               tags = new_tags,
+               updated_at = (e.data->>'updated_at')::timestamptz,
+               document = shop.product_document(e.data->>'name', e.data->>'description',
+                                                e.data->>'category', new_tags)
+         WHERE product_id = e.data->>'product_id';
+    WHEN 'ProductPriceChanged' THEN
+        UPDATE shop.product_search
+           SET price = (e.data->>'new_price')::numeric,
+               price_updated_at = (e.data->>'changed_at')::timestamptz
+         WHERE product_id = e.data->>'product_id';
+    WHEN 'ProductDeleted' THEN
+        DELETE FROM shop.product_search WHERE product_id = e.data->>'product_id';
+    END CASE;
+END;
+$$;
+
+SELECT projection.create('product_search', 'shop.product_search_apply',
+                         event_types => '{ProductCreated,ProductUpdated,ProductPriceChanged,ProductDeleted}',
+                         mode => 'inline',
+                         tables => '{shop.product_search}');
+
+-- ---------------------------------------------------------------------------
+-- 3. Daily sales: an aggregating projection with upserts
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION shop.daily_sales_apply(e projection.events)
+    RETURNS void
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    CASE e.event_type
+    WHEN 'OrderCompleted' THEN
+        INSERT INTO shop.daily_sales AS d
+               (date, total_orders, total_revenue, total_items, updated_at)
+        VALUES (left(e.data->>'completed_at', 10)::date, 1,
+                (e.data->>'total_amount')::numeric, (e.data->>'item_count')::integer,
+                e.recorded_at)
+        ON CONFLICT (date) DO UPDATE
+           SET total_orders = d.total_orders + 1,
+               total_revenue = d.total_revenue + excluded.total_revenue,
+               total_items = d.total_items + excluded.total_items,
+               updated_at = excluded.updated_at;
+    WHEN 'OrderRefunded' THEN
+        UPDATE shop.daily_sales
+           SET total_orders = total_orders - 1,
+               total_revenue = total_revenue - (e.data->>'refund_amount')::numeric,
+               total_refunds = total_refunds + (e.data->>'refund_amount')::numeric,
+               updated_at = e.recorded_at
+         WHERE date = left(e.data->>'original_completed_at', 10)::date;
+    END CASE;
+END;
+$$;
+
+SELECT projection.create('daily_sales', 'shop.daily_sales_apply',
+                         event_types => '{OrderCompleted,OrderRefunded}',
+                         mode => 'inline',
+                         tables => '{shop.daily_sales}');
+
+-- ---------------------------------------------------------------------------
+-- 4. Customer activity: one event updates several tables, atomically with
+--    the append (an error in any statement aborts the whole transaction)
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION shop.customer_activity_apply(e projection.events)
+    RETURNS void
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    CASE e.event_type
+    WHEN 'CustomerCreated' THEN
+        INSERT INTO shop.customers (customer_id, email, name, tier, created_at)
+        VALUES (e.data->>'customer_id', e.data->>'email', e.data->>'name', 'bronze',
+                (e.data->>'created_at')::timestamptz);
+        INSERT INTO shop.customer_activity_summary
+               (customer_id, total_orders, total_spent, total_reviews)
+        VALUES (e.data->>'customer_id', 0, 0, 0);
+    WHEN 'OrderCompleted' THEN
+        UPDATE shop.customer_activity_summary
+           SET total_orders = total_orders + 1,
+               total_spent = total_spent + (e.data->>'total_amount')::numeric,
+               last_order_at = (e.data->>'completed_at')::timestamptz
+         WHERE customer_id = e.data->>'customer_id';
+        INSERT INTO shop.customer_order_history (customer_id, order_id, amount, completed_at)
+        VALUES (e.data->>'customer_id', e.data->>'order_id',
+                (e.data->>'total_amount')::numeric, (e.data->>'completed_at')::timestamptz);
+    WHEN 'ReviewSubmitted' THEN
+        UPDATE shop.customer_activity_summary
+           SET total_reviews = total_reviews + 1,
+               last_review_at = (e.data->>'submitted_at')::timestamptz
+         WHERE customer_id = e.data->>'customer_id';
+    WHEN 'CustomerTierChanged' THEN
+        UPDATE shop.customers
+           SET tier = e.data->>'new_tier',
+               updated_at = e.recorded_at
+         WHERE customer_id = e.data->>'customer_id';
+    END CASE;
+END;
+$$;
+
+SELECT projection.create('customer_activity', 'shop.customer_activity_apply',
+                         event_types => '{CustomerCreated,OrderCompleted,ReviewSubmitted,CustomerTierChanged}',
+                         mode => 'inline',
+                         tables => '{shop.customer_activity_summary,shop.customer_order_history,shop.customers}');
+
+-- ---------------------------------------------------------------------------
+-- Live aggregation: the current state of one order, folded from its stream
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION shop.order_fold(state jsonb, e projection.events)
+    RETURNS jsonb
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    product text := e.data->>'product_id';
+    qty integer := coalesce((state->'items'->>product)::integer, 0);
+BEGIN
+    CASE e.event_type
+    WHEN 'OrderCreated' THEN
+        state := jsonb_build_object('order_id', e.data->'order_id',
+                                    'customer_id', e.data->'customer_id',
+                                    'status', 'pending',
+                                    'items', '{}'::jsonb,
+                                    'total_amount', 0);
+    WHEN 'OrderItemAdded' THEN
+        state := jsonb_set(state, ARRAY['items', product],
+                           to_jsonb(qty + (e.data->>'quantity')::integer));
+        state := jsonb_set(state, '{total_amount}',
+                           to_jsonb((state->>'total_amount')::numeric
+                                    + (e.data->>'price')::numeric * (e.data->>'quantity')::integer));
+    WHEN 'OrderItemRemoved' THEN
+        qty := qty - (e.data->>'quantity')::integer;
+        state := CASE WHEN qty > 0 THEN jsonb_set(state, ARRAY['items', product], to_jsonb(qty))
+                      ELSE state #- ARRAY['items', product] END;
+        state := jsonb_set(state, '{total_amount}',
+                           to_jsonb((state->>'total_amount')::numeric
+                                    - (e.data->>'price')::numeric * (e.data->>'quantity')::integer));
+    WHEN 'OrderShipped' THEN
+        state := state || jsonb_build_object('status', 'shipped', 'shipped_at', e.data->'shipped_at');
+    WHEN 'OrderCompleted' THEN
+        state := state || jsonb_build_object('status', 'completed', 'completed_at', e.data->'completed_at');
+    WHEN 'OrderCancelled' THEN
+        state := state || jsonb_build_object('status', 'cancelled', 'reason', e.data->'reason');
+    WHEN 'OrderRefunded' THEN
+        state := state || jsonb_build_object('status', 'refunded', 'refund_amount', e.data->'refund_amount');
+    ELSE
+        NULL;   -- an event type this fold does not know changes nothing
+    END CASE;
+    RETURN state || jsonb_build_object('version', e.stream_version);
+END;
+$$;
+
+\echo
+\echo '=== Projections registered'
+SELECT name, mode, state, position FROM projection.status ORDER BY name;
+
+-- ---------------------------------------------------------------------------
+-- Events.  Every append runs the four inline projections before it returns.
+-- ---------------------------------------------------------------------------
+
+\echo
+\echo '=== Appending events: customers and the catalogue'
+DO $$
+BEGIN
+    PERFORM projection.append('customer-C-100', 'CustomerCreated',
+        '{"customer_id": "C-100", "email": "alice@example.com", "name": "Alice Martin", "created_at": "2024-03-01T08:00:00Z"}');
+    PERFORM projection.append('customer-C-101', 'CustomerCreated',
+        '{"customer_id": "C-101", "email": "bob@example.com", "name": "Bob Okafor", "created_at": "2024-03-01T08:20:00Z"}');
+    PERFORM projection.append('customer-C-102', 'CustomerCreated',
+        '{"customer_id": "C-102", "email": "carol@example.com", "name": "Carol Nguyen", "created_at": "2024-03-01T08:45:00Z"}');
+
+    PERFORM projection.append('product-P-200', 'ProductCreated',
+        '{"product_id": "P-200", "name": "Wireless Noise-Cancelling Headphones", "description": "Over-ear headphones with active noise cancelling and 30 hours of battery life.", "category": "audio", "price": 199.00, "tags": ["wireless", "bluetooth", "headphones"], "created_at": "2024-03-01T07:00:00Z"}');
+    PERFORM projection.append('product-P-201', 'ProductCreated',
+        '{"product_id": "P-201", "name": "USB-C Charging Cable", "description": "Braided two-metre USB-C cable for fast charging.", "category": "cables", "price": 12.99, "tags": ["usb-c", "charging"], "created_at": "2024-03-01T07:05:00Z"}');
+    PERFORM projection.append('product-P-202', 'ProductCreated',
+        '{"product_id": "P-202", "name": "Mechanical Keyboard", "description": "Tenkeyless keyboard with hot-swappable switches.", "category": "computer accessories", "price": 89.50, "tags": ["keyboard", "mechanical"], "created_at": "2024-03-01T07:10:00Z"}');
+    PERFORM projection.append('product-P-203', 'ProductCreated',
+        '{"product_id": "P-203", "name": "Portable Bluetooth Speaker", "description": "Waterproof speaker with deep bass.", "category": "audio", "price": 59.00, "tags": ["wireless", "bluetooth", "speaker"], "created_at": "2024-03-01T07:15:00Z"}');
+END;
+$$;
+
+\echo '=== Appending events: orders O-1001 (Alice) and O-1002 (Bob) are placed'
+DO $$
+BEGIN
+    PERFORM projection.append('order-O-1001', 'OrderCreated',
+        '{"order_id": "O-1001", "customer_id": "C-100", "created_at": "2024-03-01T09:15:00Z"}');
+    PERFORM projection.append('order-O-1001', 'OrderItemAdded',
+        '{"order_id": "O-1001", "product_id": "P-200", "price": 199.00, "quantity": 1}');
+    PERFORM projection.append('order-O-1001', 'OrderItemAdded',
+        '{"order_id": "O-1001", "product_id": "P-201", "price": 12.99, "quantity": 2}');
+    PERFORM projection.append('order-O-1001', 'OrderItemAdded',
+        '{"order_id": "O-1001", "product_id": "P-202", "price": 89.50, "quantity": 1}');
+    PERFORM projection.append('order-O-1001', 'OrderItemRemoved',
+        '{"order_id": "O-1001", "product_id": "P-202", "price": 89.50, "quantity": 1}');
+
+    PERFORM projection.append('order-O-1002', 'OrderCreated',
+        '{"order_id": "O-1002", "customer_id": "C-101", "created_at": "2024-03-01T11:00:00Z"}');
+    PERFORM projection.append('order-O-1002', 'OrderItemAdded',
+        '{"order_id": "O-1002", "product_id": "P-203", "price": 59.00, "quantity": 2}');
+END;
+$$;
+
+\echo '=== Appending events: a product description changes; both orders ship'
+SELECT projection.append('product-P-202', 'ProductUpdated',
+    '{"product_id": "P-202", "name": "Wireless Mechanical Keyboard", "description": "Tenkeyless keyboard with hot-swappable switches, now with a 2.4 GHz wireless mode.", "category": "computer accessories", "tags": ["keyboard", "mechanical", "wireless"], "updated_at": "2024-03-02T09:00:00Z"}'
+    ) AS global_position;
+
+-- optimistic concurrency: O-1001 has five events, so this append expects version 5
+SELECT projection.append('order-O-1001', 'OrderShipped',
+    '{"order_id": "O-1001", "shipped_at": "2024-03-02T14:00:00Z"}',
+    expected_version => 5) AS global_position;
+
+-- a writer that read an older version of the stream is refused, and nothing is appended
+DO $$
+BEGIN
+    PERFORM projection.append('order-O-1001', 'OrderShipped',
+        '{"order_id": "O-1001", "shipped_at": "2024-03-02T14:05:00Z"}',
+        expected_version => 5);
+    RAISE EXCEPTION 'a stale expected_version was accepted';
+EXCEPTION WHEN OTHERS THEN
+    IF SQLERRM = 'a stale expected_version was accepted' THEN
+        RAISE;
+    END IF;
+    RAISE NOTICE 'stale append refused as expected: SQLSTATE %: %', SQLSTATE, SQLERRM;
+END;
+$$;
+
+SELECT projection.append('order-O-1002', 'OrderShipped',
+    '{"order_id": "O-1002", "shipped_at": "2024-03-02T15:30:00Z"}') AS global_position;
+
+\echo '=== Appending events: order O-1003 is placed and cancelled'
+DO $$
+BEGIN
+    PERFORM projection.append('order-O-1003', 'OrderCreated',
+        '{"order_id": "O-1003", "customer_id": "C-100", "created_at": "2024-03-03T10:00:00Z"}');
+    PERFORM projection.append('order-O-1003', 'OrderItemAdded',
+        '{"order_id": "O-1003", "product_id": "P-202", "price": 89.50, "quantity": 1}');
+    PERFORM projection.append('order-O-1003', 'OrderCancelled',
+        '{"order_id": "O-1003", "cancelled_at": "2024-03-03T18:00:00Z", "reason": "customer changed their mind"}');
+END;
+$$;
+
+\echo '=== Appending events: completions, and a tier change in the same transaction'
+BEGIN;
+SELECT projection.append('order-O-1001', 'OrderCompleted',
+    '{"order_id": "O-1001", "customer_id": "C-100", "total_amount": 224.98, "item_count": 2, "completed_at": "2024-03-04T10:30:00Z"}'
+    ) AS global_position;
+SELECT projection.append('customer-C-100', 'CustomerTierChanged',
+    '{"customer_id": "C-100", "old_tier": "bronze", "new_tier": "silver", "changed_at": "2024-03-04T10:30:00Z"}'
+    ) AS global_position;
+COMMIT;
+
+SELECT projection.append('order-O-1002', 'OrderCompleted',
+    '{"order_id": "O-1002", "customer_id": "C-101", "total_amount": 118.00, "item_count": 1, "completed_at": "2024-03-04T16:45:00Z"}'
+    ) AS global_position;
+
+\echo '=== Appending events: a price change, a product withdrawn, order O-1004 (Carol), reviews, a refund'
+DO $$
+BEGIN
+    PERFORM projection.append('product-P-200', 'ProductPriceChanged',
+        '{"product_id": "P-200", "old_price": 199.00, "new_price": 179.00, "changed_at": "2024-03-04T18:00:00Z"}');
+    PERFORM projection.append('product-P-201', 'ProductDeleted',
+        '{"product_id": "P-201", "deleted_at": "2024-03-04T18:30:00Z"}');
+
+    PERFORM projection.append('order-O-1004', 'OrderCreated',
+        '{"order_id": "O-1004", "customer_id": "C-102", "created_at": "2024-03-05T09:00:00Z"}');
+    PERFORM projection.append('order-O-1004', 'OrderItemAdded',
+        '{"order_id": "O-1004", "product_id": "P-200", "price": 179.00, "quantity": 1}');
+    PERFORM projection.append('order-O-1004', 'OrderItemAdded',
+        '{"order_id": "O-1004", "product_id": "P-203", "price": 59.00, "quantity": 1}');
+    PERFORM projection.append('order-O-1004', 'OrderShipped',
+        '{"order_id": "O-1004", "shipped_at": "2024-03-05T13:00:00Z"}');
+    PERFORM projection.append('order-O-1004', 'OrderCompleted',
+        '{"order_id": "O-1004", "customer_id": "C-102", "total_amount": 238.00, "item_count": 2, "completed_at": "2024-03-06T11:00:00Z"}');
+
+    PERFORM projection.append('review-R-1', 'ReviewSubmitted',
+        '{"review_id": "R-1", "customer_id": "C-100", "product_id": "P-200", "rating": 5, "submitted_at": "2024-03-05T20:00:00Z"}');
+    PERFORM projection.append('review-R-2', 'ReviewSubmitted',
+        '{"review_id": "R-2", "customer_id": "C-102", "product_id": "P-203", "rating": 4, "submitted_at": "2024-03-07T08:15:00Z"}');
+
+    PERFORM projection.append('order-O-1002', 'OrderRefunded',
+        '{"order_id": "O-1002", "customer_id": "C-101", "refund_amount": 118.00, "original_completed_at": "2024-03-04T16:45:00Z", "refunded_at": "2024-03-07T12:00:00Z", "reason": "arrived damaged"}');
+END;
+$$;
+
+\echo
+\echo '=== The event store'
+SELECT global_position, stream_id, stream_version, event_type
+  FROM projection.events
+ ORDER BY global_position;
+
+-- ---------------------------------------------------------------------------
+-- The read models
+-- ---------------------------------------------------------------------------
+
+\echo
+\echo '=== Read model: shop.order_summaries (projection "order_summary")'
+SELECT order_id, customer_id, status, total_amount, item_count,
+       shipped_at, completed_at, cancellation_reason
+  FROM shop.order_summaries
+ ORDER BY order_id;
+
+\echo
+\echo '=== Read model: shop.daily_sales (projection "daily_sales")'
+SELECT date, total_orders, total_revenue, total_items, total_refunds
+  FROM shop.daily_sales
+ ORDER BY date;
+
+\echo
+\echo '=== Read models: shop.customers, shop.customer_activity_summary, shop.customer_order_history (projection "customer_activity")'
+SELECT c.customer_id, c.name, c.tier, a.total_orders, a.total_spent, a.total_reviews,
+       a.last_order_at, a.last_review_at
+  FROM shop.customers c
+  JOIN shop.customer_activity_summary a USING (customer_id)
+ ORDER BY c.customer_id;
+
+SELECT customer_id, order_id, amount, completed_at
+  FROM shop.customer_order_history
+ ORDER BY completed_at, order_id;
+
+\echo
+\echo '=== Read model: shop.product_search (projection "product_search"); P-201 was deleted'
+SELECT product_id, name, category, price, tags, price_updated_at
+  FROM shop.product_search
+ ORDER BY product_id;
+
+\echo
+\echo '=== Full-text search: websearch_to_tsquery(''english'', ''wireless -speaker'')'
+SELECT p.product_id, p.name, p.price, round(ts_rank(p.document, q)::numeric, 4) AS rank
+  FROM shop.product_search p,
+       websearch_to_tsquery('english', 'wireless -speaker') AS q
+ WHERE p.document @@ q
+ ORDER BY rank DESC, p.product_id;
+
+\echo
+\echo '=== Full-text search: websearch_to_tsquery(''english'', ''"usb-c" cable'') finds nothing: the product was deleted'
+SELECT p.product_id, p.name
+  FROM shop.product_search p
+ WHERE p.document @@ websearch_to_tsquery('english', '"usb-c" cable');
+
+\echo
+\echo '=== Live aggregation: projection.aggregate(''order-O-1001'', ''shop.order_fold'')'
+SELECT jsonb_pretty(projection.aggregate('order-O-1001', 'shop.order_fold')) AS "order O-1001";
+
+-- ---------------------------------------------------------------------------
+-- Rebuild: empty the read model, replay every event, get the same table back
+-- ---------------------------------------------------------------------------
+
+\echo
+\echo '=== Rebuild: SELECT projection.rebuild(''order_summary'')'
+CREATE TEMP TABLE order_summaries_before AS TABLE shop.order_summaries;
+
+SELECT projection.rebuild('order_summary') AS events_replayed;
+
+SELECT (SELECT count(*) FROM order_summaries_before) AS rows_before,
+       (SELECT count(*) FROM shop.order_summaries) AS rows_after,
+       NOT EXISTS ((TABLE order_summaries_before EXCEPT ALL TABLE shop.order_summaries)
+                   UNION ALL
+                   (TABLE shop.order_summaries EXCEPT ALL TABLE order_summaries_before)) AS identical
+\gset
+\echo 'rows before:' :rows_before ' rows after:' :rows_after ' identical:' :identical
+\if :identical
+\else
+    DO $$ BEGIN RAISE EXCEPTION 'shop.order_summaries differs after projection.rebuild(''order_summary'')'; END $$;
+\endif
+
+-- ---------------------------------------------------------------------------
+-- Watching
+-- ---------------------------------------------------------------------------
+
+\echo
+\echo '=== SELECT * FROM projection.status'
+\x on
+SELECT * FROM projection.status ORDER BY name;
+\x off
+
+\echo
+\echo '=== Demo complete'
