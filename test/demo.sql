@@ -13,12 +13,19 @@
 -- never from now(): a replay (projection.rebuild) then rebuilds them exactly.
 
 \set ON_ERROR_STOP on
+\set QUIET on
 \pset pager off
-SET client_min_messages = warning;
 SET timezone = 'UTC';
 
 \echo
-\echo '=== Setup: the extension, and an application role "shop" that owns the read models'
+\echo '=== Setup: the extension; an application role "shop" that owns the read models,'
+\echo '=== their projections, handlers and statements'
+
+-- Definitions print nothing (their results go to /dev/null); errors and
+-- notices still show.
+\o /dev/null
+
+SET client_min_messages = warning;
 CREATE EXTENSION projection;
 
 CREATE ROLE shop NOLOGIN;
@@ -345,6 +352,7 @@ BEGIN
 END;
 $$;
 
+\o
 \echo
 \echo '=== Projections registered'
 SELECT name, mode, state, position FROM projection.status ORDER BY name;
@@ -521,8 +529,8 @@ SELECT product_id, name, category, price, tags, price_updated_at
  ORDER BY product_id;
 
 \echo
-\echo '=== Full-text search: websearch_to_tsquery(''english'', ''wireless -speaker'')'
-SELECT p.product_id, p.name, p.price, round(ts_rank(p.document, q)::numeric, 4) AS rank
+\echo '=== Full-text search: websearch_to_tsquery(''english'', ''wireless -speaker''), ranked by ts_rank_cd'
+SELECT p.product_id, p.name, p.price, round(ts_rank_cd(p.document, q)::numeric, 2) AS rank
   FROM shop.product_search p,
        websearch_to_tsquery('english', 'wireless -speaker') AS q
  WHERE p.document @@ q
