@@ -1,0 +1,35 @@
+# Makefile for the projection extension (PGXS)
+
+EXTENSION = projection
+MODULE_big = projection
+OBJS = \
+	src/projection.o \
+	src/shmem.o \
+	src/catalog.o \
+	src/trigger.o \
+	src/api.o \
+	src/launcher.o \
+	src/worker.o \
+	src/utility.o
+PGFILEDESC = "projection - event store and projections inside PostgreSQL"
+
+DATA = $(wildcard sql/projection--*.sql)
+PG_CPPFLAGS = -I$(srcdir)/src
+
+# pg_regress: one topic per file in sql/, expected output in expected/
+REGRESS = setup events registry inline security rebuild aggregate
+REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/projection.conf
+
+# isolation specs live in test/specs, expected output in test/expected
+ISOLATION = append_race ordering
+ISOLATION_OPTS = --inputdir=test --temp-instance=./tmp_isolation --temp-config=$(srcdir)/test/projection.conf
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+PROVE_FLAGS = -I $(srcdir)/test/perl
+
+EXTRA_CLEAN = tmp_regress tmp_isolation output_iso test/bench/out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,1266 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *	  SQL-callable functions of the projection extension: append, create,
+ *	  on, drop, pause, resume, rebuild, wait, aggregate, and internal helpers.
+ *
+ * Every function validates all of its arguments before its first write, so
+ * bad input changes nothing.  The registry tables are not writable by users:
+ * these functions check ownership themselves and then write the registry as
+ * the bootstrap superuser (registry_exec), running no user code meanwhile.
+ * User code (handlers, statements, folds) always runs as the projection's
+ * owner or the caller, never as a superuser on its behalf.
+ *
+ * Management calls lock the projection's registry row (FOR UPDATE), so two
+ * of them on one projection serialize, and the async worker, which updates
+ * the row's checkpoint in each batch, waits for at most one of them.
+ *
+ * IDENTIFICATION
+ *	  src/api.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "catalog.h"
+#include "projection.h"
+#include "shmem.h"
+#include "trigger.h"
+
+PG_FUNCTION_INFO_V1(projection_append);
+PG_FUNCTION_INFO_V1(projection_create);
+PG_FUNCTION_INFO_V1(projection_on);
+PG_FUNCTION_INFO_V1(projection_drop);
+PG_FUNCTION_INFO_V1(projection_pause);
+PG_FUNCTION_INFO_V1(projection_resume);
+PG_FUNCTION_INFO_V1(projection_rebuild);
+PG_FUNCTION_INFO_V1(projection_wait);
+PG_FUNCTION_INFO_V1(projection_aggregate);
+PG_FUNCTION_INFO_V1(projection_notify_launcher);
+PG_FUNCTION_INFO_V1(projection_worker_info);
+
+/* seconds between progress NOTICEs of long replays */
+#define PROJECTION_PROGRESS_INTERVAL_MS 5000
+
+/* the registry row of one projection, as management calls need it */
+typedef struct ProjectionRow
+{
+	int32		id;
+	char	   *name;
+	Oid			owner;
+	bool		is_inline;
+	char	   *state;
+	int64		position;
+} ProjectionRow;
+
+/* ---------------------------------------------------------------------
+ * Argument checks
+ * ---------------------------------------------------------------------
+ */
+
+static void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" must not be null", argname)));
+}
+
+static char *
+text_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	char	   *s;
+
+	require_arg(fcinfo, argno, argname);
+	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (s[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must not be empty", argname)));
+	return s;
+}
+
+/* ---------------------------------------------------------------------
+ * Registry access as the bootstrap superuser
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Run one statement on the registry tables as the bootstrap superuser.  The
+ * caller is connected to SPI; results are left in SPI_tuptable.  Only our
+ * own fixed statements go through here, with values as parameters.
+ */
+static void
+registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
+			  const char *nulls, int expected)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			rc;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	projection_spi_check(rc, expected, sql);
+}
+
+/*
+ * Look up a projection by name and lock its registry row.  Raises
+ * UNDEFINED_OBJECT if it does not exist.  Result in the caller's context
+ * (saved before SPI_connect), given as "cxt".
+ */
+static ProjectionRow *
+registry_lookup(const char *name, MemoryContext cxt)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	ProjectionRow *row;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	MemoryContext oldcxt;
+
+	values[0] = CStringGetTextDatum(name);
+	registry_exec("SELECT id, owner::pg_catalog.oid, mode OPERATOR(pg_catalog.=) 'inline', state, position "
+				  "FROM projection.projections WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+				  1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("projection \"%s\" does not exist", name)));
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	oldcxt = MemoryContextSwitchTo(cxt);
+	row = palloc0(sizeof(ProjectionRow));
+	row->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	row->name = pstrdup(name);
+	row->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+	row->is_inline = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+	row->state = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+	row->position = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+	MemoryContextSwitchTo(oldcxt);
+	return row;
+}
+
+static void
+check_owner(ProjectionRow *row)
+{
+	if (!has_privs_of_role(GetUserId(), row->owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of projection \"%s\"", row->name)));
+}
+
+static void
+registry_set_state(int32 id, const char *state, bool set_position, int64 position,
+				   bool clear_error)
+{
+	Oid			types[4] = {INT4OID, TEXTOID, INT8OID, BOOLOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	values[0] = Int32GetDatum(id);
+	values[1] = CStringGetTextDatum(state);
+	values[2] = Int64GetDatum(position);
+	if (!set_position)
+		nulls[2] = 'n';
+	values[3] = BoolGetDatum(clear_error);
+	registry_exec("UPDATE projection.projections SET state = $2, "
+				  "position = COALESCE($3, position), "
+				  "last_error = CASE WHEN $4 THEN NULL ELSE last_error END, "
+				  "last_error_sqlstate = CASE WHEN $4 THEN NULL ELSE last_error_sqlstate END, "
+				  "last_error_position = CASE WHEN $4 THEN NULL ELSE last_error_position END, "
+				  "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+				  4, types, values, nulls, SPI_OK_UPDATE);
+}
+
+/* the registry entry of a projection, from the (reloaded) cache */
+static ProjectionDef *
+registry_def(ProjectionRegistry *registry, int32 id)
+{
+	int			i;
+
+	for (i = 0; i < registry->nprojections; i++)
+		if (registry->projections[i].id == id)
+			return &registry->projections[i];
+	elog(ERROR, "projection %d not found in the registry cache", id);
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * Read the sequence's last_value without raising on a fresh sequence, as
+ * the bootstrap superuser (callers need no right on the sequence).
+ */
+static int64
+sequence_last_value(void)
+{
+	Datum		last;
+	Oid			save_userid;
+	int			save_sec_context;
+
+	LOCAL_FCINFO(lfc, 1);
+
+	InitFunctionCallInfoData(*lfc, NULL, 1, InvalidOid, NULL, NULL);
+	lfc->args[0].value = ObjectIdGetDatum(projection_oids()->sequence);
+	lfc->args[0].isnull = false;
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	last = pg_sequence_last_value(lfc);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return lfc->isnull ? 0 : DatumGetInt64(last);
+}
+
+/*
+ * Block appends until the end of the transaction and wait for in-flight
+ * appenders: inline projections run inside appending transactions, so a
+ * catch-up, pause or rebuild of one must not race them.  Under REPEATABLE
+ * READ the transaction snapshot predates the lock and the catch-up could
+ * miss events, so refuse it.
+ */
+static void
+lock_out_appenders(const char *what)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot %s an inline projection in a REPEATABLE READ or SERIALIZABLE transaction", what),
+				 errhint("Run it in a READ COMMITTED transaction.")));
+	LockRelationOid(projection_oids()->events, ShareLock);
+}
+
+/* ---------------------------------------------------------------------
+ * Replay (inline catch-up and rebuild)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Apply every event after "from" to one projection, in position order, in
+ * this transaction, as the projection's owner.  Reports progress with
+ * NOTICEs every few seconds and in shared memory.  Returns the number of
+ * events replayed (all events count, handled or not) and sets *last to the
+ * last position seen.  Caller is connected to SPI and has locked out
+ * appenders.
+ */
+static int64
+replay_events(ProjectionDef *def, int64 from, int64 *last)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1];
+	Oid			save_userid;
+	int			save_sec_context;
+	SPIPlanPtr	plan;
+	Portal		portal;
+	int64		total;
+	int64		done = 0;
+	bool		isnull;
+	ProjectionOwnerScope scope;
+	MemoryContext event_cxt;
+	TimestampTz start = GetCurrentTimestamp();
+	TimestampTz last_report = start;
+
+	*last = from;
+	values[0] = Int64GetDatum(from);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	projection_spi_check(SPI_execute_with_args("SELECT pg_catalog.count(*) FROM projection.events "
+											   "WHERE global_position OPERATOR(pg_catalog.>) $1",
+											   1, types, values, NULL, true, 0),
+						 SPI_OK_SELECT, "counting events");
+	total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	plan = SPI_prepare("SELECT e, e.global_position, e.event_type FROM projection.events e "
+					   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 ORDER BY e.global_position",
+					   1, types);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	portal = SPI_cursor_open(NULL, plan, values, NULL, true);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	memset(&scope, 0, sizeof(scope));
+	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection replay event",
+									  ALLOCSET_DEFAULT_SIZES);
+	projection_publish_rebuild(MyDatabaseId, def->id, 0, total);
+
+	for (;;)
+	{
+		uint64		i;
+		SPITupleTable *tuptable;
+		uint64		n;
+
+		SPI_cursor_fetch(portal, true, 1000);
+		n = SPI_processed;
+		tuptable = SPI_tuptable;
+		if (n == 0)
+			break;
+		for (i = 0; i < n; i++)
+		{
+			HeapTuple	tup = tuptable->vals[i];
+			Datum		event = SPI_getbinval(tup, tuptable->tupdesc, 1, &isnull);
+			int64		position = DatumGetInt64(SPI_getbinval(tup, tuptable->tupdesc, 2, &isnull));
+			MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
+			char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, tuptable->tupdesc, 3, &isnull));
+
+			CHECK_FOR_INTERRUPTS();
+			if (projection_wants(def, event_type))
+			{
+				projection_owner_enter(&scope, def);
+				projection_apply(def, event, event_type, position);
+				CommandCounterIncrement();
+			}
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(event_cxt);
+			*last = position;
+			done++;
+		}
+		SPI_freetuptable(tuptable);
+		projection_owner_leave(&scope);
+
+		if (TimestampDifferenceExceeds(last_report, GetCurrentTimestamp(),
+									   PROJECTION_PROGRESS_INTERVAL_MS))
+		{
+			TimestampTz now = GetCurrentTimestamp();
+			double		secs = (double) (now - start) / 1000000.0;
+			double		rate = secs > 0 ? done / secs : 0;
+
+			ereport(NOTICE,
+					(errmsg("projection \"%s\": %lld of %lld events replayed (%.0f events/s, about %.0f s left)",
+							def->name, (long long) done, (long long) total, rate,
+							rate > 0 ? (total - done) / rate : 0)));
+			last_report = now;
+		}
+		projection_publish_rebuild(MyDatabaseId, def->id, done, total);
+	}
+	projection_owner_leave(&scope);
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+	MemoryContextDelete(event_cxt);
+	projection_publish_rebuild(MyDatabaseId, def->id, 0, 0);
+	return done;
+}
+
+/* ---------------------------------------------------------------------
+ * projection.append
+ * ---------------------------------------------------------------------
+ */
+
+static SPIPlanPtr append_plan = NULL;
+
+/*
+ * append(stream_id, event_type, data, metadata DEFAULT '{}',
+ *		  expected_version DEFAULT NULL) RETURNS bigint
+ *
+ * Appends one event at the stream's next version, under the stream's lock,
+ * and returns its global_position.  The insert runs as the caller (who needs
+ * INSERT on projection.events) and fires the same triggers as any INSERT.
+ */
+Datum
+projection_append(PG_FUNCTION_ARGS)
+{
+	text	   *stream_id;
+	text	   *event_type;
+	Datum		data;
+	Datum		metadata;
+	int64		current;
+	Datum		values[5];
+	Oid			types[5] = {TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID};
+	int			rc;
+	const ProjectionOids *o;
+
+	require_arg(fcinfo, 0, "stream_id");
+	require_arg(fcinfo, 1, "event_type");
+	require_arg(fcinfo, 2, "data");
+	stream_id = PG_GETARG_TEXT_PP(0);
+	event_type = PG_GETARG_TEXT_PP(1);
+	data = PG_GETARG_DATUM(2);
+	if (VARSIZE_ANY_EXHDR(stream_id) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must not be empty", "stream_id")));
+	if (VARSIZE_ANY_EXHDR(event_type) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must not be empty", "event_type")));
+	metadata = PG_ARGISNULL(3) ? DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"))
+		: PG_GETARG_DATUM(3);
+	if (!PG_ARGISNULL(4) && PG_GETARG_INT64(4) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expected_version must be 0 or greater"),
+				 errhint("Use 0 for \"the stream must not exist yet\", or NULL for no check.")));
+
+	o = projection_oids();
+	/* refuse before taking any lock */
+	if (pg_class_aclcheck(o->events, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, "events");
+
+	current = projection_stream_version(stream_id);
+	if (!PG_ARGISNULL(4) && PG_GETARG_INT64(4) != current)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROJECTION_VERSION_CONFLICT),
+				 errmsg("version conflict on stream \"%s\": expected version %lld, current version %lld",
+						text_to_cstring(stream_id), (long long) PG_GETARG_INT64(4),
+						(long long) current),
+				 errhint("Reload the stream and retry the command.")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (append_plan == NULL || !SPI_plan_is_valid(append_plan))
+	{
+		SPIPlanPtr	plan;
+
+		if (append_plan != NULL)
+		{
+			SPI_freeplan(append_plan);
+			append_plan = NULL;
+		}
+		plan = SPI_prepare("INSERT INTO projection.events "
+						   "(stream_id, stream_version, event_type, data, metadata) "
+						   "VALUES ($1, $2, $3, $4, $5)", 5, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		append_plan = plan;
+	}
+	values[0] = PointerGetDatum(stream_id);
+	values[1] = Int64GetDatum(current + 1);
+	values[2] = PointerGetDatum(event_type);
+	values[3] = data;
+	values[4] = metadata;
+	rc = SPI_execute_plan(append_plan, values, NULL, false, 0);
+	projection_spi_check(rc, SPI_OK_INSERT, "appending an event");
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+
+	PG_RETURN_INT64(projection_last_position());
+}
+
+/* ---------------------------------------------------------------------
+ * projection.create
+ * ---------------------------------------------------------------------
+ */
+
+/* The fixed search_path handlers run with: pg_catalog, the creator's schemas, pg_temp last. */
+static char *
+creator_search_path(void)
+{
+	List	   *schemas = fetch_search_path(false);
+	ListCell   *lc;
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "pg_catalog");
+	foreach(lc, schemas)
+	{
+		Oid			nsp = lfirst_oid(lc);
+		char	   *nspname;
+
+		if (nsp == PG_CATALOG_NAMESPACE || isAnyTempNamespace(nsp))
+			continue;
+		nspname = get_namespace_name(nsp);
+		if (nspname == NULL)
+			continue;
+		appendStringInfo(&buf, ", %s", quote_identifier(nspname));
+	}
+	appendStringInfoString(&buf, ", pg_temp");
+	return buf.data;
+}
+
+/* A handler must be f(projection.events) RETURNS void, executable by the caller. */
+static void
+check_handler(Oid handler)
+{
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	Oid			events_type = projection_oids()->events_type;
+	bool		ok;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(handler));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function with OID %u does not exist", handler)));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	ok = proc->pronargs == 1 && proc->proargtypes.values[0] == events_type &&
+		proc->prorettype == VOIDOID && !proc->proretset && proc->prokind == PROKIND_FUNCTION;
+	ReleaseSysCache(tup);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function %s cannot be a projection handler",
+						format_procedure(handler)),
+				 errdetail("A handler must take one argument of type projection.events and return void."),
+				 errhint("Declare it as CREATE FUNCTION f(e projection.events) RETURNS void.")));
+	if (pg_proc_aclcheck(handler, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(handler));
+}
+
+static void
+check_tables(ArrayType *tables)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n,
+				i;
+
+	deconstruct_array(tables, OIDOID, sizeof(Oid), true, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+	{
+		Oid			relid;
+		char		relkind;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("argument \"%s\" must not contain nulls", "tables")));
+		relid = DatumGetObjectId(elems[i]);
+		relkind = get_rel_relkind(relid);
+		if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("\"%s\" is not a table", get_rel_name(relid)),
+					 errdetail("A projection's tables must be ordinary or partitioned tables.")));
+		if (relid == projection_oids()->events || get_rel_namespace(relid) == projection_oids()->schema)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("table \"%s\" belongs to the extension and cannot be a read model",
+							get_rel_name(relid))));
+		if (pg_class_aclcheck(relid, GetUserId(), ACL_INSERT | ACL_UPDATE | ACL_DELETE) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for table %s", get_rel_name(relid)),
+					 errdetail("A projection's owner needs INSERT, UPDATE and DELETE on its tables.")));
+	}
+}
+
+static void
+check_event_types(ArrayType *types)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n,
+				i;
+
+	if (ARR_NDIM(types) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must be a one-dimensional array", "event_types")));
+	deconstruct_array(types, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must not be empty", "event_types"),
+				 errhint("Pass NULL to handle every event type.")));
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i] || VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i])) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("argument \"%s\" must not contain nulls or empty strings", "event_types")));
+	}
+}
+
+/* WARNING when no worker can run async projections in this database. */
+static void
+warn_if_no_worker(void)
+{
+	if (!projection_preloaded)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("async projections will not run: the projection library is not preloaded"),
+				 errhint("Add \"projection\" to shared_preload_libraries and restart the server.")));
+	else if (max_worker_processes < 2)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("async projections may not run: max_worker_processes is %d", max_worker_processes),
+				 errhint("Raise max_worker_processes to at least the number of databases using projection plus one, and restart the server.")));
+}
+
+/*
+ * create(name, handler regproc, event_types text[], mode, tables regclass[],
+ *		  start_from, on_error)
+ */
+Datum
+projection_create(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_arg(fcinfo, 0, "name");
+	Oid			handler = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
+	char	   *mode;
+	char	   *start_from;
+	char	   *on_error;
+	bool		is_inline;
+	bool		from_beginning;
+	char	   *search_path;
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionRow *row;
+	int64		start_position = 0;
+	const char *state = "running";
+
+	mode = text_arg(fcinfo, 3, "mode");
+	start_from = text_arg(fcinfo, 5, "start_from");
+	on_error = text_arg(fcinfo, 6, "on_error");
+	require_arg(fcinfo, 4, "tables");
+
+	if (strcmp(mode, "inline") == 0)
+		is_inline = true;
+	else if (strcmp(mode, "async") == 0)
+		is_inline = false;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid mode \"%s\"", mode),
+				 errhint("Valid modes are \"inline\" and \"async\".")));
+	if (strcmp(start_from, "beginning") == 0)
+		from_beginning = true;
+	else if (strcmp(start_from, "end") == 0)
+		from_beginning = false;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid start_from \"%s\"", start_from),
+				 errhint("Valid values are \"beginning\" and \"end\".")));
+	if (strcmp(on_error, "stop") != 0 && strcmp(on_error, "skip") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid on_error \"%s\"", on_error),
+				 errhint("Valid values are \"stop\" and \"skip\".")));
+	if (OidIsValid(handler))
+		check_handler(handler);
+	if (!PG_ARGISNULL(2))
+		check_event_types(PG_GETARG_ARRAYTYPE_P(2));
+	check_tables(PG_GETARG_ARRAYTYPE_P(4));
+	search_path = creator_search_path();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1];
+
+		values[0] = CStringGetTextDatum(name);
+		registry_exec("SELECT 1 FROM projection.projections WHERE name OPERATOR(pg_catalog.=) $1",
+					  1, types, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("projection \"%s\" already exists", name)));
+	}
+
+	if (is_inline)
+		lock_out_appenders("create");
+	if (!from_beginning)
+		start_position = sequence_last_value();
+	else if (!is_inline && sequence_last_value() > 0)
+		state = "catching_up";
+
+	{
+		Oid			types[10] = {TEXTOID, OIDOID, TEXTARRAYOID, TEXTOID, OIDARRAYOID,
+		TEXTOID, OIDOID, TEXTOID, INT8OID, TEXTOID};
+		Datum		values[10];
+		char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+		values[0] = CStringGetTextDatum(name);
+		values[1] = ObjectIdGetDatum(handler);
+		if (!OidIsValid(handler))
+			nulls[1] = 'n';
+		if (PG_ARGISNULL(2))
+			nulls[2] = 'n';
+		else
+			values[2] = PG_GETARG_DATUM(2);
+		values[3] = CStringGetTextDatum(mode);
+		values[4] = PG_GETARG_DATUM(4);
+		values[5] = CStringGetTextDatum(on_error);
+		values[6] = ObjectIdGetDatum(GetUserId());
+		values[7] = CStringGetTextDatum(search_path);
+		values[8] = Int64GetDatum(start_position);
+		values[9] = CStringGetTextDatum(state);
+		registry_exec("INSERT INTO projection.projections "
+					  "(name, handler, event_types, mode, tables, on_error, owner, search_path, position, state) "
+					  "VALUES ($1, $2::pg_catalog.regprocedure, $3, $4, $5::pg_catalog.regclass[], $6, "
+					  "$7::pg_catalog.regrole, $8, $9, $10)",
+					  10, types, values, nulls, SPI_OK_INSERT);
+	}
+	CommandCounterIncrement();
+
+	if (is_inline && from_beginning)
+	{
+		ProjectionRegistry *registry;
+		int64		replayed;
+		int64		last;
+
+		row = registry_lookup(name, cxt);
+		projection_registry_invalidate();
+		registry = projection_registry_acquire();
+		replayed = replay_events(registry_def(registry, row->id), 0, &last);
+		projection_registry_release(registry);
+		if (replayed > 0)
+			ereport(NOTICE,
+					(errmsg("projection \"%s\" caught up with %lld events",
+							name, (long long) replayed)));
+	}
+	if (!is_inline)
+	{
+		warn_if_no_worker();
+		projection_request_launcher_at_commit();
+	}
+
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------
+ * projection.on
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * on(name, event_type, statement): add a statement handler.  The statement
+ * is prepared now, as the projection's owner with its search_path, so that
+ * errors in it are reported here rather than at the first event.
+ */
+Datum
+projection_on(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_arg(fcinfo, 0, "name");
+	char	   *event_type = text_arg(fcinfo, 1, "event_type");
+	char	   *statement = text_arg(fcinfo, 2, "statement");
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionRow *row;
+	ProjectionRegistry *registry;
+	ProjectionOwnerScope scope;
+	SPIPlanPtr	plan;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = registry_lookup(name, cxt);
+	check_owner(row);
+
+	registry = projection_registry_acquire();
+	memset(&scope, 0, sizeof(scope));
+	projection_owner_enter(&scope, registry_def(registry, row->id));
+	plan = projection_prepare_statement(statement, projection_oids()->events_type);
+	SPI_freeplan(plan);
+	projection_owner_leave(&scope);
+	projection_registry_release(registry);
+
+	{
+		Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+		Datum		values[3];
+
+		values[0] = Int32GetDatum(row->id);
+		values[1] = CStringGetTextDatum(event_type);
+		values[2] = CStringGetTextDatum(statement);
+		registry_exec("INSERT INTO projection.handlers (projection_id, seq, event_type, statement) "
+					  "SELECT $1, COALESCE(pg_catalog.max(seq), 0) OPERATOR(pg_catalog.+) 1, $2, $3 "
+					  "FROM projection.handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
+					  3, types, values, NULL, SPI_OK_INSERT);
+	}
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------
+ * projection.drop / pause / resume
+ * ---------------------------------------------------------------------
+ */
+
+/* drop(name): unregister; the read-model tables are left alone. */
+Datum
+projection_drop(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_arg(fcinfo, 0, "name");
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionRow *row;
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = registry_lookup(name, cxt);
+	check_owner(row);
+	if (row->is_inline)
+		lock_out_appenders("drop");
+
+	values[0] = Int32GetDatum(row->id);
+	values[1] = CStringGetTextDatum(name);
+	registry_exec("DELETE FROM projection.dead_letters WHERE name OPERATOR(pg_catalog.=) $2 "
+				  "AND $1 IS NOT NULL",
+				  2, types, values, NULL, SPI_OK_DELETE);
+	registry_exec("DELETE FROM projection.projections WHERE id OPERATOR(pg_catalog.=) $1",
+				  1, types, values, NULL, SPI_OK_DELETE);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_VOID();
+}
+
+/*
+ * pause(name): a paused projection applies nothing until resume().  For an
+ * inline projection, in-flight appends finish first and the position where
+ * it paused is kept, so resume() can catch up exactly the events it missed.
+ */
+Datum
+projection_pause(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_arg(fcinfo, 0, "name");
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionRow *row;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = registry_lookup(name, cxt);
+	check_owner(row);
+	if (strcmp(row->state, "paused") == 0)
+		ereport(NOTICE,
+				(errmsg("projection \"%s\" is already paused", name)));
+	else if (row->is_inline)
+	{
+		lock_out_appenders("pause");
+		registry_set_state(row->id, "paused", true, sequence_last_value(), false);
+	}
+	else
+		registry_set_state(row->id, "paused", false, 0, false);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_VOID();
+}
+
+/*
+ * resume(name): run a paused projection again, or retry a failed one from
+ * its failing event.  An inline projection first catches up the events
+ * appended while it was paused.
+ */
+Datum
+projection_resume(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_arg(fcinfo, 0, "name");
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionRow *row;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = registry_lookup(name, cxt);
+	check_owner(row);
+	if (strcmp(row->state, "running") == 0 || strcmp(row->state, "catching_up") == 0)
+		ereport(NOTICE,
+				(errmsg("projection \"%s\" is already running", name)));
+	else if (row->is_inline)
+	{
+		ProjectionRegistry *registry;
+		int64		last;
+
+		lock_out_appenders("resume");
+		registry = projection_registry_acquire();
+		(void) replay_events(registry_def(registry, row->id), row->position, &last);
+		projection_registry_release(registry);
+		registry_set_state(row->id, "running", true, 0, true);
+	}
+	else
+	{
+		registry_set_state(row->id, "running", false, 0, true);
+		projection_request_launcher_at_commit();
+	}
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------
+ * projection.rebuild
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Empty a projection's tables with DELETE, as its owner.  DELETE, not
+ * TRUNCATE: readers keep seeing the old rows (MVCC) until this transaction
+ * commits, and are never blocked.
+ */
+static void
+empty_tables(ProjectionDef *def)
+{
+	ProjectionOwnerScope scope;
+	int			i;
+
+	memset(&scope, 0, sizeof(scope));
+	projection_owner_enter(&scope, def);
+	for (i = 0; i < def->ntables; i++)
+	{
+		char	   *relname = get_rel_name(def->tables[i]);
+		char	   *nspname;
+		int			rc;
+
+		if (relname == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("table %u of projection \"%s\" does not exist",
+							def->tables[i], def->name)));
+		nspname = get_namespace_name(get_rel_namespace(def->tables[i]));
+		rc = SPI_execute(psprintf("DELETE FROM %s",
+								  quote_qualified_identifier(nspname, relname)),
+						 false, 0);
+		projection_spi_check(rc, SPI_OK_DELETE, "emptying a read-model table");
+	}
+	projection_owner_leave(&scope);
+}
+
+/*
+ * rebuild(name) RETURNS bigint: empty the projection's tables and replay
+ * every event, in one transaction.  Readers see the old, complete read
+ * model until the transaction commits, then the new one.
+ */
+Datum
+projection_rebuild(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_arg(fcinfo, 0, "name");
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionRow *row;
+	ProjectionRegistry *registry;
+	ProjectionDef *def;
+	int64		replayed;
+	int64		last;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = registry_lookup(name, cxt);
+	check_owner(row);
+	if (!row->is_inline)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("rebuild of async projection \"%s\" is not supported yet", name),
+				 errhint("Drop the projection, empty its tables and create it again with start_from => 'beginning'.")));
+	lock_out_appenders("rebuild");
+
+	registry = projection_registry_acquire();
+	def = registry_def(registry, row->id);
+	empty_tables(def);
+	replayed = replay_events(def, 0, &last);
+	projection_registry_release(registry);
+	if (strcmp(row->state, "paused") == 0)
+		registry_set_state(row->id, "paused", true, last, true);
+	else
+		registry_set_state(row->id, "running", true, last, true);
+
+	ereport(NOTICE,
+			(errmsg("projection \"%s\" rebuilt from %lld events", name, (long long) replayed)));
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_INT64(replayed);
+}
+
+/* ---------------------------------------------------------------------
+ * projection.wait
+ * ---------------------------------------------------------------------
+ */
+
+/* the committed checkpoint of a projection, read with the latest snapshot */
+static bool
+read_checkpoint(int32 id, int64 *position, bool *is_inline)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		values[1];
+	Oid			save_userid;
+	int			save_sec_context;
+	SPIPlanPtr	plan;
+	Snapshot	snapshot;
+	int			rc;
+	bool		found = false;
+	bool		isnull;
+
+	values[0] = Int32GetDatum(id);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	plan = SPI_prepare("SELECT position, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
+					   "WHERE id OPERATOR(pg_catalog.=) $1", 1, types);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	rc = SPI_execute_snapshot(plan, values, NULL, snapshot, InvalidSnapshot, true, false, 1);
+	UnregisterSnapshot(snapshot);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	projection_spi_check(rc, SPI_OK_SELECT, "reading a checkpoint");
+	if (SPI_processed > 0)
+	{
+		*position = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		*is_inline = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		found = true;
+	}
+	SPI_freeplan(plan);
+	return found;
+}
+
+/*
+ * wait(name, up_to, timeout) RETURNS boolean: true once the projection has
+ * applied every event up to position up_to, false when the timeout passes.
+ * Sleeps on the condition variable the workers broadcast after each commit;
+ * reads the committed checkpoint with the latest snapshot, so it works in
+ * any isolation level.
+ */
+Datum
+projection_wait(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_arg(fcinfo, 0, "name");
+	int64		up_to;
+	Interval   *timeout;
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionRow *row;
+	TimestampTz deadline;
+	bool		result = false;
+	int64		timeout_ms;
+
+	require_arg(fcinfo, 1, "up_to");
+	require_arg(fcinfo, 2, "timeout");
+	up_to = PG_GETARG_INT64(1);
+	timeout = PG_GETARG_INTERVAL_P(2);
+	timeout_ms = (int64) (timeout->time / 1000) +
+		(int64) timeout->day * 86400000 + (int64) timeout->month * 30 * 86400000;
+	if (timeout_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative")));
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* check existence without keeping the row locked while we sleep */
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1];
+		bool		isnull;
+
+		values[0] = CStringGetTextDatum(name);
+		registry_exec("SELECT id, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
+					  "WHERE name OPERATOR(pg_catalog.=) $1",
+					  1, types, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("projection \"%s\" does not exist", name)));
+		row = MemoryContextAllocZero(cxt, sizeof(ProjectionRow));
+		row->id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		row->is_inline = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+
+	if (row->is_inline)
+	{
+		/* inline projections apply events in the appending transaction */
+		SPI_finish();
+		PG_RETURN_BOOL(true);
+	}
+	if (projection_appended_in_xact())
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("waiting for projection \"%s\" inside a transaction that appended events", name),
+				 errdetail("The worker cannot apply this transaction's events before it commits."),
+				 errhint("Commit first, then call projection.wait().")));
+
+	for (;;)
+	{
+		int64		position;
+		bool		is_inline;
+		long		remaining;
+
+		if (!read_checkpoint(row->id, &position, &is_inline))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("projection \"%s\" was dropped while waiting", name)));
+		if (position >= up_to)
+		{
+			result = true;
+			break;
+		}
+		remaining = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+		if (remaining <= 0)
+			break;
+		if (ProjectionShared != NULL)
+		{
+			ConditionVariablePrepareToSleep(&ProjectionShared->progress_cv);
+			(void) ConditionVariableTimedSleep(&ProjectionShared->progress_cv,
+											   Min(remaining, 1000), PG_WAIT_EXTENSION);
+			ConditionVariableCancelSleep();
+		}
+		else
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(remaining, 100), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_BOOL(result);
+}
+
+/* ---------------------------------------------------------------------
+ * projection.aggregate
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * aggregate(stream_id, fold regproc, initial jsonb) RETURNS jsonb: fold one
+ * stream's events in version order through fold(state jsonb, e
+ * projection.events) RETURNS jsonb.  Runs as the caller, who needs SELECT on
+ * projection.events and EXECUTE on the fold.
+ */
+Datum
+projection_aggregate(PG_FUNCTION_ARGS)
+{
+	text	   *stream_id;
+	Oid			fold;
+	Datum		state;
+	bool		state_null = false;
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	bool		ok;
+	bool		strict;
+	FmgrInfo	flinfo;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	SPIPlanPtr	plan;
+	Portal		portal;
+	MemoryContext cxt = CurrentMemoryContext;
+	const ProjectionOids *o;
+
+	require_arg(fcinfo, 0, "stream_id");
+	require_arg(fcinfo, 1, "fold");
+	require_arg(fcinfo, 2, "initial");
+	stream_id = PG_GETARG_TEXT_PP(0);
+	fold = PG_GETARG_OID(1);
+	state = PG_GETARG_DATUM(2);
+	o = projection_oids();
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fold));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function with OID %u does not exist", fold)));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	ok = proc->pronargs == 2 && proc->proargtypes.values[0] == JSONBOID &&
+		proc->proargtypes.values[1] == o->events_type &&
+		proc->prorettype == JSONBOID && !proc->proretset && proc->prokind == PROKIND_FUNCTION;
+	strict = proc->proisstrict;
+	ReleaseSysCache(tup);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function %s cannot be a fold function", format_procedure(fold)),
+				 errdetail("A fold function must take (state jsonb, e projection.events) and return jsonb.")));
+	if (pg_proc_aclcheck(fold, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(fold));
+	fmgr_info(fold, &flinfo);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare("SELECT e FROM projection.events e WHERE e.stream_id OPERATOR(pg_catalog.=) $1 "
+					   "ORDER BY e.stream_version", 1, types);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	values[0] = PointerGetDatum(stream_id);
+	portal = SPI_cursor_open(NULL, plan, values, NULL, true);
+	for (;;)
+	{
+		uint64		i;
+
+		SPI_cursor_fetch(portal, true, 1000);
+		if (SPI_processed == 0)
+			break;
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			Datum		event = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+			LOCAL_FCINFO(call, 2);
+
+			CHECK_FOR_INTERRUPTS();
+			if (strict && state_null)
+				continue;
+			InitFunctionCallInfoData(*call, &flinfo, 2, InvalidOid, NULL, NULL);
+			call->args[0].value = state;
+			call->args[0].isnull = state_null;
+			call->args[1].value = event;
+			call->args[1].isnull = false;
+			state = FunctionCallInvoke(call);
+			state_null = call->isnull;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+
+	/* the state may live in SPI memory: copy it out before SPI_finish */
+	if (!state_null)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+
+		state = PointerGetDatum(PG_DETOAST_DATUM_COPY(state));
+		MemoryContextSwitchTo(oldcxt);
+	}
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	if (state_null)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(state);
+}
+
+/* ---------------------------------------------------------------------
+ * Internal helpers
+ * ---------------------------------------------------------------------
+ */
+
+/* _notify_launcher(): at commit, ask the launcher to start this database's worker */
+Datum
+projection_notify_launcher(PG_FUNCTION_ARGS)
+{
+	projection_request_launcher_at_commit();
+	PG_RETURN_VOID();
+}
+
+/* _worker_info(): progress of this database's projections from shared memory */
+Datum
+projection_worker_info(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (ProjectionShared != NULL)
+		projection_progress_report(MyDatabaseId, rsinfo->setResult, rsinfo->setDesc);
+	return (Datum) 0;
+}

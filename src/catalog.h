@@ -1,0 +1,105 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.h
+ *	  The projection registry as seen by one backend: object ids of the
+ *	  extension's relations, the cached list of projections with their
+ *	  handlers and kept SPI plans, and running handlers as their owner.
+ *
+ * IDENTIFICATION
+ *	  src/catalog.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PROJECTION_CATALOG_H
+#define PROJECTION_CATALOG_H
+
+#include "executor/spi.h"
+#include "fmgr.h"
+
+typedef enum ProjectionState
+{
+	PROJECTION_RUNNING,
+	PROJECTION_PAUSED,
+	PROJECTION_FAILED,
+	PROJECTION_REBUILDING,
+	PROJECTION_CATCHING_UP
+} ProjectionState;
+
+typedef struct ProjectionStatement
+{
+	char	   *event_type;
+	char	   *sql;
+	SPIPlanPtr	plan;			/* kept plan, prepared as the owner on first use */
+} ProjectionStatement;
+
+typedef struct ProjectionDef
+{
+	MemoryContext cxt;			/* the registry's context */
+	int32		id;
+	char	   *name;
+	Oid			handler;		/* InvalidOid: statements only */
+	FmgrInfo	flinfo;
+	bool		flinfo_ready;
+	int			ntypes;			/* 0 with types == NULL: every type */
+	char	  **types;
+	bool		is_inline;
+	bool		skip_errors;	/* on_error = 'skip' */
+	Oid			owner;
+	char	   *search_path;
+	ProjectionState state;
+	int64		position;
+	int			ntables;
+	Oid		   *tables;
+	int			nstatements;
+	ProjectionStatement *statements;
+} ProjectionDef;
+
+typedef struct ProjectionRegistry
+{
+	MemoryContext cxt;
+	int			nprojections;
+	ProjectionDef *projections;
+	int			ninline_running;	/* inline projections in state running */
+	struct ProjectionRegistry *next_retired;
+} ProjectionRegistry;
+
+/* object ids of the extension's relations in this database */
+typedef struct ProjectionOids
+{
+	Oid			schema;
+	Oid			events;
+	Oid			events_type;
+	Oid			sequence;
+	Oid			stream_index;
+	Oid			registry;
+	Oid			handlers;
+} ProjectionOids;
+
+/* the saved identity while running a projection's code as its owner */
+typedef struct ProjectionOwnerScope
+{
+	bool		active;
+	Oid			owner;
+	const char *search_path;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} ProjectionOwnerScope;
+
+extern const ProjectionOids *projection_oids(void);
+extern ProjectionRegistry *projection_registry_acquire(void);
+extern void projection_registry_release(ProjectionRegistry *registry);
+extern void projection_registry_invalidate(void);
+extern void projection_registry_at_abort(void);
+
+extern const char *projection_state_name(ProjectionState state);
+extern bool projection_wants(ProjectionDef *def, const char *event_type);
+extern void projection_owner_enter(ProjectionOwnerScope *scope, ProjectionDef *def);
+extern void projection_owner_leave(ProjectionOwnerScope *scope);
+extern void projection_apply(ProjectionDef *def, Datum event, const char *event_type,
+							 int64 position);
+extern SPIPlanPtr projection_prepare_statement(const char *sql, Oid events_type);
+
+extern void projection_spi_check(int rc, int expected, const char *what);
+
+#endif							/* PROJECTION_CATALOG_H */

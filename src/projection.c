@@ -1,0 +1,84 @@
+/*-------------------------------------------------------------------------
+ *
+ * projection.c
+ *	  Module entry point of the projection extension: PG_MODULE_MAGIC,
+ *	  _PG_init, the GUCs and the installation of hooks.  Nothing else.
+ *
+ * When the library is not preloaded, only the GUCs are defined: inline
+ * projections work, and functions that need the background worker warn (see
+ * api.c).  When it is preloaded, shared memory is requested, the launcher is
+ * registered and the utility hook installed.
+ *
+ * IDENTIFICATION
+ *	  src/projection.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "launcher.h"
+#include "projection.h"
+#include "shmem.h"
+#include "utility.h"
+
+PG_MODULE_MAGIC;
+
+int			projection_max_workers = 8;
+int			projection_max_projections = 1024;
+int			projection_naptime = 1000;
+int			projection_batch_size = 1000;
+bool		projection_preloaded = false;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("projection.max_workers",
+							"Maximum number of databases whose async projections run at the same time.",
+							"Each database with the extension installed uses one background worker, "
+							"counted against max_worker_processes.",
+							&projection_max_workers,
+							8, 1, 1024,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("projection.max_projections",
+							"Maximum number of projections, across all databases, whose progress is tracked in shared memory.",
+							NULL,
+							&projection_max_projections,
+							1024, 16, 1000000,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("projection.naptime",
+							"Safety-net interval at which async workers look for events that arrived without waking them.",
+							"Committing appenders wake the worker at once; this only matters for events written "
+							"without the extension's triggers (for example by logical replication).",
+							&projection_naptime,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("projection.batch_size",
+							"Maximum number of events an async worker applies in one transaction.",
+							NULL,
+							&projection_batch_size,
+							1000, 1, 1000000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	projection_preloaded = true;
+	MarkGUCPrefixReserved("projection");
+
+	projection_shmem_install_hooks();
+	projection_utility_install_hook();
+	projection_launcher_register();
+}

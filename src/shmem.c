@@ -1,0 +1,347 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  Shared memory of the projection extension.
+ *
+ * What lives here and who may touch it:
+ *
+ * - ProjectionAppenders[MaxBackends]: each backend writes only its own entry
+ *   (MyBackendId - 1), with plain atomic stores and memory barriers, from the
+ *   position trigger and from its transaction callbacks; workers read every
+ *   entry without a lock.  trigger.c and worker.c state the ordering rules.
+ *
+ * - ProjectionShared->dbslots[]: per-database worker slots.  Read and written
+ *   only while holding ProjectionShared->lock (exclusive to write, shared to
+ *   read), except launcher_pgprocno and a slot's pgprocno, which committing
+ *   backends read without the lock to set a latch: a stale value only causes
+ *   a spurious wake-up, which latches tolerate.
+ *
+ * - The progress hash (ProjectionProgressHash): per-projection checkpoints
+ *   published after commit by workers, read by projection.wait() and the
+ *   status view.  Protected by ProjectionShared->lock.
+ *
+ * Nothing here is held across anything that can raise an error.
+ *
+ * IDENTIFICATION
+ *	  src/shmem.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/hsearch.h"
+
+#include "projection.h"
+#include "shmem.h"
+
+ProjectionSharedState *ProjectionShared = NULL;
+ProjectionAppender *ProjectionAppenders = NULL;
+int			ProjectionNumAppenders = 0;
+static HTAB *ProjectionProgressHash = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static Size
+shmem_state_size(void)
+{
+	return add_size(offsetof(ProjectionSharedState, dbslots),
+					mul_size(sizeof(ProjectionDbSlot), projection_max_workers));
+}
+
+static Size
+shmem_appenders_size(void)
+{
+	return mul_size(sizeof(ProjectionAppender), MaxBackends);
+}
+
+/*
+ * shmem_request_hook: reserve our space and LWLock tranche.  MaxBackends is
+ * known here (PostgreSQL 15).
+ */
+static void
+projection_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+
+	RequestAddinShmemSpace(shmem_state_size());
+	RequestAddinShmemSpace(shmem_appenders_size());
+	RequestAddinShmemSpace(hash_estimate_size(projection_max_projections,
+											  sizeof(ProjectionProgress)));
+	RequestNamedLWLockTranche("projection", 1);
+}
+
+/*
+ * shmem_startup_hook: attach to (or create and initialise) our state, under
+ * AddinShmemInitLock.
+ */
+static void
+projection_shmem_startup(void)
+{
+	bool		found;
+	bool		found_appenders;
+	HASHCTL		info;
+	int			i;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+
+	ProjectionShared = ShmemInitStruct("projection", shmem_state_size(), &found);
+	ProjectionAppenders = ShmemInitStruct("projection appenders",
+										  shmem_appenders_size(), &found_appenders);
+	ProjectionNumAppenders = MaxBackends;
+
+	if (!found)
+	{
+		ProjectionShared->lock = &(GetNamedLWLockTranche("projection"))->lock;
+		pg_atomic_init_u32(&ProjectionShared->rescan, 0);
+		ProjectionShared->launcher_pgprocno = -1;
+		ProjectionShared->launcher_pid = 0;
+		ConditionVariableInit(&ProjectionShared->progress_cv);
+		ProjectionShared->ndbslots = projection_max_workers;
+		for (i = 0; i < projection_max_workers; i++)
+		{
+			ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+			memset(slot, 0, sizeof(ProjectionDbSlot));
+			slot->dboid = InvalidOid;
+			slot->pgprocno = -1;
+		}
+	}
+	if (!found_appenders)
+	{
+		for (i = 0; i < MaxBackends; i++)
+		{
+			pg_atomic_init_u32(&ProjectionAppenders[i].xid, InvalidTransactionId);
+			pg_atomic_init_u32(&ProjectionAppenders[i].dboid, InvalidOid);
+			pg_atomic_init_u64(&ProjectionAppenders[i].min_pos, 0);
+		}
+	}
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(ProjectionProgressKey);
+	info.entrysize = sizeof(ProjectionProgress);
+	ProjectionProgressHash = ShmemInitHash("projection progress",
+										   projection_max_projections,
+										   projection_max_projections,
+										   &info, HASH_ELEM | HASH_BLOBS);
+
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+projection_shmem_install_hooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = projection_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = projection_shmem_startup;
+}
+
+/*
+ * Set a process's latch given its PGPROC number.  Safe to call without locks
+ * and from commit callbacks: it cannot fail, and a stale number only wakes
+ * an unrelated process once.
+ */
+static void
+set_latch_by_procno(int procno)
+{
+	if (procno >= 0 && procno < (int) ProcGlobal->allProcCount)
+		SetLatch(&GetPGProcByNumber(procno)->procLatch);
+}
+
+void
+projection_wake_launcher(void)
+{
+	if (ProjectionShared == NULL)
+		return;
+	set_latch_by_procno(ProjectionShared->launcher_pgprocno);
+}
+
+/*
+ * Wake the worker of a database.  Called from the commit callback of every
+ * transaction that appended events: no locks, no allocation, no errors.
+ */
+void
+projection_wake_database_worker(Oid dboid)
+{
+	int			i;
+
+	if (ProjectionShared == NULL)
+		return;
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (slot->dboid == dboid)
+			set_latch_by_procno(slot->pgprocno);
+	}
+}
+
+/*
+ * Find the slot of a database; caller holds ProjectionShared->lock.
+ */
+ProjectionDbSlot *
+projection_find_dbslot(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		if (ProjectionShared->dbslots[i].dboid == dboid)
+			return &ProjectionShared->dbslots[i];
+	}
+	return NULL;
+}
+
+/*
+ * Publish a projection's committed checkpoint and wake every waiter.  Call
+ * only after the checkpoint's transaction has committed.  If the hash is
+ * full the progress is not published; projection.wait() then falls back to
+ * reading the registry.
+ */
+void
+projection_publish_progress(Oid dboid, int32 projection_id, int64 applied)
+{
+	ProjectionProgressKey key;
+	ProjectionProgress *entry;
+	bool		found;
+
+	if (ProjectionShared == NULL)
+		return;
+	memset(&key, 0, sizeof(key));
+	key.dboid = dboid;
+	key.projection_id = projection_id;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	entry = hash_search(ProjectionProgressHash, &key, HASH_ENTER_NULL, &found);
+	if (entry != NULL)
+	{
+		if (!found)
+		{
+			entry->rebuild_done = 0;
+			entry->rebuild_total = 0;
+		}
+		entry->applied = applied;
+	}
+	LWLockRelease(ProjectionShared->lock);
+
+	ConditionVariableBroadcast(&ProjectionShared->progress_cv);
+}
+
+/* Publish the progress of a running rebuild (0/0 when none runs). */
+void
+projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total)
+{
+	ProjectionProgressKey key;
+	ProjectionProgress *entry;
+	bool		found;
+
+	if (ProjectionShared == NULL)
+		return;
+	memset(&key, 0, sizeof(key));
+	key.dboid = dboid;
+	key.projection_id = projection_id;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	entry = hash_search(ProjectionProgressHash, &key, HASH_ENTER_NULL, &found);
+	if (entry != NULL)
+	{
+		if (!found)
+			entry->applied = -1;
+		entry->rebuild_done = done;
+		entry->rebuild_total = total;
+	}
+	LWLockRelease(ProjectionShared->lock);
+}
+
+/*
+ * Read a projection's published checkpoint.  Returns false when nothing has
+ * been published (no worker has committed for it since the server started).
+ */
+bool
+projection_read_progress(Oid dboid, int32 projection_id, int64 *applied)
+{
+	ProjectionProgressKey key;
+	ProjectionProgress *entry;
+	bool		result = false;
+
+	if (ProjectionShared == NULL)
+		return false;
+	memset(&key, 0, sizeof(key));
+	key.dboid = dboid;
+	key.projection_id = projection_id;
+
+	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+	entry = hash_search(ProjectionProgressHash, &key, HASH_FIND, NULL);
+	if (entry != NULL && entry->applied >= 0)
+	{
+		*applied = entry->applied;
+		result = true;
+	}
+	LWLockRelease(ProjectionShared->lock);
+	return result;
+}
+
+void
+projection_forget_progress(Oid dboid, int32 projection_id)
+{
+	ProjectionProgressKey key;
+
+	if (ProjectionShared == NULL)
+		return;
+	memset(&key, 0, sizeof(key));
+	key.dboid = dboid;
+	key.projection_id = projection_id;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	hash_search(ProjectionProgressHash, &key, HASH_REMOVE, NULL);
+	LWLockRelease(ProjectionShared->lock);
+}
+
+/*
+ * Emit (projection_id, applied, rebuild_done, rebuild_total) rows for one
+ * database into a materialized SRF tuplestore.  Copies the entries under the
+ * lock, then builds tuples without it.
+ */
+void
+projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc)
+{
+	HASH_SEQ_STATUS status;
+	ProjectionProgress *entry;
+	ProjectionProgress *copies;
+	int			n = 0;
+	int			i;
+
+	copies = palloc(sizeof(ProjectionProgress) * projection_max_projections);
+	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+	hash_seq_init(&status, ProjectionProgressHash);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (entry->key.dboid == dboid && n < projection_max_projections)
+			copies[n++] = *entry;
+	}
+	LWLockRelease(ProjectionShared->lock);
+
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = Int32GetDatum(copies[i].key.projection_id);
+		values[1] = Int64GetDatum(copies[i].applied);
+		nulls[1] = copies[i].applied < 0;
+		values[2] = Int64GetDatum(copies[i].rebuild_done);
+		values[3] = Int64GetDatum(copies[i].rebuild_total);
+		tuplestore_putvalues(store, desc, values, nulls);
+	}
+	pfree(copies);
+}

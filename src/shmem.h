@@ -1,0 +1,90 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.h
+ *	  Shared state of the projection extension: the registry of appending
+ *	  transactions, the per-database worker slots, the launcher's latch and
+ *	  the published progress of every projection.
+ *
+ * IDENTIFICATION
+ *	  src/shmem.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PROJECTION_SHMEM_H
+#define PROJECTION_SHMEM_H
+
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "access/tupdesc.h"
+
+/*
+ * One entry per backend (indexed by MyBackendId - 1): the top-level xid of a
+ * transaction that has appended events and not yet ended, and the lowest
+ * position it holds.  Written only by its own backend, read without locks by
+ * workers (see the ordering rules in trigger.c and worker.c).
+ */
+typedef struct ProjectionAppender
+{
+	pg_atomic_uint32 xid;		/* InvalidTransactionId when idle */
+	pg_atomic_uint32 dboid;
+	pg_atomic_uint64 min_pos;	/* 0 while not yet known */
+} ProjectionAppender;
+
+/* A per-database worker slot.  Protected by ProjectionShared->lock. */
+typedef struct ProjectionDbSlot
+{
+	Oid			dboid;			/* InvalidOid: slot unused */
+	pid_t		pid;			/* worker pid, 0 when none runs */
+	int			pgprocno;		/* worker's PGPROC number, -1 when none */
+	bool		stop;			/* worker must exit; launcher must not respawn */
+	TimestampTz stop_until;		/* when "stop" lapses (utility hook) */
+	bool		start_requested;	/* CREATE EXTENSION committed here */
+	bool		extension_absent;	/* worker found no extension; wait for a request */
+	TimestampTz next_start;		/* launcher's back-off */
+	int			failures;		/* consecutive abnormal exits */
+} ProjectionDbSlot;
+
+typedef struct ProjectionProgressKey
+{
+	Oid			dboid;
+	int32		projection_id;
+} ProjectionProgressKey;
+
+/* published progress of one projection (hash entry, under ->lock) */
+typedef struct ProjectionProgress
+{
+	ProjectionProgressKey key;
+	int64		applied;		/* checkpoint, as committed */
+	int64		rebuild_done;	/* events replayed by a running rebuild */
+	int64		rebuild_total;
+} ProjectionProgress;
+
+typedef struct ProjectionSharedState
+{
+	LWLock	   *lock;
+	pg_atomic_uint32 rescan;	/* set at CREATE EXTENSION commit: probe databases again */
+	int			launcher_pgprocno;	/* -1 when no launcher runs */
+	pid_t		launcher_pid;
+	ConditionVariable progress_cv;	/* broadcast after every checkpoint commit */
+	int			ndbslots;
+	ProjectionDbSlot dbslots[FLEXIBLE_ARRAY_MEMBER];
+} ProjectionSharedState;
+
+extern ProjectionSharedState *ProjectionShared;
+extern ProjectionAppender *ProjectionAppenders;
+extern int	ProjectionNumAppenders;
+
+extern void projection_shmem_install_hooks(void);
+extern void projection_wake_launcher(void);
+extern void projection_wake_database_worker(Oid dboid);
+extern ProjectionDbSlot *projection_find_dbslot(Oid dboid);
+extern void projection_publish_progress(Oid dboid, int32 projection_id, int64 applied);
+extern void projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total);
+extern bool projection_read_progress(Oid dboid, int32 projection_id, int64 *applied);
+extern void projection_forget_progress(Oid dboid, int32 projection_id);
+extern void projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc);
+
+#endif							/* PROJECTION_SHMEM_H */

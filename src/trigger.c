@@ -1,0 +1,721 @@
+/*-------------------------------------------------------------------------
+ *
+ * trigger.c
+ *	  C triggers on projection.events: position assignment, inline
+ *	  projections, the append-only guard, and registry invalidation; plus the
+ *	  per-transaction state of an appending backend and its callbacks.
+ *
+ * Ordering rules this file keeps (the async worker relies on them, see
+ * worker.c):
+ *
+ * 1. Xid first.  Before an appending transaction draws its first position,
+ *    it takes its top-level xid and publishes it in its own entry of
+ *    ProjectionAppenders (then a full memory barrier); only then does it call
+ *    nextval on projection.events_global_position_seq (CACHE 1).  After the
+ *    draw it publishes the lowest position it holds (min_pos).  So any
+ *    transaction holding a position <= L, where L is a last_value read by a
+ *    worker, was visible in ProjectionAppenders when the worker looked after
+ *    reading L, unless it had already ended.
+ *
+ * 2. The entry is cleared in the COMMIT/ABORT transaction callbacks, which
+ *    run after ProcArrayEndTransaction(): once a worker sees it cleared, a
+ *    snapshot taken afterwards sees the transaction's commit.  Those callbacks
+ *    must not fail: they only store to shared memory and set latches.
+ *
+ * 3. A transaction that appended cannot be prepared (two-phase commit): its
+ *    entry would be cleared at PREPARE while it could still commit.
+ *
+ * Stream versions: appends that need a version (append(), or INSERT without
+ * stream_version) take a transaction-level advisory lock on the stream, so
+ * concurrent appends to one stream serialize and never share a version; the
+ * current version is read from the (stream_id, stream_version) index with the
+ * latest snapshot, and remembered for the rest of the transaction (we hold
+ * the lock until it ends; a subtransaction abort forgets it).
+ *
+ * Inline projections run in the AFTER INSERT statement trigger, row by row in
+ * position order.  A handler that appends events re-enters the trigger; the
+ * nested call only queues its events, which the outermost call applies after
+ * its own, so every projection still sees global_position order.
+ *
+ * IDENTIFICATION
+ *	  src/trigger.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "common/hashfn.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/backendid.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/tuplestore.h"
+
+#include "catalog.h"
+#include "projection.h"
+#include "shmem.h"
+#include "trigger.h"
+
+PG_FUNCTION_INFO_V1(projection_position_trigger);
+PG_FUNCTION_INFO_V1(projection_inline_trigger);
+PG_FUNCTION_INFO_V1(projection_append_only_trigger);
+PG_FUNCTION_INFO_V1(projection_registry_changed_trigger);
+
+/* advisory lock space of stream locks (pg_advisory_* use 1 and 2) */
+#define PROJECTION_STREAM_LOCK_FIELD4 0x504A
+
+/* ---- per-transaction state of this backend ---- */
+static bool callbacks_registered = false;
+static bool appended_in_xact = false;
+static bool launcher_request_pending = false;
+static int64 last_position = 0;
+static HTAB *stream_versions = NULL;	/* in TopTransactionContext */
+
+/* rows of the current statement, counted by the BEFORE trigger */
+static int64 stmt_assigned_rows = 0;
+static int64 stmt_imported_rows = 0;
+static int64 stmt_imported_max = 0;
+
+/* inline re-entrancy */
+static int	inline_depth = 0;
+static List *inline_pending = NIL;	/* HeapTuples in TopTransactionContext */
+
+typedef struct StreamVersionEntry
+{
+	uint64		hash;			/* key */
+	int64		version;
+	char	   *stream_id;		/* to tell hash collisions apart */
+} StreamVersionEntry;
+
+static void
+reset_xact_state(void)
+{
+	appended_in_xact = false;
+	launcher_request_pending = false;
+	stream_versions = NULL;
+	stmt_assigned_rows = 0;
+	stmt_imported_rows = 0;
+	stmt_imported_max = 0;
+	inline_depth = 0;
+	inline_pending = NIL;
+}
+
+static void
+appender_clear(void)
+{
+	if (ProjectionAppenders != NULL && MyBackendId != InvalidBackendId &&
+		MyBackendId <= ProjectionNumAppenders)
+	{
+		ProjectionAppender *a = &ProjectionAppenders[MyBackendId - 1];
+
+		pg_atomic_write_u32(&a->xid, InvalidTransactionId);
+		pg_atomic_write_u64(&a->min_pos, 0);
+		pg_memory_barrier();
+	}
+}
+
+/*
+ * Transaction callback.  COMMIT and ABORT run after the transaction has left
+ * the proc array and must not fail: plain shared-memory stores and SetLatch
+ * only.
+ */
+static void
+projection_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			if (appended_in_xact)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROJECTION_PREPARE_APPENDED),
+						 errmsg("cannot PREPARE a transaction that has appended events"),
+						 errdetail("Async projections could not order its events safely.")));
+			break;
+		case XACT_EVENT_COMMIT:
+			if (appended_in_xact)
+			{
+				appender_clear();
+				projection_wake_database_worker(MyDatabaseId);
+			}
+			if (launcher_request_pending && ProjectionShared != NULL)
+			{
+				pg_atomic_write_u32(&ProjectionShared->rescan, 1);
+				projection_wake_launcher();
+			}
+			reset_xact_state();
+			break;
+		case XACT_EVENT_ABORT:
+			if (appended_in_xact)
+				appender_clear();
+			reset_xact_state();
+			projection_registry_at_abort();
+			break;
+		case XACT_EVENT_PREPARE:
+			reset_xact_state();
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Subtransaction abort: stream locks taken inside it are released, and the
+ * versions it assigned are gone, so forget every remembered version.
+ */
+static void
+projection_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		stream_versions = NULL;
+		stmt_assigned_rows = 0;
+		stmt_imported_rows = 0;
+		stmt_imported_max = 0;
+	}
+}
+
+void
+projection_register_xact_callbacks(void)
+{
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(projection_xact_callback, NULL);
+		RegisterSubXactCallback(projection_subxact_callback, NULL);
+		callbacks_registered = true;
+	}
+}
+
+/*
+ * First append of the transaction: take the xid and publish it before any
+ * position is drawn (rule 1).
+ */
+static void
+appender_begin(void)
+{
+	TransactionId xid;
+
+	if (appended_in_xact)
+		return;
+	projection_register_xact_callbacks();
+	xid = GetTopTransactionId();
+	appended_in_xact = true;
+	if (ProjectionAppenders != NULL && MyBackendId != InvalidBackendId &&
+		MyBackendId <= ProjectionNumAppenders)
+	{
+		ProjectionAppender *a = &ProjectionAppenders[MyBackendId - 1];
+
+		pg_atomic_write_u64(&a->min_pos, 0);
+		pg_atomic_write_u32(&a->dboid, MyDatabaseId);
+		pg_write_barrier();
+		pg_atomic_write_u32(&a->xid, xid);
+		pg_memory_barrier();
+	}
+}
+
+/* Publish the lowest position this transaction holds. */
+static void
+appender_note_position(int64 position)
+{
+	if (ProjectionAppenders != NULL && MyBackendId != InvalidBackendId &&
+		MyBackendId <= ProjectionNumAppenders)
+	{
+		ProjectionAppender *a = &ProjectionAppenders[MyBackendId - 1];
+		uint64		cur = pg_atomic_read_u64(&a->min_pos);
+
+		if (cur == 0 || (uint64) position < cur)
+		{
+			pg_atomic_write_u64(&a->min_pos, (uint64) position);
+			pg_write_barrier();
+		}
+	}
+}
+
+bool
+projection_appended_in_xact(void)
+{
+	return appended_in_xact;
+}
+
+/* The position assigned to the last event this backend inserted. */
+int64
+projection_last_position(void)
+{
+	return last_position;
+}
+
+/* Ask the launcher, at commit, to look for this database's worker again. */
+void
+projection_request_launcher_at_commit(void)
+{
+	projection_register_xact_callbacks();
+	launcher_request_pending = true;
+}
+
+static StreamVersionEntry *
+stream_cache_lookup(const char *stream_id, int len, bool create)
+{
+	uint64		hash = hash_bytes_extended((const unsigned char *) stream_id, len, 0);
+	StreamVersionEntry *entry;
+	bool		found;
+
+	if (stream_versions == NULL)
+	{
+		HASHCTL		ctl;
+
+		if (!create)
+			return NULL;
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(StreamVersionEntry);
+		ctl.hcxt = TopTransactionContext;
+		stream_versions = hash_create("projection stream versions", 64, &ctl,
+									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	entry = hash_search(stream_versions, &hash, create ? HASH_ENTER : HASH_FIND, &found);
+	if (entry == NULL)
+		return NULL;
+	if (found && (strlen(entry->stream_id) != (size_t) len ||
+				  memcmp(entry->stream_id, stream_id, len) != 0))
+	{
+		/* collision: treat as absent; the caller overwrites it */
+		if (!create)
+			return NULL;
+		found = false;
+	}
+	if (!found)
+	{
+		entry->version = -1;
+		entry->stream_id = MemoryContextAlloc(TopTransactionContext, len + 1);
+		memcpy(entry->stream_id, stream_id, len);
+		entry->stream_id[len] = '\0';
+	}
+	return entry;
+}
+
+/* Read the highest committed (or own) version of a stream from the index. */
+static int64
+stream_lookup_version(text *stream_id)
+{
+	const ProjectionOids *o = projection_oids();
+	Relation	heap;
+	Relation	index;
+	Snapshot	snapshot;
+	ScanKeyData key;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int64		version = 0;
+
+	heap = table_open(o->events, AccessShareLock);
+	index = index_open(o->stream_index, AccessShareLock);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
+	key.sk_collation = index->rd_indcollation[0];
+
+	scan = index_beginscan(heap, index, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	slot = table_slot_create(heap, NULL);
+	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		version = DatumGetInt64(slot_getattr(slot, Anum_events_stream_version, &isnull));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	return version;
+}
+
+/*
+ * The current version of a stream (0 if it has no events), with the
+ * stream's advisory lock held until the end of the transaction, so that the
+ * caller can append version + 1 without racing other appenders.
+ */
+int64
+projection_stream_version(text *stream_id)
+{
+	const char *data = VARDATA_ANY(stream_id);
+	int			len = VARSIZE_ANY_EXHDR(stream_id);
+	StreamVersionEntry *entry;
+	LOCKTAG		tag;
+	uint64		hash;
+
+	entry = stream_cache_lookup(data, len, false);
+	if (entry != NULL && entry->version >= 0)
+		return entry->version;
+
+	hash = hash_bytes_extended((const unsigned char *) data, len, 0);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (hash >> 32), (uint32) hash,
+						 PROJECTION_STREAM_LOCK_FIELD4);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+
+	entry = stream_cache_lookup(data, len, true);
+	entry->version = stream_lookup_version(stream_id);
+	return entry->version;
+}
+
+/* Remember a version this transaction wrote, if it holds the stream's lock. */
+static void
+stream_note_version(text *stream_id, int64 version)
+{
+	StreamVersionEntry *entry = stream_cache_lookup(VARDATA_ANY(stream_id),
+													VARSIZE_ANY_EXHDR(stream_id),
+													false);
+
+	if (entry != NULL && entry->version >= 0 && version > entry->version)
+		entry->version = version;
+}
+
+/*
+ * BEFORE INSERT FOR EACH ROW on projection.events (fires first, by name).
+ *
+ * Assigns global_position from the sequence after taking the xid (rule 1),
+ * and stream_version when it is NULL.  A row that brings its own
+ * global_position is an import of already-projected history (pg_restore of
+ * a dump, for instance): allowed to the owner of projection.events only,
+ * its position is kept and inline projections do not run for it.
+ */
+Datum
+projection_position_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	const ProjectionOids *o;
+	TupleDesc	desc;
+	HeapTuple	tuple;
+	Datum		values[Natts_events];
+	bool		nulls[Natts_events];
+	Datum		repl_values[Natts_events];
+	bool		repl_nulls[Natts_events];
+	bool		repl[Natts_events];
+	int64		position;
+	text	   *stream_id;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired BEFORE INSERT FOR EACH ROW",
+						"projection._position")));
+
+	o = projection_oids();
+	if (RelationGetRelid(td->tg_relation) != o->events)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" may only be used on projection.events",
+						"projection._position")));
+
+	desc = RelationGetDescr(td->tg_relation);
+	tuple = td->tg_trigtuple;
+	if (desc->natts != Natts_events)
+		elog(ERROR, "projection.events has %d columns, expected %d", desc->natts, Natts_events);
+	heap_deform_tuple(tuple, desc, values, nulls);
+
+	memset(repl, false, sizeof(repl));
+	memset(repl_nulls, false, sizeof(repl_nulls));
+
+	if (nulls[Anum_events_stream_id - 1] || nulls[Anum_events_event_type - 1])
+		return PointerGetDatum(tuple);	/* NOT NULL constraints will complain */
+	stream_id = DatumGetTextPP(values[Anum_events_stream_id - 1]);
+
+	if (!nulls[Anum_events_global_position - 1])
+	{
+		if (!superuser() && !pg_class_ownercheck(o->events, GetUserId()))
+			ereport(ERROR,
+					(errcode(ERRCODE_GENERATED_ALWAYS),
+					 errmsg("cannot insert a value into column \"global_position\" of projection.events"),
+					 errdetail("Positions are assigned by the extension; only the owner of projection.events may import events with their positions."),
+					 errhint("Leave global_position out of the column list.")));
+		position = DatumGetInt64(values[Anum_events_global_position - 1]);
+		if (position <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("global_position must be positive")));
+		appender_begin();
+		appender_note_position(position);
+		stmt_imported_rows++;
+		if (position > stmt_imported_max)
+			stmt_imported_max = position;
+	}
+	else
+	{
+		appender_begin();
+		position = nextval_internal(o->sequence, false);
+		appender_note_position(position);
+		stmt_assigned_rows++;
+		repl[Anum_events_global_position - 1] = true;
+		repl_values[Anum_events_global_position - 1] = Int64GetDatum(position);
+	}
+	last_position = position;
+
+	if (nulls[Anum_events_stream_version - 1])
+	{
+		int64		version = projection_stream_version(stream_id) + 1;
+
+		stream_note_version(stream_id, version);
+		repl[Anum_events_stream_version - 1] = true;
+		repl_values[Anum_events_stream_version - 1] = Int64GetDatum(version);
+	}
+	else
+		stream_note_version(stream_id, DatumGetInt64(values[Anum_events_stream_version - 1]));
+
+	if (nulls[Anum_events_metadata - 1])
+	{
+		repl[Anum_events_metadata - 1] = true;
+		repl_values[Anum_events_metadata - 1] =
+			DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	}
+
+	return PointerGetDatum(heap_modify_tuple(tuple, desc, repl_values, repl_nulls, repl));
+}
+
+/*
+ * Apply one event to every running inline projection that wants it.
+ * "event" is a projection.events composite datum.
+ */
+static void
+inline_apply_event(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
+				   Datum event, int64 position, const char *event_type)
+{
+	int			i;
+
+	for (i = 0; i < registry->nprojections; i++)
+	{
+		ProjectionDef *def = &registry->projections[i];
+
+		if (!def->is_inline || def->state != PROJECTION_RUNNING)
+			continue;
+		if (!projection_wants(def, event_type))
+			continue;
+		projection_owner_enter(scope, def);
+		projection_apply(def, event, event_type, position);
+		CommandCounterIncrement();
+	}
+}
+
+static void
+inline_apply_tuple(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
+				   HeapTuple tuple, TupleDesc desc)
+{
+	bool		isnull;
+	int64		position;
+	char	   *event_type;
+	Datum		event;
+
+	position = DatumGetInt64(heap_getattr(tuple, Anum_events_global_position, desc, &isnull));
+	event_type = TextDatumGetCString(heap_getattr(tuple, Anum_events_event_type, desc, &isnull));
+	event = heap_copy_tuple_as_datum(tuple, desc);
+	inline_apply_event(registry, scope, event, position, event_type);
+}
+
+/*
+ * AFTER INSERT FOR EACH STATEMENT on projection.events, with the inserted
+ * rows as transition table: runs the inline projections, event by event in
+ * position order, inside the appending transaction.  A handler error aborts
+ * the append.
+ */
+Datum
+projection_inline_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	ProjectionRegistry *registry;
+	Tuplestorestate *ts;
+	TupleDesc	desc;
+	int64		imported;
+	int64		assigned;
+	int64		imported_max;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event) ||
+		td->tg_newtable == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired AFTER INSERT FOR EACH STATEMENT with a transition table",
+						"projection._inline")));
+
+	imported = stmt_imported_rows;
+	assigned = stmt_assigned_rows;
+	imported_max = stmt_imported_max;
+	stmt_imported_rows = stmt_assigned_rows = stmt_imported_max = 0;
+
+	if (imported > 0)
+	{
+		if (assigned > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("cannot mix rows with and without global_position in one statement")));
+
+		/*
+		 * Keep the sequence ahead of imported positions.  pg_sequence_last_value
+		 * returns NULL before the first nextval, so call it by hand.
+		 */
+		{
+			Oid			seq = projection_oids()->sequence;
+			Datum		last;
+
+			LOCAL_FCINFO(lfc, 1);
+
+			InitFunctionCallInfoData(*lfc, NULL, 1, InvalidOid, NULL, NULL);
+			lfc->args[0].value = ObjectIdGetDatum(seq);
+			lfc->args[0].isnull = false;
+			last = pg_sequence_last_value(lfc);
+			if (lfc->isnull || imported_max > DatumGetInt64(last))
+				DirectFunctionCall2(setval_oid, ObjectIdGetDatum(seq),
+									Int64GetDatum(imported_max));
+		}
+		return PointerGetDatum(NULL);
+	}
+
+	registry = projection_registry_acquire();
+	if (registry->ninline_running == 0)
+	{
+		projection_registry_release(registry);
+		return PointerGetDatum(NULL);
+	}
+
+	ts = td->tg_newtable;
+	desc = RelationGetDescr(td->tg_relation);
+
+	if (inline_depth > 0)
+	{
+		/* a handler appended: queue the events for the outermost call */
+		MemoryContext oldcxt;
+		TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+
+		tuplestore_rescan(ts);
+		while (tuplestore_gettupleslot(ts, true, false, slot))
+		{
+			bool		should_free;
+			HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+
+			oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+			inline_pending = lappend(inline_pending, heap_copytuple(tup));
+			MemoryContextSwitchTo(oldcxt);
+			if (should_free)
+				heap_freetuple(tup);
+		}
+		ExecDropSingleTupleTableSlot(slot);
+		projection_registry_release(registry);
+		return PointerGetDatum(NULL);
+	}
+
+	inline_depth++;
+	{
+		ProjectionOwnerScope scope;
+		MemoryContext event_cxt;
+		MemoryContext oldcxt;
+		TupleTableSlot *slot;
+
+		memset(&scope, 0, sizeof(scope));
+		event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection inline event",
+										  ALLOCSET_DEFAULT_SIZES);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+
+		slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+		tuplestore_rescan(ts);
+		while (tuplestore_gettupleslot(ts, true, false, slot))
+		{
+			bool		should_free;
+			HeapTuple	tup;
+
+			oldcxt = MemoryContextSwitchTo(event_cxt);
+			tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+			inline_apply_tuple(registry, &scope, tup, desc);
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(event_cxt);
+		}
+		ExecDropSingleTupleTableSlot(slot);
+
+		/* events appended by handlers, in the order they were appended */
+		while (inline_pending != NIL)
+		{
+			HeapTuple	tup = linitial(inline_pending);
+
+			inline_pending = list_delete_first(inline_pending);
+			oldcxt = MemoryContextSwitchTo(event_cxt);
+			inline_apply_tuple(registry, &scope, tup, desc);
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(event_cxt);
+			heap_freetuple(tup);
+		}
+
+		projection_owner_leave(&scope);
+		if (SPI_finish() != SPI_OK_FINISH)
+			elog(ERROR, "SPI_finish failed");
+		MemoryContextDelete(event_cxt);
+	}
+	inline_depth--;
+	projection_registry_release(registry);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * BEFORE UPDATE OR DELETE / BEFORE TRUNCATE FOR EACH STATEMENT: the event
+ * store is append-only.
+ */
+Datum
+projection_append_only_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	const char *op;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" was not called by trigger manager",
+						"projection._append_only")));
+
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		op = "UPDATE";
+	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		op = "DELETE";
+	else
+		op = "TRUNCATE";
+
+	ereport(ERROR,
+			(errcode(ERRCODE_PROJECTION_APPEND_ONLY),
+			 errmsg("cannot %s projection.events: the event store is append-only", op),
+			 errhint("Append a compensating event with projection.append() instead.")));
+	return PointerGetDatum(NULL);	/* keep compiler quiet */
+}
+
+/*
+ * AFTER statement trigger on the registry tables: every backend (and this
+ * one, at its next command) drops its cached registry.
+ */
+Datum
+projection_registry_changed_trigger(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" was not called by trigger manager",
+						"projection._registry_changed")));
+
+	CacheInvalidateRelcacheByRelid(projection_oids()->registry);
+	return PointerGetDatum(NULL);
+}

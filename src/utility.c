@@ -1,0 +1,192 @@
+/*-------------------------------------------------------------------------
+ *
+ * utility.c
+ *	  ProcessUtility_hook: stop our worker before commands that need a
+ *	  database to themselves.
+ *
+ * DROP DATABASE (without FORCE), ALTER DATABASE ... RENAME / SET TABLESPACE
+ * and CREATE DATABASE ... TEMPLATE fail after five seconds while another
+ * process is connected to the database, and our worker is one.  Before such
+ * a command runs we mark the database's slot "stopped" (the launcher will not
+ * restart its worker), send the worker SIGTERM and wait, interruptibly and at
+ * most WORKER_STOP_TIMEOUT_MS, until its slot is empty.  After the command,
+ * whether it succeeded or failed, the stop is lifted and the launcher is
+ * woken: it forgets a dropped database and restarts the worker of any other.
+ *
+ * The hook is installed in every backend through shared_preload_libraries,
+ * whether or not the current database has the extension.
+ *
+ * IDENTIFICATION
+ *	  src/utility.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "tcop/utility.h"
+#include "utils/timestamp.h"
+
+#include "projection.h"
+#include "shmem.h"
+#include "utility.h"
+
+#define WORKER_STOP_TIMEOUT_MS 10000
+#define WORKER_STOP_HOLD_MS 60000
+
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/*
+ * The database a utility statement needs to itself, or NULL.
+ */
+static const char *
+utility_target_database(Node *parsetree)
+{
+	ListCell   *lc;
+
+	switch (nodeTag(parsetree))
+	{
+		case T_DropdbStmt:
+			return ((DropdbStmt *) parsetree)->dbname;
+		case T_RenameStmt:
+			if (((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+				return ((RenameStmt *) parsetree)->subname;
+			break;
+		case T_AlterDatabaseStmt:
+			foreach(lc, ((AlterDatabaseStmt *) parsetree)->options)
+			{
+				DefElem    *def = lfirst_node(DefElem, lc);
+
+				if (strcmp(def->defname, "tablespace") == 0)
+					return ((AlterDatabaseStmt *) parsetree)->dbname;
+			}
+			break;
+		case T_CreatedbStmt:
+			foreach(lc, ((CreatedbStmt *) parsetree)->options)
+			{
+				DefElem    *def = lfirst_node(DefElem, lc);
+
+				if (strcmp(def->defname, "template") == 0 && def->arg != NULL)
+					return defGetString(def);
+			}
+			break;
+		default:
+			break;
+	}
+	return NULL;
+}
+
+/*
+ * Stop the worker of a database and keep it stopped.  Returns the database's
+ * OID, or InvalidOid if it has no slot (nothing to do).  Waits at most
+ * WORKER_STOP_TIMEOUT_MS; the command then runs anyway and reports its own
+ * error if the database is still in use.
+ */
+static Oid
+utility_stop_worker(const char *dbname)
+{
+	Oid			dboid = get_database_oid(dbname, true);
+	ProjectionDbSlot *slot;
+	pid_t		pid = 0;
+	TimestampTz deadline;
+
+	if (!OidIsValid(dboid) || dboid == MyDatabaseId)
+		return InvalidOid;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	slot = projection_find_dbslot(dboid);
+	if (slot != NULL)
+	{
+		slot->stop = true;
+		slot->stop_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_STOP_HOLD_MS);
+		pid = slot->pid;
+	}
+	LWLockRelease(ProjectionShared->lock);
+	if (slot == NULL)
+		return InvalidOid;
+
+	if (pid > 0)
+		(void) kill(pid, SIGTERM);
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_STOP_TIMEOUT_MS);
+	for (;;)
+	{
+		bool		gone;
+
+		LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+		gone = slot->dboid != dboid || slot->pid <= 0;
+		pid = slot->pid;
+		LWLockRelease(ProjectionShared->lock);
+		if (gone || GetCurrentTimestamp() >= deadline)
+			break;
+		if (pid > 0)
+			(void) kill(pid, SIGTERM);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 20, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return dboid;
+}
+
+/* Lift the stop; the launcher decides what to do with the database. */
+static void
+utility_release_worker(Oid dboid)
+{
+	ProjectionDbSlot *slot;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	slot = projection_find_dbslot(dboid);
+	if (slot != NULL)
+	{
+		slot->stop = false;
+		slot->next_start = 0;
+	}
+	LWLockRelease(ProjectionShared->lock);
+	projection_wake_launcher();
+}
+
+static void
+projection_process_utility(PlannedStmt *pstmt, const char *queryString,
+						   bool readOnlyTree, ProcessUtilityContext context,
+						   ParamListInfo params, QueryEnvironment *queryEnv,
+						   DestReceiver *dest, QueryCompletion *qc)
+{
+	const char *dbname = NULL;
+	Oid			stopped = InvalidOid;
+
+	if (ProjectionShared != NULL)
+		dbname = utility_target_database(pstmt->utilityStmt);
+	if (dbname != NULL)
+		stopped = utility_stop_worker(dbname);
+
+	PG_TRY();
+	{
+		if (prev_process_utility)
+			prev_process_utility(pstmt, queryString, readOnlyTree, context,
+								 params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		if (OidIsValid(stopped))
+			utility_release_worker(stopped);
+	}
+	PG_END_TRY();
+}
+
+void
+projection_utility_install_hook(void)
+{
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = projection_process_utility;
+}

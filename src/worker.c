@@ -1,0 +1,881 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The per-database worker: applies async projections, in global_position
+ *	  order, once, with the checkpoint in the same transaction as the
+ *	  handlers' writes.
+ *
+ * The loop (worker_spi's): WaitLatch, ResetLatch, CHECK_FOR_INTERRUPTS,
+ * reload the configuration if asked, then rounds of one short transaction
+ * each until nothing is left.  Committing appenders set our latch from their
+ * commit callback (trigger.c), so a commit is applied without any polling
+ * interval; projection.naptime is only a safety net.
+ *
+ * Which events are safe to apply (no skipped events):
+ *	1. read L, the sequence's last_value;
+ *	2. then read W, the appending transactions of this database published in
+ *	   ProjectionAppenders, with the lowest position each holds (rule 1 of
+ *	   trigger.c: an appender publishes its xid before drawing a position);
+ *	3. then take the snapshot S the events are read with.
+ * Every position <= L was drawn by a transaction that is in W or had ended
+ * before step 2 (then S sees its commit).  Events are applied in order while
+ * positions are contiguous.  A missing position g <= L is dead (rolled back)
+ * unless some member of W that S still sees running could hold it, that is,
+ * its lowest position is unknown or <= g; then the round stops before g and
+ * waits for that transaction, which wakes us at its commit or abort.  No
+ * time-out, and transactions that appended nothing are never waited for.
+ *
+ * Exactly once: each round locks the registry rows of the projections it
+ * applies (FOR UPDATE SKIP LOCKED: a projection being paused, resumed or
+ * dropped right now is left for the next round), re-reads their positions,
+ * applies the events and updates the positions in the same transaction.
+ *
+ * Errors: a round is first applied without subtransactions.  If it fails
+ * with a transient error (serialization failure, deadlock, lock time-out,
+ * cancel) the worker backs off and retries; otherwise it replays the same
+ * range with one subtransaction per handler call, at most
+ * WORKER_CAREFUL_CHUNK events per transaction, to find the poison event:
+ * on_error 'stop' marks that projection failed at the position before it,
+ * 'skip' records a dead letter and goes on.  Other projections keep going.
+ *
+ * IDENTIFICATION
+ *	  src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "catalog.h"
+#include "projection.h"
+#include "shmem.h"
+#include "worker.h"
+
+/* events per transaction while looking for a poison event (< 64 subxacts) */
+#define WORKER_CAREFUL_CHUNK 32
+/* longest back-off after transient errors, ms */
+#define WORKER_MAX_BACKOFF_MS 10000
+
+/* a projection taking part in a round */
+typedef struct RoundProjection
+{
+	ProjectionDef *def;
+	int64		position;		/* checkpoint, locked and re-read this round */
+	bool		catching_up;
+	bool		failed;			/* failed during this round (careful mode) */
+	bool		skipped_any;	/* wrote dead letters this round */
+} RoundProjection;
+
+/* an appending transaction seen in step 2 */
+typedef struct Appender
+{
+	TransactionId xid;
+	uint64		min_pos;
+} Appender;
+
+/* an event of the batch */
+typedef struct BatchEvent
+{
+	int64		position;
+	char	   *event_type;
+	char	   *stream_id;
+	Datum		event;
+} BatchEvent;
+
+static Oid	worker_dboid = InvalidOid;
+static MemoryContext round_cxt = NULL;
+static int	transient_failures = 0;
+
+static SPIPlanPtr batch_plan = NULL;
+static SPIPlanPtr lock_plan = NULL;
+static SPIPlanPtr checkpoint_plan = NULL;
+
+/* ---------------------------------------------------------------------
+ * Slot bookkeeping
+ * ---------------------------------------------------------------------
+ */
+
+static void
+worker_release_slot(int code, Datum arg)
+{
+	ProjectionDbSlot *slot;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	slot = projection_find_dbslot(worker_dboid);
+	if (slot != NULL && slot->pid == MyProcPid)
+	{
+		slot->pid = 0;
+		slot->pgprocno = -1;
+	}
+	LWLockRelease(ProjectionShared->lock);
+	projection_wake_launcher();
+}
+
+/*
+ * Claim this database's slot.  Returns false if another live worker holds
+ * it, or the database is being stopped, or there is no slot.
+ */
+static bool
+worker_claim_slot(void)
+{
+	ProjectionDbSlot *slot;
+	bool		ok = false;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	slot = projection_find_dbslot(worker_dboid);
+	if (slot != NULL && !slot->stop && slot->pid <= 0)
+	{
+		slot->pid = MyProcPid;
+		slot->pgprocno = MyProc->pgprocno;
+		ok = true;
+	}
+	LWLockRelease(ProjectionShared->lock);
+	return ok;
+}
+
+static void
+worker_mark_absent(void)
+{
+	ProjectionDbSlot *slot;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	slot = projection_find_dbslot(worker_dboid);
+	if (slot != NULL)
+	{
+		slot->extension_absent = true;
+		slot->failures = 0;
+	}
+	LWLockRelease(ProjectionShared->lock);
+}
+
+static void
+worker_mark_healthy(void)
+{
+	ProjectionDbSlot *slot;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	slot = projection_find_dbslot(worker_dboid);
+	if (slot != NULL)
+		slot->failures = 0;
+	LWLockRelease(ProjectionShared->lock);
+}
+
+/* Is the extension installed (and committed) here?  Inside a transaction. */
+static bool
+worker_extension_exists(void)
+{
+	return OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true));
+}
+
+/* ---------------------------------------------------------------------
+ * Helpers
+ * ---------------------------------------------------------------------
+ */
+
+static SPIPlanPtr
+worker_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *types)
+{
+	if (*cache != NULL && !SPI_plan_is_valid(*cache))
+	{
+		SPI_freeplan(*cache);
+		*cache = NULL;
+	}
+	if (*cache == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		*cache = plan;
+	}
+	return *cache;
+}
+
+static int64
+worker_sequence_last_value(void)
+{
+	Datum		last;
+
+	LOCAL_FCINFO(lfc, 1);
+
+	InitFunctionCallInfoData(*lfc, NULL, 1, InvalidOid, NULL, NULL);
+	lfc->args[0].value = ObjectIdGetDatum(projection_oids()->sequence);
+	lfc->args[0].isnull = false;
+	last = pg_sequence_last_value(lfc);
+	return lfc->isnull ? 0 : DatumGetInt64(last);
+}
+
+/* Step 2: the appending transactions of this database, right now. */
+static Appender *
+worker_read_appenders(int *count)
+{
+	Appender   *result = palloc(sizeof(Appender) * ProjectionNumAppenders);
+	int			n = 0;
+	int			i;
+
+	pg_memory_barrier();
+	for (i = 0; i < ProjectionNumAppenders; i++)
+	{
+		ProjectionAppender *a = &ProjectionAppenders[i];
+		TransactionId xid = pg_atomic_read_u32(&a->xid);
+
+		if (!TransactionIdIsValid(xid))
+			continue;
+		pg_read_barrier();
+		if (pg_atomic_read_u32(&a->dboid) != worker_dboid)
+			continue;
+		result[n].xid = xid;
+		result[n].min_pos = pg_atomic_read_u64(&a->min_pos);
+		n++;
+	}
+	*count = n;
+	return result;
+}
+
+/*
+ * The highest position below which every missing position is dead: min(L,
+ * lowest position - 1 of every appender still running in the snapshot).
+ * An appender whose lowest position is not yet known blocks every gap.
+ */
+static int64
+worker_gap_bound(int64 last_value, Appender *appenders, int nappenders, Snapshot snapshot)
+{
+	int64		bound = last_value;
+	int			i;
+
+	for (i = 0; i < nappenders; i++)
+	{
+		if (!XidInMVCCSnapshot(appenders[i].xid, snapshot))
+			continue;			/* ended before the snapshot: its rows are visible or dead */
+		if (appenders[i].min_pos == 0)
+			return 0;
+		bound = Min(bound, (int64) appenders[i].min_pos - 1);
+	}
+	return bound;
+}
+
+static bool
+error_is_transient(ErrorData *edata)
+{
+	switch (edata->sqlerrcode)
+	{
+		case ERRCODE_T_R_SERIALIZATION_FAILURE:
+		case ERRCODE_T_R_DEADLOCK_DETECTED:
+		case ERRCODE_LOCK_NOT_AVAILABLE:
+		case ERRCODE_QUERY_CANCELED:
+		case ERRCODE_ADMIN_SHUTDOWN:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * One round
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Lock and re-read the rows of the async projections that may run now.
+ * Returns them in *rps; the defs come from the registry cache.
+ */
+static int
+worker_lock_projections(ProjectionRegistry *registry, RoundProjection **rps)
+{
+	SPIPlanPtr	plan;
+	int			rc;
+	int			n = 0;
+	uint64		i;
+	RoundProjection *result;
+
+	plan = worker_plan(&lock_plan,
+					   "SELECT id, position, state OPERATOR(pg_catalog.=) 'catching_up' "
+					   "FROM projection.projections "
+					   "WHERE mode OPERATOR(pg_catalog.=) 'async' "
+					   "AND state OPERATOR(pg_catalog.=) ANY ('{running,catching_up}') "
+					   "ORDER BY id FOR UPDATE SKIP LOCKED",
+					   0, NULL);
+	rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
+	projection_spi_check(rc, SPI_OK_SELECT, "locking async projections");
+
+	result = palloc0(sizeof(RoundProjection) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int32		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		int			j;
+
+		for (j = 0; j < registry->nprojections; j++)
+		{
+			if (registry->projections[j].id == id)
+			{
+				result[n].def = &registry->projections[j];
+				result[n].position = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+				result[n].catching_up = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+				n++;
+				break;
+			}
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
+	*rps = result;
+	return n;
+}
+
+/*
+ * Read up to batch_size events after "from", no further than "last_value",
+ * with the active snapshot (read_only SPI uses it).  Datums are copied into
+ * the current memory context.
+ */
+static int
+worker_read_batch(int64 from, int64 last_value, BatchEvent **events)
+{
+	Oid			types[3] = {INT8OID, INT8OID, INT8OID};
+	Datum		values[3];
+	SPIPlanPtr	plan;
+	int			rc;
+	uint64		i;
+	BatchEvent *result;
+
+	plan = worker_plan(&batch_plan,
+					   "SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e "
+					   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+					   "AND e.global_position OPERATOR(pg_catalog.<=) $2 "
+					   "ORDER BY e.global_position LIMIT $3",
+					   3, types);
+	values[0] = Int64GetDatum(from);
+	values[1] = Int64GetDatum(last_value);
+	values[2] = Int64GetDatum(projection_batch_size);
+	rc = SPI_execute_plan(plan, values, NULL, true, 0);
+	projection_spi_check(rc, SPI_OK_SELECT, "reading events");
+
+	result = palloc(sizeof(BatchEvent) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		result[i].event = datumCopy(SPI_getbinval(tup, desc, 1, &isnull), false, -1);
+		result[i].position = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		result[i].event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+		result[i].stream_id = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+	}
+	rc = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	*events = result;
+	return rc;
+}
+
+/*
+ * How far may this round go?  Walk the batch: contiguous positions are
+ * always safe; a gap is safe to pass only if it lies at or below gap_bound.
+ * Returns the number of batch events to apply and sets *horizon, the
+ * position every participating projection will have reached.
+ */
+static int
+worker_horizon(BatchEvent *events, int nevents, int64 from, int64 last_value,
+			   int64 gap_bound, int64 *horizon)
+{
+	int64		expected = from + 1;
+	int			i;
+
+	for (i = 0; i < nevents; i++)
+	{
+		if (events[i].position > expected && events[i].position - 1 > gap_bound)
+		{
+			*horizon = expected - 1;
+			return i;
+		}
+		expected = events[i].position + 1;
+	}
+	if (nevents == projection_batch_size)
+		*horizon = expected - 1;	/* more may follow: stop at the last one */
+	else
+		*horizon = Max(expected - 1, Min(last_value, gap_bound));
+	return nevents;
+}
+
+static void
+worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
+{
+	Oid			types[3] = {INT4OID, INT8OID, BOOLOID};
+	Datum		values[3];
+	SPIPlanPtr	plan;
+	int			rc;
+
+	plan = worker_plan(&checkpoint_plan,
+					   "UPDATE projection.projections SET position = $2, "
+					   "state = CASE WHEN $3 THEN 'running' ELSE state END, "
+					   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+					   3, types);
+	values[0] = Int32GetDatum(rp->def->id);
+	values[1] = Int64GetDatum(position);
+	values[2] = BoolGetDatum(caught_up);
+	rc = SPI_execute_plan(plan, values, NULL, false, 0);
+	projection_spi_check(rc, SPI_OK_UPDATE, "saving a checkpoint");
+	rp->position = position;
+}
+
+/* on_error 'stop': the projection fails at this event, keeping its position before it */
+static void
+worker_record_failure(RoundProjection *rp, BatchEvent *ev, ErrorData *edata)
+{
+	Oid			types[5] = {INT4OID, INT8OID, TEXTOID, TEXTOID, INT8OID};
+	Datum		values[5];
+	int			rc;
+
+	values[0] = Int32GetDatum(rp->def->id);
+	values[1] = Int64GetDatum(ev->position - 1);
+	values[2] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
+	values[3] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+	values[4] = Int64GetDatum(ev->position);
+	rc = SPI_execute_with_args("UPDATE projection.projections SET state = 'failed', position = $2, "
+							   "last_error = $3, last_error_sqlstate = $4, last_error_position = $5, "
+							   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+							   5, types, values, NULL, false, 0);
+	projection_spi_check(rc, SPI_OK_UPDATE, "recording a failure");
+	rp->failed = true;
+	rp->position = ev->position - 1;
+	ereport(LOG,
+			(errmsg("projection \"%s\" failed at event %lld: %s",
+					rp->def->name, (long long) ev->position, edata->message)));
+}
+
+/* on_error 'skip': record the event and its error, and go on */
+static void
+worker_record_dead_letter(RoundProjection *rp, BatchEvent *ev, ErrorData *edata)
+{
+	Oid			types[8] = {TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int			rc;
+
+	values[0] = CStringGetTextDatum(rp->def->name);
+	values[1] = Int64GetDatum(ev->position);
+	values[2] = CStringGetTextDatum(ev->event_type);
+	values[3] = CStringGetTextDatum(ev->stream_id);
+	values[4] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+	values[5] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
+	if (edata->detail)
+		values[6] = CStringGetTextDatum(edata->detail);
+	else
+		nulls[6] = 'n';
+	if (edata->context)
+		values[7] = CStringGetTextDatum(edata->context);
+	else
+		nulls[7] = 'n';
+	rc = SPI_execute_with_args("INSERT INTO projection.dead_letters "
+							   "(name, global_position, event_type, stream_id, sqlstate, error, detail, context) "
+							   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+							   8, types, values, nulls, false, 0);
+	projection_spi_check(rc, SPI_OK_INSERT, "recording a dead letter");
+	rp->skipped_any = true;
+}
+
+/*
+ * Apply events[0..n) to every participating projection, without
+ * subtransactions.  Errors propagate.
+ */
+static void
+worker_apply_fast(RoundProjection *rps, int nrps, BatchEvent *events, int n)
+{
+	ProjectionOwnerScope scope;
+	int			i,
+				j;
+
+	memset(&scope, 0, sizeof(scope));
+	for (i = 0; i < n; i++)
+	{
+		BatchEvent *ev = &events[i];
+
+		CHECK_FOR_INTERRUPTS();
+		for (j = 0; j < nrps; j++)
+		{
+			RoundProjection *rp = &rps[j];
+
+			if (rp->position >= ev->position || !projection_wants(rp->def, ev->event_type))
+				continue;
+			projection_owner_enter(&scope, rp->def);
+			projection_apply(rp->def, ev->event, ev->event_type, ev->position);
+		}
+		CommandCounterIncrement();
+	}
+	projection_owner_leave(&scope);
+}
+
+/*
+ * Apply one event to one projection in a subtransaction.  Returns NULL on
+ * success, or the error (copied into "errcxt") after rolling the
+ * subtransaction back.
+ */
+static ErrorData *
+worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		ProjectionOwnerScope scope;
+
+		memset(&scope, 0, sizeof(scope));
+		projection_owner_enter(&scope, rp->def);
+		projection_apply(rp->def, ev->event, ev->event_type, ev->position);
+		projection_owner_leave(&scope);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(errcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
+	return edata;
+}
+
+/*
+ * Start a round's transaction: snapshot-free start, L, W, then the
+ * snapshot.  Returns false if the extension is gone.
+ */
+static bool
+worker_begin(int64 *last_value, Appender **appenders, int *nappenders)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (!worker_extension_exists())
+	{
+		CommitTransactionCommand();
+		return false;
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	*last_value = worker_sequence_last_value();	/* step 1 */
+	*appenders = worker_read_appenders(nappenders);	/* step 2 */
+	PushActiveSnapshot(GetTransactionSnapshot());	/* step 3 */
+	return true;
+}
+
+static void
+worker_end(bool commit)
+{
+	PopActiveSnapshot();
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	if (commit)
+		CommitTransactionCommand();
+	else
+		AbortCurrentTransaction();
+}
+
+static void
+worker_publish(RoundProjection *rps, int nrps)
+{
+	int			j;
+
+	for (j = 0; j < nrps; j++)
+		projection_publish_progress(worker_dboid, rps[j].def->id, rps[j].position);
+}
+
+/*
+ * Careful replay of events (from, horizon] after a failed fast round, in
+ * chunks of WORKER_CAREFUL_CHUNK events per transaction.  Transient errors
+ * still propagate.
+ */
+static void
+worker_round_careful(int64 from, int64 horizon_limit)
+{
+	int64		cursor = from;
+
+	while (cursor < horizon_limit)
+	{
+		int64		last_value;
+		Appender   *appenders;
+		int			nappenders;
+		ProjectionRegistry *registry;
+		RoundProjection *rps;
+		int			nrps;
+		BatchEvent *events;
+		int			nevents;
+		int			i,
+					j;
+		int64		chunk_end;
+		MemoryContext errcxt = CurrentMemoryContext;
+
+		if (!worker_begin(&last_value, &appenders, &nappenders))
+			return;
+		registry = projection_registry_acquire();
+		nrps = worker_lock_projections(registry, &rps);
+		nevents = worker_read_batch(cursor, horizon_limit, &events);
+		nevents = Min(nevents, WORKER_CAREFUL_CHUNK);
+		chunk_end = nevents > 0 ? events[nevents - 1].position : horizon_limit;
+		if (nevents < WORKER_CAREFUL_CHUNK)
+			chunk_end = horizon_limit;
+
+		pgstat_report_activity(STATE_RUNNING, "projection: isolating a failing event");
+		for (i = 0; i < nevents; i++)
+		{
+			BatchEvent *ev = &events[i];
+
+			CHECK_FOR_INTERRUPTS();
+			for (j = 0; j < nrps; j++)
+			{
+				RoundProjection *rp = &rps[j];
+				ErrorData  *edata;
+
+				if (rp->failed || rp->position >= ev->position ||
+					!projection_wants(rp->def, ev->event_type))
+					continue;
+				edata = worker_apply_careful(rp, ev, errcxt);
+				if (edata == NULL)
+					continue;
+				if (error_is_transient(edata))
+					ReThrowError(edata);
+				if (rp->def->skip_errors)
+					worker_record_dead_letter(rp, ev, edata);
+				else
+					worker_record_failure(rp, ev, edata);
+			}
+			CommandCounterIncrement();
+		}
+		for (j = 0; j < nrps; j++)
+		{
+			if (!rps[j].failed && rps[j].position < chunk_end)
+				worker_save_checkpoint(&rps[j], chunk_end, rps[j].catching_up && chunk_end >= last_value);
+		}
+		projection_registry_release(registry);
+		worker_end(true);
+		worker_publish(rps, nrps);
+		cursor = chunk_end;
+	}
+}
+
+/*
+ * One round: apply the next batch to every running async projection.
+ * Returns true if more work may be waiting.
+ */
+static bool
+worker_round(void)
+{
+	int64		last_value;
+	Appender   *appenders;
+	int			nappenders;
+	ProjectionRegistry *registry;
+	RoundProjection *rps;
+	int			nrps;
+	int64		from;
+	int64		horizon;
+	int64		gap_bound;
+	BatchEvent *events;
+	int			nevents;
+	int			napply;
+	int			j;
+	volatile bool more = false;
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *volatile edata = NULL;
+	volatile int64 failed_from = -1;
+	volatile int64 failed_to = -1;
+
+	if (!worker_begin(&last_value, &appenders, &nappenders))
+	{
+		worker_mark_absent();
+		ereport(LOG,
+				(errmsg("projection worker exiting: extension \"%s\" is not installed in this database",
+						PROJECTION_EXTENSION_NAME)));
+		proc_exit(0);
+	}
+
+	PG_TRY();
+	{
+		registry = projection_registry_acquire();
+		nrps = worker_lock_projections(registry, &rps);
+		if (nrps == 0)
+		{
+			projection_registry_release(registry);
+			worker_end(true);
+			MemoryContextSwitchTo(cxt);
+			more = false;
+		}
+		else
+		{
+			from = rps[0].position;
+			for (j = 1; j < nrps; j++)
+				from = Min(from, rps[j].position);
+
+			gap_bound = worker_gap_bound(last_value, appenders, nappenders, GetActiveSnapshot());
+			nevents = worker_read_batch(from, last_value, &events);
+			napply = worker_horizon(events, nevents, from, last_value, gap_bound, &horizon);
+			more = napply == projection_batch_size;
+
+			if (horizon > from)
+			{
+				pgstat_report_activity(STATE_RUNNING,
+										psprintf("projection: applying events %lld..%lld",
+												 (long long) from + 1, (long long) horizon));
+				failed_from = from;
+				failed_to = horizon;
+				worker_apply_fast(rps, nrps, events, napply);
+				for (j = 0; j < nrps; j++)
+				{
+					if (rps[j].position < horizon)
+						worker_save_checkpoint(&rps[j], horizon,
+											   rps[j].catching_up && horizon >= last_value);
+					else if (rps[j].catching_up && rps[j].position >= last_value)
+						worker_save_checkpoint(&rps[j], rps[j].position, true);
+				}
+			}
+			else
+			{
+				for (j = 0; j < nrps; j++)
+					if (rps[j].catching_up && rps[j].position >= last_value)
+						worker_save_checkpoint(&rps[j], rps[j].position, true);
+			}
+			projection_registry_release(registry);
+			worker_end(true);
+			MemoryContextSwitchTo(cxt);
+			worker_publish(rps, nrps);
+		}
+	}
+	PG_CATCH();
+	{
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		projection_registry_at_abort();
+		RESUME_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+	}
+	PG_END_TRY();
+
+	if (edata == NULL)
+	{
+		transient_failures = 0;
+		return more;
+	}
+
+	if (error_is_transient(edata) || failed_from < 0)
+	{
+		/* not a handler's fault (or not reproducible): back off and retry */
+		long		delay = Min(WORKER_MAX_BACKOFF_MS, 100L << Min(transient_failures, 10));
+
+		transient_failures++;
+		ereport(LOG,
+				(errmsg("projection worker: retrying in %ld ms after error: %s",
+						delay, edata->message)));
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, delay, PG_WAIT_EXTENSION);
+		return true;
+	}
+
+	/* a handler failed: find the event and apply the rest carefully */
+	PG_TRY();
+	{
+		worker_round_careful(failed_from, failed_to);
+	}
+	PG_CATCH();
+	{
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		projection_registry_at_abort();
+		RESUME_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		transient_failures++;
+		ereport(LOG,
+				(errmsg("projection worker: retrying after error: %s", edata->message)));
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(WORKER_MAX_BACKOFF_MS, 100L << Min(transient_failures, 10)),
+						 PG_WAIT_EXTENSION);
+	}
+	PG_END_TRY();
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * Entry point
+ * ---------------------------------------------------------------------
+ */
+
+void
+projection_worker_main(Datum main_arg)
+{
+	worker_dboid = DatumGetObjectId(main_arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	if (!worker_claim_slot())
+		proc_exit(0);
+	before_shmem_exit(worker_release_slot, (Datum) 0);
+
+	BackgroundWorkerInitializeConnectionByOid(worker_dboid, InvalidOid, 0);
+	pgstat_report_appname("projection worker");
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_OVERRIDE);
+
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "projection worker round",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		bool		more;
+		MemoryContext oldcxt;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		do
+		{
+			oldcxt = MemoryContextSwitchTo(round_cxt);
+			more = worker_round();
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(round_cxt);
+			CHECK_FOR_INTERRUPTS();
+		} while (more);
+
+		worker_mark_healthy();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 projection_naptime, PG_WAIT_EXTENSION);
+	}
+}
