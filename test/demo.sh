@@ -26,7 +26,8 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 pj_require_root
 pj_install_packages
 
-D=$(mktemp -d "${TMPDIR:-/tmp}/projection-demo.XXXXXX")
+# in /tmp, whatever TMPDIR says: the "postgres" user must reach it
+D=$(mktemp -d /tmp/projection-demo.XXXXXX)
 bindir=
 finish() {
     local rc=$?

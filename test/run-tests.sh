@@ -66,7 +66,8 @@ trap finish EXIT
 pj_require_root
 pj_install_packages
 
-W=$(mktemp -d "${TMPDIR:-/tmp}/projection-test.XXXXXX")
+# in /tmp, whatever TMPDIR says: the "postgres" user must reach it
+W=$(mktemp -d /tmp/projection-test.XXXXXX)
 pj_stage_tree "$top" "$W"
 pj_build_install "$W" "$cflags"
 chown -R postgres:postgres "$W"
