@@ -329,7 +329,14 @@ worker_lock_projections(ProjectionRegistry *registry, RoundProjection **rps)
 
 		for (j = 0; j < registry->nprojections; j++)
 		{
-			if (registry->projections[j].id == id)
+			/*
+			 * A projection with neither a handler nor statements is not
+			 * ready (its statements are still to be added with on()): it
+			 * must not consume events yet.
+			 */
+			if (registry->projections[j].id == id &&
+				(OidIsValid(registry->projections[j].handler) ||
+				 registry->projections[j].nstatements > 0))
 			{
 				result[n].def = &registry->projections[j];
 				result[n].position = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
