@@ -910,7 +910,8 @@ projection_resume(PG_FUNCTION_ARGS)
 /*
  * Empty a projection's tables with DELETE, as its owner.  DELETE, not
  * TRUNCATE: readers keep seeing the old rows (MVCC) until this transaction
- * commits, and are never blocked.
+ * commits, and are never blocked.  Tables are emptied in reverse order, so
+ * that a table listed after the tables it references is emptied first.
  */
 static void
 empty_tables(ProjectionDef *def)
@@ -920,7 +921,7 @@ empty_tables(ProjectionDef *def)
 
 	memset(&scope, 0, sizeof(scope));
 	projection_owner_enter(&scope, def);
-	for (i = 0; i < def->ntables; i++)
+	for (i = def->ntables - 1; i >= 0; i--)
 	{
 		char	   *relname = get_rel_name(def->tables[i]);
 		char	   *nspname;

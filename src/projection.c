@@ -4,7 +4,7 @@
  *	  Module entry point of the projection extension: PG_MODULE_MAGIC,
  *	  _PG_init, the GUCs and the installation of hooks.  Nothing else.
  *
- * When the library is not preloaded, only the GUCs are defined: inline
+ * When the library is not preloaded, only the reloadable GUCs are defined: inline
  * projections work, and functions that need the background worker warn (see
  * api.c).  When it is preloaded, shared memory is requested, the launcher is
  * registered and the utility hook installed.
@@ -38,23 +38,6 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
-	DefineCustomIntVariable("projection.max_workers",
-							"Maximum number of databases whose async projections run at the same time.",
-							"Each database with the extension installed uses one background worker, "
-							"counted against max_worker_processes.",
-							&projection_max_workers,
-							8, 1, 1024,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("projection.max_projections",
-							"Maximum number of projections, across all databases, whose progress is tracked in shared memory.",
-							NULL,
-							&projection_max_projections,
-							1024, 16, 1000000,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
-
 	DefineCustomIntVariable("projection.naptime",
 							"Safety-net interval at which async workers look for events that arrived without waking them.",
 							"Committing appenders wake the worker at once; this only matters for events written "
@@ -72,8 +55,31 @@ _PG_init(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
+	/*
+	 * Without preloading there is no shared memory and no worker: inline
+	 * projections work, async ones wait (create() warns).  PGC_POSTMASTER
+	 * variables cannot be defined after startup, so they only exist when
+	 * preloaded.
+	 */
 	if (!process_shared_preload_libraries_in_progress)
 		return;
+
+	DefineCustomIntVariable("projection.max_workers",
+							"Maximum number of databases whose async projections run at the same time.",
+							"Each database with the extension installed uses one background worker, "
+							"counted against max_worker_processes.",
+							&projection_max_workers,
+							8, 1, 1024,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("projection.max_projections",
+							"Maximum number of projections, across all databases, whose progress is tracked in shared memory.",
+							NULL,
+							&projection_max_projections,
+							1024, 16, 1000000,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
 
 	projection_preloaded = true;
 	MarkGUCPrefixReserved("projection");

@@ -160,7 +160,7 @@ projection_process_utility(PlannedStmt *pstmt, const char *queryString,
 						   DestReceiver *dest, QueryCompletion *qc)
 {
 	const char *dbname = NULL;
-	Oid			stopped = InvalidOid;
+	volatile Oid stopped = InvalidOid;
 
 	if (ProjectionShared != NULL)
 		dbname = utility_target_database(pstmt->utilityStmt);
