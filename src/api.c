@@ -67,6 +67,9 @@ PG_FUNCTION_INFO_V1(projection_aggregate);
 PG_FUNCTION_INFO_V1(projection_notify_launcher);
 PG_FUNCTION_INFO_V1(projection_worker_info);
 
+/* the projection whose replay this backend is running, for abort cleanup */
+static int32 replaying_projection = 0;
+
 /* seconds between progress NOTICEs of long replays */
 #define PROJECTION_PROGRESS_INTERVAL_MS 5000
 
@@ -261,24 +264,26 @@ lock_out_appenders(const char *what)
 	LockRelationOid(projection_oids()->events, ShareLock);
 }
 
+
 /* ---------------------------------------------------------------------
  * Replay (inline catch-up and rebuild)
  * ---------------------------------------------------------------------
  */
 
 /*
- * Apply every event after "from" to one projection, in position order, in
- * this transaction, as the projection's owner.  Reports progress with
- * NOTICEs every few seconds and in shared memory.  Returns the number of
- * events replayed (all events count, handled or not) and sets *last to the
- * last position seen.  Caller is connected to SPI and has locked out
- * appenders.
+ * Apply every event in (from, upto] to one projection, in position order,
+ * in this transaction, as the projection's owner, reading events with the
+ * active snapshot (the caller pushes one taken after it made sure no event
+ * in that range can still appear).  Reports progress with NOTICEs every few
+ * seconds and in shared memory.  Returns the number of events replayed (all
+ * events count, handled or not) and sets *last to the last position seen.
+ * Caller is connected to SPI.
  */
 static int64
-replay_events(ProjectionDef *def, int64 from, int64 *last)
+replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 {
-	Oid			types[1] = {INT8OID};
-	Datum		values[1];
+	Oid			types[2] = {INT8OID, INT8OID};
+	Datum		values[2];
 	Oid			save_userid;
 	int			save_sec_context;
 	SPIPlanPtr	plan;
@@ -293,19 +298,22 @@ replay_events(ProjectionDef *def, int64 from, int64 *last)
 
 	*last = from;
 	values[0] = Int64GetDatum(from);
+	values[1] = Int64GetDatum(upto);
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	projection_spi_check(SPI_execute_with_args("SELECT pg_catalog.count(*) FROM projection.events "
-											   "WHERE global_position OPERATOR(pg_catalog.>) $1",
-											   1, types, values, NULL, true, 0),
+											   "WHERE global_position OPERATOR(pg_catalog.>) $1 "
+											   "AND global_position OPERATOR(pg_catalog.<=) $2",
+											   2, types, values, NULL, true, 0),
 						 SPI_OK_SELECT, "counting events");
 	total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 	plan = SPI_prepare("SELECT e, e.global_position, e.event_type FROM projection.events e "
-					   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 ORDER BY e.global_position",
-					   1, types);
+					   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+					   "AND e.global_position OPERATOR(pg_catalog.<=) $2 ORDER BY e.global_position",
+					   2, types);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	portal = SPI_cursor_open(NULL, plan, values, NULL, true);
@@ -314,6 +322,7 @@ replay_events(ProjectionDef *def, int64 from, int64 *last)
 	memset(&scope, 0, sizeof(scope));
 	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection replay event",
 									  ALLOCSET_DEFAULT_SIZES);
+	replaying_projection = def->id;
 	projection_publish_rebuild(MyDatabaseId, def->id, 0, total);
 
 	for (;;)
@@ -370,7 +379,38 @@ replay_events(ProjectionDef *def, int64 from, int64 *last)
 	SPI_freeplan(plan);
 	MemoryContextDelete(event_cxt);
 	projection_publish_rebuild(MyDatabaseId, def->id, 0, 0);
+	replaying_projection = 0;
 	return done;
+}
+
+/*
+ * Replay events for an inline projection after lock_out_appenders(): with a
+ * snapshot taken after the lock, so that it sees every committed event.
+ */
+static int64
+replay_inline(ProjectionDef *def, int64 from, int64 *last)
+{
+	int64		replayed;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	replayed = replay_events(def, from, PG_INT64_MAX, last);
+	PopActiveSnapshot();
+	return replayed;
+}
+
+/*
+ * Transaction abort (a cancelled or failed rebuild or catch-up): the
+ * projection is no longer rebuilding.  Called from the abort callback, after
+ * LWLocks were released; takes our LWLock briefly and cannot fail.
+ */
+void
+projection_replay_at_abort(void)
+{
+	if (replaying_projection != 0)
+	{
+		projection_publish_rebuild(MyDatabaseId, replaying_projection, 0, 0);
+		replaying_projection = 0;
+	}
 }
 
 /* ---------------------------------------------------------------------
@@ -727,7 +767,7 @@ projection_create(PG_FUNCTION_ARGS)
 		row = registry_lookup(name, cxt);
 		projection_registry_invalidate();
 		registry = projection_registry_acquire();
-		replayed = replay_events(registry_def(registry, row->id), 0, &last);
+		replayed = replay_inline(registry_def(registry, row->id), 0, &last);
 		projection_registry_release(registry);
 		if (replayed > 0)
 			ereport(NOTICE,
@@ -888,7 +928,7 @@ projection_resume(PG_FUNCTION_ARGS)
 
 		lock_out_appenders("resume");
 		registry = projection_registry_acquire();
-		(void) replay_events(registry_def(registry, row->id), row->position, &last);
+		(void) replay_inline(registry_def(registry, row->id), row->position, &last);
 		projection_registry_release(registry);
 		registry_set_state(row->id, "running", true, 0, true);
 	}
@@ -944,7 +984,17 @@ empty_tables(ProjectionDef *def)
 /*
  * rebuild(name) RETURNS bigint: empty the projection's tables and replay
  * every event, in one transaction.  Readers see the old, complete read
- * model until the transaction commits, then the new one.
+ * model until the transaction commits, then the new one; a cancel or error
+ * leaves everything as it was.
+ *
+ * Inline: appends wait until the rebuild commits (they would run the
+ * projection's handlers on a half-built read model otherwise).
+ *
+ * Async: appends are not blocked and other projections keep running.  The
+ * projection's registry row stays locked until commit, so the worker leaves
+ * this projection alone meanwhile.  The replay stops at the safe horizon
+ * (the rule of worker.c: every position up to it is visible or dead) and
+ * the checkpoint is set there; the worker applies what came after, once.
  */
 Datum
 projection_rebuild(PG_FUNCTION_ARGS)
@@ -956,27 +1006,57 @@ projection_rebuild(PG_FUNCTION_ARGS)
 	ProjectionDef *def;
 	int64		replayed;
 	int64		last;
+	int64		horizon;
+	const char *state;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	row = registry_lookup(name, cxt);
 	check_owner(row);
-	if (!row->is_inline)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("rebuild of async projection \"%s\" is not supported yet", name),
-				 errhint("Drop the projection, empty its tables and create it again with start_from => 'beginning'.")));
-	lock_out_appenders("rebuild");
+	if (row->is_inline)
+		lock_out_appenders("rebuild");
+	else
+	{
+		if (ProjectionAppenders == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot rebuild async projection \"%s\": the projection library is not preloaded", name),
+					 errhint("Add \"projection\" to shared_preload_libraries and restart the server.")));
+		if (IsolationUsesXactSnapshot())
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot rebuild a projection in a REPEATABLE READ or SERIALIZABLE transaction"),
+					 errhint("Run it in a READ COMMITTED transaction.")));
+	}
 
 	registry = projection_registry_acquire();
 	def = registry_def(registry, row->id);
 	empty_tables(def);
-	replayed = replay_events(def, 0, &last);
-	projection_registry_release(registry);
-	if (strcmp(row->state, "paused") == 0)
-		registry_set_state(row->id, "paused", true, last, true);
+	if (row->is_inline)
+	{
+		replayed = replay_inline(def, 0, &last);
+		horizon = last;
+	}
 	else
-		registry_set_state(row->id, "running", true, last, true);
+	{
+		int64		last_value;
+		ProjectionAppenderSeen *appenders;
+		int			nappenders;
+
+		/* the safe horizon: last_value, then appenders, then the snapshot */
+		last_value = sequence_last_value();
+		appenders = projection_read_appenders(MyDatabaseId, &nappenders);
+		PushActiveSnapshot(GetTransactionSnapshot());
+		horizon = projection_gap_bound(last_value, appenders, nappenders, GetActiveSnapshot());
+		replayed = replay_events(def, 0, horizon, &last);
+		PopActiveSnapshot();
+	}
+	projection_registry_release(registry);
+
+	state = strcmp(row->state, "paused") == 0 ? "paused" : "running";
+	registry_set_state(row->id, state, true, horizon, true);
+	if (!row->is_inline && strcmp(state, "running") == 0)
+		projection_request_launcher_at_commit();
 
 	ereport(NOTICE,
 			(errmsg("projection \"%s\" rebuilt from %lld events", name, (long long) replayed)));

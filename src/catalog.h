@@ -100,6 +100,9 @@ extern void projection_apply(ProjectionDef *def, Datum event, const char *event_
 							 int64 position);
 extern SPIPlanPtr projection_prepare_statement(const char *sql, Oid events_type);
 
+/* api.c */
+extern void projection_replay_at_abort(void);
+
 extern void projection_spi_check(int rc, int expected, const char *what);
 
 #endif							/* PROJECTION_CATALOG_H */

@@ -18,6 +18,7 @@
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
+#include "utils/snapshot.h"
 #include "access/tupdesc.h"
 
 /*
@@ -32,6 +33,13 @@ typedef struct ProjectionAppender
 	pg_atomic_uint32 dboid;
 	pg_atomic_uint64 min_pos;	/* 0 while not yet known */
 } ProjectionAppender;
+
+/* an appending transaction as seen by a reader */
+typedef struct ProjectionAppenderSeen
+{
+	TransactionId xid;
+	uint64		min_pos;		/* 0: not yet known */
+} ProjectionAppenderSeen;
 
 /* A per-database worker slot.  Protected by ProjectionShared->lock. */
 typedef struct ProjectionDbSlot
@@ -85,6 +93,9 @@ extern void projection_publish_progress(Oid dboid, int32 projection_id, int64 ap
 extern void projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total);
 extern bool projection_read_progress(Oid dboid, int32 projection_id, int64 *applied);
 extern void projection_forget_progress(Oid dboid, int32 projection_id);
+extern ProjectionAppenderSeen *projection_read_appenders(Oid dboid, int *count);
+extern int64 projection_gap_bound(int64 last_value, ProjectionAppenderSeen *appenders,
+								  int nappenders, Snapshot snapshot);
 extern void projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc);
 
 #endif							/* PROJECTION_SHMEM_H */

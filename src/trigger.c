@@ -169,6 +169,7 @@ projection_xact_callback(XactEvent event, void *arg)
 				appender_clear();
 			reset_xact_state();
 			projection_registry_at_abort();
+			projection_replay_at_abort();
 			break;
 		case XACT_EVENT_PREPARE:
 			reset_xact_state();

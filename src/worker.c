@@ -86,13 +86,6 @@ typedef struct RoundProjection
 	bool		skipped_any;	/* wrote dead letters this round */
 } RoundProjection;
 
-/* an appending transaction seen in step 2 */
-typedef struct Appender
-{
-	TransactionId xid;
-	uint64		min_pos;
-} Appender;
-
 /* an event of the batch */
 typedef struct BatchEvent
 {
@@ -225,55 +218,6 @@ worker_sequence_last_value(void)
 	lfc->args[0].isnull = false;
 	last = pg_sequence_last_value(lfc);
 	return lfc->isnull ? 0 : DatumGetInt64(last);
-}
-
-/* Step 2: the appending transactions of this database, right now. */
-static Appender *
-worker_read_appenders(int *count)
-{
-	Appender   *result = palloc(sizeof(Appender) * ProjectionNumAppenders);
-	int			n = 0;
-	int			i;
-
-	pg_memory_barrier();
-	for (i = 0; i < ProjectionNumAppenders; i++)
-	{
-		ProjectionAppender *a = &ProjectionAppenders[i];
-		TransactionId xid = pg_atomic_read_u32(&a->xid);
-
-		if (!TransactionIdIsValid(xid))
-			continue;
-		pg_read_barrier();
-		if (pg_atomic_read_u32(&a->dboid) != worker_dboid)
-			continue;
-		result[n].xid = xid;
-		result[n].min_pos = pg_atomic_read_u64(&a->min_pos);
-		n++;
-	}
-	*count = n;
-	return result;
-}
-
-/*
- * The highest position below which every missing position is dead: min(L,
- * lowest position - 1 of every appender still running in the snapshot).
- * An appender whose lowest position is not yet known blocks every gap.
- */
-static int64
-worker_gap_bound(int64 last_value, Appender *appenders, int nappenders, Snapshot snapshot)
-{
-	int64		bound = last_value;
-	int			i;
-
-	for (i = 0; i < nappenders; i++)
-	{
-		if (!XidInMVCCSnapshot(appenders[i].xid, snapshot))
-			continue;			/* ended before the snapshot: its rows are visible or dead */
-		if (appenders[i].min_pos == 0)
-			return 0;
-		bound = Min(bound, (int64) appenders[i].min_pos - 1);
-	}
-	return bound;
 }
 
 static bool
@@ -577,7 +521,7 @@ worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
  * snapshot.  Returns false if the extension is gone.
  */
 static bool
-worker_begin(int64 *last_value, Appender **appenders, int *nappenders)
+worker_begin(int64 *last_value, ProjectionAppenderSeen **appenders, int *nappenders)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -589,7 +533,7 @@ worker_begin(int64 *last_value, Appender **appenders, int *nappenders)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	*last_value = worker_sequence_last_value();	/* step 1 */
-	*appenders = worker_read_appenders(nappenders);	/* step 2 */
+	*appenders = projection_read_appenders(worker_dboid, nappenders);	/* step 2 */
 	PushActiveSnapshot(GetTransactionSnapshot());	/* step 3 */
 	return true;
 }
@@ -628,7 +572,7 @@ worker_round_careful(int64 from, int64 horizon_limit)
 	while (cursor < horizon_limit)
 	{
 		int64		last_value;
-		Appender   *appenders;
+		ProjectionAppenderSeen *appenders;
 		int			nappenders;
 		ProjectionRegistry *registry;
 		RoundProjection *rps;
@@ -696,7 +640,7 @@ static bool
 worker_round(void)
 {
 	int64		last_value;
-	Appender   *appenders;
+	ProjectionAppenderSeen *appenders;
 	int			nappenders;
 	ProjectionRegistry *registry;
 	RoundProjection *rps;
@@ -740,7 +684,7 @@ worker_round(void)
 			for (j = 1; j < nrps; j++)
 				from = Min(from, rps[j].position);
 
-			gap_bound = worker_gap_bound(last_value, appenders, nappenders, GetActiveSnapshot());
+			gap_bound = projection_gap_bound(last_value, appenders, nappenders, GetActiveSnapshot());
 			nevents = worker_read_batch(from, last_value, &events);
 			napply = worker_horizon(events, nevents, from, last_value, gap_bound, &horizon);
 			more = napply == projection_batch_size;
