@@ -93,7 +93,7 @@ launcher_detach(int code, Datum arg)
 
 /* Start the worker of one database; caller holds no lock. */
 static void
-launcher_start_worker(int slotno, Oid dboid, const char *datname)
+launcher_start_worker(int slotno, Oid dboid, int index, const char *datname)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -107,7 +107,9 @@ launcher_start_worker(int slotno, Oid dboid, const char *datname)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "projection");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "projection_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "projection worker for database \"%s\"", datname);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "projection worker %d for database \"%s\"", index, datname);
+	memcpy(worker.bgw_extra, &index, sizeof(int));
+	memcpy(worker.bgw_extra + sizeof(int), &projection_workers_per_database, sizeof(int));
 	snprintf(worker.bgw_type, BGW_MAXLEN, "projection worker");
 	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
 	worker.bgw_notify_pid = MyProcPid;
@@ -229,21 +231,24 @@ launcher_scan(void)
 	rescan = pg_atomic_exchange_u32(&ProjectionShared->rescan, 0) != 0;
 	now = GetCurrentTimestamp();
 
-	for (i = 0; i < ndbs; i++)
+	for (i = 0; i < ndbs * projection_workers_per_database; i++)
 	{
+		LauncherDb *db = &dbs[i / projection_workers_per_database];
+		int			index = i % projection_workers_per_database;
 		ProjectionDbSlot *slot;
 		int			slotno = -1;
 		bool		start = false;
 
 		LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-		slot = projection_find_dbslot(dbs[i].oid);
+		slot = projection_find_dbslot(db->oid, index);
 		if (slot == NULL)
 		{
-			slot = projection_find_dbslot(InvalidOid);
+			slot = projection_find_dbslot(InvalidOid, 0);
 			if (slot != NULL)
 			{
 				memset(slot, 0, sizeof(ProjectionDbSlot));
-				slot->dboid = dbs[i].oid;
+				slot->dboid = db->oid;
+				slot->index = index;
 				slot->pgprocno = -1;
 			}
 		}
@@ -261,11 +266,11 @@ launcher_scan(void)
 
 		if (slot == NULL)
 			ereport(LOG,
-					(errmsg("projection: no worker slot left for database \"%s\"", dbs[i].name),
+					(errmsg("projection: no worker slot left for database \"%s\"", db->name),
 					 errhint("Raise projection.max_workers (now %d) and restart the server.",
 							 projection_max_workers)));
 		else if (start)
-			launcher_start_worker(slotno, dbs[i].oid, dbs[i].name);
+			launcher_start_worker(slotno, db->oid, index, db->name);
 	}
 
 	/* free the slots of databases that no longer exist */

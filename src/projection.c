@@ -27,7 +27,8 @@
 
 PG_MODULE_MAGIC;
 
-int			projection_max_workers = 8;
+int			projection_max_workers = 16;
+int			projection_workers_per_database = 2;
 int			projection_max_projections = 1024;
 int			projection_naptime = 1000;
 int			projection_batch_size = 1000;
@@ -65,11 +66,20 @@ _PG_init(void)
 		return;
 
 	DefineCustomIntVariable("projection.max_workers",
-							"Maximum number of databases whose async projections run at the same time.",
-							"Each database with the extension installed uses one background worker, "
-							"counted against max_worker_processes.",
+							"Maximum number of projection workers, over all databases.",
+							"Each database with the extension uses projection.workers_per_database "
+							"background workers, counted against max_worker_processes.",
 							&projection_max_workers,
-							8, 1, 1024,
+							16, 1, 1024,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("projection.workers_per_database",
+							"Number of workers applying async projections in each database.",
+							"Projections are spread over the workers by id, so a slow or failing "
+							"projection only shares its worker with the projections of its group.",
+							&projection_workers_per_database,
+							2, 1, 64,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 

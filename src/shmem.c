@@ -188,17 +188,20 @@ projection_wake_database_worker(Oid dboid)
 }
 
 /*
- * Find the slot of a database; caller holds ProjectionShared->lock.
+ * Find the slot of one of a database's workers (with InvalidOid: a free
+ * slot); caller holds ProjectionShared->lock.
  */
 ProjectionDbSlot *
-projection_find_dbslot(Oid dboid)
+projection_find_dbslot(Oid dboid, int index)
 {
 	int			i;
 
 	for (i = 0; i < ProjectionShared->ndbslots; i++)
 	{
-		if (ProjectionShared->dbslots[i].dboid == dboid)
-			return &ProjectionShared->dbslots[i];
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (slot->dboid == dboid && (!OidIsValid(dboid) || slot->index == index))
+			return slot;
 	}
 	return NULL;
 }

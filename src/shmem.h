@@ -45,6 +45,7 @@ typedef struct ProjectionAppenderSeen
 typedef struct ProjectionDbSlot
 {
 	Oid			dboid;			/* InvalidOid: slot unused */
+	int			index;			/* which of the database's workers (0-based) */
 	pid_t		pid;			/* worker pid, 0 when none runs */
 	int			pgprocno;		/* worker's PGPROC number, -1 when none */
 	bool		stop;			/* worker must exit; launcher must not respawn */
@@ -88,7 +89,7 @@ extern int	ProjectionNumAppenders;
 extern void projection_shmem_install_hooks(void);
 extern void projection_wake_launcher(void);
 extern void projection_wake_database_worker(Oid dboid);
-extern ProjectionDbSlot *projection_find_dbslot(Oid dboid);
+extern ProjectionDbSlot *projection_find_dbslot(Oid dboid, int index);
 extern void projection_publish_progress(Oid dboid, int32 projection_id, int64 applied);
 extern void projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total);
 extern bool projection_read_progress(Oid dboid, int32 projection_id, int64 *applied);

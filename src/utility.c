@@ -84,7 +84,41 @@ utility_target_database(Node *parsetree)
 }
 
 /*
- * Stop the worker of a database and keep it stopped.  Returns the database's
+ * Send SIGTERM to every running worker of a database; with "stop", also
+ * mark their slots stopped.  Returns whether any slot of the database still
+ * has a worker (or, with "stop", whether the database has slots at all).
+ */
+static bool
+utility_signal_workers(Oid dboid, bool stop)
+{
+	bool		found = false;
+	int			i;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (slot->dboid != dboid)
+			continue;
+		if (stop)
+		{
+			slot->stop = true;
+			slot->stop_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_STOP_HOLD_MS);
+			found = true;
+		}
+		if (slot->pid > 0)
+		{
+			(void) kill(slot->pid, SIGTERM);
+			found = true;
+		}
+	}
+	LWLockRelease(ProjectionShared->lock);
+	return found;
+}
+
+/*
+ * Stop the workers of a database and keep them stopped.  Returns the database's
  * OID, or InvalidOid if it has no slot (nothing to do).  Waits at most
  * WORKER_STOP_TIMEOUT_MS; the command then runs anyway and reports its own
  * error if the database is still in use.
@@ -93,41 +127,19 @@ static Oid
 utility_stop_worker(const char *dbname)
 {
 	Oid			dboid = get_database_oid(dbname, true);
-	ProjectionDbSlot *slot;
-	pid_t		pid = 0;
 	TimestampTz deadline;
 
 	if (!OidIsValid(dboid) || dboid == MyDatabaseId)
 		return InvalidOid;
 
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(dboid);
-	if (slot != NULL)
-	{
-		slot->stop = true;
-		slot->stop_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_STOP_HOLD_MS);
-		pid = slot->pid;
-	}
-	LWLockRelease(ProjectionShared->lock);
-	if (slot == NULL)
+	if (!utility_signal_workers(dboid, true))
 		return InvalidOid;
-
-	if (pid > 0)
-		(void) kill(pid, SIGTERM);
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_STOP_TIMEOUT_MS);
 	for (;;)
 	{
-		bool		gone;
-
-		LWLockAcquire(ProjectionShared->lock, LW_SHARED);
-		gone = slot->dboid != dboid || slot->pid <= 0;
-		pid = slot->pid;
-		LWLockRelease(ProjectionShared->lock);
-		if (gone || GetCurrentTimestamp() >= deadline)
+		if (!utility_signal_workers(dboid, false) || GetCurrentTimestamp() >= deadline)
 			break;
-		if (pid > 0)
-			(void) kill(pid, SIGTERM);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 20, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -140,14 +152,18 @@ utility_stop_worker(const char *dbname)
 static void
 utility_release_worker(Oid dboid)
 {
-	ProjectionDbSlot *slot;
+	int			i;
 
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(dboid);
-	if (slot != NULL)
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
 	{
-		slot->stop = false;
-		slot->next_start = 0;
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (slot->dboid == dboid)
+		{
+			slot->stop = false;
+			slot->next_start = 0;
+		}
 	}
 	LWLockRelease(ProjectionShared->lock);
 	projection_wake_launcher();

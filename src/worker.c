@@ -96,6 +96,8 @@ typedef struct BatchEvent
 } BatchEvent;
 
 static Oid	worker_dboid = InvalidOid;
+static int	worker_index = 0;
+static int	worker_count = 1;
 static MemoryContext round_cxt = NULL;
 static int	transient_failures = 0;
 
@@ -114,7 +116,7 @@ worker_release_slot(int code, Datum arg)
 	ProjectionDbSlot *slot;
 
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(worker_dboid);
+	slot = projection_find_dbslot(worker_dboid, worker_index);
 	if (slot != NULL && slot->pid == MyProcPid)
 	{
 		slot->pid = 0;
@@ -135,7 +137,7 @@ worker_claim_slot(void)
 	bool		ok = false;
 
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(worker_dboid);
+	slot = projection_find_dbslot(worker_dboid, worker_index);
 	if (slot != NULL && !slot->stop && slot->pid <= 0)
 	{
 		slot->pid = MyProcPid;
@@ -152,7 +154,7 @@ worker_mark_absent(void)
 	ProjectionDbSlot *slot;
 
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(worker_dboid);
+	slot = projection_find_dbslot(worker_dboid, worker_index);
 	if (slot != NULL)
 	{
 		slot->extension_absent = true;
@@ -167,7 +169,7 @@ worker_mark_healthy(void)
 	ProjectionDbSlot *slot;
 
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(worker_dboid);
+	slot = projection_find_dbslot(worker_dboid, worker_index);
 	if (slot != NULL)
 		slot->failures = 0;
 	LWLockRelease(ProjectionShared->lock);
@@ -253,15 +255,20 @@ worker_lock_projections(ProjectionRegistry *registry, RoundProjection **rps)
 	int			n = 0;
 	uint64		i;
 	RoundProjection *result;
+	Oid			types[2] = {INT4OID, INT4OID};
+	Datum		values[2];
 
 	plan = worker_plan(&lock_plan,
 					   "SELECT id, position, state OPERATOR(pg_catalog.=) 'catching_up' "
 					   "FROM projection.projections "
 					   "WHERE mode OPERATOR(pg_catalog.=) 'async' "
 					   "AND state OPERATOR(pg_catalog.=) ANY ('{running,catching_up}') "
+					   "AND id OPERATOR(pg_catalog.%) $1 OPERATOR(pg_catalog.=) $2 "
 					   "ORDER BY id FOR UPDATE SKIP LOCKED",
-					   0, NULL);
-	rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
+					   2, types);
+	values[0] = Int32GetDatum(worker_count);
+	values[1] = Int32GetDatum(worker_index);
+	rc = SPI_execute_plan(plan, values, NULL, false, 0);
 	projection_spi_check(rc, SPI_OK_SELECT, "locking async projections");
 
 	result = palloc0(sizeof(RoundProjection) * Max(SPI_processed, 1));
@@ -785,6 +792,8 @@ void
 projection_worker_main(Datum main_arg)
 {
 	worker_dboid = DatumGetObjectId(main_arg);
+	memcpy(&worker_index, MyBgworkerEntry->bgw_extra, sizeof(int));
+	memcpy(&worker_count, MyBgworkerEntry->bgw_extra + sizeof(int), sizeof(int));
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
