@@ -758,6 +758,10 @@ projection_create(PG_FUNCTION_ARGS)
 	}
 	CommandCounterIncrement();
 
+	if (is_inline && from_beginning && !OidIsValid(handler) && sequence_last_value() > 0)
+		ereport(NOTICE,
+				(errmsg("inline projection \"%s\" has no handler function yet, so existing events are not applied to it", name),
+				 errhint("Add its statements with projection.on(), then call projection.rebuild('%s').", name)));
 	if (is_inline && from_beginning)
 	{
 		ProjectionRegistry *registry;
