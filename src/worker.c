@@ -808,6 +808,13 @@ projection_worker_main(Datum main_arg)
 	SetConfigOption("default_transaction_isolation", "read committed",
 					PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * The read model and the checkpoint commit together, so a commit lost in
+	 * a crash loses both and the events are applied again from the older
+	 * checkpoint: waiting for the WAL flush buys nothing here but latency.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "projection worker round",
 									  ALLOCSET_DEFAULT_SIZES);
 
