@@ -428,7 +428,7 @@ projection_registry_invalidate(void)
 	registry_valid = false;
 }
 
-/* Transaction abort: no trigger or batch is running any more. */
+/* Transaction end: no trigger or batch is running any more. */
 void
 projection_registry_at_abort(void)
 {

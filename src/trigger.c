@@ -152,6 +152,7 @@ projection_xact_callback(XactEvent event, void *arg)
 						 errdetail("Async projections could not order its events safely.")));
 			break;
 		case XACT_EVENT_COMMIT:
+			projection_registry_at_abort();	/* nothing runs any more */
 			if (appended_in_xact)
 			{
 				appender_clear();
@@ -623,54 +624,67 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 	}
 
+	/*
+	 * If a handler fails, the error may be caught by a savepoint and the
+	 * transaction go on: the depth and the queue must not stay behind.
+	 */
 	inline_depth++;
+	PG_TRY();
 	{
-		ProjectionOwnerScope scope;
-		MemoryContext event_cxt;
-		MemoryContext oldcxt;
-		TupleTableSlot *slot;
-
-		memset(&scope, 0, sizeof(scope));
-		event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection inline event",
-										  ALLOCSET_DEFAULT_SIZES);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-
-		slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-		tuplestore_rescan(ts);
-		while (tuplestore_gettupleslot(ts, true, false, slot))
 		{
-			bool		should_free;
-			HeapTuple	tup;
+			ProjectionOwnerScope scope;
+			MemoryContext event_cxt;
+			MemoryContext oldcxt;
+			TupleTableSlot *slot;
 
-			oldcxt = MemoryContextSwitchTo(event_cxt);
-			tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
-			inline_apply_tuple(registry, &scope, tup, desc);
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(event_cxt);
+			memset(&scope, 0, sizeof(scope));
+			event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection inline event",
+											  ALLOCSET_DEFAULT_SIZES);
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+
+			slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+			tuplestore_rescan(ts);
+			while (tuplestore_gettupleslot(ts, true, false, slot))
+			{
+				bool		should_free;
+				HeapTuple	tup;
+
+				oldcxt = MemoryContextSwitchTo(event_cxt);
+				tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+				inline_apply_tuple(registry, &scope, tup, desc);
+				MemoryContextSwitchTo(oldcxt);
+				MemoryContextReset(event_cxt);
+			}
+			ExecDropSingleTupleTableSlot(slot);
+
+			/* events appended by handlers, in the order they were appended */
+			while (inline_pending != NIL)
+			{
+				HeapTuple	tup = linitial(inline_pending);
+
+				inline_pending = list_delete_first(inline_pending);
+				oldcxt = MemoryContextSwitchTo(event_cxt);
+				inline_apply_tuple(registry, &scope, tup, desc);
+				MemoryContextSwitchTo(oldcxt);
+				MemoryContextReset(event_cxt);
+				heap_freetuple(tup);
+			}
+
+			projection_owner_leave(&scope);
+			if (SPI_finish() != SPI_OK_FINISH)
+				elog(ERROR, "SPI_finish failed");
+			MemoryContextDelete(event_cxt);
 		}
-		ExecDropSingleTupleTableSlot(slot);
-
-		/* events appended by handlers, in the order they were appended */
-		while (inline_pending != NIL)
-		{
-			HeapTuple	tup = linitial(inline_pending);
-
-			inline_pending = list_delete_first(inline_pending);
-			oldcxt = MemoryContextSwitchTo(event_cxt);
-			inline_apply_tuple(registry, &scope, tup, desc);
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(event_cxt);
-			heap_freetuple(tup);
-		}
-
-		projection_owner_leave(&scope);
-		if (SPI_finish() != SPI_OK_FINISH)
-			elog(ERROR, "SPI_finish failed");
-		MemoryContextDelete(event_cxt);
 	}
-	inline_depth--;
-	projection_registry_release(registry);
+	PG_FINALLY();
+	{
+		inline_depth--;
+		if (inline_depth == 0)
+			inline_pending = NIL;
+		projection_registry_release(registry);
+	}
+	PG_END_TRY();
 	return PointerGetDatum(NULL);
 }
 
