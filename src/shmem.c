@@ -168,11 +168,15 @@ projection_wake_launcher(void)
 }
 
 /*
- * Wake the worker of a database.  Called from the commit callback of every
- * transaction that appended events: no locks, no allocation, no errors.
+ * Wake the workers of a database: all of them with "force", otherwise only
+ * those that had async projections to run in their last round (a worker
+ * with nothing to do need not run a round for every append).  Called from
+ * commit callbacks: no locks, no allocation, no errors.  A stale
+ * has_projections only costs a spurious wake-up, or, right after the first
+ * async projection was created, a wait of at most projection.naptime.
  */
 void
-projection_wake_database_worker(Oid dboid)
+projection_wake_database_worker(Oid dboid, bool force)
 {
 	int			i;
 
@@ -182,7 +186,7 @@ projection_wake_database_worker(Oid dboid)
 	{
 		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
 
-		if (slot->dboid == dboid)
+		if (slot->dboid == dboid && (force || slot->has_projections))
 			set_latch_by_procno(slot->pgprocno);
 	}
 }

@@ -48,6 +48,7 @@ typedef struct ProjectionDbSlot
 	int			index;			/* which of the database's workers (0-based) */
 	pid_t		pid;			/* worker pid, 0 when none runs */
 	int			pgprocno;		/* worker's PGPROC number, -1 when none */
+	bool		has_projections;	/* had async projections in its last round */
 	bool		stop;			/* worker must exit; launcher must not respawn */
 	TimestampTz stop_until;		/* when "stop" lapses (utility hook) */
 	bool		start_requested;	/* CREATE EXTENSION committed here */
@@ -88,7 +89,7 @@ extern int	ProjectionNumAppenders;
 
 extern void projection_shmem_install_hooks(void);
 extern void projection_wake_launcher(void);
-extern void projection_wake_database_worker(Oid dboid);
+extern void projection_wake_database_worker(Oid dboid, bool force);
 extern ProjectionDbSlot *projection_find_dbslot(Oid dboid, int index);
 extern void projection_publish_progress(Oid dboid, int32 projection_id, int64 applied);
 extern void projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total);

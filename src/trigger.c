@@ -156,12 +156,13 @@ projection_xact_callback(XactEvent event, void *arg)
 			if (appended_in_xact)
 			{
 				appender_clear();
-				projection_wake_database_worker(MyDatabaseId);
+				projection_wake_database_worker(MyDatabaseId, false);
 			}
 			if (launcher_request_pending && ProjectionShared != NULL)
 			{
 				pg_atomic_write_u32(&ProjectionShared->rescan, 1);
 				projection_wake_launcher();
+				projection_wake_database_worker(MyDatabaseId, true);
 			}
 			reset_xact_state();
 			break;
