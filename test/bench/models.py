@@ -1,0 +1,489 @@
+"""The four seed read models, as SQL, for every variant of the benchmark.
+
+Each seed projection (projection-patterns: order summary, daily sales,
+customer activity, product search) is written once here:
+
+  * tables: the read-model DDL;
+  * statements: per event type, the SQL the seed's handler runs, with @E for
+    the event row and @S for the schema.  The same text becomes
+      - a PL/pgSQL handler  @S.h_<name>(e projection.events)  (@E -> e), used
+        by the extension's async and inline projections and by the PL/pgSQL
+        loop, and
+      - projection.on() statement handlers (@E -> ($1)), and
+      - the hand-written "append + UPDATE" function of the inline benchmark;
+  * oracle: the set-based rebuild, INSERT ... SELECT ... GROUP BY over
+    projection.events up to a position (@UPTO).  It is the correctness oracle
+    and the practical speed limit;
+  * compare: the columns compared between variants.  Columns the seed fills
+    with NOW() (updated_at in order_summaries, daily_sales and customers)
+    differ by construction and are left out.
+
+Every variant lives in its own schema, so names never collide; handlers name
+every table with its schema, because the extension runs handlers with a
+search_path of pg_catalog only.
+
+The client-side projector (pyprojector.py) has its own copy of the same
+statements in the seed's Python style.
+"""
+
+ORDER_TYPES = ["OrderCreated", "OrderItemAdded", "OrderItemRemoved",
+               "OrderShipped", "OrderCompleted", "OrderCancelled"]
+
+PROJECTIONS = {}
+
+PROJECTIONS["order_summary"] = dict(
+    types=ORDER_TYPES,
+    tables=["order_summaries"],
+    ddl="""
+CREATE TABLE @S.order_summaries (
+    order_id            text PRIMARY KEY,
+    customer_id         text,
+    status              text NOT NULL,
+    total_amount        numeric NOT NULL DEFAULT 0,
+    item_count          integer NOT NULL DEFAULT 0,
+    created_at          timestamptz,
+    shipped_at          timestamptz,
+    completed_at        timestamptz,
+    cancelled_at        timestamptz,
+    cancellation_reason text,
+    updated_at          timestamptz
+);
+""",
+    statements={
+        "OrderCreated": ["""
+INSERT INTO @S.order_summaries (order_id, customer_id, status, total_amount, item_count, created_at)
+VALUES (@E.data->>'order_id', @E.data->>'customer_id', 'pending', 0, 0,
+        (@E.data->>'created_at')::timestamptz)"""],
+        "OrderItemAdded": ["""
+UPDATE @S.order_summaries
+   SET total_amount = total_amount + (@E.data->>'price')::numeric * (@E.data->>'quantity')::numeric,
+       item_count = item_count + 1,
+       updated_at = now()
+ WHERE order_id = @E.data->>'order_id'"""],
+        "OrderItemRemoved": ["""
+UPDATE @S.order_summaries
+   SET total_amount = total_amount - (@E.data->>'price')::numeric * (@E.data->>'quantity')::numeric,
+       item_count = item_count - 1,
+       updated_at = now()
+ WHERE order_id = @E.data->>'order_id'"""],
+        "OrderShipped": ["""
+UPDATE @S.order_summaries
+   SET status = 'shipped', shipped_at = (@E.data->>'shipped_at')::timestamptz, updated_at = now()
+ WHERE order_id = @E.data->>'order_id'"""],
+        "OrderCompleted": ["""
+UPDATE @S.order_summaries
+   SET status = 'completed', completed_at = (@E.data->>'completed_at')::timestamptz, updated_at = now()
+ WHERE order_id = @E.data->>'order_id'"""],
+        "OrderCancelled": ["""
+UPDATE @S.order_summaries
+   SET status = 'cancelled', cancelled_at = (@E.data->>'cancelled_at')::timestamptz,
+       cancellation_reason = @E.data->>'reason', updated_at = now()
+ WHERE order_id = @E.data->>'order_id'"""],
+    },
+    oracle=["""
+INSERT INTO @S.order_summaries (order_id, customer_id, status, total_amount, item_count,
+                                created_at, shipped_at, completed_at, cancelled_at, cancellation_reason)
+SELECT data->>'order_id',
+       max(data->>'customer_id') FILTER (WHERE event_type = 'OrderCreated'),
+       coalesce((array_agg(CASE event_type WHEN 'OrderShipped' THEN 'shipped'
+                                           WHEN 'OrderCompleted' THEN 'completed'
+                                           ELSE 'cancelled' END ORDER BY global_position DESC)
+                 FILTER (WHERE event_type IN ('OrderShipped', 'OrderCompleted', 'OrderCancelled')))[1],
+                'pending'),
+       coalesce(sum((data->>'price')::numeric * (data->>'quantity')::numeric)
+                FILTER (WHERE event_type = 'OrderItemAdded'), 0)
+         - coalesce(sum((data->>'price')::numeric * (data->>'quantity')::numeric)
+                FILTER (WHERE event_type = 'OrderItemRemoved'), 0),
+       count(*) FILTER (WHERE event_type = 'OrderItemAdded')
+         - count(*) FILTER (WHERE event_type = 'OrderItemRemoved'),
+       min((data->>'created_at')::timestamptz) FILTER (WHERE event_type = 'OrderCreated'),
+       (array_agg((data->>'shipped_at')::timestamptz ORDER BY global_position DESC)
+            FILTER (WHERE event_type = 'OrderShipped'))[1],
+       (array_agg((data->>'completed_at')::timestamptz ORDER BY global_position DESC)
+            FILTER (WHERE event_type = 'OrderCompleted'))[1],
+       (array_agg((data->>'cancelled_at')::timestamptz ORDER BY global_position DESC)
+            FILTER (WHERE event_type = 'OrderCancelled'))[1],
+       (array_agg(data->>'reason' ORDER BY global_position DESC)
+            FILTER (WHERE event_type = 'OrderCancelled'))[1]
+  FROM projection.events
+ WHERE event_type IN ('OrderCreated', 'OrderItemAdded', 'OrderItemRemoved',
+                      'OrderShipped', 'OrderCompleted', 'OrderCancelled')
+   AND global_position <= @UPTO
+ GROUP BY data->>'order_id'
+HAVING bool_or(event_type = 'OrderCreated')
+"""],
+    compare={"order_summaries": "order_id, customer_id, status, total_amount, item_count, created_at, "
+                                "shipped_at, completed_at, cancelled_at, cancellation_reason"},
+)
+
+PROJECTIONS["daily_sales"] = dict(
+    types=["OrderCompleted", "OrderRefunded"],
+    tables=["daily_sales"],
+    ddl="""
+CREATE TABLE @S.daily_sales (
+    date          date PRIMARY KEY,
+    total_orders  integer NOT NULL DEFAULT 0,
+    total_revenue numeric NOT NULL DEFAULT 0,
+    total_items   integer NOT NULL DEFAULT 0,
+    total_refunds numeric NOT NULL DEFAULT 0,
+    updated_at    timestamptz
+);
+""",
+    statements={
+        "OrderCompleted": ["""
+INSERT INTO @S.daily_sales AS d (date, total_orders, total_revenue, total_items)
+VALUES (left(@E.data->>'completed_at', 10)::date, 1,
+        (@E.data->>'total_amount')::numeric, (@E.data->>'item_count')::integer)
+ON CONFLICT (date) DO UPDATE
+   SET total_orders = d.total_orders + 1,
+       total_revenue = d.total_revenue + excluded.total_revenue,
+       total_items = d.total_items + excluded.total_items,
+       updated_at = now()"""],
+        "OrderRefunded": ["""
+UPDATE @S.daily_sales
+   SET total_orders = total_orders - 1,
+       total_revenue = total_revenue - (@E.data->>'refund_amount')::numeric,
+       total_refunds = total_refunds + (@E.data->>'refund_amount')::numeric,
+       updated_at = now()
+ WHERE date = left(@E.data->>'original_completed_at', 10)::date"""],
+    },
+    oracle=["""
+INSERT INTO @S.daily_sales (date, total_orders, total_revenue, total_items, total_refunds)
+SELECT d, sum(o), sum(r), sum(i), sum(f)
+  FROM (SELECT left(data->>'completed_at', 10)::date AS d, 1 AS o,
+               (data->>'total_amount')::numeric AS r, (data->>'item_count')::integer AS i,
+               0::numeric AS f
+          FROM projection.events
+         WHERE event_type = 'OrderCompleted' AND global_position <= @UPTO
+        UNION ALL
+        SELECT left(data->>'original_completed_at', 10)::date, -1,
+               -(data->>'refund_amount')::numeric, 0, (data->>'refund_amount')::numeric
+          FROM projection.events
+         WHERE event_type = 'OrderRefunded' AND global_position <= @UPTO) x
+ GROUP BY d
+HAVING bool_or(o = 1)
+"""],
+    compare={"daily_sales": "date, total_orders, total_revenue, total_items, total_refunds"},
+)
+
+PROJECTIONS["customer_activity"] = dict(
+    types=["CustomerCreated", "OrderCompleted", "ReviewSubmitted", "CustomerTierChanged"],
+    tables=["customers", "customer_activity_summary", "customer_order_history"],
+    ddl="""
+CREATE TABLE @S.customers (
+    customer_id text PRIMARY KEY,
+    email       text,
+    name        text,
+    tier        text,
+    created_at  timestamptz,
+    updated_at  timestamptz
+);
+CREATE TABLE @S.customer_activity_summary (
+    customer_id    text PRIMARY KEY,
+    total_orders   integer NOT NULL DEFAULT 0,
+    total_spent    numeric NOT NULL DEFAULT 0,
+    total_reviews  integer NOT NULL DEFAULT 0,
+    last_order_at  timestamptz,
+    last_review_at timestamptz
+);
+CREATE TABLE @S.customer_order_history (
+    customer_id  text NOT NULL,
+    order_id     text NOT NULL,
+    amount       numeric,
+    completed_at timestamptz,
+    PRIMARY KEY (customer_id, order_id)
+);
+""",
+    statements={
+        "CustomerCreated": ["""
+INSERT INTO @S.customers (customer_id, email, name, tier, created_at)
+VALUES (@E.data->>'customer_id', @E.data->>'email', @E.data->>'name', 'bronze',
+        (@E.data->>'created_at')::timestamptz)""", """
+INSERT INTO @S.customer_activity_summary (customer_id, total_orders, total_spent, total_reviews)
+VALUES (@E.data->>'customer_id', 0, 0, 0)"""],
+        "OrderCompleted": ["""
+UPDATE @S.customer_activity_summary
+   SET total_orders = total_orders + 1,
+       total_spent = total_spent + (@E.data->>'total_amount')::numeric,
+       last_order_at = (@E.data->>'completed_at')::timestamptz
+ WHERE customer_id = @E.data->>'customer_id'""", """
+INSERT INTO @S.customer_order_history (customer_id, order_id, amount, completed_at)
+VALUES (@E.data->>'customer_id', @E.data->>'order_id', (@E.data->>'total_amount')::numeric,
+        (@E.data->>'completed_at')::timestamptz)"""],
+        "ReviewSubmitted": ["""
+UPDATE @S.customer_activity_summary
+   SET total_reviews = total_reviews + 1,
+       last_review_at = (@E.data->>'submitted_at')::timestamptz
+ WHERE customer_id = @E.data->>'customer_id'"""],
+        "CustomerTierChanged": ["""
+UPDATE @S.customers SET tier = @E.data->>'new_tier', updated_at = now()
+ WHERE customer_id = @E.data->>'customer_id'"""],
+    },
+    oracle=["""
+INSERT INTO @S.customers (customer_id, email, name, tier, created_at)
+SELECT c.data->>'customer_id', c.data->>'email', c.data->>'name', coalesce(t.tier, 'bronze'),
+       (c.data->>'created_at')::timestamptz
+  FROM projection.events c
+  LEFT JOIN (SELECT data->>'customer_id' AS id,
+                    (array_agg(data->>'new_tier' ORDER BY global_position DESC))[1] AS tier
+               FROM projection.events
+              WHERE event_type = 'CustomerTierChanged' AND global_position <= @UPTO
+              GROUP BY 1) t ON t.id = c.data->>'customer_id'
+ WHERE c.event_type = 'CustomerCreated' AND c.global_position <= @UPTO
+""", """
+INSERT INTO @S.customer_activity_summary (customer_id, total_orders, total_spent, total_reviews,
+                                          last_order_at, last_review_at)
+SELECT data->>'customer_id',
+       count(*) FILTER (WHERE event_type = 'OrderCompleted'),
+       coalesce(sum((data->>'total_amount')::numeric) FILTER (WHERE event_type = 'OrderCompleted'), 0),
+       count(*) FILTER (WHERE event_type = 'ReviewSubmitted'),
+       (array_agg((data->>'completed_at')::timestamptz ORDER BY global_position DESC)
+            FILTER (WHERE event_type = 'OrderCompleted'))[1],
+       (array_agg((data->>'submitted_at')::timestamptz ORDER BY global_position DESC)
+            FILTER (WHERE event_type = 'ReviewSubmitted'))[1]
+  FROM projection.events
+ WHERE event_type IN ('CustomerCreated', 'OrderCompleted', 'ReviewSubmitted')
+   AND global_position <= @UPTO
+ GROUP BY data->>'customer_id'
+HAVING bool_or(event_type = 'CustomerCreated')
+""", """
+INSERT INTO @S.customer_order_history (customer_id, order_id, amount, completed_at)
+SELECT data->>'customer_id', data->>'order_id', (data->>'total_amount')::numeric,
+       (data->>'completed_at')::timestamptz
+  FROM projection.events
+ WHERE event_type = 'OrderCompleted' AND global_position <= @UPTO
+"""],
+    compare={
+        "customers": "customer_id, email, name, tier, created_at",
+        "customer_activity_summary": "customer_id, total_orders, total_spent, total_reviews, "
+                                     "last_order_at, last_review_at",
+        "customer_order_history": "customer_id, order_id, amount, completed_at",
+    },
+)
+
+PROJECTIONS["product_search"] = dict(
+    types=["ProductCreated", "ProductUpdated", "ProductPriceChanged", "ProductDeleted"],
+    tables=["product_search"],
+    # the seed indexes products in Elasticsearch; here the search index is a
+    # tsvector column with a GIN index, maintained by the same writes
+    ddl="""
+CREATE TABLE @S.product_search (
+    product_id       text PRIMARY KEY,
+    name             text,
+    description      text,
+    category         text,
+    price            numeric,
+    tags             text[],
+    created_at       timestamptz,
+    updated_at       timestamptz,
+    price_updated_at timestamptz,
+    search           tsvector GENERATED ALWAYS AS (
+        to_tsvector('simple'::regconfig,
+                    coalesce(name, '') || ' ' || coalesce(description, '') || ' ' ||
+                    coalesce(category, ''))) STORED
+);
+CREATE INDEX ON @S.product_search USING gin (search);
+""",
+    statements={
+        "ProductCreated": ["""
+INSERT INTO @S.product_search (product_id, name, description, category, price, tags, created_at)
+VALUES (@E.data->>'product_id', @E.data->>'name', @E.data->>'description', @E.data->>'category',
+        (@E.data->>'price')::numeric,
+        ARRAY(SELECT jsonb_array_elements_text(@E.data->'tags')),
+        (@E.data->>'created_at')::timestamptz)"""],
+        "ProductUpdated": ["""
+UPDATE @S.product_search
+   SET name = @E.data->>'name', description = @E.data->>'description',
+       category = @E.data->>'category',
+       tags = ARRAY(SELECT jsonb_array_elements_text(@E.data->'tags')),
+       updated_at = (@E.data->>'updated_at')::timestamptz
+ WHERE product_id = @E.data->>'product_id'"""],
+        "ProductPriceChanged": ["""
+UPDATE @S.product_search
+   SET price = (@E.data->>'new_price')::numeric,
+       price_updated_at = (@E.data->>'changed_at')::timestamptz
+ WHERE product_id = @E.data->>'product_id'"""],
+        "ProductDeleted": ["""
+DELETE FROM @S.product_search WHERE product_id = @E.data->>'product_id'"""],
+    },
+    oracle=["""
+INSERT INTO @S.product_search (product_id, name, description, category, price, tags,
+                               created_at, updated_at, price_updated_at)
+SELECT id, d->>'name', d->>'description', d->>'category', p::numeric,
+       ARRAY(SELECT jsonb_array_elements_text(d->'tags')), created, updated, price_updated
+  FROM (SELECT data->>'product_id' AS id,
+               (array_agg(data ORDER BY global_position DESC)
+                    FILTER (WHERE event_type IN ('ProductCreated', 'ProductUpdated')))[1] AS d,
+               (array_agg(coalesce(data->>'new_price', data->>'price') ORDER BY global_position DESC)
+                    FILTER (WHERE event_type IN ('ProductCreated', 'ProductPriceChanged')))[1] AS p,
+               min((data->>'created_at')::timestamptz)
+                    FILTER (WHERE event_type = 'ProductCreated') AS created,
+               (array_agg((data->>'updated_at')::timestamptz ORDER BY global_position DESC)
+                    FILTER (WHERE event_type = 'ProductUpdated'))[1] AS updated,
+               (array_agg((data->>'changed_at')::timestamptz ORDER BY global_position DESC)
+                    FILTER (WHERE event_type = 'ProductPriceChanged'))[1] AS price_updated
+          FROM projection.events
+         WHERE event_type IN ('ProductCreated', 'ProductUpdated', 'ProductPriceChanged', 'ProductDeleted')
+           AND global_position <= @UPTO
+         GROUP BY 1
+        HAVING bool_or(event_type = 'ProductCreated')
+           AND NOT bool_or(event_type = 'ProductDeleted')) x
+"""],
+    compare={"product_search": "product_id, name, description, category, price, tags, created_at, "
+                               "updated_at, price_updated_at"},
+)
+
+SEED = ["order_summary", "daily_sales", "customer_activity", "product_search"]
+
+
+def sub(text, schema, event="e", upto=None):
+    text = text.replace("@S", schema).replace("@E", event)
+    if upto is not None:
+        text = text.replace("@UPTO", str(int(upto)))
+    return text
+
+
+def sql_array(items):
+    return "ARRAY[%s]::text[]" % ", ".join("'%s'" % i for i in items)
+
+
+def handler_sql(name, schema, probe=None):
+    """CREATE OR REPLACE FUNCTION @S.h_<name>(e projection.events): the
+    seed handler as PL/pgSQL.  With probe (a variant label), the handler also
+    records the event's position in bench.probe, in the same transaction as
+    its read-model writes (used by the latency benchmark)."""
+    p = PROJECTIONS[name]
+    arms = []
+    for etype, stmts in p["statements"].items():
+        body = ";\n".join(sub(s, schema, "e").strip() for s in stmts) + ";"
+        arms.append("    WHEN '%s' THEN\n%s" % (etype, body))
+    probe_sql = ""
+    if probe:
+        probe_sql = ("\n    INSERT INTO bench.probe (variant, proj, global_position) "
+                     "VALUES ('%s', '%s', e.global_position);" % (probe, name))
+    return """
+CREATE OR REPLACE FUNCTION %s.h_%s(e projection.events) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    CASE e.event_type
+%s
+    ELSE NULL;
+    END CASE;%s
+END
+$fn$;
+""" % (schema, name, "\n".join(arms), probe_sql)
+
+
+def on_statements(name, schema):
+    """(event_type, statement) pairs for projection.on(); $1 is the event."""
+    out = []
+    for etype, stmts in PROJECTIONS[name]["statements"].items():
+        for s in stmts:
+            out.append((etype, sub(s, schema, "($1)").strip()))
+    return out
+
+
+def schema_sql(schema, names, handlers=True, checkpoints=False):
+    """DDL for a fresh schema holding the read models of the given projections."""
+    out = ["DROP SCHEMA IF EXISTS %s CASCADE;" % schema, "CREATE SCHEMA %s;" % schema]
+    for n in names:
+        out.append(sub(PROJECTIONS[n]["ddl"], schema))
+        if handlers:
+            out.append(handler_sql(n, schema))
+    if checkpoints:
+        out.append("CREATE TABLE %s.checkpoints (name text PRIMARY KEY, position bigint NOT NULL);" % schema)
+    return "\n".join(out)
+
+
+def truncate_sql(schema, names):
+    tabs = ["%s.%s" % (schema, t) for n in names for t in PROJECTIONS[n]["tables"]]
+    return "TRUNCATE %s;" % ", ".join(tabs)
+
+
+def oracle_sql(schema, names, upto):
+    return [sub(s, schema, upto=upto) for n in names for s in PROJECTIONS[n]["oracle"]]
+
+
+def table_list(schema, name):
+    return ["%s.%s" % (schema, t) for t in PROJECTIONS[name]["tables"]]
+
+
+def loop_sql(schema, names, batch=1000):
+    """The PL/pgSQL alternative: a procedure that reads projection.events in
+    position order, runs the same handler for each event and commits a
+    checkpoint after every batch."""
+    types = sorted({t for n in names for t in PROJECTIONS[n]["types"]})
+    if len(names) == 1:
+        dispatch = "PERFORM %s.h_%s(e);" % (schema, names[0])
+    else:
+        dispatch = "\n".join(
+            "IF e.event_type = ANY (%s) THEN PERFORM %s.h_%s(e); END IF;"
+            % (sql_array(PROJECTIONS[n]["types"]), schema, n) for n in names)
+    return """
+CREATE OR REPLACE PROCEDURE %(s)s.catch_up(upto bigint, batch integer DEFAULT %(batch)d)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    e projection.events;
+    pos bigint;
+    n integer;
+BEGIN
+    SELECT position INTO pos FROM %(s)s.checkpoints WHERE name = 'loop';
+    IF pos IS NULL THEN
+        pos := 0;
+        INSERT INTO %(s)s.checkpoints VALUES ('loop', 0);
+    END IF;
+    LOOP
+        n := 0;
+        FOR e IN SELECT * FROM projection.events
+                  WHERE global_position > pos AND global_position <= upto
+                    AND event_type = ANY (%(types)s)
+                  ORDER BY global_position LIMIT batch
+        LOOP
+            %(dispatch)s
+            pos := e.global_position;
+            n := n + 1;
+        END LOOP;
+        EXIT WHEN n = 0;
+        UPDATE %(s)s.checkpoints SET position = pos WHERE name = 'loop';
+        COMMIT;
+    END LOOP;
+END
+$fn$;
+""" % dict(s=schema, batch=batch, types=sql_array(types), dispatch=dispatch)
+
+
+def hand_append_sql(name, schema):
+    """The inline benchmark's alternative: append, then the same statements
+    written by hand, in the same transaction (one server round trip, like
+    the inline projection)."""
+    p = PROJECTIONS[name]
+    arms = []
+    for etype, stmts in p["statements"].items():
+        body = ";\n".join(sub(s, schema, "e").strip() for s in stmts) + ";"
+        arms.append("    WHEN '%s' THEN\n%s" % (etype, body))
+    return """
+CREATE OR REPLACE FUNCTION %s.append_by_hand(p_stream text, p_type text, p_data jsonb) RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    e projection.events;
+BEGIN
+    e.global_position := projection.append(p_stream, p_type, p_data);
+    e.event_type := p_type;
+    e.data := p_data;
+    CASE e.event_type
+%s
+    ELSE NULL;
+    END CASE;
+    RETURN e.global_position;
+END
+$fn$;
+""" % (schema, "\n".join(arms))
+
+
+def diff_sql(a, b, table, cols):
+    """Rows of a.table not in b.table and vice versa (multiset difference)."""
+    return """
+SELECT 'only in %(a)s' AS side, * FROM (SELECT %(c)s FROM %(a)s.%(t)s EXCEPT ALL SELECT %(c)s FROM %(b)s.%(t)s) x
+UNION ALL
+SELECT 'only in %(b)s', * FROM (SELECT %(c)s FROM %(b)s.%(t)s EXCEPT ALL SELECT %(c)s FROM %(a)s.%(t)s) y
+""" % dict(a=a, b=b, t=table, c=cols)
