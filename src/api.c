@@ -24,6 +24,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
@@ -600,7 +601,16 @@ check_tables(ArrayType *tables)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("table \"%s\" belongs to the extension and cannot be a read model",
 							get_rel_name(relid))));
-		if (pg_class_aclcheck(relid, GetUserId(), ACL_INSERT | ACL_UPDATE | ACL_DELETE) != ACLCHECK_OK)
+		if (IsCatalogRelationOid(relid) || get_rel_namespace(relid) == PG_CATALOG_NAMESPACE ||
+			isAnyTempNamespace(get_rel_namespace(relid)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("table \"%s\" cannot be a read model", get_rel_name(relid)),
+					 errdetail("System catalogs and temporary tables cannot be a projection's tables.")));
+		/* each right is needed: aclcheck with several bits passes if any one is held */
+		if (pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK ||
+			pg_class_aclcheck(relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK ||
+			pg_class_aclcheck(relid, GetUserId(), ACL_DELETE) != ACLCHECK_OK)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("permission denied for table %s", get_rel_name(relid)),
@@ -628,10 +638,14 @@ check_event_types(ArrayType *types)
 				 errhint("Pass NULL to handle every event type.")));
 	for (i = 0; i < n; i++)
 	{
-		if (nulls[i] || VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i])) == 0)
+		if (nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("argument \"%s\" must not contain nulls or empty strings", "event_types")));
+					 errmsg("argument \"%s\" must not contain nulls", "event_types")));
+		if (VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i])) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("argument \"%s\" must not contain empty strings", "event_types")));
 	}
 }
 
@@ -1074,26 +1088,34 @@ projection_rebuild(PG_FUNCTION_ARGS)
  * ---------------------------------------------------------------------
  */
 
-/* the committed checkpoint of a projection, read with the latest snapshot */
+/*
+ * Has the projection applied every event up to "up_to"?  Reads its
+ * committed registry row with the latest snapshot (so it works in any
+ * isolation level).  A running inline projection has applied every
+ * committed event.  Raises UNDEFINED_OBJECT if it was dropped.
+ */
 static bool
-read_checkpoint(int32 id, int64 *position, bool *is_inline)
+projection_reached(int32 id, const char *name, int64 up_to)
 {
-	Oid			types[1] = {INT4OID};
-	Datum		values[1];
+	Oid			types[2] = {INT4OID, INT8OID};
+	Datum		values[2];
 	Oid			save_userid;
 	int			save_sec_context;
 	SPIPlanPtr	plan;
 	Snapshot	snapshot;
 	int			rc;
-	bool		found = false;
 	bool		isnull;
+	bool		reached;
 
 	values[0] = Int32GetDatum(id);
+	values[1] = Int64GetDatum(up_to);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	plan = SPI_prepare("SELECT position, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
-					   "WHERE id OPERATOR(pg_catalog.=) $1", 1, types);
+	plan = SPI_prepare("SELECT position OPERATOR(pg_catalog.>=) $2 OR "
+					   "(mode OPERATOR(pg_catalog.=) 'inline' AND state OPERATOR(pg_catalog.=) 'running') "
+					   "FROM projection.projections WHERE id OPERATOR(pg_catalog.=) $1",
+					   2, types);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
@@ -1101,22 +1123,20 @@ read_checkpoint(int32 id, int64 *position, bool *is_inline)
 	UnregisterSnapshot(snapshot);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	projection_spi_check(rc, SPI_OK_SELECT, "reading a checkpoint");
-	if (SPI_processed > 0)
-	{
-		*position = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		*is_inline = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		found = true;
-	}
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("projection \"%s\" was dropped while waiting", name)));
+	reached = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_freeplan(plan);
-	return found;
+	return reached;
 }
 
 /*
  * wait(name, up_to, timeout) RETURNS boolean: true once the projection has
  * applied every event up to position up_to, false when the timeout passes.
- * Sleeps on the condition variable the workers broadcast after each commit;
- * reads the committed checkpoint with the latest snapshot, so it works in
- * any isolation level.
+ * Sleeps on the condition variable the workers broadcast after each commit
+ * (prepared before each check, so that no broadcast is missed).
  */
 Datum
 projection_wait(PG_FUNCTION_ARGS)
@@ -1124,8 +1144,8 @@ projection_wait(PG_FUNCTION_ARGS)
 	char	   *name = text_arg(fcinfo, 0, "name");
 	int64		up_to;
 	Interval   *timeout;
-	MemoryContext cxt = CurrentMemoryContext;
-	ProjectionRow *row;
+	int32		id;
+	bool		is_inline;
 	TimestampTz deadline;
 	bool		result = false;
 	int64		timeout_ms;
@@ -1158,18 +1178,11 @@ projection_wait(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("projection \"%s\" does not exist", name)));
-		row = MemoryContextAllocZero(cxt, sizeof(ProjectionRow));
-		row->id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		row->is_inline = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		is_inline = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	}
 
-	if (row->is_inline)
-	{
-		/* inline projections apply events in the appending transaction */
-		SPI_finish();
-		PG_RETURN_BOOL(true);
-	}
-	if (projection_appended_in_xact())
+	if (!is_inline && projection_appended_in_xact())
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("waiting for projection \"%s\" inside a transaction that appended events", name),
@@ -1178,15 +1191,11 @@ projection_wait(PG_FUNCTION_ARGS)
 
 	for (;;)
 	{
-		int64		position;
-		bool		is_inline;
 		long		remaining;
 
-		if (!read_checkpoint(row->id, &position, &is_inline))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("projection \"%s\" was dropped while waiting", name)));
-		if (position >= up_to)
+		if (ProjectionShared != NULL)
+			ConditionVariablePrepareToSleep(&ProjectionShared->progress_cv);
+		if (projection_reached(id, name, up_to))
 		{
 			result = true;
 			break;
@@ -1195,12 +1204,8 @@ projection_wait(PG_FUNCTION_ARGS)
 		if (remaining <= 0)
 			break;
 		if (ProjectionShared != NULL)
-		{
-			ConditionVariablePrepareToSleep(&ProjectionShared->progress_cv);
 			(void) ConditionVariableTimedSleep(&ProjectionShared->progress_cv,
 											   Min(remaining, 1000), PG_WAIT_EXTENSION);
-			ConditionVariableCancelSleep();
-		}
 		else
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -1209,6 +1214,8 @@ projection_wait(PG_FUNCTION_ARGS)
 		}
 		CHECK_FOR_INTERRUPTS();
 	}
+	if (ProjectionShared != NULL)
+		ConditionVariableCancelSleep();
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_BOOL(result);

@@ -440,8 +440,14 @@ projection_position_trigger(PG_FUNCTION_ARGS)
 	memset(repl, false, sizeof(repl));
 	memset(repl_nulls, false, sizeof(repl_nulls));
 
+	/* report NULLs here, before a position is drawn for nothing */
 	if (nulls[Anum_events_stream_id - 1] || nulls[Anum_events_event_type - 1])
-		return PointerGetDatum(tuple);	/* NOT NULL constraints will complain */
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
+						nulls[Anum_events_stream_id - 1] ? "stream_id" : "event_type",
+						RelationGetRelationName(td->tg_relation)),
+				 errtable(td->tg_relation)));
 	stream_id = DatumGetTextPP(values[Anum_events_stream_id - 1]);
 
 	if (!nulls[Anum_events_global_position - 1])
