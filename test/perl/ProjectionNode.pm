@@ -1,0 +1,312 @@
+
+# test/perl/ProjectionNode.pm -- a PostgreSQL::Test::Cluster for the
+# projection extension's TAP tests (test/t/*.pl).
+#
+#     use FindBin;
+#     use lib "$FindBin::RealBin/../perl";  # PGXS resets the Makefile's PROVE_FLAGS
+#     use ProjectionNode;
+#
+#     my $node = new_node('main');      # initialised, not started
+#     $node->start;
+#     $node->create_ext('postgres');
+#     $node->wait_for_worker('postgres');
+#     ...
+#     $node->wait_caught_up('postgres', 'my_projection');
+#
+# new_node() preloads the library and sets what the tests rely on:
+# enough worker slots for many databases, prepared transactions, and
+# restart_after_crash = on (PostgreSQL::Test::Cluster turns it off), so that
+# a kill -9 of any backend crash-restarts the server as in production.
+#
+# Every wait is bounded: poll_query_until and wait_for_log give up after
+# $PostgreSQL::Test::Utils::timeout_default seconds.  Helpers whose name
+# starts with wait_ return poll_query_until's result (true on success), so a
+# test can say ok($node->wait_...(...), 'what it waited for').
+
+package ProjectionNode;
+
+use strict;
+use warnings FATAL => 'all';
+
+use parent 'PostgreSQL::Test::Cluster';
+
+use Exporter 'import';
+# import nothing: functions imported here would become methods of our nodes
+# and hide PostgreSQL::Test::Cluster's (command_ok, for one)
+use PostgreSQL::Test::Cluster ();
+use PostgreSQL::Test::Utils ();
+
+our @EXPORT = qw(new_node sql_literal);
+
+=pod
+
+=head1 FUNCTIONS
+
+=over
+
+=item new_node(name, %init_params)
+
+Creates and initialises (initdb) a node of class ProjectionNode with the
+projection library preloaded.  %init_params go to PostgreSQL::Test::Cluster's
+init (for example allows_streaming => 1).  The node is not started.
+
+=cut
+
+sub new_node
+{
+	my ($name, %params) = @_;
+	my $node = ProjectionNode->new($name);
+
+	$node->init(%params);
+	$node->append_conf(
+		'postgresql.conf', qq(
+shared_preload_libraries = 'projection'
+max_worker_processes = 32
+max_prepared_transactions = 5
+restart_after_crash = on
+));
+	return $node;
+}
+
+=pod
+
+=item sql_literal(string)
+
+The string as an SQL string literal.
+
+=cut
+
+sub sql_literal
+{
+	my ($s) = @_;
+
+	$s =~ s/'/''/g;
+	return "'$s'";
+}
+
+=pod
+
+=back
+
+=head1 METHODS
+
+=over
+
+=item $node->create_ext(db)
+
+CREATE EXTENSION projection in database db.
+
+=cut
+
+sub create_ext
+{
+	my ($self, $db) = @_;
+
+	$self->safe_psql($db, 'CREATE EXTENSION projection');
+	return;
+}
+
+=pod
+
+=item $node->workers_per_database()
+
+How many workers the launcher runs in each database with the extension
+(projection.workers_per_database, 1 if the server has no such setting).
+
+=cut
+
+sub workers_per_database
+{
+	my ($self) = @_;
+
+	return $self->safe_psql('postgres',
+		"SELECT coalesce(current_setting('projection.workers_per_database', true), '1')"
+	);
+}
+
+=pod
+
+=item $node->worker_count(db)
+
+How many processes of backend_type 'projection worker' are connected to db
+right now.
+
+=cut
+
+sub worker_count
+{
+	my ($self, $db) = @_;
+
+	return $self->safe_psql('postgres',
+		    "SELECT count(*) FROM pg_stat_activity "
+		  . "WHERE backend_type = 'projection worker' AND datname = "
+		  . sql_literal($db));
+}
+
+=pod
+
+=item $node->worker_pids(db)
+
+The pids of db's projection workers, once all of them run (waits, bounded,
+and dies if they never do).
+
+=cut
+
+sub worker_pids
+{
+	my ($self, $db) = @_;
+
+	$self->wait_for_worker($db)
+	  or die "the projection workers of database \"$db\" do not run";
+	return split /\n/,
+	  $self->safe_psql('postgres',
+		    "SELECT pid FROM pg_stat_activity "
+		  . "WHERE backend_type = 'projection worker' AND datname = "
+		  . sql_literal($db)
+		  . " ORDER BY pid");
+}
+
+=pod
+
+=item $node->wait_for_worker(db)
+
+Waits until db has its projection workers: exactly workers_per_database of
+them (never more: each claims its own slot).
+
+=cut
+
+sub wait_for_worker
+{
+	my ($self, $db) = @_;
+
+	return $self->poll_query_until('postgres',
+		    "SELECT count(*) = coalesce(current_setting('projection.workers_per_database', true), '1')::int "
+		  . "FROM pg_stat_activity "
+		  . "WHERE backend_type = 'projection worker' AND datname = "
+		  . sql_literal($db));
+}
+
+=pod
+
+=item $node->wait_for_no_worker(db)
+
+Waits until no projection worker is connected to db.
+
+=cut
+
+sub wait_for_no_worker
+{
+	my ($self, $db) = @_;
+
+	return $self->poll_query_until('postgres',
+		    "SELECT count(*) = 0 FROM pg_stat_activity "
+		  . "WHERE backend_type = 'projection worker' AND datname = "
+		  . sql_literal($db));
+}
+
+=pod
+
+=item $node->max_position(db)
+
+The highest global_position in db's event store (0 when empty).
+
+=cut
+
+sub max_position
+{
+	my ($self, $db) = @_;
+
+	return $self->safe_psql($db,
+		'SELECT coalesce(max(global_position), 0) FROM projection.events');
+}
+
+=pod
+
+=item $node->wait_caught_up(db, projection, [up_to])
+
+Waits until the projection has applied every event up to position up_to
+(default: the last event now in the store) and reports no lag: its checkpoint
+is at or past up_to, projection.wait() agrees, lag_events is 0 and its state
+is 'running'.
+
+=cut
+
+sub wait_caught_up
+{
+	my ($self, $db, $projection, $up_to) = @_;
+	my $name = sql_literal($projection);
+
+	$up_to = $self->max_position($db) unless defined $up_to;
+	return $self->poll_query_until($db,
+		    "SELECT projection.wait($name, $up_to, '1 s') "
+		  . "AND position >= $up_to AND lag_events = 0 AND state = 'running' "
+		  . "FROM projection.status WHERE name = $name");
+}
+
+=pod
+
+=item $node->wait_for_state(db, projection, state)
+
+Waits until the projection's state in projection.status is state.
+
+=cut
+
+sub wait_for_state
+{
+	my ($self, $db, $projection, $state) = @_;
+
+	return $self->poll_query_until($db,
+		    "SELECT state FROM projection.status WHERE name = "
+		  . sql_literal($projection),
+		$state);
+}
+
+=pod
+
+=item $node->status(db, projection, columns)
+
+One row of projection.status as a hash reference, with the given columns
+(an array reference, default: name, mode, state, position, lag_events,
+last_error).  NULLs come back as empty strings.
+
+=cut
+
+sub status
+{
+	my ($self, $db, $projection, $columns) = @_;
+
+	$columns ||= [qw(name mode state position lag_events last_error)];
+	# query_hash refuses list context: call it in scalar context
+	my $row = $self->query_hash($db,
+		"SELECT __COLUMNS__ FROM projection.status WHERE name = "
+		  . sql_literal($projection),
+		@$columns);
+	return $row;
+}
+
+=pod
+
+=item $node->wait_for_crash_restart(offset)
+
+After a backend was killed: waits for the postmaster to log that it
+reinitialised (searching the log from byte offset), then until connections
+are accepted again.
+
+=cut
+
+sub wait_for_crash_restart
+{
+	my ($self, $offset) = @_;
+
+	$self->wait_for_log(qr/all server processes terminated; reinitializing/,
+		$offset);
+	return $self->poll_query_until('postgres', 'SELECT 1', '1');
+}
+
+=pod
+
+=back
+
+=cut
+
+1;
