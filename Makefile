@@ -26,10 +26,12 @@ ISOLATION_OPTS = --inputdir=test --temp-instance=./tmp_isolation --temp-config=$
 
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
-PROVE_FLAGS = -I $(srcdir)/test/perl
 
 EXTRA_CLEAN = tmp_regress tmp_isolation output_iso test/bench/out
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# after PGXS, whose Makefile.global resets PROVE_FLAGS
+PROVE_FLAGS = -I $(srcdir)/test/perl

@@ -649,20 +649,64 @@ check_event_types(ArrayType *types)
 	}
 }
 
-/* WARNING when no worker can run async projections in this database. */
+/*
+ * WARNING when no worker can run async projections in this database: the
+ * library is not preloaded, max_worker_processes cannot hold the launcher,
+ * the logical replication launcher and this database's workers, or the
+ * launcher could not start them (no slot, or no background worker left).
+ */
 static void
 warn_if_no_worker(void)
 {
+	bool		slot_for_db = false;
+	bool		all_failed = true;
+	bool		free_slot = false;
+	int			i;
+
 	if (!projection_preloaded)
+	{
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("async projections will not run: the projection library is not preloaded"),
 				 errhint("Add \"projection\" to shared_preload_libraries and restart the server.")));
-	else if (max_worker_processes < 2)
+		return;
+	}
+	if (max_worker_processes < 2 + projection_workers_per_database)
+	{
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("async projections may not run: max_worker_processes is %d", max_worker_processes),
-				 errhint("Raise max_worker_processes to at least the number of databases using projection plus one, and restart the server.")));
+				 errhint("Raise max_worker_processes to at least %d (the launcher, the logical replication launcher and projection.workers_per_database per database), and restart the server.",
+						 2 + projection_workers_per_database)));
+		return;
+	}
+
+	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (!OidIsValid(slot->dboid))
+			free_slot = true;
+		else if (slot->dboid == MyDatabaseId)
+		{
+			slot_for_db = true;
+			if (!slot->start_failed)
+				all_failed = false;
+		}
+	}
+	LWLockRelease(ProjectionShared->lock);
+
+	if (slot_for_db && all_failed)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("async projections will not run yet: no background worker could be started for this database"),
+				 errhint("Raise max_worker_processes (now %d) and restart the server.", max_worker_processes)));
+	else if (!slot_for_db && !free_slot)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("async projections will not run yet: every projection worker slot is in use"),
+				 errhint("Raise projection.max_workers (now %d) and restart the server.", projection_max_workers)));
 }
 
 /*

@@ -60,6 +60,25 @@
 /* the launcher's handles of the workers it started, by slot index */
 static BackgroundWorkerHandle **worker_handles = NULL;
 
+/*
+ * Databases whose workers found no extension, until the next rescan request.
+ * Kept here rather than in slots, so that they do not use up worker slots.
+ */
+static Oid *absent_dbs = NULL;
+static int	nabsent = 0;
+static TimestampTz last_no_slot_log = 0;
+
+static bool
+launcher_is_absent(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < nabsent; i++)
+		if (absent_dbs[i] == dboid)
+			return true;
+	return false;
+}
+
 /* Register the static launcher; called from _PG_init while preloading. */
 void
 projection_launcher_register(void)
@@ -127,8 +146,10 @@ launcher_start_worker(int slotno, Oid dboid, int index, const char *datname)
 	{
 		int			delay;
 
-		/* -1: started, not yet claimed; the worker writes its pid */
-		slot->pid = -1;
+		/* -1: started, not yet claimed; the worker may have claimed it already */
+		if (slot->pid == 0)
+			slot->pid = -1;
+		slot->start_failed = false;
 		/* back-off for the next start, in case this one fails */
 		delay = slot->failures == 0 ? 0 :
 			Min(LAUNCHER_MAX_BACKOFF_MS, 500 << Min(slot->failures, 10));
@@ -136,7 +157,10 @@ launcher_start_worker(int slotno, Oid dboid, int index, const char *datname)
 		slot->failures++;
 	}
 	else
+	{
 		slot->next_start = TimestampTzPlusMilliseconds(now, LAUNCHER_NAPTIME_MS);
+		slot->start_failed = true;
+	}
 	LWLockRelease(ProjectionShared->lock);
 
 	if (ok)
@@ -230,6 +254,33 @@ launcher_scan(void)
 
 	rescan = pg_atomic_exchange_u32(&ProjectionShared->rescan, 0) != 0;
 	now = GetCurrentTimestamp();
+	if (rescan)
+		nabsent = 0;
+
+	/* move databases without the extension out of their slots */
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (!OidIsValid(slot->dboid) || slot->pid != 0 || slot->stop)
+			continue;
+		if (rescan)
+			slot->extension_absent = false;
+		if (!slot->extension_absent)
+			continue;
+		if (!launcher_is_absent(slot->dboid) && nabsent < ProjectionShared->ndbslots * 64)
+		{
+			if (absent_dbs == NULL)
+				absent_dbs = MemoryContextAlloc(TopMemoryContext,
+												sizeof(Oid) * ProjectionShared->ndbslots * 64);
+			absent_dbs[nabsent++] = slot->dboid;
+		}
+		memset(slot, 0, sizeof(ProjectionDbSlot));
+		slot->dboid = InvalidOid;
+		slot->pgprocno = -1;
+	}
+	LWLockRelease(ProjectionShared->lock);
 
 	for (i = 0; i < ndbs * projection_workers_per_database; i++)
 	{
@@ -238,6 +289,9 @@ launcher_scan(void)
 		ProjectionDbSlot *slot;
 		int			slotno = -1;
 		bool		start = false;
+
+		if (launcher_is_absent(db->oid))
+			continue;
 
 		LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
 		slot = projection_find_dbslot(db->oid, index);
@@ -265,10 +319,17 @@ launcher_scan(void)
 		LWLockRelease(ProjectionShared->lock);
 
 		if (slot == NULL)
-			ereport(LOG,
-					(errmsg("projection: no worker slot left for database \"%s\"", db->name),
-					 errhint("Raise projection.max_workers (now %d) and restart the server.",
-							 projection_max_workers)));
+		{
+			/* at most once a minute: the launcher scans often */
+			if (TimestampDifferenceExceeds(last_no_slot_log, now, 60000))
+			{
+				ereport(LOG,
+						(errmsg("projection: no worker slot left for database \"%s\"", db->name),
+						 errhint("Raise projection.max_workers (now %d) and restart the server.",
+								 projection_max_workers)));
+				last_no_slot_log = now;
+			}
+		}
 		else if (start)
 			launcher_start_worker(slotno, db->oid, index, db->name);
 	}

@@ -49,6 +49,7 @@ typedef struct ProjectionDbSlot
 	pid_t		pid;			/* worker pid, 0 when none runs */
 	int			pgprocno;		/* worker's PGPROC number, -1 when none */
 	bool		has_projections;	/* had async projections in its last round */
+	bool		start_failed;	/* the last start could not register a worker */
 	bool		stop;			/* worker must exit; launcher must not respawn */
 	TimestampTz stop_until;		/* when "stop" lapses (utility hook) */
 	bool		start_requested;	/* CREATE EXTENSION committed here */

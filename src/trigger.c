@@ -168,7 +168,11 @@ projection_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 			if (appended_in_xact)
+			{
+				/* a worker may be waiting for our positions: they are dead now */
 				appender_clear();
+				projection_wake_database_worker(MyDatabaseId, false);
+			}
 			reset_xact_state();
 			projection_registry_at_abort();
 			projection_replay_at_abort();

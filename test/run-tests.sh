@@ -136,7 +136,7 @@ count_tap() {
     grep -q '^Result: ' "$log" && finished=1
     for f in "$@"; do
         re=$(printf '%s' "$f" | sed 's/[.[\*^$]/\\&/g')
-        if grep -q "^${re} (Wstat: " "$log"; then
+        if grep -q "^${re} *(Wstat: " "$log"; then
             :
         elif [ "$finished" = 1 ] || grep -Eq "^${re} \.+ (ok|skipped)" "$log"; then
             passed=$((passed + 1))
