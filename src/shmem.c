@@ -104,6 +104,7 @@ projection_shmem_startup(void)
 	{
 		ProjectionShared->lock = &(GetNamedLWLockTranche("projection"))->lock;
 		pg_atomic_init_u32(&ProjectionShared->rescan, 0);
+		pg_atomic_init_u32(&ProjectionShared->rescan_gen, 0);
 		ProjectionShared->launcher_pgprocno = -1;
 		ProjectionShared->launcher_pid = 0;
 		ConditionVariableInit(&ProjectionShared->progress_cv);

@@ -77,6 +77,7 @@ typedef struct ProjectionSharedState
 {
 	LWLock	   *lock;
 	pg_atomic_uint32 rescan;	/* set at CREATE EXTENSION commit: probe databases again */
+	pg_atomic_uint32 rescan_gen;	/* bumped with every rescan request */
 	int			launcher_pgprocno;	/* -1 when no launcher runs */
 	pid_t		launcher_pid;
 	ConditionVariable progress_cv;	/* broadcast after every checkpoint commit */

@@ -160,6 +160,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			}
 			if (launcher_request_pending && ProjectionShared != NULL)
 			{
+				pg_atomic_fetch_add_u32(&ProjectionShared->rescan_gen, 1);
 				pg_atomic_write_u32(&ProjectionShared->rescan, 1);
 				projection_wake_launcher();
 				projection_wake_database_worker(MyDatabaseId, true);

@@ -99,6 +99,7 @@ static Oid	worker_dboid = InvalidOid;
 static int	worker_index = 0;
 static int	worker_count = 1;
 static bool worker_has_projections = false;
+static uint32 worker_rescan_gen = 0;	/* rescan_gen when this worker started */
 static MemoryContext round_cxt = NULL;
 static int	transient_failures = 0;
 
@@ -149,6 +150,12 @@ worker_claim_slot(void)
 	return ok;
 }
 
+/*
+ * The extension is not here: tell the launcher not to restart us until a
+ * CREATE EXTENSION commits somewhere.  If one committed since we started
+ * (our check may have run just before it), do not: the launcher restarts
+ * us and the new worker sees it.
+ */
 static void
 worker_mark_absent(void)
 {
@@ -158,7 +165,8 @@ worker_mark_absent(void)
 	slot = projection_find_dbslot(worker_dboid, worker_index);
 	if (slot != NULL)
 	{
-		slot->extension_absent = true;
+		if (pg_atomic_read_u32(&ProjectionShared->rescan_gen) == worker_rescan_gen)
+			slot->extension_absent = true;
 		slot->failures = 0;
 	}
 	LWLockRelease(ProjectionShared->lock);
@@ -818,6 +826,8 @@ projection_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
+	worker_rescan_gen = pg_atomic_read_u32(&ProjectionShared->rescan_gen);
+	pg_memory_barrier();
 	if (!worker_claim_slot())
 		proc_exit(0);
 	before_shmem_exit(worker_release_slot, (Datum) 0);
