@@ -223,29 +223,6 @@ registry_def(ProjectionRegistry *registry, int32 id)
 	return NULL;				/* keep compiler quiet */
 }
 
-/*
- * Read the sequence's last_value without raising on a fresh sequence, as
- * the bootstrap superuser (callers need no right on the sequence).
- */
-static int64
-sequence_last_value(void)
-{
-	Datum		last;
-	Oid			save_userid;
-	int			save_sec_context;
-
-	LOCAL_FCINFO(lfc, 1);
-
-	InitFunctionCallInfoData(*lfc, NULL, 1, InvalidOid, NULL, NULL);
-	lfc->args[0].value = ObjectIdGetDatum(projection_oids()->sequence);
-	lfc->args[0].isnull = false;
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	last = pg_sequence_last_value(lfc);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	return lfc->isnull ? 0 : DatumGetInt64(last);
-}
 
 /*
  * Block appends until the end of the transaction and wait for in-flight
@@ -783,8 +760,8 @@ projection_create(PG_FUNCTION_ARGS)
 	if (is_inline)
 		lock_out_appenders("create");
 	if (!from_beginning)
-		start_position = sequence_last_value();
-	else if (!is_inline && sequence_last_value() > 0)
+		start_position = projection_sequence_last_value();
+	else if (!is_inline && projection_sequence_last_value() > 0)
 		state = "catching_up";
 
 	{
@@ -816,7 +793,7 @@ projection_create(PG_FUNCTION_ARGS)
 	}
 	CommandCounterIncrement();
 
-	if (is_inline && from_beginning && !OidIsValid(handler) && sequence_last_value() > 0)
+	if (is_inline && from_beginning && !OidIsValid(handler) && projection_sequence_last_value() > 0)
 		ereport(NOTICE,
 				(errmsg("inline projection \"%s\" has no handler function yet, so existing events are not applied to it", name),
 				 errhint("Add its statements with projection.on(), then call projection.rebuild('%s').", name)));
@@ -955,7 +932,7 @@ projection_pause(PG_FUNCTION_ARGS)
 	else if (row->is_inline)
 	{
 		lock_out_appenders("pause");
-		registry_set_state(row->id, "paused", true, sequence_last_value(), false);
+		registry_set_state(row->id, "paused", true, projection_sequence_last_value(), false);
 	}
 	else
 		registry_set_state(row->id, "paused", false, 0, false);
@@ -1106,7 +1083,7 @@ projection_rebuild(PG_FUNCTION_ARGS)
 		int			nappenders;
 
 		/* the safe horizon: last_value, then appenders, then the snapshot */
-		last_value = sequence_last_value();
+		last_value = projection_sequence_last_value();
 		appenders = projection_read_appenders(MyDatabaseId, &nappenders);
 		PushActiveSnapshot(GetTransactionSnapshot());
 		horizon = projection_gap_bound(last_value, appenders, nappenders, GetActiveSnapshot());

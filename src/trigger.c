@@ -582,24 +582,10 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("cannot mix rows with and without global_position in one statement")));
 
-		/*
-		 * Keep the sequence ahead of imported positions.  pg_sequence_last_value
-		 * returns NULL before the first nextval, so call it by hand.
-		 */
-		{
-			Oid			seq = projection_oids()->sequence;
-			Datum		last;
-
-			LOCAL_FCINFO(lfc, 1);
-
-			InitFunctionCallInfoData(*lfc, NULL, 1, InvalidOid, NULL, NULL);
-			lfc->args[0].value = ObjectIdGetDatum(seq);
-			lfc->args[0].isnull = false;
-			last = pg_sequence_last_value(lfc);
-			if (lfc->isnull || imported_max > DatumGetInt64(last))
-				DirectFunctionCall2(setval_oid, ObjectIdGetDatum(seq),
-									Int64GetDatum(imported_max));
-		}
+		/* keep the sequence ahead of imported positions */
+		if (imported_max > projection_sequence_last_value())
+			DirectFunctionCall2(setval_oid, ObjectIdGetDatum(projection_oids()->sequence),
+								Int64GetDatum(imported_max));
 		return PointerGetDatum(NULL);
 	}
 

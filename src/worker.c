@@ -230,19 +230,6 @@ worker_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *types)
 	return *cache;
 }
 
-static int64
-worker_sequence_last_value(void)
-{
-	Datum		last;
-
-	LOCAL_FCINFO(lfc, 1);
-
-	InitFunctionCallInfoData(*lfc, NULL, 1, InvalidOid, NULL, NULL);
-	lfc->args[0].value = ObjectIdGetDatum(projection_oids()->sequence);
-	lfc->args[0].isnull = false;
-	last = pg_sequence_last_value(lfc);
-	return lfc->isnull ? 0 : DatumGetInt64(last);
-}
 
 static bool
 error_is_transient(ErrorData *edata)
@@ -561,7 +548,7 @@ worker_begin(int64 *last_value, ProjectionAppenderSeen **appenders, int *nappend
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	*last_value = worker_sequence_last_value();	/* step 1 */
+	*last_value = projection_sequence_last_value();	/* step 1 */
 	*appenders = projection_read_appenders(worker_dboid, nappenders);	/* step 2 */
 	PushActiveSnapshot(GetTransactionSnapshot());	/* step 3 */
 	return true;
