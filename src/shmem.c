@@ -169,15 +169,12 @@ projection_wake_launcher(void)
 }
 
 /*
- * Wake the workers of a database: all of them with "force", otherwise only
- * those that had async projections to run in their last round (a worker
- * with nothing to do need not run a round for every append).  Called from
- * commit callbacks: no locks, no allocation, no errors.  A stale
- * has_projections only costs a spurious wake-up, or, right after the first
- * async projection was created, a wait of at most projection.naptime.
+ * Wake every worker of a database.  Called from commit and abort callbacks:
+ * no locks, no allocation, no errors.  A stale pgprocno only costs a
+ * spurious wake-up.
  */
 void
-projection_wake_database_worker(Oid dboid, bool force)
+projection_wake_database_worker(Oid dboid)
 {
 	int			i;
 
@@ -187,7 +184,7 @@ projection_wake_database_worker(Oid dboid, bool force)
 	{
 		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
 
-		if (slot->dboid == dboid && (force || slot->has_projections))
+		if (slot->dboid == dboid)
 			set_latch_by_procno(slot->pgprocno);
 	}
 }

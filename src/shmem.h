@@ -48,7 +48,6 @@ typedef struct ProjectionDbSlot
 	int			index;			/* which of the database's workers (0-based) */
 	pid_t		pid;			/* worker pid, 0 when none runs */
 	int			pgprocno;		/* worker's PGPROC number, -1 when none */
-	bool		has_projections;	/* had async projections in its last round */
 	bool		start_failed;	/* the last start could not register a worker */
 	bool		stop;			/* worker must exit; launcher must not respawn */
 	TimestampTz stop_until;		/* when "stop" lapses (utility hook) */
@@ -91,7 +90,7 @@ extern int	ProjectionNumAppenders;
 
 extern void projection_shmem_install_hooks(void);
 extern void projection_wake_launcher(void);
-extern void projection_wake_database_worker(Oid dboid, bool force);
+extern void projection_wake_database_worker(Oid dboid);
 extern ProjectionDbSlot *projection_find_dbslot(Oid dboid, int index);
 extern void projection_publish_progress(Oid dboid, int32 projection_id, int64 applied);
 extern void projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total);

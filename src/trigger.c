@@ -156,14 +156,14 @@ projection_xact_callback(XactEvent event, void *arg)
 			if (appended_in_xact)
 			{
 				appender_clear();
-				projection_wake_database_worker(MyDatabaseId, false);
+				projection_wake_database_worker(MyDatabaseId);
 			}
 			if (launcher_request_pending && ProjectionShared != NULL)
 			{
 				pg_atomic_fetch_add_u32(&ProjectionShared->rescan_gen, 1);
 				pg_atomic_write_u32(&ProjectionShared->rescan, 1);
 				projection_wake_launcher();
-				projection_wake_database_worker(MyDatabaseId, true);
+				projection_wake_database_worker(MyDatabaseId);
 			}
 			reset_xact_state();
 			break;
@@ -172,7 +172,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			{
 				/* a worker may be waiting for our positions: they are dead now */
 				appender_clear();
-				projection_wake_database_worker(MyDatabaseId, false);
+				projection_wake_database_worker(MyDatabaseId);
 			}
 			reset_xact_state();
 			projection_registry_at_abort();

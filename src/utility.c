@@ -36,6 +36,7 @@
 
 #include "projection.h"
 #include "shmem.h"
+#include "trigger.h"
 #include "utility.h"
 
 #define WORKER_STOP_TIMEOUT_MS 10000
@@ -182,6 +183,11 @@ projection_process_utility(PlannedStmt *pstmt, const char *queryString,
 		dbname = utility_target_database(pstmt->utilityStmt);
 	if (dbname != NULL)
 		stopped = utility_stop_worker(dbname);
+
+	/* DROP EXTENSION: wake this database's workers at commit, so they leave */
+	if (ProjectionShared != NULL && IsA(pstmt->utilityStmt, DropStmt) &&
+		((DropStmt *) pstmt->utilityStmt)->removeType == OBJECT_EXTENSION)
+		projection_request_launcher_at_commit();
 
 	PG_TRY();
 	{

@@ -98,7 +98,6 @@ typedef struct BatchEvent
 static Oid	worker_dboid = InvalidOid;
 static int	worker_index = 0;
 static int	worker_count = 1;
-static bool worker_has_projections = false;
 static uint32 worker_rescan_gen = 0;	/* rescan_gen when this worker started */
 static MemoryContext round_cxt = NULL;
 static int	transient_failures = 0;
@@ -169,19 +168,6 @@ worker_mark_absent(void)
 			slot->extension_absent = true;
 		slot->failures = 0;
 	}
-	LWLockRelease(ProjectionShared->lock);
-}
-
-/* Publish whether this worker has async projections (see projection_wake_database_worker). */
-static void
-worker_set_has_projections(bool has)
-{
-	ProjectionDbSlot *slot;
-
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(worker_dboid, worker_index);
-	if (slot != NULL)
-		slot->has_projections = has;
 	LWLockRelease(ProjectionShared->lock);
 }
 
@@ -687,11 +673,6 @@ worker_round(void)
 	{
 		registry = projection_registry_acquire();
 		nrps = worker_lock_projections(registry, &rps);
-		if ((nrps > 0) != worker_has_projections)
-		{
-			worker_has_projections = nrps > 0;
-			worker_set_has_projections(worker_has_projections);
-		}
 		if (nrps == 0)
 		{
 			projection_registry_release(registry);
