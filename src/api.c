@@ -905,6 +905,8 @@ projection_drop(PG_FUNCTION_ARGS)
 				  2, types, values, NULL, SPI_OK_DELETE);
 	registry_exec("DELETE FROM projection.projections WHERE id OPERATOR(pg_catalog.=) $1",
 				  1, types, values, NULL, SPI_OK_DELETE);
+	/* harmless if the drop rolls back: the worker publishes again */
+	projection_forget_progress(MyDatabaseId, row->id);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_VOID();

@@ -166,25 +166,6 @@ projection_sequence_last_value(void)
 	return lfc->isnull ? 0 : DatumGetInt64(last);
 }
 
-const char *
-projection_state_name(ProjectionState state)
-{
-	switch (state)
-	{
-		case PROJECTION_RUNNING:
-			return "running";
-		case PROJECTION_PAUSED:
-			return "paused";
-		case PROJECTION_FAILED:
-			return "failed";
-		case PROJECTION_REBUILDING:
-			return "rebuilding";
-		case PROJECTION_CATCHING_UP:
-			return "catching_up";
-	}
-	return "unknown";
-}
-
 static ProjectionState
 parse_state(const char *s)
 {

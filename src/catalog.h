@@ -93,7 +93,6 @@ extern void projection_registry_invalidate(void);
 extern void projection_registry_at_abort(void);
 
 extern int64 projection_sequence_last_value(void);
-extern const char *projection_state_name(ProjectionState state);
 extern bool projection_wants(ProjectionDef *def, const char *event_type);
 extern void projection_owner_enter(ProjectionOwnerScope *scope, ProjectionDef *def);
 extern void projection_owner_leave(ProjectionOwnerScope *scope);

@@ -209,35 +209,46 @@ projection_find_dbslot(Oid dboid, int index)
 }
 
 /*
- * Publish a projection's committed checkpoint and wake every waiter.  Call
- * only after the checkpoint's transaction has committed.  If the hash is
- * full the progress is not published; projection.wait() then falls back to
- * reading the registry.
+ * The progress entry of a projection, created if missing (applied = -1,
+ * nothing published yet).  Caller holds ProjectionShared->lock exclusively.
+ * NULL if the hash is full (projection.max_projections): progress is then
+ * simply not published.
  */
-void
-projection_publish_progress(Oid dboid, int32 projection_id, int64 applied)
+static ProjectionProgress *
+progress_entry(Oid dboid, int32 projection_id)
 {
 	ProjectionProgressKey key;
 	ProjectionProgress *entry;
 	bool		found;
 
-	if (ProjectionShared == NULL)
-		return;
 	memset(&key, 0, sizeof(key));
 	key.dboid = dboid;
 	key.projection_id = projection_id;
-
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
 	entry = hash_search(ProjectionProgressHash, &key, HASH_ENTER_NULL, &found);
-	if (entry != NULL)
+	if (entry != NULL && !found)
 	{
-		if (!found)
-		{
-			entry->rebuild_done = 0;
-			entry->rebuild_total = 0;
-		}
-		entry->applied = applied;
+		entry->applied = -1;
+		entry->rebuild_done = 0;
+		entry->rebuild_total = 0;
 	}
+	return entry;
+}
+
+/*
+ * Publish a projection's committed checkpoint and wake every waiter.  Call
+ * only after the checkpoint's transaction has committed.
+ */
+void
+projection_publish_progress(Oid dboid, int32 projection_id, int64 applied)
+{
+	ProjectionProgress *entry;
+
+	if (ProjectionShared == NULL)
+		return;
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	entry = progress_entry(dboid, projection_id);
+	if (entry != NULL)
+		entry->applied = applied;
 	LWLockRelease(ProjectionShared->lock);
 
 	ConditionVariableBroadcast(&ProjectionShared->progress_cv);
@@ -247,56 +258,21 @@ projection_publish_progress(Oid dboid, int32 projection_id, int64 applied)
 void
 projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total)
 {
-	ProjectionProgressKey key;
 	ProjectionProgress *entry;
-	bool		found;
 
 	if (ProjectionShared == NULL)
 		return;
-	memset(&key, 0, sizeof(key));
-	key.dboid = dboid;
-	key.projection_id = projection_id;
-
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	entry = hash_search(ProjectionProgressHash, &key, HASH_ENTER_NULL, &found);
+	entry = progress_entry(dboid, projection_id);
 	if (entry != NULL)
 	{
-		if (!found)
-			entry->applied = -1;
 		entry->rebuild_done = done;
 		entry->rebuild_total = total;
 	}
 	LWLockRelease(ProjectionShared->lock);
 }
 
-/*
- * Read a projection's published checkpoint.  Returns false when nothing has
- * been published (no worker has committed for it since the server started).
- */
-bool
-projection_read_progress(Oid dboid, int32 projection_id, int64 *applied)
-{
-	ProjectionProgressKey key;
-	ProjectionProgress *entry;
-	bool		result = false;
-
-	if (ProjectionShared == NULL)
-		return false;
-	memset(&key, 0, sizeof(key));
-	key.dboid = dboid;
-	key.projection_id = projection_id;
-
-	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
-	entry = hash_search(ProjectionProgressHash, &key, HASH_FIND, NULL);
-	if (entry != NULL && entry->applied >= 0)
-	{
-		*applied = entry->applied;
-		result = true;
-	}
-	LWLockRelease(ProjectionShared->lock);
-	return result;
-}
-
+/* Forget a dropped projection's entry, so that the hash does not fill up. */
 void
 projection_forget_progress(Oid dboid, int32 projection_id)
 {

@@ -51,7 +51,6 @@ typedef struct ProjectionDbSlot
 	bool		start_failed;	/* the last start could not register a worker */
 	bool		stop;			/* worker must exit; launcher must not respawn */
 	TimestampTz stop_until;		/* when "stop" lapses (utility hook) */
-	bool		start_requested;	/* CREATE EXTENSION committed here */
 	bool		extension_absent;	/* worker found no extension; wait for a request */
 	TimestampTz next_start;		/* launcher's back-off */
 	int			failures;		/* consecutive abnormal exits */
@@ -94,7 +93,6 @@ extern void projection_wake_database_worker(Oid dboid);
 extern ProjectionDbSlot *projection_find_dbslot(Oid dboid, int index);
 extern void projection_publish_progress(Oid dboid, int32 projection_id, int64 applied);
 extern void projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total);
-extern bool projection_read_progress(Oid dboid, int32 projection_id, int64 *applied);
 extern void projection_forget_progress(Oid dboid, int32 projection_id);
 extern ProjectionAppenderSeen *projection_read_appenders(Oid dboid, int *count);
 extern int64 projection_gap_bound(int64 last_value, ProjectionAppenderSeen *appenders,
