@@ -352,6 +352,16 @@ SELECT projection.create('registry_rolled_back', 'registry_count', mode => 'inli
                          start_from => 'end');
 ROLLBACK;
 SELECT name, mode, state FROM projection.status ORDER BY name COLLATE "C";
+-- rows made by create() carry no restoring session; a row inserted directly
+-- (what a restore does) is marked with the inserting session, and the
+-- worker leaves that projection alone while the session lives
+SELECT count(*) AS marked FROM projection.projections WHERE restored_pid IS NOT NULL;
+INSERT INTO projection.projections (name, mode, owner, search_path)
+VALUES ('registry_restored', 'async', current_user::regrole, 'public');
+SELECT restored_pid = pg_backend_pid() AS by_this_session,
+       restored_at = (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()) AS started_then
+  FROM projection.projections WHERE name = 'registry_restored';
+DELETE FROM projection.projections WHERE name = 'registry_restored';
 SELECT projection.drop('registry_async');
 SELECT projection.drop('registry_async_end');
 SELECT projection.drop('registry_stop');

@@ -68,8 +68,12 @@ PG_FUNCTION_INFO_V1(projection_aggregate);
 PG_FUNCTION_INFO_V1(projection_notify_launcher);
 PG_FUNCTION_INFO_V1(projection_worker_info);
 
-/* the projection whose replay this backend is running, for abort cleanup */
+/*
+ * The projection whose replay this backend is running, and the
+ * (sub)transaction running it, for abort cleanup.
+ */
 static int32 replaying_projection = 0;
+static SubTransactionId replaying_subid = InvalidSubTransactionId;
 
 /* seconds between progress NOTICEs of long replays */
 #define PROJECTION_PROGRESS_INTERVAL_MS 5000
@@ -119,13 +123,14 @@ text_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
  */
 
 /*
- * Run one statement on the registry tables as the bootstrap superuser.  The
- * caller is connected to SPI; results are left in SPI_tuptable.  Only our
- * own fixed statements go through here, with values as parameters.
+ * Run one statement on the extension's tables as the bootstrap superuser
+ * (read_only: with the active snapshot).  The caller is connected to SPI;
+ * results are left in SPI_tuptable.  Only our own fixed statements go
+ * through here, with values as parameters.
  */
 static void
-registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
-			  const char *nulls, int expected)
+extension_exec(const char *sql, int nargs, Oid *types, Datum *values,
+			   const char *nulls, bool read_only, int expected)
 {
 	Oid			save_userid;
 	int			save_sec_context;
@@ -134,9 +139,39 @@ registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	projection_spi_check(rc, expected, sql);
+}
+
+/* the same, read-write (a new snapshot for each statement) */
+static void
+registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
+			  const char *nulls, int expected)
+{
+	extension_exec(sql, nargs, types, values, nulls, false, expected);
+}
+
+/* the checkpoint of registry row "p" in this database's version of the schema */
+static const char *
+checkpoint_sql(void)
+{
+	return OidIsValid(projection_oids()->checkpoints) ?
+		PROJECTION_CHECKPOINT_SQL("p") : PROJECTION_CHECKPOINT_SQL_1_0("p");
+}
+
+/* Delete the worker's checkpoints of a projection (version 1.1). */
+static void
+forget_checkpoints(int32 id)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		values[1];
+
+	if (!OidIsValid(projection_oids()->checkpoints))
+		return;
+	values[0] = Int32GetDatum(id);
+	registry_exec("DELETE FROM projection.checkpoints WHERE projection_id OPERATOR(pg_catalog.=) $1",
+				  1, types, values, NULL, SPI_OK_DELETE);
 }
 
 /*
@@ -156,8 +191,9 @@ registry_lookup(const char *name, MemoryContext cxt)
 	MemoryContext oldcxt;
 
 	values[0] = CStringGetTextDatum(name);
-	registry_exec("SELECT id, owner::pg_catalog.oid, mode OPERATOR(pg_catalog.=) 'inline', state, position "
-				  "FROM projection.projections WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+	registry_exec(psprintf("SELECT id, owner::pg_catalog.oid, mode OPERATOR(pg_catalog.=) 'inline', state, %s "
+						   "FROM projection.projections p WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE OF p",
+						   checkpoint_sql()),
 				  1, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -208,6 +244,9 @@ registry_set_state(int32 id, const char *state, bool set_position, int64 positio
 				  "last_error_position = CASE WHEN $4 THEN NULL ELSE last_error_position END, "
 				  "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
 				  4, types, values, nulls, SPI_OK_UPDATE);
+	/* a position set here replaces the worker's checkpoints */
+	if (set_position)
+		forget_checkpoints(id);
 }
 
 /* the registry entry of a projection, from the (reloaded) cache */
@@ -249,25 +288,29 @@ lock_out_appenders(const char *what)
  */
 
 /*
- * Apply every event in (from, upto] to one projection, in position order,
- * in this transaction, as the projection's owner, reading events with the
- * active snapshot (the caller pushes one taken after it made sure no event
- * in that range can still appear).  Reports progress with NOTICEs every few
- * seconds and in shared memory.  Returns the number of events replayed (all
- * events count, handled or not) and sets *last to the last position seen.
+ * Apply every event in (from, upto] that the projection handles to it, in
+ * position order, in this transaction, as the projection's owner, reading
+ * events with the active snapshot (the caller pushes one taken after it made
+ * sure no event in that range can still appear, so no gap needs watching and
+ * only the handled event types are read).  Reports progress with NOTICEs
+ * every few seconds and in shared memory.  Returns the number of events
+ * replayed (applied) and sets *last to the last position read (from if none).
  * Caller is connected to SPI.
  */
 static int64
 replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 {
-	Oid			types[2] = {INT8OID, INT8OID};
-	Datum		values[2];
+	Oid			types[3] = {INT8OID, INT8OID, TEXTARRAYOID};
+	Datum		values[3];
+	Datum		filter = projection_type_filter(def);
+	int			nargs = filter == (Datum) 0 ? 2 : 3;
+	const char *where;
 	Oid			save_userid;
 	int			save_sec_context;
 	SPIPlanPtr	plan;
 	Portal		portal;
-	int64		total;
-	int64		done = 0;
+	int64		total = upto - from;
+	int64		replayed = 0;
 	bool		isnull;
 	ProjectionOwnerScope scope;
 	MemoryContext event_cxt;
@@ -277,21 +320,20 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 	*last = from;
 	values[0] = Int64GetDatum(from);
 	values[1] = Int64GetDatum(upto);
+	values[2] = filter;
+	where = nargs == 2 ?
+		"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+		"AND e.global_position OPERATOR(pg_catalog.<=) $2" :
+		"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+		"AND e.global_position OPERATOR(pg_catalog.<=) $2 "
+		"AND e.event_type OPERATOR(pg_catalog.=) ANY ($3)";
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	projection_spi_check(SPI_execute_with_args("SELECT pg_catalog.count(*) FROM projection.events "
-											   "WHERE global_position OPERATOR(pg_catalog.>) $1 "
-											   "AND global_position OPERATOR(pg_catalog.<=) $2",
-											   2, types, values, NULL, true, 0),
-						 SPI_OK_SELECT, "counting events");
-	total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-
-	plan = SPI_prepare("SELECT e, e.global_position, e.event_type FROM projection.events e "
-					   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-					   "AND e.global_position OPERATOR(pg_catalog.<=) $2 ORDER BY e.global_position",
-					   2, types);
+	plan = SPI_prepare(psprintf("SELECT e, e.global_position, e.event_type FROM projection.events e "
+								"%s ORDER BY e.global_position", where),
+					   nargs, types);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	portal = SPI_cursor_open(NULL, plan, values, NULL, true);
@@ -301,6 +343,7 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection replay event",
 									  ALLOCSET_DEFAULT_SIZES);
 	replaying_projection = def->id;
+	replaying_subid = GetCurrentSubTransactionId();
 	projection_publish_rebuild(MyDatabaseId, def->id, 0, total);
 
 	for (;;)
@@ -328,20 +371,22 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 				projection_owner_enter(&scope, def);
 				projection_apply(def, event, event_type, position);
 				CommandCounterIncrement();
+				replayed++;
 			}
 			MemoryContextSwitchTo(oldcxt);
 			MemoryContextReset(event_cxt);
 			*last = position;
-			done++;
 		}
 		SPI_freetuptable(tuptable);
 		projection_owner_leave(&scope);
 
+		/* progress in positions: the events of other types count as passed */
 		if (TimestampDifferenceExceeds(last_report, GetCurrentTimestamp(),
 									   PROJECTION_PROGRESS_INTERVAL_MS))
 		{
 			TimestampTz now = GetCurrentTimestamp();
 			double		secs = (double) (now - start) / 1000000.0;
+			int64		done = *last - from;
 			double		rate = secs > 0 ? done / secs : 0;
 
 			ereport(NOTICE,
@@ -350,7 +395,7 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 							rate > 0 ? (total - done) / rate : 0)));
 			last_report = now;
 		}
-		projection_publish_rebuild(MyDatabaseId, def->id, done, total);
+		projection_publish_rebuild(MyDatabaseId, def->id, *last - from, total);
 	}
 	projection_owner_leave(&scope);
 	SPI_cursor_close(portal);
@@ -358,36 +403,51 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 	MemoryContextDelete(event_cxt);
 	projection_publish_rebuild(MyDatabaseId, def->id, 0, 0);
 	replaying_projection = 0;
-	return done;
+	return replayed;
 }
 
 /*
  * Replay events for an inline projection after lock_out_appenders(): with a
- * snapshot taken after the lock, so that it sees every committed event.
+ * snapshot taken after the lock, so that it sees every committed event, up
+ * to the last one in the store, which *last is set to (from if none is
+ * after it).
  */
 static int64
 replay_inline(ProjectionDef *def, int64 from, int64 *last)
 {
 	int64		replayed;
+	bool		isnull;
+	Datum		max;
+	int64		upto;
 
 	PushActiveSnapshot(GetTransactionSnapshot());
-	replayed = replay_events(def, from, PG_INT64_MAX, last);
+	extension_exec("SELECT pg_catalog.max(global_position) FROM projection.events",
+				   0, NULL, NULL, NULL, true, SPI_OK_SELECT);
+	max = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	upto = isnull ? from : Max(from, DatumGetInt64(max));
+	replayed = replay_events(def, from, upto, last);
+	*last = upto;
 	PopActiveSnapshot();
 	return replayed;
 }
 
 /*
- * Transaction abort (a cancelled or failed rebuild or catch-up): the
- * projection is no longer rebuilding.  Called from the abort callback, after
- * LWLocks were released; takes our LWLock briefly and cannot fail.
+ * Abort of the transaction, or of the subtransaction "subid" (a cancelled or
+ * failed rebuild or catch-up, maybe inside a savepoint or an EXCEPTION
+ * block): the projection is no longer rebuilding.  A subtransaction that
+ * aborts inside a handler while the replay goes on is not the replay's.
+ * Called from the abort callbacks, after LWLocks were released; takes our
+ * LWLock briefly and cannot fail.
  */
 void
-projection_replay_at_abort(void)
+projection_replay_at_abort(SubTransactionId subid)
 {
-	if (replaying_projection != 0)
+	if (replaying_projection != 0 &&
+		(subid == InvalidSubTransactionId || subid == replaying_subid))
 	{
 		projection_publish_rebuild(MyDatabaseId, replaying_projection, 0, 0);
 		replaying_projection = 0;
+		replaying_subid = InvalidSubTransactionId;
 	}
 }
 
@@ -785,11 +845,13 @@ projection_create(PG_FUNCTION_ARGS)
 		values[7] = CStringGetTextDatum(search_path);
 		values[8] = Int64GetDatum(start_position);
 		values[9] = CStringGetTextDatum(state);
+		projection_creating = true; /* not a restore; reset at abort too */
 		registry_exec("INSERT INTO projection.projections "
 					  "(name, handler, event_types, mode, tables, on_error, owner, search_path, position, state) "
 					  "VALUES ($1, $2::pg_catalog.regprocedure, $3, $4, $5::pg_catalog.regclass[], $6, "
 					  "$7::pg_catalog.regrole, $8, $9, $10)",
 					  10, types, values, nulls, SPI_OK_INSERT);
+		projection_creating = false;
 	}
 	CommandCounterIncrement();
 
@@ -905,6 +967,7 @@ projection_drop(PG_FUNCTION_ARGS)
 				  2, types, values, NULL, SPI_OK_DELETE);
 	registry_exec("DELETE FROM projection.projections WHERE id OPERATOR(pg_catalog.=) $1",
 				  1, types, values, NULL, SPI_OK_DELETE);
+	forget_checkpoints(row->id);
 	/* harmless if the drop rolls back: the worker publishes again */
 	projection_forget_progress(MyDatabaseId, row->id);
 	if (SPI_finish() != SPI_OK_FINISH)
@@ -989,35 +1052,129 @@ projection_resume(PG_FUNCTION_ARGS)
  */
 
 /*
+ * The projection's tables as an oid[] datum.
+ */
+static Datum
+tables_array(ProjectionDef *def)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(def->ntables, 1));
+	int			i;
+
+	for (i = 0; i < def->ntables; i++)
+		elems[i] = ObjectIdGetDatum(def->tables[i]);
+	return PointerGetDatum(construct_array(elems, def->ntables, OIDOID,
+										   sizeof(Oid), true, TYPALIGN_INT));
+}
+
+/*
  * Empty a projection's tables with DELETE, as its owner.  DELETE, not
  * TRUNCATE: readers keep seeing the old rows (MVCC) until this transaction
- * commits, and are never blocked.  Tables are emptied in reverse order, so
- * that a table listed after the tables it references is emptied first.
+ * commits, and are never blocked.  A table is emptied after the tables of
+ * the projection that reference it with a foreign key (in reverse order of
+ * "tables" otherwise, and for cycles).
  */
 static void
 empty_tables(ProjectionDef *def)
 {
 	ProjectionOwnerScope scope;
-	int			i;
+	Datum		tables = tables_array(def);
+	Oid			types[1] = {OIDARRAYOID};
+	Datum		values[1];
+	Oid		   *from;			/* edge i: from[i] references to[i] */
+	Oid		   *to;
+	int			nedges;
+	bool	   *done = palloc0(sizeof(bool) * Max(def->ntables, 1));
+	int			ndone = 0;
+	int			i,
+				k;
+	int			rc;
+
+	/*
+	 * The foreign keys that reference the tables.  One from a table the
+	 * projection does not own refuses the rebuild before anything is emptied:
+	 * emptying would cascade to that table (ON DELETE CASCADE or SET NULL),
+	 * or fail half-way.  Those among the tables order the DELETEs.
+	 */
+	values[0] = tables;
+	rc = SPI_execute_with_args("SELECT c.conrelid, c.confrelid, c.conrelid OPERATOR(pg_catalog.=) ANY ($1), "
+							   "c.conname::pg_catalog.text, "
+							   "c.confrelid::pg_catalog.regclass::pg_catalog.text, "
+							   "c.conrelid::pg_catalog.regclass::pg_catalog.text "
+							   "FROM pg_catalog.pg_constraint c "
+							   "WHERE c.contype OPERATOR(pg_catalog.=) 'f' "
+							   "AND c.conparentid OPERATOR(pg_catalog.=) 0 "
+							   "AND c.conrelid OPERATOR(pg_catalog.<>) c.confrelid "
+							   "AND c.confrelid OPERATOR(pg_catalog.=) ANY ($1) "
+							   "ORDER BY c.oid",
+							   1, types, values, NULL, true, 0);
+	projection_spi_check(rc, SPI_OK_SELECT, "looking for foreign keys");
+	from = palloc(sizeof(Oid) * Max(SPI_processed, 1));
+	to = palloc(sizeof(Oid) * Max(SPI_processed, 1));
+	for (nedges = 0; nedges < (int) SPI_processed; nedges++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[nedges];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		if (!DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot rebuild projection \"%s\": its table %s is referenced by foreign key \"%s\" of table %s",
+							def->name, SPI_getvalue(tup, desc, 5), SPI_getvalue(tup, desc, 4),
+							SPI_getvalue(tup, desc, 6)),
+					 errdetail("A rebuild empties the projection's tables, which would delete from or fail on a table the projection does not own."),
+					 errhint("Drop the constraint, or create the projection again with table %s among its tables.",
+							 SPI_getvalue(tup, desc, 6))));
+		from[nedges] = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		to[nedges] = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+	}
 
 	memset(&scope, 0, sizeof(scope));
 	projection_owner_enter(&scope, def);
-	for (i = def->ntables - 1; i >= 0; i--)
+	while (ndone < def->ntables)
 	{
-		char	   *relname = get_rel_name(def->tables[i]);
+		int			pick = -1;
+		char	   *relname;
 		char	   *nspname;
-		int			rc;
 
+		/* the last table not referenced by a table still to be emptied */
+		for (i = def->ntables - 1; i >= 0 && pick < 0; i--)
+		{
+			bool		referenced = false;
+
+			if (done[i])
+				continue;
+			for (k = 0; k < nedges && !referenced; k++)
+			{
+				int			j;
+
+				if (to[k] != def->tables[i])
+					continue;
+				for (j = 0; j < def->ntables; j++)
+					if (!done[j] && j != i && def->tables[j] == from[k])
+						referenced = true;
+			}
+			if (!referenced)
+				pick = i;
+		}
+		if (pick < 0)			/* a cycle: reverse order */
+			for (i = def->ntables - 1; i >= 0 && pick < 0; i--)
+				if (!done[i])
+					pick = i;
+
+		relname = get_rel_name(def->tables[pick]);
 		if (relname == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_TABLE),
 					 errmsg("table %u of projection \"%s\" does not exist",
-							def->tables[i], def->name)));
-		nspname = get_namespace_name(get_rel_namespace(def->tables[i]));
+							def->tables[pick], def->name)));
+		nspname = get_namespace_name(get_rel_namespace(def->tables[pick]));
 		rc = SPI_execute(psprintf("DELETE FROM %s",
 								  quote_qualified_identifier(nspname, relname)),
 						 false, 0);
 		projection_spi_check(rc, SPI_OK_DELETE, "emptying a read-model table");
+		done[pick] = true;
+		ndone++;
 	}
 	projection_owner_leave(&scope);
 }
@@ -1084,10 +1241,22 @@ projection_rebuild(PG_FUNCTION_ARGS)
 		ProjectionAppenderSeen *appenders;
 		int			nappenders;
 
-		/* the safe horizon: last_value, then appenders, then the snapshot */
-		last_value = projection_sequence_last_value();
-		appenders = projection_read_appenders(MyDatabaseId, &nappenders);
-		PushActiveSnapshot(GetTransactionSnapshot());
+		/*
+		 * The safe horizon: last_value, then appenders, then the snapshot.
+		 * The replay stops there, so an appender caught before it drew its
+		 * position (which would hold the bound at 0) is waited out.
+		 */
+		for (;;)
+		{
+			last_value = projection_sequence_last_value();
+			appenders = projection_read_appenders(MyDatabaseId, &nappenders);
+			PushActiveSnapshot(GetTransactionSnapshot());
+			if (!projection_appender_pending(appenders, nappenders, GetActiveSnapshot()))
+				break;
+			PopActiveSnapshot();
+			pg_usleep(1000L);
+			CHECK_FOR_INTERRUPTS();
+		}
 		horizon = projection_gap_bound(last_value, appenders, nappenders, GetActiveSnapshot());
 		replayed = replay_events(def, 0, horizon, &last);
 		PopActiveSnapshot();
@@ -1135,9 +1304,10 @@ projection_reached(int32 id, const char *name, int64 up_to)
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	plan = SPI_prepare("SELECT position OPERATOR(pg_catalog.>=) $2 OR "
-					   "(mode OPERATOR(pg_catalog.=) 'inline' AND state OPERATOR(pg_catalog.=) 'running') "
-					   "FROM projection.projections WHERE id OPERATOR(pg_catalog.=) $1",
+	plan = SPI_prepare(psprintf("SELECT %s OPERATOR(pg_catalog.>=) $2 OR "
+								"(mode OPERATOR(pg_catalog.=) 'inline' AND state OPERATOR(pg_catalog.=) 'running') "
+								"FROM projection.projections p WHERE id OPERATOR(pg_catalog.=) $1",
+								checkpoint_sql()),
 					   2, types);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));

@@ -70,7 +70,8 @@ catalog_relcache_callback(Datum arg, Oid relid)
 {
 	if (!oids_valid || relid == InvalidOid ||
 		relid == oids.events || relid == oids.registry ||
-		relid == oids.handlers || relid == oids.sequence)
+		relid == oids.handlers || relid == oids.sequence ||
+		(OidIsValid(oids.checkpoints) && relid == oids.checkpoints))
 	{
 		registry_valid = false;
 		if (relid != oids.registry && relid != oids.handlers)
@@ -111,7 +112,12 @@ const ProjectionOids *
 projection_oids(void)
 {
 	if (oids_valid)
+	{
+		/* a database still at version 1.0 gets the table when it is updated */
+		if (!OidIsValid(oids.checkpoints))
+			oids.checkpoints = get_relname_relid(PROJECTION_CHECKPOINTS_TABLE, oids.schema);
 		return &oids;
+	}
 
 	catalog_register_callback();
 	oids.schema = get_namespace_oid(PROJECTION_SCHEMA_NAME, true);
@@ -127,6 +133,7 @@ projection_oids(void)
 	oids.stream_index = catalog_relid(PROJECTION_EVENTS_STREAM_INDEX, oids.schema);
 	oids.registry = catalog_relid(PROJECTION_REGISTRY_TABLE, oids.schema);
 	oids.handlers = catalog_relid(PROJECTION_HANDLERS_TABLE, oids.schema);
+	oids.checkpoints = get_relname_relid(PROJECTION_CHECKPOINTS_TABLE, oids.schema);
 	oids_valid = true;
 	return &oids;
 }
@@ -463,6 +470,30 @@ projection_wants(ProjectionDef *def, const char *event_type)
 		if (strcmp(def->statements[i].event_type, event_type) == 0)
 			return true;
 	return false;
+}
+
+/*
+ * The event types this projection handles, as a text[] datum for a
+ * "event_type = ANY ($n)" filter, or (Datum) 0 when it handles every type.
+ * Replays that need no gap detection (a rebuild, a catch-up below the safe
+ * horizon) read only these events.
+ */
+Datum
+projection_type_filter(ProjectionDef *def)
+{
+	Datum	   *elems;
+	int			n = 0;
+	int			i;
+
+	if (OidIsValid(def->handler) && def->types == NULL)
+		return (Datum) 0;
+	elems = palloc(sizeof(Datum) * Max(def->ntypes + def->nstatements, 1));
+	if (OidIsValid(def->handler))
+		for (i = 0; i < def->ntypes; i++)
+			elems[n++] = CStringGetTextDatum(def->types[i]);
+	for (i = 0; i < def->nstatements; i++)
+		elems[n++] = CStringGetTextDatum(def->statements[i].event_type);
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
 /*

@@ -73,7 +73,19 @@ typedef struct ProjectionOids
 	Oid			stream_index;
 	Oid			registry;
 	Oid			handlers;
+	Oid			checkpoints;	/* InvalidOid before ALTER EXTENSION ... UPDATE TO '1.1' */
 } ProjectionOids;
+
+/*
+ * The checkpoint of projection row "p" (an alias), as an SQL expression: the
+ * registry's base position, or the newest entry of projection.checkpoints
+ * (version 1.1) if that is further.  The two forms for a database with and
+ * without the checkpoints table.
+ */
+#define PROJECTION_CHECKPOINT_SQL(p) \
+	"GREATEST(" p ".position, (SELECT c.position FROM projection.checkpoints c " \
+	"WHERE c.projection_id OPERATOR(pg_catalog.=) " p ".id ORDER BY c.position DESC LIMIT 1))"
+#define PROJECTION_CHECKPOINT_SQL_1_0(p) p ".position"
 
 /* the saved identity while running a projection's code as its owner */
 typedef struct ProjectionOwnerScope
@@ -94,6 +106,7 @@ extern void projection_registry_at_abort(void);
 
 extern int64 projection_sequence_last_value(void);
 extern bool projection_wants(ProjectionDef *def, const char *event_type);
+extern Datum projection_type_filter(ProjectionDef *def);
 extern void projection_owner_enter(ProjectionOwnerScope *scope, ProjectionDef *def);
 extern void projection_owner_leave(ProjectionOwnerScope *scope);
 extern void projection_apply(ProjectionDef *def, Datum event, const char *event_type,
@@ -101,7 +114,7 @@ extern void projection_apply(ProjectionDef *def, Datum event, const char *event_
 extern SPIPlanPtr projection_prepare_statement(const char *sql, Oid events_type);
 
 /* api.c */
-extern void projection_replay_at_abort(void);
+extern void projection_replay_at_abort(SubTransactionId subid);
 
 extern void projection_spi_check(int rc, int expected, const char *what);
 

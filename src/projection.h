@@ -21,6 +21,7 @@
 #define PROJECTION_EVENTS_STREAM_INDEX "events_stream_version_key"
 #define PROJECTION_REGISTRY_TABLE	"projections"
 #define PROJECTION_HANDLERS_TABLE	"handlers"
+#define PROJECTION_CHECKPOINTS_TABLE	"checkpoints"
 
 /* attribute numbers of projection.events (fixed by the install script) */
 #define Anum_events_global_position 1

@@ -382,3 +382,20 @@ projection_gap_bound(int64 last_value, ProjectionAppenderSeen *appenders, int na
 	return bound;
 }
 
+/*
+ * Is an appender still running in the snapshot without a position yet?  It
+ * is between publishing its xid and drawing from the sequence, a matter of
+ * microseconds, and meanwhile projection_gap_bound() lets no gap pass.  A
+ * caller that needs the bound itself (a rebuild stops there) takes a new
+ * snapshot and asks again.
+ */
+bool
+projection_appender_pending(ProjectionAppenderSeen *appenders, int nappenders, Snapshot snapshot)
+{
+	int			i;
+
+	for (i = 0; i < nappenders; i++)
+		if (appenders[i].min_pos == 0 && XidInMVCCSnapshot(appenders[i].xid, snapshot))
+			return true;
+	return false;
+}

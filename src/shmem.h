@@ -97,6 +97,8 @@ extern void projection_forget_progress(Oid dboid, int32 projection_id);
 extern ProjectionAppenderSeen *projection_read_appenders(Oid dboid, int *count);
 extern int64 projection_gap_bound(int64 last_value, ProjectionAppenderSeen *appenders,
 								  int nappenders, Snapshot snapshot);
+extern bool projection_appender_pending(ProjectionAppenderSeen *appenders, int nappenders,
+										Snapshot snapshot);
 extern void projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc);
 
 #endif							/* PROJECTION_SHMEM_H */

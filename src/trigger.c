@@ -69,6 +69,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
 #include "catalog.h"
@@ -80,6 +81,7 @@ PG_FUNCTION_INFO_V1(projection_position_trigger);
 PG_FUNCTION_INFO_V1(projection_inline_trigger);
 PG_FUNCTION_INFO_V1(projection_append_only_trigger);
 PG_FUNCTION_INFO_V1(projection_registry_changed_trigger);
+PG_FUNCTION_INFO_V1(projection_restored_trigger);
 
 /* advisory lock space of stream locks (pg_advisory_* use 1 and 2) */
 #define PROJECTION_STREAM_LOCK_FIELD4 0x504A
@@ -95,6 +97,9 @@ static HTAB *stream_versions = NULL;	/* in TopTransactionContext */
 static int64 stmt_assigned_rows = 0;
 static int64 stmt_imported_rows = 0;
 static int64 stmt_imported_max = 0;
+
+/* projection.create() is inserting its registry row (not a restore) */
+bool		projection_creating = false;
 
 /* inline re-entrancy */
 static int	inline_depth = 0;
@@ -118,6 +123,7 @@ reset_xact_state(void)
 	stmt_imported_max = 0;
 	inline_depth = 0;
 	inline_pending = NIL;
+	projection_creating = false;
 }
 
 static void
@@ -176,7 +182,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			}
 			reset_xact_state();
 			projection_registry_at_abort();
-			projection_replay_at_abort();
+			projection_replay_at_abort(InvalidSubTransactionId);
 			break;
 		case XACT_EVENT_PREPARE:
 			reset_xact_state();
@@ -188,7 +194,8 @@ projection_xact_callback(XactEvent event, void *arg)
 
 /*
  * Subtransaction abort: stream locks taken inside it are released, and the
- * versions it assigned are gone, so forget every remembered version.
+ * versions it assigned are gone, so forget every remembered version.  A
+ * replay running in it has ended.
  */
 static void
 projection_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
@@ -200,6 +207,8 @@ projection_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		stmt_assigned_rows = 0;
 		stmt_imported_rows = 0;
 		stmt_imported_max = 0;
+		projection_creating = false;
+		projection_replay_at_abort(mySubid);
 	}
 }
 
@@ -731,4 +740,41 @@ projection_registry_changed_trigger(PG_FUNCTION_ARGS)
 
 	CacheInvalidateRelcacheByRelid(projection_oids()->registry);
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * BEFORE INSERT row trigger on projection.projections (version 1.1): a
+ * registry row that does not come from projection.create() is being
+ * restored (pg_restore, or psql with a plain dump).  It is marked with the
+ * restoring session (its pid and start time), and the worker leaves the
+ * projection alone until that session has ended, so that it does not apply
+ * events to read-model tables whose rows are still to be restored.
+ */
+Datum
+projection_restored_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	int			cols[2];
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event) ||
+		RelationGetRelid(td->tg_relation) != projection_oids()->registry)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired BEFORE INSERT FOR EACH ROW on projection.projections",
+						"projection._restored")));
+	if (projection_creating)
+		return PointerGetDatum(td->tg_trigtuple);
+
+	desc = RelationGetDescr(td->tg_relation);
+	cols[0] = SPI_fnumber(desc, "restored_pid");
+	cols[1] = SPI_fnumber(desc, "restored_at");
+	if (cols[0] <= 0 || cols[1] <= 0)
+		elog(ERROR, "projection.projections has no restored_pid or restored_at column");
+	values[0] = Int32GetDatum(MyProcPid);
+	values[1] = TimestampTzGetDatum(MyStartTimestamp);
+	return PointerGetDatum(heap_modify_tuple_by_cols(td->tg_trigtuple, desc, 2, cols, values, nulls));
 }

@@ -20,4 +20,7 @@ extern void projection_request_launcher_at_commit(void);
 extern bool projection_appended_in_xact(void);
 extern void projection_register_xact_callbacks(void);
 
+/* set by projection.create() while it inserts its registry row */
+extern bool projection_creating;
+
 #endif							/* PROJECTION_TRIGGER_H */

@@ -103,8 +103,12 @@ static MemoryContext round_cxt = NULL;
 static int	transient_failures = 0;
 
 static SPIPlanPtr batch_plan = NULL;
+static SPIPlanPtr filtered_batch_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
+static SPIPlanPtr lock_plan_1_0 = NULL;
 static SPIPlanPtr checkpoint_plan = NULL;
+static SPIPlanPtr checkpoint_plan_1_0 = NULL;
+static SPIPlanPtr caught_up_plan = NULL;
 
 /* ---------------------------------------------------------------------
  * Slot bookkeeping
@@ -250,28 +254,50 @@ worker_lock_projections(ProjectionRegistry *registry, RoundProjection **rps)
 	int			n = 0;
 	uint64		i;
 	RoundProjection *result;
+	int32	   *restored;
+	int			nrestored = 0;
 	Oid			types[2] = {INT4OID, INT4OID};
 	Datum		values[2];
 
-	plan = worker_plan(&lock_plan,
-					   "SELECT id, position, state OPERATOR(pg_catalog.=) 'catching_up' "
-					   "FROM projection.projections "
-					   "WHERE mode OPERATOR(pg_catalog.=) 'async' "
-					   "AND state OPERATOR(pg_catalog.=) ANY ('{running,catching_up}') "
-					   "AND id OPERATOR(pg_catalog.%) $1 OPERATOR(pg_catalog.=) $2 "
-					   "ORDER BY id FOR UPDATE SKIP LOCKED",
-					   2, types);
+#define LOCK_SQL(checkpoint, restored, hold) \
+	"SELECT id, " checkpoint ", state OPERATOR(pg_catalog.=) 'catching_up', " restored " " \
+	"FROM projection.projections p " \
+	"WHERE mode OPERATOR(pg_catalog.=) 'async' " \
+	"AND state OPERATOR(pg_catalog.=) ANY ('{running,catching_up}') " \
+	"AND id OPERATOR(pg_catalog.%) $1 OPERATOR(pg_catalog.=) $2 " hold \
+	"ORDER BY id FOR UPDATE OF p SKIP LOCKED"
+
+	/*
+	 * One cached plan per version: a plan of 1.0 stays valid after the
+	 * update.  From 1.1, a projection being restored is left alone while
+	 * the restoring session lives.
+	 */
+	if (OidIsValid(projection_oids()->checkpoints))
+		plan = worker_plan(&lock_plan,
+						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL("p"), "restored_pid IS NOT NULL",
+									"AND (restored_pid IS NULL OR NOT EXISTS ("
+									"SELECT FROM pg_catalog.pg_stat_get_activity(restored_pid) a "
+									"WHERE a.backend_start OPERATOR(pg_catalog.=) restored_at)) "),
+						   2, types);
+	else
+		plan = worker_plan(&lock_plan_1_0,
+						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL_1_0("p"), "false", ""),
+						   2, types);
 	values[0] = Int32GetDatum(worker_count);
 	values[1] = Int32GetDatum(worker_index);
 	rc = SPI_execute_plan(plan, values, NULL, false, 0);
 	projection_spi_check(rc, SPI_OK_SELECT, "locking async projections");
 
 	result = palloc0(sizeof(RoundProjection) * Max(SPI_processed, 1));
+	restored = palloc(sizeof(int32) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
 		int32		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		int			j;
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull)))
+			restored[nrestored++] = id;
 
 		for (j = 0; j < registry->nprojections; j++)
 		{
@@ -293,34 +319,59 @@ worker_lock_projections(ProjectionRegistry *registry, RoundProjection **rps)
 		}
 	}
 	SPI_freetuptable(SPI_tuptable);
+
+	/* the restoring session has ended: forget it */
+	for (i = 0; i < (uint64) nrestored; i++)
+	{
+		Datum		id = Int32GetDatum(restored[i]);
+		Oid			idtype = INT4OID;
+
+		rc = SPI_execute_with_args("UPDATE projection.projections SET restored_pid = NULL, restored_at = NULL "
+								   "WHERE id OPERATOR(pg_catalog.=) $1",
+								   1, &idtype, &id, NULL, false, 0);
+		projection_spi_check(rc, SPI_OK_UPDATE, "ending a restore");
+	}
 	*rps = result;
 	return n;
 }
 
 /*
- * Read up to batch_size events after "from", no further than "last_value",
- * with the active snapshot (read_only SPI uses it).  Datums are copied into
- * the current memory context.
+ * Read up to batch_size events after "from", no further than "upto", with
+ * the active snapshot (read_only SPI uses it).  With a filter (a text[] of
+ * event types, see projection_type_filter()), only events of those types:
+ * the caller must then have made sure that no event up to "upto" can still
+ * appear, because the gaps cannot be seen.  Datums are copied into the
+ * current memory context.
  */
 static int
-worker_read_batch(int64 from, int64 last_value, BatchEvent **events)
+worker_read_batch(int64 from, int64 upto, Datum filter, BatchEvent **events)
 {
-	Oid			types[3] = {INT8OID, INT8OID, INT8OID};
-	Datum		values[3];
+	Oid			types[4] = {INT8OID, INT8OID, INT8OID, TEXTARRAYOID};
+	Datum		values[4];
 	SPIPlanPtr	plan;
 	int			rc;
 	uint64		i;
 	BatchEvent *result;
 
-	plan = worker_plan(&batch_plan,
-					   "SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e "
-					   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-					   "AND e.global_position OPERATOR(pg_catalog.<=) $2 "
-					   "ORDER BY e.global_position LIMIT $3",
-					   3, types);
+	if (filter == (Datum) 0)
+		plan = worker_plan(&batch_plan,
+						   "SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e "
+						   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+						   "AND e.global_position OPERATOR(pg_catalog.<=) $2 "
+						   "ORDER BY e.global_position LIMIT $3",
+						   3, types);
+	else
+		plan = worker_plan(&filtered_batch_plan,
+						   "SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e "
+						   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+						   "AND e.global_position OPERATOR(pg_catalog.<=) $2 "
+						   "AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "
+						   "ORDER BY e.global_position LIMIT $3",
+						   4, types);
 	values[0] = Int64GetDatum(from);
-	values[1] = Int64GetDatum(last_value);
+	values[1] = Int64GetDatum(upto);
 	values[2] = Int64GetDatum(projection_batch_size);
+	values[3] = filter;
 	rc = SPI_execute_plan(plan, values, NULL, true, 0);
 	projection_spi_check(rc, SPI_OK_SELECT, "reading events");
 
@@ -371,6 +422,14 @@ worker_horizon(BatchEvent *events, int nevents, int64 from, int64 last_value,
 	return nevents;
 }
 
+/*
+ * Move a projection's checkpoint to "position" in this round's transaction,
+ * and mark it running if it was catching up and has caught up.  From
+ * version 1.1 the checkpoint is a new entry in projection.checkpoints (the
+ * previous one is deleted); the registry row is only written when the state
+ * changes, so that a long transaction elsewhere, which keeps old row
+ * versions from being pruned, does not make every round walk more of them.
+ */
 static void
 worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
 {
@@ -379,17 +438,45 @@ worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
 	SPIPlanPtr	plan;
 	int			rc;
 
-	plan = worker_plan(&checkpoint_plan,
-					   "UPDATE projection.projections SET position = $2, "
-					   "state = CASE WHEN $3 THEN 'running' ELSE state END, "
-					   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
-					   3, types);
 	values[0] = Int32GetDatum(rp->def->id);
 	values[1] = Int64GetDatum(position);
-	values[2] = BoolGetDatum(caught_up);
-	rc = SPI_execute_plan(plan, values, NULL, false, 0);
-	projection_spi_check(rc, SPI_OK_UPDATE, "saving a checkpoint");
-	rp->position = position;
+	if (!OidIsValid(projection_oids()->checkpoints))
+	{
+		plan = worker_plan(&checkpoint_plan_1_0,
+						   "UPDATE projection.projections SET position = $2, "
+						   "state = CASE WHEN $3 THEN 'running' ELSE state END, "
+						   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+						   3, types);
+		values[2] = BoolGetDatum(caught_up);
+		rc = SPI_execute_plan(plan, values, NULL, false, 0);
+		projection_spi_check(rc, SPI_OK_UPDATE, "saving a checkpoint");
+		rp->position = position;
+		return;
+	}
+
+	if (position > rp->position)
+	{
+		types[2] = INT8OID;
+		plan = worker_plan(&checkpoint_plan,
+						   "WITH previous AS (DELETE FROM projection.checkpoints "
+						   "WHERE projection_id OPERATOR(pg_catalog.=) $1 "
+						   "AND position OPERATOR(pg_catalog.=) $3) "
+						   "INSERT INTO projection.checkpoints (projection_id, position) VALUES ($1, $2)",
+						   3, types);
+		values[2] = Int64GetDatum(rp->position);
+		rc = SPI_execute_plan(plan, values, NULL, false, 0);
+		projection_spi_check(rc, SPI_OK_INSERT, "saving a checkpoint");
+		rp->position = position;
+	}
+	if (caught_up)
+	{
+		plan = worker_plan(&caught_up_plan,
+						   "UPDATE projection.projections SET state = 'running', "
+						   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+						   1, types);
+		rc = SPI_execute_plan(plan, values, NULL, false, 0);
+		projection_spi_check(rc, SPI_OK_UPDATE, "marking a projection caught up");
+	}
 }
 
 /* on_error 'stop': the projection fails at this event, keeping its position before it */
@@ -410,6 +497,14 @@ worker_record_failure(RoundProjection *rp, BatchEvent *ev, ErrorData *edata)
 							   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
 							   5, types, values, NULL, false, 0);
 	projection_spi_check(rc, SPI_OK_UPDATE, "recording a failure");
+	if (OidIsValid(projection_oids()->checkpoints))
+	{
+		/* the registry's position is the checkpoint again */
+		rc = SPI_execute_with_args("DELETE FROM projection.checkpoints "
+								   "WHERE projection_id OPERATOR(pg_catalog.=) $1",
+								   1, types, values, NULL, false, 0);
+		projection_spi_check(rc, SPI_OK_DELETE, "recording a failure");
+	}
 	rp->failed = true;
 	rp->position = ev->position - 1;
 	ereport(LOG,
@@ -571,6 +666,11 @@ worker_round_careful(int64 from, int64 horizon_limit)
 {
 	int64		cursor = from;
 
+	/*
+	 * A projection whose checkpoint is below the cursor (one resumed since
+	 * the failed round) takes no part: it would miss the events before the
+	 * cursor.  Later rounds catch it up.
+	 */
 	while (cursor < horizon_limit)
 	{
 		int64		last_value;
@@ -590,7 +690,7 @@ worker_round_careful(int64 from, int64 horizon_limit)
 			return;
 		registry = projection_registry_acquire();
 		nrps = worker_lock_projections(registry, &rps);
-		nevents = worker_read_batch(cursor, horizon_limit, &events);
+		nevents = worker_read_batch(cursor, horizon_limit, (Datum) 0, &events);
 		nevents = Min(nevents, WORKER_CAREFUL_CHUNK);
 		chunk_end = nevents > 0 ? events[nevents - 1].position : horizon_limit;
 		if (nevents < WORKER_CAREFUL_CHUNK)
@@ -607,7 +707,7 @@ worker_round_careful(int64 from, int64 horizon_limit)
 				RoundProjection *rp = &rps[j];
 				ErrorData  *edata;
 
-				if (rp->failed || rp->position >= ev->position ||
+				if (rp->failed || rp->position < cursor || rp->position >= ev->position ||
 					!projection_wants(rp->def, ev->event_type))
 					continue;
 				edata = worker_apply_careful(rp, ev, errcxt);
@@ -624,7 +724,7 @@ worker_round_careful(int64 from, int64 horizon_limit)
 		}
 		for (j = 0; j < nrps; j++)
 		{
-			if (!rps[j].failed && rps[j].position < chunk_end)
+			if (!rps[j].failed && rps[j].position >= cursor && rps[j].position < chunk_end)
 				worker_save_checkpoint(&rps[j], chunk_end, rps[j].catching_up && chunk_end >= last_value);
 		}
 		projection_registry_release(registry);
@@ -632,6 +732,31 @@ worker_round_careful(int64 from, int64 horizon_limit)
 		worker_publish(rps, nrps);
 		cursor = chunk_end;
 	}
+}
+
+/*
+ * The projection that gets a batch of its own this round, or -1: the one
+ * furthest behind, if it is below the gap bound and either catching up or
+ * at least a batch behind the next one (or, alone, behind the gap bound).
+ */
+static int
+worker_pick_laggard(RoundProjection *rps, int nrps, int64 gap_bound)
+{
+	int			lowest = 0;
+	int64		next = gap_bound;
+	int			j;
+
+	for (j = 1; j < nrps; j++)
+		if (rps[j].position < rps[lowest].position)
+			lowest = j;
+	for (j = 0; j < nrps; j++)
+		if (j != lowest)
+			next = Min(next, rps[j].position);
+	if (rps[lowest].position >= gap_bound)
+		return -1;
+	if (rps[lowest].catching_up || rps[lowest].position + projection_batch_size <= next)
+		return lowest;
+	return -1;
 }
 
 /*
@@ -682,37 +807,82 @@ worker_round(void)
 		}
 		else
 		{
-			from = rps[0].position;
-			for (j = 1; j < nrps; j++)
-				from = Min(from, rps[j].position);
+			int			nothers = nrps;
 
 			gap_bound = projection_gap_bound(last_value, appenders, nappenders, GetActiveSnapshot());
-			nevents = worker_read_batch(from, last_value, &events);
-			napply = worker_horizon(events, nevents, from, last_value, gap_bound, &horizon);
-			more = napply == projection_batch_size;
 
-			if (horizon > from)
+			/*
+			 * The projection furthest behind gets a batch of its own when it
+			 * is catching up, or lags the others by a batch or more (resumed
+			 * after a pause, or fixed after a failure): the event types it
+			 * handles only, up to the gap bound (below which every event is
+			 * visible or dead, so no gap needs watching).  The others go on
+			 * from their own checkpoints meanwhile instead of waiting until it
+			 * has caught up with them.
+			 */
+			j = worker_pick_laggard(rps, nrps, gap_bound);
+			if (j >= 0)
 			{
+				RoundProjection swap = rps[j];
+				RoundProjection *rp;
+
+				rps[j] = rps[nrps - 1];
+				rps[nrps - 1] = swap;
+				rp = &rps[nrps - 1];
+				nothers = nrps - 1;
+
+				from = rp->position;
+				nevents = worker_read_batch(from, gap_bound, projection_type_filter(rp->def), &events);
+				horizon = nevents == projection_batch_size ? events[nevents - 1].position : gap_bound;
+				more = nevents == projection_batch_size;
 				pgstat_report_activity(STATE_RUNNING,
-										psprintf("projection: applying events %lld..%lld",
-												 (long long) from + 1, (long long) horizon));
+										psprintf("projection: catching up \"%s\": events %lld..%lld",
+												 rp->def->name, (long long) from + 1, (long long) horizon));
 				failed_from = from;
 				failed_to = horizon;
-				worker_apply_fast(rps, nrps, events, napply);
-				for (j = 0; j < nrps; j++)
-				{
-					if (rps[j].position < horizon)
-						worker_save_checkpoint(&rps[j], horizon,
-											   rps[j].catching_up && horizon >= last_value);
-					else if (rps[j].catching_up && rps[j].position >= last_value)
-						worker_save_checkpoint(&rps[j], rps[j].position, true);
-				}
+				worker_apply_fast(rp, 1, events, nevents);
+				worker_save_checkpoint(rp, horizon, rp->catching_up && horizon >= last_value);
 			}
-			else
+
+			/* the others: the next batch after the lowest of their checkpoints */
+			if (nothers > 0)
 			{
-				for (j = 0; j < nrps; j++)
-					if (rps[j].catching_up && rps[j].position >= last_value)
-						worker_save_checkpoint(&rps[j], rps[j].position, true);
+				from = rps[0].position;
+				for (j = 1; j < nothers; j++)
+					from = Min(from, rps[j].position);
+
+				nevents = worker_read_batch(from, last_value, (Datum) 0, &events);
+				napply = worker_horizon(events, nevents, from, last_value, gap_bound, &horizon);
+				more = more || napply == projection_batch_size;
+
+				if (horizon > from)
+				{
+					pgstat_report_activity(STATE_RUNNING,
+											psprintf("projection: applying events %lld..%lld",
+													 (long long) from + 1, (long long) horizon));
+					/*
+					 * From here a failure is in this batch: the careful
+					 * replay takes only its range (the laggard's batch rolls
+					 * back with it, and sits the replay out, being behind it).
+					 */
+					failed_from = from;
+					failed_to = horizon;
+					worker_apply_fast(rps, nothers, events, napply);
+					for (j = 0; j < nothers; j++)
+					{
+						if (rps[j].position < horizon)
+							worker_save_checkpoint(&rps[j], horizon,
+												   rps[j].catching_up && horizon >= last_value);
+						else if (rps[j].catching_up && rps[j].position >= last_value)
+							worker_save_checkpoint(&rps[j], rps[j].position, true);
+					}
+				}
+				else
+				{
+					for (j = 0; j < nothers; j++)
+						if (rps[j].catching_up && rps[j].position >= last_value)
+							worker_save_checkpoint(&rps[j], rps[j].position, true);
+				}
 			}
 			projection_registry_release(registry);
 			worker_end(true);

@@ -1,13 +1,14 @@
--- test/demo.sql -- the four seed examples as inline projections, end to end.
+-- test/demo.sql -- the four seed examples as projections, end to end: two
+-- inline (in the appending transaction), two async (in the background worker).
 --
 -- test/demo.sh runs this file with psql, as a superuser, in a new database of
 -- a throwaway server.  To run it yourself:  psql -X -d <new database> -f test/demo.sql
 -- It uses only the extension's public interface (see README.md):
 --
---   order_summary      statement handlers (projection.on)   shop.order_summaries
---   daily_sales        PL/pgSQL handler, ON CONFLICT upsert  shop.daily_sales
---   customer_activity  PL/pgSQL handler, three tables        shop.customers, ...
---   product_search     PL/pgSQL handler, tsvector + GIN      shop.product_search
+--   order_summary      inline, statement handlers (projection.on)  shop.order_summaries
+--   daily_sales        async, PL/pgSQL handler, ON CONFLICT upsert shop.daily_sales
+--   customer_activity  async, PL/pgSQL handler, three tables       shop.customers, ...
+--   product_search     inline, PL/pgSQL handler, tsvector + GIN    shop.product_search
 --
 -- Read models take their timestamps from the events (payload or recorded_at),
 -- never from now(): a replay (projection.rebuild) then rebuilds them exactly.
@@ -254,9 +255,10 @@ BEGIN
 END;
 $$;
 
+-- async: applied by the database's background worker right after each commit
 SELECT projection.create('daily_sales', 'shop.daily_sales_apply',
                          event_types => '{OrderCompleted,OrderRefunded}',
-                         mode => 'inline',
+                         mode => 'async',
                          tables => '{shop.daily_sales}');
 
 -- ---------------------------------------------------------------------------
@@ -302,8 +304,8 @@ $$;
 
 SELECT projection.create('customer_activity', 'shop.customer_activity_apply',
                          event_types => '{CustomerCreated,OrderCompleted,ReviewSubmitted,CustomerTierChanged}',
-                         mode => 'inline',
-                         tables => '{shop.customer_activity_summary,shop.customer_order_history,shop.customers}');
+                         mode => 'async',
+                         tables => '{shop.customers,shop.customer_activity_summary,shop.customer_order_history}');
 
 -- ---------------------------------------------------------------------------
 -- Live aggregation: the current state of one order, folded from its stream
@@ -358,7 +360,8 @@ $$;
 SELECT name, mode, state, position FROM projection.status ORDER BY name;
 
 -- ---------------------------------------------------------------------------
--- Events.  Every append runs the four inline projections before it returns.
+-- Events.  Every append runs the two inline projections before it returns;
+-- its commit wakes the worker, which applies the two async ones.
 -- ---------------------------------------------------------------------------
 
 \echo
@@ -505,6 +508,12 @@ SELECT order_id, customer_id, status, total_amount, item_count,
  ORDER BY order_id;
 
 \echo
+\echo '=== Async projections: projection.wait() until the worker has applied the last event (read-your-writes)'
+SELECT max(global_position) AS last_position FROM projection.events \gset
+SELECT projection.wait('daily_sales', :last_position, '30 s') AS daily_sales_caught_up,
+       projection.wait('customer_activity', :last_position, '30 s') AS customer_activity_caught_up;
+
+\echo
 \echo '=== Read model: shop.daily_sales (projection "daily_sales")'
 SELECT date, total_orders, total_revenue, total_items, total_refunds
   FROM shop.daily_sales
@@ -566,6 +575,25 @@ SELECT (SELECT count(*) FROM order_summaries_before) AS rows_before,
 \if :identical
 \else
     DO $$ BEGIN RAISE EXCEPTION 'shop.order_summaries differs after projection.rebuild(''order_summary'')'; END $$;
+\endif
+
+-- An async projection's rebuild runs beside the worker: appends are not
+-- blocked, and the events appended meanwhile are applied once afterwards.
+\echo
+\echo '=== Rebuild of an async projection: SELECT projection.rebuild(''daily_sales'')'
+CREATE TEMP TABLE daily_sales_before AS TABLE shop.daily_sales;
+
+SELECT projection.rebuild('daily_sales') AS events_replayed;
+SELECT projection.wait('daily_sales', :last_position, '30 s') AS caught_up;
+
+SELECT NOT EXISTS ((TABLE daily_sales_before EXCEPT ALL TABLE shop.daily_sales)
+                   UNION ALL
+                   (TABLE shop.daily_sales EXCEPT ALL TABLE daily_sales_before)) AS identical
+\gset
+\echo 'identical:' :identical
+\if :identical
+\else
+    DO $$ BEGIN RAISE EXCEPTION 'shop.daily_sales differs after projection.rebuild(''daily_sales'')'; END $$;
 \endif
 
 -- ---------------------------------------------------------------------------

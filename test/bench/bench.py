@@ -733,9 +733,15 @@ CREATE TABLE bench.plain_events (
             if st != "running":
                 self.fail("after rebuild of %s the state is %s, not running" % (pn, st))
             sb = self.setbased_secs.get(n)
+            plp = self.catchup.get(("plpgsql", n))
+            cmp = []
+            if sb:
+                cmp.append("%s set-based (%.2f s)" % (ratio(upto / total, upto / sb), sb))
+            if plp:
+                # the same per-event SQL, one event at a time, committed every 1,000
+                cmp.append("%s PL/pgSQL loop" % ratio(upto / total, plp))
             self.record("rebuild", "projection.rebuild('%s'): %.2f s to rebuilt (the call took %.2f s)"
-                        % (pn, total, t_call), upto / total, "ev/s",
-                        "%s set-based (%.2f s)" % (ratio(upto / total, upto / sb), sb) if sb else "")
+                        % (pn, total, t_call), upto / total, "ev/s", ", ".join(cmp))
             await self.oracle_into(conn, "oracle_at", [n], upto)
             await self.compare(conn, "ext_all", "oracle_at", [n], "rebuilt %s vs set-based oracle" % n)
 

@@ -9,7 +9,8 @@
 # a transient error (lock time-out while another session holds a row lock)
 # is retried until it goes away, without failing the projection or applying
 # anything twice; pause/resume (lag grows while paused, the pause survives a
-# restart, resume() catches up).
+# restart, resume() catches up); a projection resumed while the worker
+# replays a failed round event by event misses nothing.
 
 use strict;
 use warnings FATAL => 'all';
@@ -261,6 +262,69 @@ is( $node->safe_psql(
 	'0',
 	'every event it missed is applied');
 is($node->safe_psql($db, 'SELECT count(*) FROM pause_model'), '8', 'once');
+
+# ---------------------------------------------------------------------
+# a projection resumed while the worker isolates a failing event
+# ---------------------------------------------------------------------
+# The worker replays a failed round in chunks of 32 events, each its own
+# transaction.  A projection resumed meanwhile shows up in a later chunk with
+# a checkpoint below it: it must sit that replay out (and catch up later),
+# not take the chunk's events and skip the ones before.
+$node->safe_psql(
+	$db, q{
+CREATE TABLE careful_model (pos bigint PRIMARY KEY);
+CREATE TABLE resumed_model (pos bigint PRIMARY KEY);
+-- raises on a poison event; blocks (shared advisory lock 4343) on a marked one
+CREATE FUNCTION careful_h(e projection.events) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+	IF (e.data->>'careful_block')::boolean THEN
+		PERFORM pg_advisory_xact_lock_shared(4343);
+	END IF;
+	IF (e.data->>'careful_poison')::boolean THEN
+		RAISE EXCEPTION 'careful poison %', e.global_position;
+	END IF;
+	INSERT INTO public.careful_model VALUES (e.global_position);
+END
+$$;
+CREATE FUNCTION resumed_h(e projection.events) RETURNS void
+LANGUAGE sql AS $$ INSERT INTO public.resumed_model VALUES (e.global_position) $$;
+SELECT projection.create('careful', 'careful_h', ARRAY['Careful'], on_error => 'skip');
+SELECT projection.create('resumed', 'resumed_h', ARRAY['Careful']);
+});
+append_events(3, 'Careful');
+ok($node->wait_caught_up($db, 'resumed'), 'both projections run');
+$node->safe_psql($db, "SELECT projection.pause('resumed')");
+my $blocker = $node->background_psql($db);
+$blocker->query_safe('SELECT pg_advisory_lock(4343)');
+# 100 events in one transaction: the 10th is poison, the 60th blocks; the
+# first round fails at the 10th, and the careful replay blocks in its
+# second chunk
+$node->safe_psql($db,
+	    "SELECT projection.append('careful-' || i, 'Careful', "
+	  . "jsonb_build_object('careful_poison', i = 10, 'careful_block', i = 60)) "
+	  . "FROM generate_series(1, 100) i");
+ok( $node->poll_query_until(
+		$db,
+		"SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND objid = 4343 AND NOT granted)"
+	),
+	'the careful replay is blocked in its second chunk');
+$node->safe_psql($db, "SELECT projection.resume('resumed')");
+$blocker->query_safe('SELECT pg_advisory_unlock(4343)');
+$blocker->quit;
+ok($node->wait_caught_up($db, 'careful'), 'the careful replay ends');
+ok($node->wait_caught_up($db, 'resumed'), 'the resumed projection catches up');
+is( $node->safe_psql(
+		$db,
+		"SELECT count(*) FROM projection.events e WHERE event_type = 'Careful' AND NOT EXISTS "
+		  . '(SELECT FROM resumed_model m WHERE m.pos = e.global_position)'),
+	'0',
+	'the resumed projection missed no event');
+is($node->safe_psql($db, 'SELECT count(*) FROM resumed_model'), '103', 'and applied each once');
+is($node->safe_psql($db, "SELECT count(*) FROM projection.dead_letters WHERE name = 'careful'"),
+	'1', 'the poison event is a dead letter of the other projection');
+is($node->safe_psql($db, 'SELECT count(*) FROM careful_model'), '102',
+	'which applied every other event once');
 
 $node->stop('fast');
 done_testing();
