@@ -362,6 +362,14 @@ SELECT restored_pid = pg_backend_pid() AS by_this_session,
        restored_at = (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()) AS started_then
   FROM projection.projections WHERE name = 'registry_restored';
 DELETE FROM projection.projections WHERE name = 'registry_restored';
+-- a transaction that changed the registry cannot be prepared (sessions
+-- could not tell when the change becomes visible); nothing is changed
+BEGIN;
+SELECT projection.pause('registry_async');
+PREPARE TRANSACTION 'regress_projection_registry';
+\echo :LAST_ERROR_SQLSTATE
+SELECT state FROM projection.status WHERE name = 'registry_async';
+SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'regress_projection_registry';
 SELECT projection.drop('registry_async');
 SELECT projection.drop('registry_async_end');
 SELECT projection.drop('registry_stop');

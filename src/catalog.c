@@ -10,7 +10,11 @@
  * handlers.  Writes to the registry tables fire a statement trigger that
  * sends a relcache invalidation for projection.projections
  * (projection_registry_changed_trigger), so every backend drops its cache at
- * the writer's commit, and the writer itself at its next command.
+ * the writer's commit, and the writer itself at its next command.  Those
+ * invalidations are sent only after the writer's commit has become visible,
+ * so a cache is also checked against the registry generation (shmem.c) each
+ * time it is acquired: a snapshot that sees a new projection, or its events,
+ * never meets a cache without it.
  *
  * A registry in use by a running trigger or worker batch is never freed
  * under it: invalidation only marks it stale; the stale registry is retired
@@ -48,6 +52,7 @@
 
 #include "catalog.h"
 #include "projection.h"
+#include "shmem.h"
 #include "trigger.h"
 
 static ProjectionOids oids;
@@ -283,6 +288,8 @@ registry_load(void)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
+	/* the generation first, then the snapshot (shmem.c) */
+	registry->trusted = projection_registry_generation(MyDatabaseId, &registry->generation);
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 
 	plan = SPI_prepare("SELECT p.id, p.name, p.handler::pg_catalog.oid, p.event_types, "
@@ -381,6 +388,22 @@ registry_load(void)
 }
 
 /*
+ * Is the cached registry good for the active snapshot (taken before this
+ * call)?  Relcache invalidations reach us only after a committing writer has
+ * become visible; the registry generation closes that window (shmem.c).
+ */
+static bool
+registry_current(ProjectionRegistry *registry)
+{
+	uint64		gen;
+
+	if (!registry->trusted)
+		return false;
+	(void) projection_registry_generation(MyDatabaseId, &gen);
+	return gen == registry->generation;
+}
+
+/*
  * Return the current registry, loading it if it is stale, and count the
  * caller as a user until projection_registry_release().  The result lives
  * in its own memory context under CacheMemoryContext.
@@ -400,7 +423,7 @@ projection_registry_acquire(void)
 			retired_registries = next;
 		}
 	}
-	if (!registry_valid || current_registry == NULL)
+	if (!registry_valid || current_registry == NULL || !registry_current(current_registry))
 	{
 		ProjectionRegistry *fresh;
 

@@ -60,6 +60,8 @@ typedef struct ProjectionRegistry
 	int			nprojections;
 	ProjectionDef *projections;
 	int			ninline_running;	/* inline projections in state running */
+	bool		trusted;		/* no registry change was committing at the load */
+	uint64		generation;		/* registry generation read before the load */
 	struct ProjectionRegistry *next_retired;
 } ProjectionRegistry;
 

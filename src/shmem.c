@@ -105,6 +105,11 @@ projection_shmem_startup(void)
 		ProjectionShared->lock = &(GetNamedLWLockTranche("projection"))->lock;
 		pg_atomic_init_u32(&ProjectionShared->rescan, 0);
 		pg_atomic_init_u32(&ProjectionShared->rescan_gen, 0);
+		for (i = 0; i < PROJECTION_REGISTRY_GEN_SLOTS; i++)
+		{
+			pg_atomic_init_u64(&ProjectionShared->registry_gens[i].gen, 1);
+			pg_atomic_init_u32(&ProjectionShared->registry_gens[i].changing, 0);
+		}
 		ProjectionShared->launcher_pgprocno = -1;
 		ProjectionShared->launcher_pid = 0;
 		ConditionVariableInit(&ProjectionShared->progress_cv);
@@ -166,6 +171,77 @@ projection_wake_launcher(void)
 	if (ProjectionShared == NULL)
 		return;
 	set_latch_by_procno(ProjectionShared->launcher_pgprocno);
+}
+
+/*
+ * Registry generations.  A relcache invalidation alone is not enough to keep
+ * a registry cache in step with the snapshots it is used with: a committing
+ * transaction leaves the proc array before it sends its invalidations, so a
+ * snapshot can already see a new projection (and its events) while the
+ * cache still lacks it; and our commit callback wakes the worker in exactly
+ * that window.  So a transaction that changed the registry calls
+ * projection_registry_change_begin() before its commit becomes visible
+ * (changing++, then gen++) and projection_registry_change_end() after
+ * (gen++, then changing--).  A cache is loaded after reading gen and then
+ * changing, before its snapshot; it is trusted only if changing was 0, and
+ * only while gen stays the same, read after the snapshot it is used with.
+ * If that snapshot sees a change the cache's does not, either the first
+ * bump came after the cache's read of gen, or the change was still
+ * "changing" when the cache was loaded.
+ */
+static ProjectionRegistryGen *
+registry_gen_slot(Oid dboid)
+{
+	if (ProjectionShared == NULL)
+		return NULL;
+	return &ProjectionShared->registry_gens[dboid % PROJECTION_REGISTRY_GEN_SLOTS];
+}
+
+void
+projection_registry_change_begin(Oid dboid)
+{
+	ProjectionRegistryGen *slot = registry_gen_slot(dboid);
+
+	if (slot == NULL)
+		return;
+	pg_atomic_fetch_add_u32(&slot->changing, 1);
+	pg_atomic_fetch_add_u64(&slot->gen, 1);
+}
+
+/* Called from commit and abort callbacks: no locks, no errors. */
+void
+projection_registry_change_end(Oid dboid)
+{
+	ProjectionRegistryGen *slot = registry_gen_slot(dboid);
+
+	if (slot == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&slot->gen, 1);
+	pg_atomic_fetch_sub_u32(&slot->changing, 1);
+}
+
+/*
+ * The database's registry generation in *gen.  Returns false if a registry
+ * change is committing right now (a cache loaded now must not be trusted).
+ * Without shared memory (not preloaded) the generation is always 0.
+ */
+bool
+projection_registry_generation(Oid dboid, uint64 *gen)
+{
+	ProjectionRegistryGen *slot = registry_gen_slot(dboid);
+	bool		stable;
+
+	if (slot == NULL)
+	{
+		*gen = 0;
+		return true;
+	}
+	pg_memory_barrier();
+	*gen = pg_atomic_read_u64(&slot->gen);
+	pg_memory_barrier();
+	stable = pg_atomic_read_u32(&slot->changing) == 0;
+	pg_memory_barrier();
+	return stable;
 }
 
 /*

@@ -71,9 +71,25 @@ typedef struct ProjectionProgress
 	int64		rebuild_total;
 } ProjectionProgress;
 
+/*
+ * Registry generations, for a database's registry caches (catalog.c): a
+ * transaction that changed the registry counts itself in "changing" and
+ * bumps "gen" before its commit becomes visible, and bumps "gen" again and
+ * leaves "changing" after.  Databases share the slot of their oid modulo
+ * the number of slots; sharing only costs a reload.
+ */
+#define PROJECTION_REGISTRY_GEN_SLOTS 64
+
+typedef struct ProjectionRegistryGen
+{
+	pg_atomic_uint64 gen;
+	pg_atomic_uint32 changing;
+} ProjectionRegistryGen;
+
 typedef struct ProjectionSharedState
 {
 	LWLock	   *lock;
+	ProjectionRegistryGen registry_gens[PROJECTION_REGISTRY_GEN_SLOTS];
 	pg_atomic_uint32 rescan;	/* set at CREATE EXTENSION commit: probe databases again */
 	pg_atomic_uint32 rescan_gen;	/* bumped with every rescan request */
 	int			launcher_pgprocno;	/* -1 when no launcher runs */
@@ -91,6 +107,9 @@ extern void projection_shmem_install_hooks(void);
 extern void projection_wake_launcher(void);
 extern void projection_wake_database_worker(Oid dboid);
 extern ProjectionDbSlot *projection_find_dbslot(Oid dboid, int index);
+extern void projection_registry_change_begin(Oid dboid);
+extern void projection_registry_change_end(Oid dboid);
+extern bool projection_registry_generation(Oid dboid, uint64 *gen);
 extern void projection_publish_progress(Oid dboid, int32 projection_id, int64 applied);
 extern void projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total);
 extern void projection_forget_progress(Oid dboid, int32 projection_id);

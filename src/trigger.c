@@ -90,6 +90,8 @@ PG_FUNCTION_INFO_V1(projection_restored_trigger);
 static bool callbacks_registered = false;
 static bool appended_in_xact = false;
 static bool launcher_request_pending = false;
+static bool registry_changed_in_xact = false;	/* the registry trigger fired */
+static bool registry_change_committing = false;	/* counted in the generation */
 static int64 last_position = 0;
 static HTAB *stream_versions = NULL;	/* in TopTransactionContext */
 
@@ -117,6 +119,7 @@ reset_xact_state(void)
 {
 	appended_in_xact = false;
 	launcher_request_pending = false;
+	registry_changed_in_xact = false;
 	stream_versions = NULL;
 	stmt_assigned_rows = 0;
 	stmt_imported_rows = 0;
@@ -140,6 +143,17 @@ appender_clear(void)
 	}
 }
 
+/* After a commit or abort: the registry change, if any, is over. */
+static void
+registry_change_end(void)
+{
+	if (registry_change_committing)
+	{
+		projection_registry_change_end(MyDatabaseId);
+		registry_change_committing = false;
+	}
+}
+
 /*
  * Transaction callback.  COMMIT and ABORT run after the transaction has left
  * the proc array and must not fail: plain shared-memory stores and SetLatch
@@ -156,8 +170,22 @@ projection_xact_callback(XactEvent event, void *arg)
 						(errcode(ERRCODE_PROJECTION_PREPARE_APPENDED),
 						 errmsg("cannot PREPARE a transaction that has appended events"),
 						 errdetail("Async projections could not order its events safely.")));
+			if (registry_changed_in_xact)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROJECTION_PREPARE_APPENDED),
+						 errmsg("cannot PREPARE a transaction that has changed the projection registry"),
+						 errdetail("Sessions could not tell when the change becomes visible.")));
+			break;
+		case XACT_EVENT_PRE_COMMIT:
+			/* before the commit becomes visible (shmem.c, registry generations) */
+			if (registry_changed_in_xact && !registry_change_committing)
+			{
+				projection_registry_change_begin(MyDatabaseId);
+				registry_change_committing = true;
+			}
 			break;
 		case XACT_EVENT_COMMIT:
+			registry_change_end();
 			projection_registry_at_abort();	/* nothing runs any more */
 			if (appended_in_xact)
 			{
@@ -174,6 +202,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			reset_xact_state();
 			break;
 		case XACT_EVENT_ABORT:
+			registry_change_end();
 			if (appended_in_xact)
 			{
 				/* a worker may be waiting for our positions: they are dead now */
@@ -727,7 +756,9 @@ projection_append_only_trigger(PG_FUNCTION_ARGS)
 
 /*
  * AFTER statement trigger on the registry tables: every backend (and this
- * one, at its next command) drops its cached registry.
+ * one, at its next command) drops its cached registry, and the commit moves
+ * the registry generation on (shmem.c), so that no backend uses a cache
+ * older than a snapshot that already sees the change.
  */
 Datum
 projection_registry_changed_trigger(PG_FUNCTION_ARGS)
@@ -739,6 +770,8 @@ projection_registry_changed_trigger(PG_FUNCTION_ARGS)
 						"projection._registry_changed")));
 
 	CacheInvalidateRelcacheByRelid(projection_oids()->registry);
+	projection_register_xact_callbacks();
+	registry_changed_in_xact = true;
 	return PointerGetDatum(NULL);
 }
 
