@@ -14,8 +14,9 @@
 # projection catches up to the read model a from-scratch projection gives;
 # nothing is applied twice; a new event gets a position above the restored
 # ones and the next version of its stream.  Finally, a default pg_restore
-# (no single transaction) of a database whose projection runs with a lag,
-# slowed down in the middle: the copy still ends up like the source.
+# (no single transaction), and a pg_restore -j 2, of a database whose
+# projection runs with a lag, slowed down in the middle: the copy still ends
+# up like the source.
 
 use strict;
 use warnings FATAL => 'all';
@@ -333,6 +334,94 @@ is_deeply($node->status('dst_default', 'cnt', [qw(state last_error)]),
 	'dst_default: the projection runs, without error');
 is($node->safe_psql('dst_default', 'SELECT n FROM counters'),
 	'15', 'dst_default: the read model counts every event once');
+
+# ---------------------------------------------------------------------
+# pg_restore -j 2: two sessions restore the data and the indexes, and both
+# live until the end of the restore's parallel part.  One of them is held
+# back in an index build (its expression waits on an advisory lock the test
+# holds) while the other restores the registry, the events and the read
+# model; the worker must leave the projection alone until the restore is
+# over, however complete the read model looks.
+# ---------------------------------------------------------------------
+$node->safe_psql('postgres', 'CREATE DATABASE src3');
+$node->create_ext('src3');
+$node->safe_psql(
+	'src3', q{
+CREATE FUNCTION gate_ok(x int) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_advisory_lock_shared(9);
+	PERFORM pg_advisory_unlock_shared(9);
+	RETURN true;
+END
+$$;
+CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
+CREATE TABLE gate (x int);
+INSERT INTO gate VALUES (1);
+ALTER FUNCTION gate_ok(int) IMMUTABLE;
+CREATE INDEX gate_idx ON gate ((gate_ok(x)));
+CREATE FUNCTION count_h(e projection.events) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_advisory_xact_lock_shared(7);
+	INSERT INTO public.counters VALUES (1, 1)
+	ON CONFLICT (id) DO UPDATE SET n = counters.n + 1;
+END
+$$;
+SELECT projection.create('cnt', 'count_h');
+SELECT projection.append('s', 'E', '{}') FROM generate_series(1, 10);
+});
+ok($node->wait_caught_up('src3', 'cnt'), 'src3: the projection applies 10 events');
+$lock = $node->background_psql('src3');
+$lock->query_safe('SELECT pg_advisory_lock(7)');
+$node->safe_psql('src3', "SELECT projection.append('s', 'E', '{}') FROM generate_series(1, 5)");
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = 'src3' "
+		  . "AND backend_type = 'projection worker' AND wait_event = 'advisory'"),
+	'src3: the worker is in the middle of the next 5');
+$node->command_ok([ 'pg_dump', '-Fc', '-f', "$dir/src3.dump", '-d', 'src3' ],
+	'pg_dump -Fc of src3');
+$lock->query_safe('SELECT pg_advisory_unlock(7)');
+$lock->quit;
+
+$node->safe_psql('postgres', 'CREATE DATABASE dst_parallel');
+$gate = $node->background_psql('dst_parallel');
+$gate->query_safe('SELECT pg_advisory_lock(9)');
+($restore_out, $restore_err) = ('', '');
+$restore = IPC::Run::start(
+	[ 'pg_restore', '-j', '2', '-d', $node->connstr('dst_parallel'), "$dir/src3.dump" ],
+	'>', \$restore_out, '2>', \$restore_err);
+ok( $node->poll_query_until(
+		'dst_parallel',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = 'dst_parallel' "
+		  . "AND backend_type = 'client backend' AND wait_event = 'advisory' "
+		  . "AND query LIKE 'CREATE INDEX gate_idx%'"),
+	'dst_parallel: one pg_restore session waits in an index build');
+ok( $node->poll_query_until(
+		'dst_parallel',
+		"SELECT n = 10 FROM counters WHERE id = 1"),
+	'dst_parallel: the read model\'s rows are in');
+ok( $node->poll_query_until(
+		'dst_parallel',
+		"SELECT count(*) = 1 FROM projection.projections p JOIN pg_stat_activity a "
+		  . "ON a.pid = p.restored_pid AND a.backend_type = 'client backend' "
+		  . "AND a.pid <> pg_backend_pid() WHERE p.name = 'cnt'"),
+	'dst_parallel: the registry is restored, marked with a live restoring session');
+# give the new database's worker the chance to act on the half-restored copy
+$node->safe_psql('dst_parallel', "SELECT projection.wait('cnt', 15, '3 s')");
+is_deeply($node->status('dst_parallel', 'cnt', [qw(state position last_error)]),
+	{ state => 'running', position => 10, last_error => '' },
+	'dst_parallel: the worker left the projection alone during the restore');
+$gate->query_safe('SELECT pg_advisory_unlock(9)');
+$gate->quit;
+ok($restore->finish, 'dst_parallel: pg_restore -j 2 completes') or diag($restore_err);
+ok($node->wait_caught_up('dst_parallel', 'cnt'), 'dst_parallel: the projection catches up');
+is_deeply($node->status('dst_parallel', 'cnt', [qw(state last_error)]),
+	{ state => 'running', last_error => '' },
+	'dst_parallel: the projection runs, without error');
+is($node->safe_psql('dst_parallel', 'SELECT n FROM counters'),
+	'15', 'dst_parallel: the read model counts every event once');
 
 $node->stop('fast');
 done_testing();
