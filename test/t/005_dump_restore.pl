@@ -256,10 +256,19 @@ for my $dst (qw(dst_custom dst_plain))
 # a slow step (a big table) between the registry's data and the read model's
 # indexes.
 # ---------------------------------------------------------------------
-$node->safe_psql('postgres', 'CREATE DATABASE src2');
-$node->create_ext('src2');
-$node->safe_psql(
-	'src2', q{
+# A source database whose projection "cnt" counts events into "counters",
+# dumped (custom format, to $dir/$src.dump) while its worker is held in the
+# middle of the last 5 of 15 events, so that the dump has a lag.  $gate is
+# SQL creating what holds the restore back: it uses gate_ok(), which waits
+# while the test holds advisory lock 9 in the destination database.
+sub dump_lagging_source
+{
+	my ($src, $gate) = @_;
+
+	$node->safe_psql('postgres', "CREATE DATABASE $src");
+	$node->create_ext($src);
+	$node->safe_psql(
+		$src, q{
 CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
 CREATE FUNCTION count_h(e projection.events) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -278,29 +287,36 @@ BEGIN
 	RETURN true;
 END
 $$;
-CREATE TABLE gate (x int CHECK (gate_ok(x)));
-INSERT INTO gate VALUES (1);
 SELECT projection.create('cnt', 'count_h');
 SELECT projection.append('s', 'E', '{}') FROM generate_series(1, 10);
+} . $gate);
+	ok($node->wait_caught_up($src, 'cnt'), "$src: the projection applies 10 events");
+	my $lock = $node->background_psql($src);
+	$lock->query_safe('SELECT pg_advisory_lock(7)');
+	$node->safe_psql($src,
+		"SELECT projection.append('s', 'E', '{}') FROM generate_series(1, 5)");
+	ok( $node->poll_query_until(
+			'postgres',
+			"SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = '$src' "
+			  . "AND backend_type = 'projection worker' AND wait_event = 'advisory'"),
+		"$src: the worker is in the middle of the next 5");
+	is_deeply($node->status($src, 'cnt', [qw(state position lag_events)]),
+		{ state => 'running', position => 10, lag_events => 5 },
+		"$src: the projection runs with a lag");
+	$node->command_ok([ 'pg_dump', '-Fc', '-f', "$dir/$src.dump", '-d', $src ],
+		"pg_dump -Fc of $src");
+	$lock->query_safe('SELECT pg_advisory_unlock(7)');
+	$lock->quit;
+	ok($node->wait_caught_up($src, 'cnt'), "$src: the projection catches up");
+	is($node->safe_psql($src, 'SELECT n FROM counters'), '15', "$src: 15 events counted");
+	return;
+}
+
+dump_lagging_source(
+	'src2', q{
+CREATE TABLE gate (x int CHECK (gate_ok(x)));
+INSERT INTO gate VALUES (1);
 });
-ok($node->wait_caught_up('src2', 'cnt'), 'src2: the projection applies 10 events');
-my $lock = $node->background_psql('src2');
-$lock->query_safe('SELECT pg_advisory_lock(7)');
-$node->safe_psql('src2', "SELECT projection.append('s', 'E', '{}') FROM generate_series(1, 5)");
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = 'src2' "
-		  . "AND backend_type = 'projection worker' AND wait_event = 'advisory'"),
-	'src2: the worker is in the middle of the next 5');
-is_deeply($node->status('src2', 'cnt', [qw(state position lag_events)]),
-	{ state => 'running', position => 10, lag_events => 5 },
-	'src2: the projection runs with a lag');
-$node->command_ok([ 'pg_dump', '-Fc', '-f', "$dir/src2.dump", '-d', 'src2' ],
-	'pg_dump -Fc of src2');
-$lock->query_safe('SELECT pg_advisory_unlock(7)');
-$lock->quit;
-ok($node->wait_caught_up('src2', 'cnt'), 'src2: the projection catches up');
-is($node->safe_psql('src2', 'SELECT n FROM counters'), '15', 'src2: 15 events counted');
 
 $node->safe_psql('postgres', 'CREATE DATABASE dst_default');
 my $gate = $node->background_psql('dst_default');
@@ -343,47 +359,13 @@ is($node->safe_psql('dst_default', 'SELECT n FROM counters'),
 # model; the worker must leave the projection alone until the restore is
 # over, however complete the read model looks.
 # ---------------------------------------------------------------------
-$node->safe_psql('postgres', 'CREATE DATABASE src3');
-$node->create_ext('src3');
-$node->safe_psql(
+dump_lagging_source(
 	'src3', q{
-CREATE FUNCTION gate_ok(x int) RETURNS boolean
-LANGUAGE plpgsql AS $$
-BEGIN
-	PERFORM pg_advisory_lock_shared(9);
-	PERFORM pg_advisory_unlock_shared(9);
-	RETURN true;
-END
-$$;
-CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
 CREATE TABLE gate (x int);
 INSERT INTO gate VALUES (1);
 ALTER FUNCTION gate_ok(int) IMMUTABLE;
 CREATE INDEX gate_idx ON gate ((gate_ok(x)));
-CREATE FUNCTION count_h(e projection.events) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-	PERFORM pg_advisory_xact_lock_shared(7);
-	INSERT INTO public.counters VALUES (1, 1)
-	ON CONFLICT (id) DO UPDATE SET n = counters.n + 1;
-END
-$$;
-SELECT projection.create('cnt', 'count_h');
-SELECT projection.append('s', 'E', '{}') FROM generate_series(1, 10);
 });
-ok($node->wait_caught_up('src3', 'cnt'), 'src3: the projection applies 10 events');
-$lock = $node->background_psql('src3');
-$lock->query_safe('SELECT pg_advisory_lock(7)');
-$node->safe_psql('src3', "SELECT projection.append('s', 'E', '{}') FROM generate_series(1, 5)");
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = 'src3' "
-		  . "AND backend_type = 'projection worker' AND wait_event = 'advisory'"),
-	'src3: the worker is in the middle of the next 5');
-$node->command_ok([ 'pg_dump', '-Fc', '-f', "$dir/src3.dump", '-d', 'src3' ],
-	'pg_dump -Fc of src3');
-$lock->query_safe('SELECT pg_advisory_unlock(7)');
-$lock->quit;
 
 $node->safe_psql('postgres', 'CREATE DATABASE dst_parallel');
 $gate = $node->background_psql('dst_parallel');
