@@ -11,8 +11,8 @@
  * them (and every update invalidated every backend's registry cache).  Now
  * a batch INSERTs (projection, position) in the same transaction as the
  * handlers' writes, and the checkpoint is the newest entry, found from the
- * top of the primary key whatever lies below it; the worker deletes old
- * entries now and then.  projection.projections.position stays the base:
+ * top of the primary key whatever lies below it; the same statement
+ * deletes the previous entry.  projection.projections.position stays the base:
  * what create, pause, failures and rebuild set (they clear the log).  The
  * effective checkpoint is the greater of the two.
  */

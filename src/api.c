@@ -304,7 +304,6 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 	Datum		values[3];
 	Datum		filter = projection_type_filter(def);
 	int			nargs = filter == (Datum) 0 ? 2 : 3;
-	const char *where;
 	Oid			save_userid;
 	int			save_sec_context;
 	SPIPlanPtr	plan;
@@ -321,18 +320,15 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 	values[0] = Int64GetDatum(from);
 	values[1] = Int64GetDatum(upto);
 	values[2] = filter;
-	where = nargs == 2 ?
-		"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-		"AND e.global_position OPERATOR(pg_catalog.<=) $2" :
-		"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-		"AND e.global_position OPERATOR(pg_catalog.<=) $2 "
-		"AND e.event_type OPERATOR(pg_catalog.=) ANY ($3)";
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	plan = SPI_prepare(psprintf("SELECT e, e.global_position, e.event_type FROM projection.events e "
-								"%s ORDER BY e.global_position", where),
+								"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+								"AND e.global_position OPERATOR(pg_catalog.<=) $2 %s"
+								"ORDER BY e.global_position",
+								nargs == 2 ? "" : "AND e.event_type OPERATOR(pg_catalog.=) ANY ($3) "),
 					   nargs, types);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));

@@ -353,20 +353,17 @@ worker_read_batch(int64 from, int64 upto, Datum filter, BatchEvent **events)
 	uint64		i;
 	BatchEvent *result;
 
+#define BATCH_SQL(filter) \
+	"SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e " \
+	"WHERE e.global_position OPERATOR(pg_catalog.>) $1 " \
+	"AND e.global_position OPERATOR(pg_catalog.<=) $2 " filter \
+	"ORDER BY e.global_position LIMIT $3"
+
 	if (filter == (Datum) 0)
-		plan = worker_plan(&batch_plan,
-						   "SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e "
-						   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-						   "AND e.global_position OPERATOR(pg_catalog.<=) $2 "
-						   "ORDER BY e.global_position LIMIT $3",
-						   3, types);
+		plan = worker_plan(&batch_plan, BATCH_SQL(""), 3, types);
 	else
 		plan = worker_plan(&filtered_batch_plan,
-						   "SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e "
-						   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-						   "AND e.global_position OPERATOR(pg_catalog.<=) $2 "
-						   "AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "
-						   "ORDER BY e.global_position LIMIT $3",
+						   BATCH_SQL("AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "),
 						   4, types);
 	values[0] = Int64GetDatum(from);
 	values[1] = Int64GetDatum(upto);
@@ -451,6 +448,7 @@ worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
 		rc = SPI_execute_plan(plan, values, NULL, false, 0);
 		projection_spi_check(rc, SPI_OK_UPDATE, "saving a checkpoint");
 		rp->position = position;
+		rp->catching_up = rp->catching_up && !caught_up;
 		return;
 	}
 
@@ -470,6 +468,7 @@ worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
 	}
 	if (caught_up)
 	{
+		rp->catching_up = false;
 		plan = worker_plan(&caught_up_plan,
 						   "UPDATE projection.projections SET state = 'running', "
 						   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
@@ -869,20 +868,14 @@ worker_round(void)
 					failed_to = horizon;
 					worker_apply_fast(rps, nothers, events, napply);
 					for (j = 0; j < nothers; j++)
-					{
 						if (rps[j].position < horizon)
 							worker_save_checkpoint(&rps[j], horizon,
 												   rps[j].catching_up && horizon >= last_value);
-						else if (rps[j].catching_up && rps[j].position >= last_value)
-							worker_save_checkpoint(&rps[j], rps[j].position, true);
-					}
 				}
-				else
-				{
-					for (j = 0; j < nothers; j++)
-						if (rps[j].catching_up && rps[j].position >= last_value)
-							worker_save_checkpoint(&rps[j], rps[j].position, true);
-				}
+				/* catching up, and nothing (more) to apply: caught up */
+				for (j = 0; j < nothers; j++)
+					if (rps[j].catching_up && rps[j].position >= last_value)
+						worker_save_checkpoint(&rps[j], rps[j].position, true);
 			}
 			projection_registry_release(registry);
 			worker_end(true);
