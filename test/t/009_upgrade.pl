@@ -59,7 +59,7 @@ is(all_applied_once(), 't', 'each once');
 is($node->safe_psql($db, "SELECT position FROM projection.projections WHERE name = 'counted'"),
 	$node->max_position($db), 'with the checkpoint in the registry row, as 1.0 keeps it');
 
-$node->safe_psql($db, 'ALTER EXTENSION projection UPDATE');
+$node->safe_psql($db, "ALTER EXTENSION projection UPDATE TO '1.1'");
 is($node->safe_psql($db, "SELECT extversion FROM pg_extension WHERE extname = 'projection'"),
 	'1.1', 'the extension is at 1.1');
 append_one_by_one(20);
