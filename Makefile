@@ -17,11 +17,11 @@ DATA = $(wildcard sql/projection--*.sql)
 PG_CPPFLAGS = -I$(srcdir)/src
 
 # pg_regress: one topic per file in sql/, expected output in expected/
-REGRESS = setup events registry inline security rebuild aggregate
+REGRESS = setup events registry inline security rebuild aggregate events_subxact
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/projection.conf
 
 # isolation specs live in test/specs, expected output in test/expected
-ISOLATION = append_race ordering
+ISOLATION = append_race ordering events_rolled_back_append
 ISOLATION_OPTS = --inputdir=test --temp-instance=./tmp_isolation --temp-config=$(srcdir)/test/projection.conf
 
 TAP_TESTS = 1

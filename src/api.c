@@ -473,6 +473,8 @@ projection_append(PG_FUNCTION_ARGS)
 	Datum		values[5];
 	Oid			types[5] = {TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID};
 	int			rc;
+	int64		position;
+	ProjectionAppendCapture capture;
 	const ProjectionOids *o;
 
 	require_arg(fcinfo, 0, "stream_id");
@@ -536,12 +538,33 @@ projection_append(PG_FUNCTION_ARGS)
 	values[2] = PointerGetDatum(event_type);
 	values[3] = data;
 	values[4] = metadata;
-	rc = SPI_execute_plan(append_plan, values, NULL, false, 0);
+
+	/*
+	 * Return the position the trigger gave our row, not that of the last
+	 * event this backend inserted: inline handlers may append more events in
+	 * this statement's AFTER trigger, or append and roll back.  (Not
+	 * INSERT ... RETURNING: that would need SELECT on projection.events,
+	 * which an appender need not have.)
+	 */
+	projection_append_capture_begin(&capture);
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(append_plan, values, NULL, false, 0);
+	}
+	PG_CATCH();
+	{
+		(void) projection_append_capture_end(&capture);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	position = projection_append_capture_end(&capture);
 	projection_spi_check(rc, SPI_OK_INSERT, "appending an event");
+	if (position <= 0)
+		elog(ERROR, "appended event got no global_position");
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 
-	PG_RETURN_INT64(projection_last_position());
+	PG_RETURN_INT64(position);
 }
 
 /* ---------------------------------------------------------------------

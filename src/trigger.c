@@ -88,24 +88,64 @@ PG_FUNCTION_INFO_V1(projection_restored_trigger);
 
 /* ---- per-transaction state of this backend ---- */
 static bool callbacks_registered = false;
-static bool appended_in_xact = false;
+static bool appended_in_xact = false;	/* our appender entry is published */
 static bool launcher_request_pending = false;
 static bool registry_changed_in_xact = false;	/* the registry trigger fired */
 static bool registry_change_committing = false;	/* counted in the generation */
-static int64 last_position = 0;
-static HTAB *stream_versions = NULL;	/* in TopTransactionContext */
+
+/* the stream version cache: a context of its own under TopTransactionContext */
+static HTAB *stream_versions = NULL;
+static MemoryContext stream_versions_cxt = NULL;
 
 /* rows of the current statement, counted by the BEFORE trigger */
 static int64 stmt_assigned_rows = 0;
 static int64 stmt_imported_rows = 0;
 static int64 stmt_imported_max = 0;
 
+/* the capture of projection.append() in progress (trigger.h) */
+static ProjectionAppendCapture append_capture = {false, 0};
+
 /* projection.create() is inserting its registry row (not a restore) */
 bool		projection_creating = false;
 
-/* inline re-entrancy */
+/*
+ * Appends per (sub)transaction level.  A level is pushed by the first append
+ * (or statement-counter change) of a subtransaction, so that a transaction
+ * that never appends pays nothing for its subtransactions; the list runs from
+ * the innermost level outwards and always ends at the current subtransaction
+ * or one of its ancestors.  At subtransaction commit a level is merged into
+ * (or relabelled as) its parent's; at abort it is dropped: the positions it
+ * drew belong to rows nobody will ever see, so they stop holding back the
+ * async projections (see appender_forget_level), and the statement counters
+ * go back to what they were when the subtransaction first touched them.
+ */
+typedef struct AppendLevel
+{
+	SubTransactionId subid;
+	int64		min_pos;		/* lowest position drawn at this level or
+								 * committed into it; 0 if none */
+	int64		saved_assigned; /* statement counters at the level's start */
+	int64		saved_imported;
+	int64		saved_imported_max;
+	struct AppendLevel *outer;
+} AppendLevel;
+
+static AppendLevel *append_levels = NULL;	/* in TopTransactionContext */
+
+/*
+ * Inline re-entrancy: events appended while inline handlers run are queued
+ * for the outermost inline trigger, tagged with the subtransaction that
+ * inserted them, so that a rolled-back subtransaction takes its events out
+ * of the queue again.
+ */
+typedef struct PendingEvent
+{
+	SubTransactionId subid;
+	HeapTuple	tuple;
+} PendingEvent;
+
 static int	inline_depth = 0;
-static List *inline_pending = NIL;	/* HeapTuples in TopTransactionContext */
+static List *inline_pending = NIL;	/* of PendingEvent, in TopTransactionContext */
 
 typedef struct StreamVersionEntry
 {
@@ -117,13 +157,16 @@ typedef struct StreamVersionEntry
 static void
 reset_xact_state(void)
 {
+	/* everything below lived in TopTransactionContext, which goes away */
 	appended_in_xact = false;
 	launcher_request_pending = false;
 	registry_changed_in_xact = false;
 	stream_versions = NULL;
+	stream_versions_cxt = NULL;
 	stmt_assigned_rows = 0;
 	stmt_imported_rows = 0;
 	stmt_imported_max = 0;
+	append_levels = NULL;
 	inline_depth = 0;
 	inline_pending = NIL;
 	projection_creating = false;
@@ -221,25 +264,8 @@ projection_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-/*
- * Subtransaction abort: stream locks taken inside it are released, and the
- * versions it assigned are gone, so forget every remembered version.  A
- * replay running in it has ended.
- */
-static void
-projection_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-							SubTransactionId parentSubid, void *arg)
-{
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		stream_versions = NULL;
-		stmt_assigned_rows = 0;
-		stmt_imported_rows = 0;
-		stmt_imported_max = 0;
-		projection_creating = false;
-		projection_replay_at_abort(mySubid);
-	}
-}
+static void projection_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+										SubTransactionId parentSubid, void *arg);
 
 void
 projection_register_xact_callbacks(void)
@@ -253,8 +279,9 @@ projection_register_xact_callbacks(void)
 }
 
 /*
- * First append of the transaction: take the xid and publish it before any
- * position is drawn (rule 1).
+ * First append of the transaction (or the first since every earlier one was
+ * rolled back): take the xid and publish it before any position is drawn
+ * (rule 1).
  */
 static void
 appender_begin(void)
@@ -297,17 +324,200 @@ appender_note_position(int64 position)
 	}
 }
 
+/*
+ * The append level of the current subtransaction, pushed if this is its
+ * first append (or counter change).  Nothing of the subtransaction has
+ * touched our state before, so the counters saved here are those it started
+ * with.
+ */
+static AppendLevel *
+append_level_current(void)
+{
+	SubTransactionId subid = GetCurrentSubTransactionId();
+	AppendLevel *level;
+
+	if (append_levels != NULL && append_levels->subid == subid)
+		return append_levels;
+	projection_register_xact_callbacks();
+	level = MemoryContextAllocZero(TopTransactionContext, sizeof(AppendLevel));
+	level->subid = subid;
+	level->saved_assigned = stmt_assigned_rows;
+	level->saved_imported = stmt_imported_rows;
+	level->saved_imported_max = stmt_imported_max;
+	level->outer = append_levels;
+	append_levels = level;
+	return level;
+}
+
+/* Note a position drawn (or imported) by the current subtransaction. */
+static void
+append_level_note_position(int64 position)
+{
+	AppendLevel *level = append_level_current();
+
+	if (level->min_pos == 0 || position < level->min_pos)
+		level->min_pos = position;
+	appender_note_position(position);
+}
+
+/*
+ * A subtransaction that drew positions has aborted: its positions are dead.
+ * Publish the lowest position the transaction still holds, or clear our
+ * entry if it holds none, so that a transaction whose appends were all
+ * rolled back holds back no projection while it stays open.
+ *
+ * Why this is safe for a worker (worker.c, "Which events are safe"): a
+ * position the aborted subtransaction drew belongs to a row whose xmin is
+ * that subtransaction (or one of its children), which no snapshot taken
+ * before or after now will ever see: the worker may treat it as dead, as it
+ * treats the positions of an aborted transaction.  A worker that read the
+ * old, lower value (or the xid just before we cleared it) only stops
+ * earlier, which is conservative; one that reads the value between the two
+ * stores of appender_clear sees a published xid with no position yet, which
+ * lets no gap pass.  Every surviving position is still covered: it is at
+ * least the new value.  If the transaction appends again, appender_begin
+ * publishes the xid again before it draws (rule 1 holds anew).  A worker
+ * that saw no entry between the two can only have read an L below the new
+ * position, drawn after the xid was published again.
+ *
+ * Called from the subtransaction callback: plain shared-memory stores only.
+ */
+static void
+appender_forget_level(void)
+{
+	AppendLevel *level;
+	int64		min_pos = 0;
+
+	for (level = append_levels; level != NULL; level = level->outer)
+		if (level->min_pos > 0 && (min_pos == 0 || level->min_pos < min_pos))
+			min_pos = level->min_pos;
+
+	if (!appended_in_xact)
+		return;
+	if (min_pos == 0)
+	{
+		appender_clear();
+		appended_in_xact = false;
+	}
+	else if (ProjectionAppenders != NULL && MyBackendId != InvalidBackendId &&
+			 MyBackendId <= ProjectionNumAppenders)
+	{
+		ProjectionAppender *a = &ProjectionAppenders[MyBackendId - 1];
+
+		if (pg_atomic_read_u64(&a->min_pos) < (uint64) min_pos)
+		{
+			pg_atomic_write_u64(&a->min_pos, (uint64) min_pos);
+			pg_memory_barrier();
+		}
+	}
+}
+
+/* Forget every remembered stream version (and free the cache). */
+static void
+stream_cache_forget(void)
+{
+	if (stream_versions_cxt != NULL)
+		MemoryContextDelete(stream_versions_cxt);
+	stream_versions_cxt = NULL;
+	stream_versions = NULL;
+}
+
+/*
+ * Subtransaction end.
+ *
+ * At abort: the stream locks taken inside it are released and the versions
+ * it assigned are gone, so forget every remembered version (the next append
+ * reads the stream again under its lock); its positions are dead (above);
+ * the events it queued for inline projections are gone, and so are the rows
+ * it counted for a statement in progress.  A replay running in it has
+ * ended.
+ *
+ * At commit: what it did now belongs to its parent.
+ */
+static void
+projection_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							SubTransactionId parentSubid, void *arg)
+{
+	ListCell   *lc;
+
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		stream_cache_forget();
+		projection_creating = false;
+		if (append_levels != NULL && append_levels->subid == mySubid)
+		{
+			AppendLevel *level = append_levels;
+
+			stmt_assigned_rows = level->saved_assigned;
+			stmt_imported_rows = level->saved_imported;
+			stmt_imported_max = level->saved_imported_max;
+			append_levels = level->outer;
+			pfree(level);
+		}
+		/* also after an append that failed before it noted its position */
+		appender_forget_level();
+		foreach(lc, inline_pending)
+		{
+			PendingEvent *pe = lfirst(lc);
+
+			if (pe->subid == mySubid)
+			{
+				heap_freetuple(pe->tuple);
+				pfree(pe);
+				inline_pending = foreach_delete_current(inline_pending, lc);
+			}
+		}
+		projection_replay_at_abort(mySubid);
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		if (append_levels != NULL && append_levels->subid == mySubid)
+		{
+			AppendLevel *level = append_levels;
+			AppendLevel *outer = level->outer;
+
+			if (outer != NULL && outer->subid == parentSubid)
+			{
+				if (level->min_pos > 0 &&
+					(outer->min_pos == 0 || level->min_pos < outer->min_pos))
+					outer->min_pos = level->min_pos;
+				append_levels = outer;
+				pfree(level);
+			}
+			else
+				level->subid = parentSubid; /* the parent's counters are ours */
+		}
+		foreach(lc, inline_pending)
+		{
+			PendingEvent *pe = lfirst(lc);
+
+			if (pe->subid == mySubid)
+				pe->subid = parentSubid;
+		}
+	}
+}
+
 bool
 projection_appended_in_xact(void)
 {
 	return appended_in_xact;
 }
 
-/* The position assigned to the last event this backend inserted. */
-int64
-projection_last_position(void)
+void
+projection_append_capture_begin(ProjectionAppendCapture *saved)
 {
-	return last_position;
+	*saved = append_capture;
+	append_capture.active = true;
+	append_capture.position = 0;
+}
+
+int64
+projection_append_capture_end(const ProjectionAppendCapture *saved)
+{
+	int64		position = append_capture.position;
+
+	append_capture = *saved;
+	return position;
 }
 
 /* Ask the launcher, at commit, to look for this database's worker again. */
@@ -331,10 +541,13 @@ stream_cache_lookup(const char *stream_id, int len, bool create)
 
 		if (!create)
 			return NULL;
+		stream_versions_cxt = AllocSetContextCreate(TopTransactionContext,
+													"projection stream versions",
+													ALLOCSET_DEFAULT_SIZES);
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = sizeof(uint64);
 		ctl.entrysize = sizeof(StreamVersionEntry);
-		ctl.hcxt = TopTransactionContext;
+		ctl.hcxt = stream_versions_cxt;
 		stream_versions = hash_create("projection stream versions", 64, &ctl,
 									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
@@ -352,21 +565,32 @@ stream_cache_lookup(const char *stream_id, int len, bool create)
 	if (!found)
 	{
 		entry->version = -1;
-		entry->stream_id = MemoryContextAlloc(TopTransactionContext, len + 1);
+		entry->stream_id = MemoryContextAlloc(stream_versions_cxt, len + 1);
 		memcpy(entry->stream_id, stream_id, len);
 		entry->stream_id[len] = '\0';
 	}
 	return entry;
 }
 
-/* Read the highest committed (or own) version of a stream from the index. */
+/*
+ * Read the highest committed (or own) version of a stream from the index.
+ *
+ * With SnapshotSelf: it sees what the latest MVCC snapshot would (every
+ * committed row; other appenders of the stream hold its lock, so theirs are
+ * committed or dead), and also the rows of the current command, inserted
+ * before this one.  So one INSERT may give some rows of a stream their
+ * versions and leave the next ones to us: their rows are in the index
+ * already when our row's trigger runs, and an MVCC snapshot would not see
+ * them.  (Remembering every explicit version instead would cost memory for
+ * every stream of a bulk load or restore, which gives all versions.)
+ */
 static int64
 stream_lookup_version(text *stream_id)
 {
 	const ProjectionOids *o = projection_oids();
 	Relation	heap;
 	Relation	index;
-	Snapshot	snapshot;
+	Snapshot	snapshot = SnapshotSelf;
 	ScanKeyData key;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
@@ -374,7 +598,6 @@ stream_lookup_version(text *stream_id)
 
 	heap = table_open(o->events, AccessShareLock);
 	index = index_open(o->stream_index, AccessShareLock);
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
 
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
 	key.sk_collation = index->rd_indcollation[0];
@@ -390,7 +613,6 @@ stream_lookup_version(text *stream_id)
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
-	UnregisterSnapshot(snapshot);
 	index_close(index, AccessShareLock);
 	table_close(heap, AccessShareLock);
 	return version;
@@ -507,7 +729,7 @@ projection_position_trigger(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("global_position must be positive")));
 		appender_begin();
-		appender_note_position(position);
+		append_level_note_position(position);
 		stmt_imported_rows++;
 		if (position > stmt_imported_max)
 			stmt_imported_max = position;
@@ -516,12 +738,14 @@ projection_position_trigger(PG_FUNCTION_ARGS)
 	{
 		appender_begin();
 		position = nextval_internal(o->sequence, false);
-		appender_note_position(position);
+		append_level_note_position(position);
 		stmt_assigned_rows++;
 		repl[Anum_events_global_position - 1] = true;
 		repl_values[Anum_events_global_position - 1] = Int64GetDatum(position);
 	}
-	last_position = position;
+	/* an append's own row is the first its statement inserts */
+	if (append_capture.active && append_capture.position == 0)
+		append_capture.position = position;
 
 	if (nulls[Anum_events_stream_version - 1])
 	{
@@ -611,7 +835,12 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 	imported = stmt_imported_rows;
 	assigned = stmt_assigned_rows;
 	imported_max = stmt_imported_max;
-	stmt_imported_rows = stmt_assigned_rows = stmt_imported_max = 0;
+	if (imported != 0 || assigned != 0)
+	{
+		/* a rollback of this subtransaction brings the counts back */
+		(void) append_level_current();
+		stmt_imported_rows = stmt_assigned_rows = stmt_imported_max = 0;
+	}
 
 	if (imported > 0)
 	{
@@ -639,18 +868,28 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 
 	if (inline_depth > 0)
 	{
-		/* a handler appended: queue the events for the outermost call */
+		/*
+		 * A handler appended: queue the events for the outermost call, tagged
+		 * with this subtransaction, which inserted them (the statement ran in
+		 * it), so that the subtransaction callback can drop them if it rolls
+		 * back.
+		 */
 		MemoryContext oldcxt;
 		TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+		SubTransactionId subid = GetCurrentSubTransactionId();
 
 		tuplestore_rescan(ts);
 		while (tuplestore_gettupleslot(ts, true, false, slot))
 		{
 			bool		should_free;
 			HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+			PendingEvent *pe;
 
 			oldcxt = MemoryContextSwitchTo(TopTransactionContext);
-			inline_pending = lappend(inline_pending, heap_copytuple(tup));
+			pe = palloc(sizeof(PendingEvent));
+			pe->subid = subid;
+			pe->tuple = heap_copytuple(tup);
+			inline_pending = lappend(inline_pending, pe);
 			MemoryContextSwitchTo(oldcxt);
 			if (should_free)
 				heap_freetuple(tup);
@@ -694,17 +933,24 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 			}
 			ExecDropSingleTupleTableSlot(slot);
 
-			/* events appended by handlers, in the order they were appended */
+			/*
+			 * Events appended by handlers, in the order they were appended.
+			 * Those of subtransactions that rolled back are gone from the
+			 * queue; the others' subtransactions have all ended (a handler
+			 * cannot return inside one), committed into ours.
+			 */
 			while (inline_pending != NIL)
 			{
-				HeapTuple	tup = linitial(inline_pending);
+				PendingEvent *pe = linitial(inline_pending);
 
+				Assert(pe->subid == GetCurrentSubTransactionId());
 				inline_pending = list_delete_first(inline_pending);
 				oldcxt = MemoryContextSwitchTo(event_cxt);
-				inline_apply_tuple(registry, &scope, tup, desc);
+				inline_apply_tuple(registry, &scope, pe->tuple, desc);
 				MemoryContextSwitchTo(oldcxt);
 				MemoryContextReset(event_cxt);
-				heap_freetuple(tup);
+				heap_freetuple(pe->tuple);
+				pfree(pe);
 			}
 
 			projection_owner_leave(&scope);
@@ -717,7 +963,20 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 	{
 		inline_depth--;
 		if (inline_depth == 0)
+		{
+			/* left over only after an error */
+			ListCell   *lc;
+
+			foreach(lc, inline_pending)
+			{
+				PendingEvent *pe = lfirst(lc);
+
+				heap_freetuple(pe->tuple);
+				pfree(pe);
+			}
+			list_free(inline_pending);
 			inline_pending = NIL;
+		}
 		projection_registry_release(registry);
 	}
 	PG_END_TRY();
