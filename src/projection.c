@@ -40,9 +40,10 @@ void
 _PG_init(void)
 {
 	DefineCustomIntVariable("projection.naptime",
-							"Safety-net interval at which async workers look for events that arrived without waking them.",
-							"Committing appenders wake the worker at once; this only matters for events written "
-							"without the extension's triggers (for example by logical replication).",
+							"Safety-net interval at which an idle async worker looks for work even if nothing woke it.",
+							"Committing appenders wake the worker at once.  Events inserted without the extension's "
+							"triggers (for example by logical replication) are not applied by async projections, "
+							"whatever this is.",
 							&projection_naptime,
 							1000, 10, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,

@@ -7,8 +7,9 @@
  *
  * - ProjectionAppenders[MaxBackends]: each backend writes only its own entry
  *   (MyBackendId - 1), with plain atomic stores and memory barriers, from the
- *   position trigger and from its transaction callbacks; workers read every
- *   entry without a lock.  trigger.c and worker.c state the ordering rules.
+ *   position trigger and from its (sub)transaction callbacks; workers read
+ *   every entry without a lock.  trigger.c and worker.c state the ordering
+ *   rules.
  *
  * - ProjectionShared->dbslots[]: per-database worker slots.  Read and written
  *   only while holding ProjectionShared->lock (exclusive to write, shared to

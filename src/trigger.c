@@ -25,17 +25,35 @@
  * 3. A transaction that appended cannot be prepared (two-phase commit): its
  *    entry would be cleared at PREPARE while it could still commit.
  *
+ * 4. Rolled-back subtransactions.  Positions are tracked per subtransaction
+ *    (AppendLevel).  When one aborts, its positions are dead for good (no
+ *    snapshot ever sees its rows), so min_pos is raised to the lowest
+ *    position that survives, or the entry is cleared if none does: a
+ *    transaction whose appends all rolled back holds no projection back
+ *    while it stays open.  A later append publishes the xid again (rule 1).
+ *    appender_forget_level() gives the argument in full.
+ *
  * Stream versions: appends that need a version (append(), or INSERT without
  * stream_version) take a transaction-level advisory lock on the stream, so
  * concurrent appends to one stream serialize and never share a version; the
- * current version is read from the (stream_id, stream_version) index with the
- * latest snapshot, and remembered for the rest of the transaction (we hold
- * the lock until it ends; a subtransaction abort forgets it).
+ * current version is read from the (stream_id, stream_version) index with
+ * SnapshotSelf (committed rows and all of our own, those of the current
+ * command too), and remembered for the rest of the transaction (we hold the
+ * lock until it ends; a subtransaction abort forgets it).
  *
  * Inline projections run in the AFTER INSERT statement trigger, row by row in
  * position order.  A handler that appends events re-enters the trigger; the
- * nested call only queues its events, which the outermost call applies after
- * its own, so every projection still sees global_position order.
+ * nested call only queues its events, tagged with their subtransaction (a
+ * rollback takes them out again), and the outermost call applies them after
+ * its own, so every projection still sees global_position order and never an
+ * event that was rolled back.
+ *
+ * projection.append() returns the position the trigger gave its own row
+ * (ProjectionAppendCapture), not the last one this backend drew.
+ *
+ * Events inserted without these triggers (session_replication_role =
+ * replica, logical replication) are invisible to the async workers; the
+ * worker warns about them (projection_warn_untracked_events).
  *
  * IDENTIFICATION
  *	  src/trigger.c
@@ -981,6 +999,78 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * Events that did not pass the position trigger: rows inserted with
+ * session_replication_role = replica (a logical replication subscriber's
+ * apply worker runs so) or with the triggers disabled.  Their positions were
+ * not drawn from the sequence, and the worker reads only up to the
+ * sequence's last_value (worker.c), so async projections never apply them.
+ * We cannot make that safe here, but we can make it loud: the worker calls
+ * this in its rounds, with the round's snapshot active, and it warns once
+ * each time such events appear.
+ *
+ * The highest visible position is read first, last_value after it: a
+ * position drawn from the sequence is at most last_value from the moment it
+ * is drawn (and an import moves the sequence past its rows before they
+ * commit), so a visible row above a later last_value did not come through
+ * the trigger.  No false alarm under concurrent appends.
+ */
+#define PROJECTION_EVENTS_PKEY "events_pkey"
+
+void
+projection_warn_untracked_events(void)
+{
+	static bool warned = false;
+	const ProjectionOids *o = projection_oids();
+	Oid			pkey = get_relname_relid(PROJECTION_EVENTS_PKEY, o->schema);
+	Relation	heap;
+	Relation	index;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int64		max_pos = 0;
+	int64		last_value;
+
+	if (!OidIsValid(pkey) || !ActiveSnapshotSet())
+		return;
+	heap = table_open(o->events, AccessShareLock);
+	index = index_open(pkey, AccessShareLock);
+	scan = index_beginscan(heap, index, GetActiveSnapshot(), 0, 0);
+	index_rescan(scan, NULL, 0, NULL, 0);
+	slot = table_slot_create(heap, NULL);
+	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		max_pos = DatumGetInt64(slot_getattr(slot, Anum_events_global_position, &isnull));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+
+	last_value = projection_sequence_last_value();
+	if (max_pos <= last_value)
+	{
+		warned = false;
+		return;
+	}
+	if (warned)
+		return;
+	warned = true;
+	ereport(WARNING,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("projection.events holds events that async projections will not apply"),
+			 errdetail("Positions up to %lld are in the store, but the sequence %s has handed out only up to %lld. "
+					   "Rows inserted with session_replication_role = replica (for example by a logical replication subscription) "
+					   "or with the extension's triggers disabled bypass the trigger that assigns positions, "
+					   "and async projections read only positions the sequence has handed out.",
+					   (long long) max_pos, "projection.events_global_position_seq",
+					   (long long) last_value),
+			 errhint("Append events with the triggers enabled.  To have async projections apply these events, "
+					 "move the sequence past them: SELECT pg_catalog.setval('projection.events_global_position_seq', "
+					 "max(global_position)) FROM projection.events;")));
 }
 
 /*

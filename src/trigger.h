@@ -31,6 +31,7 @@ extern int64 projection_append_capture_end(const ProjectionAppendCapture *saved)
 extern void projection_request_launcher_at_commit(void);
 extern bool projection_appended_in_xact(void);
 extern void projection_register_xact_callbacks(void);
+extern void projection_warn_untracked_events(void);
 
 /* set by projection.create() while it inserts its registry row */
 extern bool projection_creating;

@@ -18,7 +18,8 @@
  *	   trigger.c: an appender publishes its xid before drawing a position);
  *	3. then take the snapshot S the events are read with.
  * Every position <= L was drawn by a transaction that is in W or had ended
- * before step 2 (then S sees its commit).  Events are applied in order while
+ * before step 2 (then S sees its commit), or in a subtransaction that had
+ * rolled back (then its row is dead; trigger.c rule 4).  Events are applied in order while
  * positions are contiguous.  A missing position g <= L is dead (rolled back)
  * unless some member of W that S still sees running could hold it, that is,
  * its lowest position is unknown or <= g; then the round stops before g and
@@ -69,6 +70,7 @@
 #include "catalog.h"
 #include "projection.h"
 #include "shmem.h"
+#include "trigger.h"
 #include "worker.h"
 
 /* events per transaction while looking for a poison event (< 64 subxacts) */
@@ -808,6 +810,7 @@ worker_round(void)
 		{
 			int			nothers = nrps;
 
+			projection_warn_untracked_events();
 			gap_bound = projection_gap_bound(last_value, appenders, nappenders, GetActiveSnapshot());
 
 			/*
