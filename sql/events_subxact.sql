@@ -118,3 +118,14 @@ SELECT :base + 4 - i, 'imp', i, 'Imported', pg_temp.try_append()
 SELECT last_value >= :base + 3 AS sequence_past_import FROM projection.events_global_position_seq;
 SELECT projection.append('imp-after', 'E', '{}') > :base + 3 AS appended_after;
 SELECT count(*) AS probes FROM projection.events WHERE stream_id = 'imp-probe';
+
+--
+-- a fresh session whose first append fails its version check: the stream
+-- version cache of that transaction is forgotten with it
+--
+\c
+SELECT projection.append('fresh', 'E', '{}', expected_version => 5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT projection.append('fresh', 'E', '{}') > 0 AS appended;
+SELECT projection.append('fresh', 'E', '{}', expected_version => 1) > 0 AS appended;
+SELECT stream_version FROM projection.events WHERE stream_id = 'fresh' ORDER BY global_position;

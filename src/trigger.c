@@ -559,6 +559,8 @@ stream_cache_lookup(const char *stream_id, int len, bool create)
 
 		if (!create)
 			return NULL;
+		/* our callbacks forget the cache when the transaction ends */
+		projection_register_xact_callbacks();
 		stream_versions_cxt = AllocSetContextCreate(TopTransactionContext,
 													"projection stream versions",
 													ALLOCSET_DEFAULT_SIZES);
