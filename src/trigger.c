@@ -398,7 +398,8 @@ append_level_note_position(int64 position)
  * that saw no entry between the two can only have read an L below the new
  * position, drawn after the xid was published again.
  *
- * Called from the subtransaction callback: plain shared-memory stores only.
+ * Called from the subtransaction callback: plain shared-memory stores and
+ * SetLatch only.
  */
 static void
 appender_forget_level(void)
@@ -416,6 +417,8 @@ appender_forget_level(void)
 	{
 		appender_clear();
 		appended_in_xact = false;
+		/* a worker may be waiting for our positions: they are dead now */
+		projection_wake_database_worker(MyDatabaseId);
 	}
 	else if (ProjectionAppenders != NULL && MyBackendId != InvalidBackendId &&
 			 MyBackendId <= ProjectionNumAppenders)
@@ -426,6 +429,7 @@ appender_forget_level(void)
 		{
 			pg_atomic_write_u64(&a->min_pos, (uint64) min_pos);
 			pg_memory_barrier();
+			projection_wake_database_worker(MyDatabaseId);
 		}
 	}
 }
