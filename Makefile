@@ -10,7 +10,8 @@ OBJS = \
 	src/api.o \
 	src/launcher.o \
 	src/worker.o \
-	src/utility.o
+	src/utility.o \
+	src/depend.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
 
 DATA = $(wildcard sql/projection--*.sql)

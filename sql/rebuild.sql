@@ -168,7 +168,7 @@ SELECT projection.rebuild('rb_accounts');
 RESET ROLE;
 SELECT movements FROM rb.accounts WHERE account_id = 'account-1';
 -- the owner (not a superuser) may
-GRANT SELECT ON projection.events TO regress_owner;
+GRANT SELECT, TRIGGER ON projection.events TO regress_owner;
 SET ROLE regress_owner;
 CREATE TABLE regress_owned.counts (event_type text PRIMARY KEY, n integer NOT NULL);
 CREATE FUNCTION regress_owned.count(e projection.events) RETURNS void
@@ -187,7 +187,7 @@ RESET ROLE;
 SELECT n = (SELECT count(*) FROM projection.events WHERE event_type = 'Deposited') AS all_counted
   FROM regress_owned.counts;
 SELECT projection.drop('rb_owned');
-REVOKE SELECT ON projection.events FROM regress_owner;
+REVOKE SELECT, TRIGGER ON projection.events FROM regress_owner;
 --
 -- async projections are rebuilt the same way
 --

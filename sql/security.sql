@@ -5,8 +5,9 @@
 -- regress_owner (created in setup, owning schema regress_owned) owns the
 -- projections of this file; regress_other tries to interfere;
 -- regress_appender appends.  The projection owner and regress_other may
--- read the events (as an application reading its event store would).
-GRANT SELECT ON projection.events TO regress_owner, regress_other;
+-- read the events (as an application reading its event store would), and
+-- create inline projections (TRIGGER).
+GRANT SELECT, TRIGGER ON projection.events TO regress_owner, regress_other;
 CREATE SCHEMA regress_others AUTHORIZATION regress_other;
 GRANT USAGE ON SCHEMA regress_owned TO regress_other, regress_appender;
 
@@ -260,5 +261,5 @@ SELECT projection.drop('sec_who');
 SELECT projection.drop('sec_async_who');
 SELECT projection.drop('sec_caught_up');
 REVOKE INSERT ON projection.events FROM regress_appender;
-REVOKE SELECT ON projection.events FROM regress_owner, regress_other;
+REVOKE SELECT, TRIGGER ON projection.events FROM regress_owner, regress_other;
 SELECT count(*) AS projections FROM projection.status;

@@ -598,6 +598,27 @@ creator_search_path(void)
 	return buf.data;
 }
 
+/*
+ * Privileges on projection.events the calling role needs: "what" is
+ * ACL_SELECT (reading events: creating any projection, aggregate) or
+ * ACL_TRIGGER (an inline projection's code runs in every appender's
+ * transaction, as a trigger's does).  Raises INSUFFICIENT_PRIVILEGE with
+ * the GRANT to run.
+ */
+static void
+check_events_privilege(AclMode what, const char *action)
+{
+	const char *priv = what == ACL_SELECT ? "SELECT" : "TRIGGER";
+
+	if (pg_class_aclcheck(projection_oids()->events, GetUserId(), what) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table events"),
+				 errdetail("%s needs the %s privilege on projection.events.", action, priv),
+				 errhint("Grant it with GRANT %s ON projection.events TO %s.", priv,
+						 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
+}
+
 /* A handler must be f(projection.events) RETURNS void, executable by the caller. */
 static void
 check_handler(Oid handler)
@@ -606,6 +627,7 @@ check_handler(Oid handler)
 	Form_pg_proc proc;
 	Oid			events_type = projection_oids()->events_type;
 	bool		ok;
+	bool		is_temp;
 
 	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(handler));
 	if (!HeapTupleIsValid(tup))
@@ -615,7 +637,15 @@ check_handler(Oid handler)
 	proc = (Form_pg_proc) GETSTRUCT(tup);
 	ok = proc->pronargs == 1 && proc->proargtypes.values[0] == events_type &&
 		proc->prorettype == VOIDOID && !proc->proretset && proc->prokind == PROKIND_FUNCTION;
+	is_temp = isAnyTempNamespace(proc->pronamespace);
 	ReleaseSysCache(tup);
+	/* it would go at the end of the session, and other sessions cannot call it */
+	if (is_temp)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function %s cannot be a projection handler",
+						format_procedure(handler)),
+				 errdetail("A temporary function cannot be a projection handler.")));
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
@@ -813,6 +843,10 @@ projection_create(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid on_error \"%s\"", on_error),
 				 errhint("Valid values are \"stop\" and \"skip\".")));
+	/* a projection receives events: only a role that may read them creates one */
+	check_events_privilege(ACL_SELECT, "Creating a projection");
+	if (is_inline)
+		check_events_privilege(ACL_TRIGGER, "Creating an inline projection");
 	if (OidIsValid(handler))
 		check_handler(handler);
 	if (!PG_ARGISNULL(2))
@@ -1470,6 +1504,8 @@ projection_aggregate(PG_FUNCTION_ARGS)
 	fold = PG_GETARG_OID(1);
 	state = PG_GETARG_DATUM(2);
 	o = projection_oids();
+	/* the events are read as the caller anyway: say what to grant */
+	check_events_privilege(ACL_SELECT, "Aggregating a stream");
 
 	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fold));
 	if (!HeapTupleIsValid(tup))

@@ -334,6 +334,14 @@ registry_load(void)
 		def->search_path = TextDatumGetCString(SPI_getbinval(tup, desc, 9, &isnull));
 		def->state = parse_state(TextDatumGetCString(SPI_getbinval(tup, desc, 10, &isnull)));
 		def->position = DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
+
+		/*
+		 * An owner that no longer exists (dropped under version 1.1, or by a
+		 * backend without the library: depend.c) must not make every append
+		 * fail: nobody runs such a projection.
+		 */
+		if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(def->owner)))
+			def->state = PROJECTION_FAILED;
 		if (def->is_inline && def->state == PROJECTION_RUNNING)
 			registry->ninline_running++;
 	}

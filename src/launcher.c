@@ -312,7 +312,7 @@ launcher_scan(void)
 			if (rescan)
 				slot->extension_absent = false;
 			if (slot->stop && slot->stop_until <= now)
-				slot->stop = false;
+				slot->stop = 0;
 			start = slot->pid == 0 && !slot->stop && !slot->extension_absent &&
 				slot->next_start <= now;
 		}

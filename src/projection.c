@@ -6,8 +6,8 @@
  *
  * When the library is not preloaded, only the reloadable GUCs are defined: inline
  * projections work, and functions that need the background worker warn (see
- * api.c).  When it is preloaded, shared memory is requested, the launcher is
- * registered and the utility hook installed.
+ * api.c).  When it is preloaded, shared memory is requested and the launcher
+ * registered.  The utility and object access hooks are installed either way.
  *
  * IDENTIFICATION
  *	  src/projection.c
@@ -20,6 +20,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "depend.h"
 #include "launcher.h"
 #include "projection.h"
 #include "shmem.h"
@@ -56,6 +57,13 @@ _PG_init(void)
 							1000, 1, 1000000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
+
+	/*
+	 * Dependencies of projections (depend.c) are checked by every backend
+	 * that loads the library, preloaded or not.
+	 */
+	projection_depend_install_hook();
+	projection_utility_install_hook();
 
 	/*
 	 * Without preloading there is no shared memory and no worker: inline
@@ -96,6 +104,5 @@ _PG_init(void)
 	MarkGUCPrefixReserved("projection");
 
 	projection_shmem_install_hooks();
-	projection_utility_install_hook();
 	projection_launcher_register();
 }

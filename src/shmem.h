@@ -49,7 +49,9 @@ typedef struct ProjectionDbSlot
 	pid_t		pid;			/* worker pid, 0 when none runs */
 	int			pgprocno;		/* worker's PGPROC number, -1 when none */
 	bool		start_failed;	/* the last start could not register a worker */
-	bool		stop;			/* worker must exit; launcher must not respawn */
+	int			stop;			/* > 0: worker must exit, launcher must not
+								 * respawn; count of the database commands
+								 * holding it (utility.c) */
 	TimestampTz stop_until;		/* when "stop" lapses (utility hook) */
 	bool		extension_absent;	/* worker found no extension; wait for a request */
 	TimestampTz next_start;		/* launcher's back-off */

@@ -13,8 +13,17 @@
  * whether it succeeded or failed, the stop is lifted and the launcher is
  * woken: it forgets a dropped database and restarts the worker of any other.
  *
- * The hook is installed in every backend through shared_preload_libraries,
- * whether or not the current database has the extension.
+ * Nothing is stopped unless PostgreSQL's own checks for the command would
+ * pass for the current role (utility_may_disturb): a command that is bound
+ * to fail with "must be owner of database" or in a transaction block must
+ * not terminate another database's workers on its way.  Several such
+ * commands may run on one database at once: each holds the stop (a count),
+ * and the last one to finish lifts it.
+ *
+ * The hook also tells depend.c about DROP and role commands (dependencies
+ * of projections).  It is installed in every backend that loads the
+ * library, whether or not the current database has the extension; the
+ * database commands need shared memory, so only when preloaded.
  *
  * IDENTIFICATION
  *	  src/utility.c
@@ -25,6 +34,9 @@
 
 #include <signal.h>
 
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
@@ -32,8 +44,11 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "depend.h"
 #include "projection.h"
 #include "shmem.h"
 #include "trigger.h"
@@ -84,6 +99,63 @@ utility_target_database(Node *parsetree)
 	return NULL;
 }
 
+/* PreventInTransactionBlock() would let the command run */
+static bool
+utility_outside_transaction_block(ProcessUtilityContext context)
+{
+	return context == PROCESS_UTILITY_TOPLEVEL && !IsTransactionBlock() &&
+		!IsSubTransaction();
+}
+
+/*
+ * Would PostgreSQL get as far as looking for other sessions of database
+ * "dboid" when the current role runs this command?  The same checks, in the
+ * same terms, as dbcommands.c makes before that point (PostgreSQL 15):
+ *
+ * - DROP DATABASE: not in a transaction block; owner (or superuser).
+ * - ALTER DATABASE ... RENAME: CREATEDB and owner.
+ * - ALTER DATABASE ... SET TABLESPACE: not in a transaction block; owner.
+ * - CREATE DATABASE ... TEMPLATE: not in a transaction block; CREATEDB, and
+ *   the template is marked datistemplate or owned by the role.
+ *
+ * Anything else PostgreSQL checks later (a missing tablespace, a name
+ * already taken) only concerns roles that could stop the workers anyway.
+ */
+static bool
+utility_may_disturb(Node *parsetree, Oid dboid, ProcessUtilityContext context)
+{
+	Oid			userid = GetUserId();
+
+	switch (nodeTag(parsetree))
+	{
+		case T_DropdbStmt:
+			return utility_outside_transaction_block(context) &&
+				pg_database_ownercheck(dboid, userid);
+		case T_RenameStmt:
+			return have_createdb_privilege() && pg_database_ownercheck(dboid, userid);
+		case T_AlterDatabaseStmt:
+			return utility_outside_transaction_block(context) &&
+				pg_database_ownercheck(dboid, userid);
+		case T_CreatedbStmt:
+			{
+				HeapTuple	tup;
+				bool		istemplate = false;
+
+				if (!utility_outside_transaction_block(context) || !have_createdb_privilege())
+					return false;
+				tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+				if (HeapTupleIsValid(tup))
+				{
+					istemplate = ((Form_pg_database) GETSTRUCT(tup))->datistemplate;
+					ReleaseSysCache(tup);
+				}
+				return istemplate || pg_database_ownercheck(dboid, userid);
+			}
+		default:
+			return false;
+	}
+}
+
 /*
  * Send SIGTERM to every running worker of a database; with "stop", also
  * mark their slots stopped.  Returns whether any slot of the database still
@@ -104,7 +176,7 @@ utility_signal_workers(Oid dboid, bool stop)
 			continue;
 		if (stop)
 		{
-			slot->stop = true;
+			slot->stop++;
 			slot->stop_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_STOP_HOLD_MS);
 			found = true;
 		}
@@ -125,9 +197,8 @@ utility_signal_workers(Oid dboid, bool stop)
  * error if the database is still in use.
  */
 static Oid
-utility_stop_worker(const char *dbname)
+utility_stop_worker(Oid dboid)
 {
-	Oid			dboid = get_database_oid(dbname, true);
 	TimestampTz deadline;
 
 	if (!OidIsValid(dboid) || dboid == MyDatabaseId)
@@ -160,14 +231,24 @@ utility_release_worker(Oid dboid)
 	{
 		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
 
-		if (slot->dboid == dboid)
-		{
-			slot->stop = false;
+		/* the last command holding the stop lifts it */
+		if (slot->dboid == dboid && slot->stop > 0 && --slot->stop == 0)
 			slot->next_start = 0;
-		}
 	}
 	LWLockRelease(ProjectionShared->lock);
 	projection_wake_launcher();
+}
+
+/* Does DROP EXTENSION name ours (not just any extension)? */
+static bool
+utility_drops_our_extension(DropStmt *stmt)
+{
+	ListCell   *lc;
+
+	foreach(lc, stmt->objects)
+		if (strcmp(strVal(lfirst(lc)), PROJECTION_EXTENSION_NAME) == 0)
+			return true;
+	return false;
 }
 
 static void
@@ -178,19 +259,28 @@ projection_process_utility(PlannedStmt *pstmt, const char *queryString,
 {
 	const char *dbname = NULL;
 	volatile Oid stopped = InvalidOid;
+	ProjectionDependState depend_saved;
 
 	if (ProjectionShared != NULL)
 		dbname = utility_target_database(pstmt->utilityStmt);
 	if (dbname != NULL)
-		stopped = utility_stop_worker(dbname);
+	{
+		Oid			dboid = get_database_oid(dbname, true);
 
-	/* DROP EXTENSION: wake this database's workers at commit, so they leave */
+		if (OidIsValid(dboid) && utility_may_disturb(pstmt->utilityStmt, dboid, context))
+			stopped = utility_stop_worker(dboid);
+	}
+
+	/* DROP EXTENSION projection: wake this database's workers at commit, so they leave */
 	if (ProjectionShared != NULL && IsA(pstmt->utilityStmt, DropStmt) &&
-		((DropStmt *) pstmt->utilityStmt)->removeType == OBJECT_EXTENSION)
+		((DropStmt *) pstmt->utilityStmt)->removeType == OBJECT_EXTENSION &&
+		utility_drops_our_extension((DropStmt *) pstmt->utilityStmt))
 		projection_request_launcher_at_commit();
 
 	PG_TRY();
 	{
+		/* sets depend_saved before anything that can fail */
+		projection_depend_before_utility(pstmt->utilityStmt, &depend_saved);
 		if (prev_process_utility)
 			prev_process_utility(pstmt, queryString, readOnlyTree, context,
 								 params, queryEnv, dest, qc);
@@ -200,6 +290,7 @@ projection_process_utility(PlannedStmt *pstmt, const char *queryString,
 	}
 	PG_FINALLY();
 	{
+		projection_depend_after_utility(&depend_saved);
 		if (OidIsValid(stopped))
 			utility_release_worker(stopped);
 	}
