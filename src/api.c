@@ -643,9 +643,9 @@ check_handler(Oid handler)
 	if (is_temp)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
-				 errmsg("function %s cannot be a projection handler",
-						format_procedure(handler)),
-				 errdetail("A temporary function cannot be a projection handler.")));
+				 errmsg("temporary function \"%s\" cannot be a projection handler",
+						get_func_name(handler)),
+				 errdetail("A temporary function is dropped at the end of its session, and other sessions cannot call it.")));
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),

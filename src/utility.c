@@ -39,6 +39,7 @@
 #include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "commands/tablespace.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
@@ -114,7 +115,8 @@ utility_outside_transaction_block(ProcessUtilityContext context)
  *
  * - DROP DATABASE: not in a transaction block; owner (or superuser).
  * - ALTER DATABASE ... RENAME: CREATEDB and owner.
- * - ALTER DATABASE ... SET TABLESPACE: not in a transaction block; owner.
+ * - ALTER DATABASE ... SET TABLESPACE: not in a transaction block; owner;
+ *   CREATE on the new tablespace.
  * - CREATE DATABASE ... TEMPLATE: not in a transaction block; CREATEDB, and
  *   the template is marked datistemplate or owned by the role.
  *
@@ -134,8 +136,23 @@ utility_may_disturb(Node *parsetree, Oid dboid, ProcessUtilityContext context)
 		case T_RenameStmt:
 			return have_createdb_privilege() && pg_database_ownercheck(dboid, userid);
 		case T_AlterDatabaseStmt:
-			return utility_outside_transaction_block(context) &&
-				pg_database_ownercheck(dboid, userid);
+			{
+				ListCell   *lc;
+				Oid			tblspc = InvalidOid;
+
+				if (!utility_outside_transaction_block(context) ||
+					!pg_database_ownercheck(dboid, userid))
+					return false;
+				foreach(lc, ((AlterDatabaseStmt *) parsetree)->options)
+				{
+					DefElem    *def = lfirst_node(DefElem, lc);
+
+					if (strcmp(def->defname, "tablespace") == 0)
+						tblspc = get_tablespace_oid(defGetString(def), true);
+				}
+				return OidIsValid(tblspc) &&
+					pg_tablespace_aclcheck(tblspc, userid, ACL_CREATE) == ACLCHECK_OK;
+			}
 		case T_CreatedbStmt:
 			{
 				HeapTuple	tup;
