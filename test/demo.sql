@@ -31,8 +31,9 @@ CREATE EXTENSION projection;
 
 CREATE ROLE shop NOLOGIN;
 CREATE SCHEMA shop AUTHORIZATION shop;
--- appending needs INSERT on the event store; reading it (listing, aggregate) needs SELECT
-GRANT SELECT, INSERT ON projection.events TO shop;
+-- appending needs INSERT on the event store; reading it (listing, aggregate, creating
+-- projections) needs SELECT; creating inline projections needs TRIGGER
+GRANT SELECT, INSERT, TRIGGER ON projection.events TO shop;
 
 -- from here on, everything runs as the application role
 SET ROLE shop;

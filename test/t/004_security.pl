@@ -31,6 +31,7 @@ CREATE ROLE regress_alice LOGIN;
 CREATE ROLE regress_bob LOGIN;
 CREATE SCHEMA alice AUTHORIZATION regress_alice;
 GRANT INSERT ON projection.events TO regress_bob;
+GRANT SELECT ON projection.events TO regress_alice;  -- to create projections
 CREATE TABLE public.secret (x text);
 INSERT INTO public.secret VALUES ('classified');
 });

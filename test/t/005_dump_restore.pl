@@ -38,6 +38,7 @@ $node->create_ext($src);
 $node->safe_psql(
 	$src, q{
 GRANT CREATE ON SCHEMA public TO regress_app;
+GRANT SELECT, TRIGGER ON projection.events TO regress_app;  -- to create projections
 
 -- inline: events per stream
 CREATE TABLE inl_counts (stream_id text PRIMARY KEY, n int NOT NULL);
