@@ -8,7 +8,8 @@
 # ALTER ROLE ... SUPERUSER on its owner fails, the projection records the
 # error and the role stays unprivileged; a handler that reads a table its
 # owner cannot read fails and records the error, and copies nothing; a
-# handler that tries SET ROLE fails too.
+# handler that tries SET ROLE, RESET ROLE, SET/RESET SESSION AUTHORIZATION or
+# set_config('role') fails too.
 
 use strict;
 use warnings FATAL => 'all';
@@ -79,6 +80,16 @@ BEGIN
 END
 $$;
 SELECT projection.create('alice_become', 'alice.become', event_types => ARRAY['Become']);
+
+CREATE FUNCTION alice.reset(e projection.events) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE e.data->>'sql';
+	INSERT INTO alice.stolen SELECT x FROM public.secret;
+END
+$$;
+SELECT projection.create('alice_reset', 'alice.reset', event_types => ARRAY['Reset'],
+						 on_error => 'skip');
 }, connstr => $as_alice);
 
 is( $node->safe_psql(
@@ -86,7 +97,7 @@ is( $node->safe_psql(
 		"SELECT string_agg(name || ':' || owner, ',' ORDER BY name) FROM projection.status"
 	),
 	'alice_become:regress_alice,alice_escalate:regress_alice,'
-	  . 'alice_steal:regress_alice,alice_who:regress_alice',
+	  . 'alice_reset:regress_alice,alice_steal:regress_alice,alice_who:regress_alice',
 	'the projections belong to regress_alice');
 
 # the superuser and regress_bob append
@@ -137,6 +148,26 @@ $st = $node->status($db, 'alice_become', [qw(last_error)]);
 like($st->{last_error}, qr/role|security-restricted/, 'the error says why');
 is($node->safe_psql($db, 'SELECT count(*) FROM alice.stolen'),
 	'0', 'nothing was copied out of the forbidden table');
+
+# RESET ROLE and SET SESSION AUTHORIZATION in the worker (whose session
+# user is the bootstrap superuser) do not escape the owner's identity
+$node->safe_psql(
+	$db, q{
+SELECT projection.append('r-1', 'Reset', '{"sql": "RESET ROLE"}');
+SELECT projection.append('r-2', 'Reset', '{"sql": "SET SESSION AUTHORIZATION DEFAULT"}');
+SELECT projection.append('r-3', 'Reset', '{"sql": "RESET SESSION AUTHORIZATION"}');
+SELECT projection.append('r-4', 'Reset', '{"sql": "SELECT set_config(''role'', ''none'', true)"}');
+});
+ok( $node->poll_query_until(
+		$db, "SELECT count(*) = 4 FROM projection.dead_letters WHERE name = 'alice_reset'"),
+	'each identity change in the worker fails (dead-lettered)');
+is( $node->safe_psql(
+		$db,
+		"SELECT string_agg(DISTINCT sqlstate, ',') FROM projection.dead_letters WHERE name = 'alice_reset'"
+	),
+	'42501', 'with insufficient_privilege');
+is($node->safe_psql($db, 'SELECT count(*) FROM alice.stolen'),
+	'0', 'and nothing was copied out of the forbidden table');
 
 # regress_alice's failed projections did not hold the others back
 $by_super = $node->safe_psql($db, "SELECT projection.append('w-3', 'Who', '{}')");
