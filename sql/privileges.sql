@@ -109,8 +109,8 @@ SELECT name FROM projection.status WHERE name LIKE 'priv%' ORDER BY name COLLATE
 BEGIN;
 REASSIGN OWNED BY regress_priv_owner TO regress_priv_heir;
 SELECT name, owner FROM projection.status WHERE name LIKE 'priv%' ORDER BY name COLLATE "C";
-SELECT objid, refobjid::regrole FROM pg_shdepend
- WHERE classid = 'projection.projections'::regclass ORDER BY objid;
+SELECT refobjid::regrole, count(*) FROM pg_shdepend
+ WHERE classid = 'projection.projections'::regclass GROUP BY 1;
 SELECT projection.append('priv-1', 'Any', '{}') AS pos \gset
 SELECT who FROM regress_priv.log WHERE pos = :pos;
 ROLLBACK;
