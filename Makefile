@@ -10,6 +10,7 @@ OBJS = \
 	src/api.o \
 	src/launcher.o \
 	src/worker.o \
+	src/eventread.o \
 	src/utility.o \
 	src/depend.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"

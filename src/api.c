@@ -52,6 +52,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
+#include "eventread.h"
 #include "projection.h"
 #include "shmem.h"
 #include "trigger.h"
@@ -296,18 +297,27 @@ lock_out_appenders(const char *what)
  * every few seconds and in shared memory.  Returns the number of events
  * replayed (applied) and sets *last to the last position read (from if none).
  * Caller is connected to SPI.
+ *
+ * The events are read in batches of at most 1000 that hold at most
+ * projection.batch_bytes (at least one event each), each batch after the
+ * last position of the one before: a cursor's fetch would hold a whole
+ * fetch of events of any size.  Every batch reads with the same active
+ * snapshot, so they see exactly what one cursor would.
  */
+/* events per batch of a replay */
+#define REPLAY_BATCH_ROWS 1000
+
 static int64
 replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 {
-	Oid			types[3] = {INT8OID, INT8OID, TEXTARRAYOID};
-	Datum		values[3];
+	Oid			types[4] = {INT8OID, INT8OID, INT8OID, TEXTARRAYOID};
+	Datum		values[4];
 	Datum		filter = projection_type_filter(def);
-	int			nargs = filter == (Datum) 0 ? 2 : 3;
+	int			nargs = filter == (Datum) 0 ? 3 : 4;
 	Oid			save_userid;
 	int			save_sec_context;
 	SPIPlanPtr	plan;
-	Portal		portal;
+	MemoryContext batch_cxt;
 	int64		total = upto - from;
 	int64		replayed = 0;
 	bool		isnull;
@@ -319,7 +329,8 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 	*last = from;
 	values[0] = Int64GetDatum(from);
 	values[1] = Int64GetDatum(upto);
-	values[2] = filter;
+	values[2] = Int64GetDatum(REPLAY_BATCH_ROWS);
+	values[3] = filter;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
@@ -327,16 +338,17 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 	plan = SPI_prepare(psprintf("SELECT e, e.global_position, e.event_type FROM projection.events e "
 								"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
 								"AND e.global_position OPERATOR(pg_catalog.<=) $2 %s"
-								"ORDER BY e.global_position",
-								nargs == 2 ? "" : "AND e.event_type OPERATOR(pg_catalog.=) ANY ($3) "),
+								"ORDER BY e.global_position LIMIT $3",
+								nargs == 3 ? "" : "AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "),
 					   nargs, types);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	portal = SPI_cursor_open(NULL, plan, values, NULL, true);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	memset(&scope, 0, sizeof(scope));
 	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection replay event",
+									  ALLOCSET_DEFAULT_SIZES);
+	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection replay batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	replaying_projection = def->id;
 	replaying_subid = GetCurrentSubTransactionId();
@@ -344,22 +356,25 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 
 	for (;;)
 	{
-		uint64		i;
-		SPITupleTable *tuptable;
-		uint64		n;
+		int			i;
+		ProjectionEventRows rows;
 
-		SPI_cursor_fetch(portal, true, 1000);
-		n = SPI_processed;
-		tuptable = SPI_tuptable;
-		if (n == 0)
+		/* the next batch, read as the superuser (the caller may lack SELECT) */
+		values[0] = Int64GetDatum(*last);
+		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		projection_read_events(plan, nargs, types, values, REPLAY_BATCH_ROWS,
+							   PROJECTION_BATCH_BYTES, batch_cxt, &rows);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		if (rows.ntuples == 0)
 			break;
-		for (i = 0; i < n; i++)
+		for (i = 0; i < rows.ntuples; i++)
 		{
-			HeapTuple	tup = tuptable->vals[i];
-			Datum		event = SPI_getbinval(tup, tuptable->tupdesc, 1, &isnull);
-			int64		position = DatumGetInt64(SPI_getbinval(tup, tuptable->tupdesc, 2, &isnull));
+			HeapTuple	tup = rows.tuples[i];
+			Datum		event = SPI_getbinval(tup, rows.tupdesc, 1, &isnull);
+			int64		position = DatumGetInt64(SPI_getbinval(tup, rows.tupdesc, 2, &isnull));
 			MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
-			char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, tuptable->tupdesc, 3, &isnull));
+			char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, rows.tupdesc, 3, &isnull));
 
 			CHECK_FOR_INTERRUPTS();
 			if (projection_wants(def, event_type))
@@ -373,7 +388,7 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 			MemoryContextReset(event_cxt);
 			*last = position;
 		}
-		SPI_freetuptable(tuptable);
+		MemoryContextReset(batch_cxt);
 		projection_owner_leave(&scope);
 
 		/* progress in positions: the events of other types count as passed */
@@ -394,8 +409,8 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 		projection_publish_rebuild(MyDatabaseId, def->id, *last - from, total);
 	}
 	projection_owner_leave(&scope);
-	SPI_cursor_close(portal);
 	SPI_freeplan(plan);
+	MemoryContextDelete(batch_cxt);
 	MemoryContextDelete(event_cxt);
 	projection_publish_rebuild(MyDatabaseId, def->id, 0, 0);
 	replaying_projection = 0;

@@ -33,6 +33,7 @@ int			projection_workers_per_database = 2;
 int			projection_max_projections = 1024;
 int			projection_naptime = 1000;
 int			projection_batch_size = 1000;
+int			projection_batch_bytes = 8192;	/* kB */
 bool		projection_preloaded = false;
 
 void		_PG_init(void);
@@ -56,6 +57,15 @@ _PG_init(void)
 							&projection_batch_size,
 							1000, 1, 1000000,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("projection.batch_bytes",
+							"Memory bound of the events an async worker, a catch-up or a rebuild reads at once.",
+							"A batch ends at projection.batch_size events or once its events hold this much "
+							"memory, whichever comes first; it always takes at least one event.",
+							&projection_batch_bytes,
+							8192, 64, MAX_KILOBYTES,
+							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	/*

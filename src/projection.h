@@ -47,6 +47,10 @@ extern int	projection_workers_per_database;
 extern int	projection_max_projections;
 extern int	projection_naptime;
 extern int	projection_batch_size;
+extern int	projection_batch_bytes; /* kB */
+
+/* projection.batch_bytes in bytes */
+#define PROJECTION_BATCH_BYTES	((Size) projection_batch_bytes * 1024)
 
 /* true when loaded through shared_preload_libraries (set in _PG_init) */
 extern bool projection_preloaded;

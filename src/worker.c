@@ -31,13 +31,23 @@
  * dropped right now is left for the next round), re-reads their positions,
  * applies the events and updates the positions in the same transaction.
  *
- * Errors: a round is first applied without subtransactions.  If it fails
- * with a transient error (serialization failure, deadlock, lock time-out,
- * cancel) the worker backs off and retries; otherwise it replays the same
- * range with one subtransaction per handler call, at most
- * WORKER_CAREFUL_CHUNK events per transaction, to find the poison event:
- * on_error 'stop' marks that projection failed at the position before it,
- * 'skip' records a dead letter and goes on.  Other projections keep going.
+ * Errors: a round is first applied without subtransactions.  If it fails,
+ * worker_error_kind() says what to do: after a cancel of this worker, retry
+ * at once; after a transient error (serialization failure, deadlock, lock
+ * time-out, ...), back off and retry, but a handler call that fails so
+ * WORKER_TRANSIENT_ATTEMPTS times in a row is treated as failing; after a
+ * handler error, replay the same range with one subtransaction per handler
+ * call, at most WORKER_CAREFUL_CHUNK events per transaction, reading only
+ * the event types concerned, to find the poison event: on_error 'stop'
+ * marks that projection failed at the position before it, 'skip' records a
+ * dead letter and goes on.  Other projections keep going.  Back-off sleeps
+ * end at once on SIGTERM.
+ *
+ * Memory: the loop's round_cxt is reset after every round.  A round's
+ * transaction allocates under SPI (freed by SPI_finish in worker_end); what
+ * a round reads after its commit (the projections' ids and positions) is
+ * allocated in round_cxt, saved before SPI_connect.  A batch's events are
+ * bounded by projection.batch_size and projection.batch_bytes (eventread.c).
  *
  * IDENTIFICATION
  *	  src/worker.c
@@ -59,7 +69,6 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
-#include "utils/datum.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -68,6 +77,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
+#include "eventread.h"
 #include "projection.h"
 #include "shmem.h"
 #include "trigger.h"
@@ -77,11 +87,14 @@
 #define WORKER_CAREFUL_CHUNK 32
 /* longest back-off after transient errors, ms */
 #define WORKER_MAX_BACKOFF_MS 10000
+/* attempts of one handler call failing with transient errors before on_error decides */
+#define WORKER_TRANSIENT_ATTEMPTS 5
 
 /* a projection taking part in a round */
 typedef struct RoundProjection
 {
-	ProjectionDef *def;
+	ProjectionDef *def;			/* registry cache: valid until worker_end() */
+	int32		id;				/* def->id, for after worker_end() */
 	int64		position;		/* checkpoint, locked and re-read this round */
 	bool		catching_up;
 	bool		failed;			/* failed during this round (careful mode) */
@@ -102,7 +115,18 @@ static int	worker_index = 0;
 static int	worker_count = 1;
 static uint32 worker_rescan_gen = 0;	/* rescan_gen when this worker started */
 static MemoryContext round_cxt = NULL;
-static int	transient_failures = 0;
+static int	transient_failures = 0; /* in a row, not charged to a handler call */
+
+/*
+ * The handler call running now (applying_id 0: none), so that an error can
+ * be charged to it; and the handler call that last failed with a transient
+ * error, with how many times in a row it did.
+ */
+static int32 applying_id = 0;
+static int64 applying_position = 0;
+static int32 transient_id = 0;
+static int64 transient_position = 0;
+static int	transient_attempts = 0;
 
 static SPIPlanPtr batch_plan = NULL;
 static SPIPlanPtr filtered_batch_plan = NULL;
@@ -222,21 +246,132 @@ worker_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *types)
 	return *cache;
 }
 
+/*
+ * What a round does about an error, decided in one place (worker_error_kind)
+ * for the fast round, the careful replay and the retry after it.
+ */
+typedef enum WorkerErrorKind
+{
+	/* a handler failed: the careful replay finds the event, on_error decides */
+	WORKER_ERROR_HANDLER,
 
-static bool
-error_is_transient(ErrorData *edata)
+	/*
+	 * May succeed if retried (serialization failure, deadlock, lock
+	 * time-out, ...): back off and retry.  Raised by a handler call, it
+	 * counts against that call (worker_charge_transient): after
+	 * WORKER_TRANSIENT_ATTEMPTS in a row, on_error decides after all.
+	 */
+	WORKER_ERROR_TRANSIENT,
+
+	/*
+	 * This worker was asked to cancel what it was doing (pg_cancel_backend,
+	 * or one of our management calls): nobody's fault; retry at once,
+	 * charge nothing.  Termination (SIGTERM, shutdown) never gets here: it
+	 * is FATAL and exits.
+	 */
+	WORKER_ERROR_CANCELLED
+} WorkerErrorKind;
+
+static WorkerErrorKind
+worker_error_kind(ErrorData *edata)
 {
 	switch (edata->sqlerrcode)
 	{
+		case ERRCODE_QUERY_CANCELED:
+
+			/*
+			 * Raised by ProcessInterrupts() for a cancel signal to this
+			 * process (statement_timeout is never armed in a background
+			 * worker), as opposed to a handler raising 57014 itself or
+			 * passing on a remote server's.  A cancel requested by a
+			 * management call through shared memory is to be recognised
+			 * here too.
+			 */
+			if (edata->funcname != NULL && strcmp(edata->funcname, "ProcessInterrupts") == 0)
+				return WORKER_ERROR_CANCELLED;
+			return WORKER_ERROR_TRANSIENT;
 		case ERRCODE_T_R_SERIALIZATION_FAILURE:
 		case ERRCODE_T_R_DEADLOCK_DETECTED:
 		case ERRCODE_LOCK_NOT_AVAILABLE:
-		case ERRCODE_QUERY_CANCELED:
 		case ERRCODE_ADMIN_SHUTDOWN:
-			return true;
+			return WORKER_ERROR_TRANSIENT;
 		default:
-			return false;
+			return WORKER_ERROR_HANDLER;
 	}
+}
+
+/*
+ * Charge a transient failure in a fast round to the handler call
+ * (projection id, event position) that raised it.  Returns how many times
+ * in a row it has failed so: a failure of another call starts again at 1,
+ * and so does any round that commits in fast mode (worker_round).  Once it
+ * reaches WORKER_TRANSIENT_ATTEMPTS, the careful replay records the call's
+ * next failure at once (worker_transient_spent).
+ */
+static int
+worker_charge_transient(int32 id, int64 position)
+{
+	if (transient_id != id || transient_position != position)
+	{
+		transient_id = id;
+		transient_position = position;
+		transient_attempts = 0;
+	}
+	return ++transient_attempts;
+}
+
+/* Has this handler call used up its transient retries? */
+static bool
+worker_transient_spent(int32 id, int64 position)
+{
+	return transient_id == id && transient_position == position &&
+		transient_attempts >= WORKER_TRANSIENT_ATTEMPTS;
+}
+
+static void
+worker_forget_transient(void)
+{
+	transient_id = 0;
+	transient_position = 0;
+	transient_attempts = 0;
+}
+
+/* the back-off before the attempt after the given number of failures: 100 ms, doubling */
+static long
+worker_backoff_delay(int failures)
+{
+	return Min(WORKER_MAX_BACKOFF_MS, 100L << Min(Max(failures - 1, 0), 10));
+}
+
+/*
+ * Sleep "delay" ms before retrying, outside any transaction.  Our latch is
+ * set by appenders' commits and by die() (SIGTERM, shutdown, DROP DATABASE):
+ * the former must not cut the back-off short, the latter must end it at
+ * once, so wait on the latch too and check for interrupts at each wake-up.
+ */
+static void
+worker_backoff(long delay)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
+
+	/*
+	 * A cancel stays pending until the next round, whose error handling
+	 * knows what it means; here, outside any PG_TRY, it would be FATAL.
+	 */
+	HOLD_CANCEL_INTERRUPTS();
+	for (;;)
+	{
+		long		left;
+
+		CHECK_FOR_INTERRUPTS();
+		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 left, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	RESUME_CANCEL_INTERRUPTS();
 }
 
 /* ---------------------------------------------------------------------
@@ -246,10 +381,14 @@ error_is_transient(ErrorData *edata)
 
 /*
  * Lock and re-read the rows of the async projections that may run now.
- * Returns them in *rps; the defs come from the registry cache.
+ * Returns them in *rps, allocated in "cxt": the round's context, saved
+ * before SPI_connect, because the round reads them after worker_end()
+ * (SPI_finish frees everything allocated while connected).  Their defs
+ * point into the registry cache and are only used before worker_end().
  */
 static int
-worker_lock_projections(ProjectionRegistry *registry, RoundProjection **rps)
+worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
+						RoundProjection **rps)
 {
 	SPIPlanPtr	plan;
 	int			rc;
@@ -290,7 +429,7 @@ worker_lock_projections(ProjectionRegistry *registry, RoundProjection **rps)
 	rc = SPI_execute_plan(plan, values, NULL, false, 0);
 	projection_spi_check(rc, SPI_OK_SELECT, "locking async projections");
 
-	result = palloc0(sizeof(RoundProjection) * Max(SPI_processed, 1));
+	result = MemoryContextAllocZero(cxt, sizeof(RoundProjection) * Max(SPI_processed, 1));
 	restored = palloc(sizeof(int32) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -313,6 +452,7 @@ worker_lock_projections(ProjectionRegistry *registry, RoundProjection **rps)
 				 registry->projections[j].nstatements > 0))
 			{
 				result[n].def = &registry->projections[j];
+				result[n].id = id;
 				result[n].position = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 				result[n].catching_up = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
 				n++;
@@ -338,22 +478,26 @@ worker_lock_projections(ProjectionRegistry *registry, RoundProjection **rps)
 }
 
 /*
- * Read up to batch_size events after "from", no further than "upto", with
- * the active snapshot (read_only SPI uses it).  With a filter (a text[] of
- * event types, see projection_type_filter()), only events of those types:
- * the caller must then have made sure that no event up to "upto" can still
- * appear, because the gaps cannot be seen.  Datums are copied into the
- * current memory context.
+ * Read up to max_rows events after "from", no further than "upto", and no
+ * more once they hold projection.batch_bytes (at least one), with the active
+ * snapshot (read_only SPI uses it).  *full says whether a bound stopped the
+ * read, so that more events may follow the last one read.  With a filter
+ * (a text[] of event types, see projection_type_filter()), only events of
+ * those types: the caller must then have made sure that no event up to
+ * "upto" can still appear, because the gaps cannot be seen.  The events are
+ * in the current memory context (the SPI procedure's: they die at
+ * worker_end()).
  */
 static int
-worker_read_batch(int64 from, int64 upto, Datum filter, BatchEvent **events)
+worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
+				  BatchEvent **events, bool *full)
 {
 	Oid			types[4] = {INT8OID, INT8OID, INT8OID, TEXTARRAYOID};
 	Datum		values[4];
 	SPIPlanPtr	plan;
-	int			rc;
-	uint64		i;
+	int			i;
 	BatchEvent *result;
+	ProjectionEventRows rows;
 
 #define BATCH_SQL(filter) \
 	"SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e " \
@@ -369,37 +513,38 @@ worker_read_batch(int64 from, int64 upto, Datum filter, BatchEvent **events)
 						   4, types);
 	values[0] = Int64GetDatum(from);
 	values[1] = Int64GetDatum(upto);
-	values[2] = Int64GetDatum(projection_batch_size);
+	values[2] = Int64GetDatum(max_rows);
 	values[3] = filter;
-	rc = SPI_execute_plan(plan, values, NULL, true, 0);
-	projection_spi_check(rc, SPI_OK_SELECT, "reading events");
+	projection_read_events(plan, filter == (Datum) 0 ? 3 : 4, types, values,
+						   max_rows, PROJECTION_BATCH_BYTES, CurrentMemoryContext, &rows);
 
-	result = palloc(sizeof(BatchEvent) * Max(SPI_processed, 1));
-	for (i = 0; i < SPI_processed; i++)
+	/* the event datums point into the copied rows, which live as long */
+	result = palloc(sizeof(BatchEvent) * Max(rows.ntuples, 1));
+	for (i = 0; i < rows.ntuples; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HeapTuple	tup = rows.tuples[i];
+		TupleDesc	desc = rows.tupdesc;
 		bool		isnull;
 
-		result[i].event = datumCopy(SPI_getbinval(tup, desc, 1, &isnull), false, -1);
+		result[i].event = SPI_getbinval(tup, desc, 1, &isnull);
 		result[i].position = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		result[i].event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
 		result[i].stream_id = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
 	}
-	rc = (int) SPI_processed;
-	SPI_freetuptable(SPI_tuptable);
 	*events = result;
-	return rc;
+	*full = rows.full;
+	return rows.ntuples;
 }
 
 /*
  * How far may this round go?  Walk the batch: contiguous positions are
  * always safe; a gap is safe to pass only if it lies at or below gap_bound.
  * Returns the number of batch events to apply and sets *horizon, the
- * position every participating projection will have reached.
+ * position every participating projection will have reached.  "full": the
+ * read stopped at a bound (worker_read_batch).
  */
 static int
-worker_horizon(BatchEvent *events, int nevents, int64 from, int64 last_value,
+worker_horizon(BatchEvent *events, int nevents, bool full, int64 from, int64 last_value,
 			   int64 gap_bound, int64 *horizon)
 {
 	int64		expected = from + 1;
@@ -414,7 +559,7 @@ worker_horizon(BatchEvent *events, int nevents, int64 from, int64 last_value,
 		}
 		expected = events[i].position + 1;
 	}
-	if (nevents == projection_batch_size)
+	if (full)
 		*horizon = expected - 1;	/* more may follow: stop at the last one */
 	else
 		*horizon = Max(expected - 1, Min(last_value, gap_bound));
@@ -568,7 +713,10 @@ worker_apply_fast(RoundProjection *rps, int nrps, BatchEvent *events, int n)
 			if (rp->position >= ev->position || !projection_wants(rp->def, ev->event_type))
 				continue;
 			projection_owner_enter(&scope, rp->def);
+			applying_id = rp->id;
+			applying_position = ev->position;
 			projection_apply(rp->def, ev->event, ev->event_type, ev->position);
+			applying_id = 0;
 		}
 		CommandCounterIncrement();
 	}
@@ -577,8 +725,8 @@ worker_apply_fast(RoundProjection *rps, int nrps, BatchEvent *events, int n)
 
 /*
  * Apply one event to one projection in a subtransaction.  Returns NULL on
- * success, or the error (copied into "errcxt") after rolling the
- * subtransaction back.
+ * success, or the error (copied into "errcxt"; the caller frees it) after
+ * rolling the subtransaction back.
  */
 static ErrorData *
 worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
@@ -595,7 +743,10 @@ worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
 
 		memset(&scope, 0, sizeof(scope));
 		projection_owner_enter(&scope, rp->def);
+		applying_id = rp->id;
+		applying_position = ev->position;
 		projection_apply(rp->def, ev->event, ev->event_type, ev->position);
+		applying_id = 0;
 		projection_owner_leave(&scope);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
@@ -603,6 +754,7 @@ worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
 	}
 	PG_CATCH();
 	{
+		applying_id = 0;
 		MemoryContextSwitchTo(errcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -648,24 +800,133 @@ worker_end(bool commit)
 		AbortCurrentTransaction();
 }
 
+/*
+ * After the commit of a round: publish the positions reached (from rps,
+ * which must live in the round's context, and never through rps[].def: the
+ * registry may be reloaded by then) and flush our table statistics, which
+ * a background worker must do itself, or autovacuum never learns of the
+ * checkpoints and read-model rows we write.  pgstat_report_stat(false)
+ * flushes at most once a second or so (PGSTAT_MIN_INTERVAL).
+ */
 static void
 worker_publish(RoundProjection *rps, int nrps)
 {
 	int			j;
 
 	for (j = 0; j < nrps; j++)
-		projection_publish_progress(worker_dboid, rps[j].def->id, rps[j].position);
+		projection_publish_progress(worker_dboid, rps[j].id, rps[j].position);
+	pgstat_report_stat(false);
 }
 
 /*
- * Careful replay of events (from, horizon] after a failed fast round, in
- * chunks of WORKER_CAREFUL_CHUNK events per transaction.  Transient errors
- * still propagate.
+ * The event types the careful replay needs to read: those of the
+ * projections that take part and have something left to apply below
+ * "limit" (those already at or past it need nothing), as a text[] datum,
+ * or (Datum) 0 if one of them handles every type.  After a laggard's
+ * failed batch that is the laggard alone, and its range may span millions
+ * of positions of other types; the replay's range is fixed (see
+ * worker_round_careful), so the gaps need no watching and a filter is safe.
+ */
+static Datum
+worker_careful_filter(RoundProjection *rps, int nrps, int64 cursor, int64 limit)
+{
+	Datum	   *elems;
+	int			nelems = 0;
+	int			allocated = 0;
+	int			i,
+				j;
+
+	for (j = 0; j < nrps; j++)
+	{
+		ProjectionDef *def = rps[j].def;
+
+		if (rps[j].failed || rps[j].position < cursor || rps[j].position >= limit)
+			continue;
+		if (OidIsValid(def->handler) && def->types == NULL)
+			return (Datum) 0;
+		allocated += def->ntypes + def->nstatements;
+	}
+	elems = palloc(sizeof(Datum) * Max(allocated, 1));
+	for (j = 0; j < nrps; j++)
+	{
+		ProjectionDef *def = rps[j].def;
+
+		if (rps[j].failed || rps[j].position < cursor || rps[j].position >= limit)
+			continue;
+		if (OidIsValid(def->handler))
+			for (i = 0; i < def->ntypes; i++)
+				elems[nelems++] = CStringGetTextDatum(def->types[i]);
+		for (i = 0; i < def->nstatements; i++)
+			elems[nelems++] = CStringGetTextDatum(def->statements[i].event_type);
+	}
+	return PointerGetDatum(construct_array(elems, nelems, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * Apply one event to one projection in the careful replay, and record its
+ * error as on_error says.  A transient error is retried here, in a new
+ * subtransaction after a back-off, until the call has failed
+ * WORKER_TRANSIENT_ATTEMPTS times (counting the fast rounds' attempts):
+ * aborting the chunk instead would also undo what the chunk recorded for
+ * other projections.  A cancel propagates (worker_round retries at once).
+ */
+static void
+worker_apply_recorded(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
+{
+	int			attempt;
+
+	for (attempt = 1;; attempt++)
+	{
+		ErrorData  *edata = worker_apply_careful(rp, ev, errcxt);
+		WorkerErrorKind kind;
+
+		if (edata == NULL)
+			return;
+		kind = worker_error_kind(edata);
+		if (kind == WORKER_ERROR_CANCELLED)
+			ReThrowError(edata);
+		if (kind == WORKER_ERROR_TRANSIENT && attempt < WORKER_TRANSIENT_ATTEMPTS &&
+			!worker_transient_spent(rp->id, ev->position))
+		{
+			ereport(LOG,
+					(errmsg("projection worker: retrying event %lld of projection \"%s\" in %ld ms after error: %s",
+							(long long) ev->position, rp->def->name,
+							worker_backoff_delay(attempt), edata->message)));
+			FreeErrorData(edata);
+			worker_backoff(worker_backoff_delay(attempt));
+			continue;
+		}
+		if (rp->def->skip_errors)
+			worker_record_dead_letter(rp, ev, edata);
+		else
+			worker_record_failure(rp, ev, edata);
+		FreeErrorData(edata);
+		return;
+	}
+}
+
+/*
+ * Careful replay of events (from, horizon_limit] after a failed fast
+ * round, WORKER_CAREFUL_CHUNK events per transaction, one subtransaction
+ * per handler call.  The range is safe to read again with later snapshots:
+ * every position in it was visible or dead at the failed round's snapshot,
+ * and stays so.  A handler error is recorded as on_error says
+ * (worker_apply_recorded); a cancel propagates (worker_round retries at
+ * once), and so does any other error (worker_round backs off and retries).
+ *
+ * Memory: each chunk's transaction allocates in a context of its own
+ * (errors included), reset after the chunk; what outlives a chunk's
+ * commit (rps, for worker_publish) is allocated there before SPI_connect.
  */
 static void
 worker_round_careful(int64 from, int64 horizon_limit)
 {
+	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext chunk_cxt;
 	int64		cursor = from;
+
+	chunk_cxt = AllocSetContextCreate(cxt, "projection worker careful chunk",
+									  ALLOCSET_DEFAULT_SIZES);
 
 	/*
 	 * A projection whose checkpoint is below the cursor (one resumed since
@@ -682,20 +943,26 @@ worker_round_careful(int64 from, int64 horizon_limit)
 		int			nrps;
 		BatchEvent *events;
 		int			nevents;
+		bool		full;
 		int			i,
 					j;
 		int64		chunk_end;
-		MemoryContext errcxt = CurrentMemoryContext;
 
+		MemoryContextSwitchTo(chunk_cxt);
 		if (!worker_begin(&last_value, &appenders, &nappenders))
+		{
+			MemoryContextSwitchTo(cxt);
+			MemoryContextDelete(chunk_cxt);
 			return;
+		}
 		registry = projection_registry_acquire();
-		nrps = worker_lock_projections(registry, &rps);
-		nevents = worker_read_batch(cursor, horizon_limit, (Datum) 0, &events);
-		nevents = Min(nevents, WORKER_CAREFUL_CHUNK);
-		chunk_end = nevents > 0 ? events[nevents - 1].position : horizon_limit;
-		if (nevents < WORKER_CAREFUL_CHUNK)
-			chunk_end = horizon_limit;
+		nrps = worker_lock_projections(registry, chunk_cxt, &rps);
+		nevents = worker_read_batch(cursor, horizon_limit,
+									worker_careful_filter(rps, nrps, cursor, horizon_limit),
+									WORKER_CAREFUL_CHUNK, &events, &full);
+		chunk_end = full ? events[nevents - 1].position : horizon_limit;
+		elog(DEBUG1, "projection worker: careful replay of events %lld..%lld (%d read)",
+			 (long long) cursor + 1, (long long) chunk_end, nevents);
 
 		pgstat_report_activity(STATE_RUNNING, "projection: isolating a failing event");
 		for (i = 0; i < nevents; i++)
@@ -706,20 +973,11 @@ worker_round_careful(int64 from, int64 horizon_limit)
 			for (j = 0; j < nrps; j++)
 			{
 				RoundProjection *rp = &rps[j];
-				ErrorData  *edata;
 
 				if (rp->failed || rp->position < cursor || rp->position >= ev->position ||
 					!projection_wants(rp->def, ev->event_type))
 					continue;
-				edata = worker_apply_careful(rp, ev, errcxt);
-				if (edata == NULL)
-					continue;
-				if (error_is_transient(edata))
-					ReThrowError(edata);
-				if (rp->def->skip_errors)
-					worker_record_dead_letter(rp, ev, edata);
-				else
-					worker_record_failure(rp, ev, edata);
+				worker_apply_recorded(rp, ev, chunk_cxt);
 			}
 			CommandCounterIncrement();
 		}
@@ -730,9 +988,12 @@ worker_round_careful(int64 from, int64 horizon_limit)
 		}
 		projection_registry_release(registry);
 		worker_end(true);
+		MemoryContextSwitchTo(cxt);
 		worker_publish(rps, nrps);
+		MemoryContextReset(chunk_cxt);
 		cursor = chunk_end;
 	}
+	MemoryContextDelete(chunk_cxt);
 }
 
 /*
@@ -778,6 +1039,7 @@ worker_round(void)
 	int64		gap_bound;
 	BatchEvent *events;
 	int			nevents;
+	bool		full;
 	int			napply;
 	int			j;
 	volatile bool more = false;
@@ -785,6 +1047,9 @@ worker_round(void)
 	ErrorData  *volatile edata = NULL;
 	volatile int64 failed_from = -1;
 	volatile int64 failed_to = -1;
+	volatile int32 failed_id = 0;
+	volatile int64 failed_position = 0;
+	WorkerErrorKind kind;
 
 	if (!worker_begin(&last_value, &appenders, &nappenders))
 	{
@@ -798,7 +1063,7 @@ worker_round(void)
 	PG_TRY();
 	{
 		registry = projection_registry_acquire();
-		nrps = worker_lock_projections(registry, &rps);
+		nrps = worker_lock_projections(registry, cxt, &rps);
 		if (nrps == 0)
 		{
 			projection_registry_release(registry);
@@ -834,9 +1099,10 @@ worker_round(void)
 				nothers = nrps - 1;
 
 				from = rp->position;
-				nevents = worker_read_batch(from, gap_bound, projection_type_filter(rp->def), &events);
-				horizon = nevents == projection_batch_size ? events[nevents - 1].position : gap_bound;
-				more = nevents == projection_batch_size;
+				nevents = worker_read_batch(from, gap_bound, projection_type_filter(rp->def),
+											projection_batch_size, &events, &full);
+				horizon = full ? events[nevents - 1].position : gap_bound;
+				more = full;
 				pgstat_report_activity(STATE_RUNNING,
 										psprintf("projection: catching up \"%s\": events %lld..%lld",
 												 rp->def->name, (long long) from + 1, (long long) horizon));
@@ -853,9 +1119,10 @@ worker_round(void)
 				for (j = 1; j < nothers; j++)
 					from = Min(from, rps[j].position);
 
-				nevents = worker_read_batch(from, last_value, (Datum) 0, &events);
-				napply = worker_horizon(events, nevents, from, last_value, gap_bound, &horizon);
-				more = more || napply == projection_batch_size;
+				nevents = worker_read_batch(from, last_value, (Datum) 0, projection_batch_size,
+											&events, &full);
+				napply = worker_horizon(events, nevents, full, from, last_value, gap_bound, &horizon);
+				more = more || (full && napply == nevents);
 
 				if (horizon > from)
 				{
@@ -889,6 +1156,9 @@ worker_round(void)
 	PG_CATCH();
 	{
 		HOLD_INTERRUPTS();
+		failed_id = applying_id;	/* the handler call that failed, if any */
+		failed_position = applying_position;
+		applying_id = 0;
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -902,21 +1172,54 @@ worker_round(void)
 	if (edata == NULL)
 	{
 		transient_failures = 0;
+		worker_forget_transient();
 		return more;
 	}
 
-	if (error_is_transient(edata) || failed_from < 0)
+	/*
+	 * What to do about the error (see WorkerErrorKind): retry at once, back
+	 * off and retry, or replay the range carefully so that on_error decides
+	 * for the failing event.
+	 */
+	kind = worker_error_kind(edata);
+	if (kind == WORKER_ERROR_CANCELLED)
 	{
-		/* not a handler's fault (or not reproducible): back off and retry */
-		long		delay = Min(WORKER_MAX_BACKOFF_MS, 100L << Min(transient_failures, 10));
+		ereport(LOG,
+				(errmsg("projection worker: retrying after a cancel: %s", edata->message)));
+		return true;
+	}
+	if (kind == WORKER_ERROR_TRANSIENT && failed_id != 0)
+	{
+		/* a handler call's: retried a few times, then on_error decides */
+		int			attempts = worker_charge_transient(failed_id, failed_position);
 
+		if (attempts < WORKER_TRANSIENT_ATTEMPTS)
+		{
+			ereport(LOG,
+					(errmsg("projection worker: retrying in %ld ms after error: %s",
+							worker_backoff_delay(attempts), edata->message)));
+			worker_backoff(worker_backoff_delay(attempts));
+			return true;
+		}
+		ereport(LOG,
+				(errmsg("projection worker: event %lld failed %d times in a row in projection %d with transient errors, applying on_error: %s",
+						(long long) failed_position, attempts, failed_id, edata->message)));
+	}
+	else if (kind == WORKER_ERROR_TRANSIENT || failed_from < 0)
+	{
+		/*
+		 * Not a handler's (none was running), or not reproducible (nothing
+		 * was applied yet): back off and retry for as long as it takes.
+		 */
 		transient_failures++;
 		ereport(LOG,
 				(errmsg("projection worker: retrying in %ld ms after error: %s",
-						delay, edata->message)));
-		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, delay, PG_WAIT_EXTENSION);
+						worker_backoff_delay(transient_failures), edata->message)));
+		worker_backoff(worker_backoff_delay(transient_failures));
 		return true;
 	}
+	FreeErrorData(edata);
+	edata = NULL;
 
 	/* a handler failed: find the event and apply the rest carefully */
 	PG_TRY();
@@ -926,6 +1229,7 @@ worker_round(void)
 	PG_CATCH();
 	{
 		HOLD_INTERRUPTS();
+		applying_id = 0;
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -933,14 +1237,27 @@ worker_round(void)
 		projection_registry_at_abort();
 		RESUME_INTERRUPTS();
 		MemoryContextSwitchTo(cxt);
-		transient_failures++;
-		ereport(LOG,
-				(errmsg("projection worker: retrying after error: %s", edata->message)));
-		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(WORKER_MAX_BACKOFF_MS, 100L << Min(transient_failures, 10)),
-						 PG_WAIT_EXTENSION);
 	}
 	PG_END_TRY();
+
+	if (edata != NULL)
+	{
+		long		delay;
+
+		kind = worker_error_kind(edata);
+		if (kind == WORKER_ERROR_CANCELLED)
+		{
+			ereport(LOG,
+					(errmsg("projection worker: retrying after a cancel: %s", edata->message)));
+			return true;
+		}
+		/* not a handler's: those are recorded by the replay itself */
+		delay = worker_backoff_delay(++transient_failures);
+		ereport(LOG,
+				(errmsg("projection worker: retrying in %ld ms after error: %s",
+						delay, edata->message)));
+		worker_backoff(delay);
+	}
 	return true;
 }
 
@@ -984,6 +1301,7 @@ projection_worker_main(Datum main_arg)
 	for (;;)
 	{
 		bool		more;
+		long		stats_timeout;
 		MemoryContext oldcxt;
 
 		ResetLatch(MyLatch);
@@ -1005,7 +1323,15 @@ projection_worker_main(Datum main_arg)
 
 		worker_mark_healthy();
 		pgstat_report_activity(STATE_IDLE, NULL);
+
+		/*
+		 * Statistics not flushed after the last commit (flushes are at
+		 * least PGSTAT_MIN_INTERVAL apart) are flushed when that interval
+		 * has passed, as PostgresMain does before going idle.
+		 */
+		stats_timeout = pgstat_report_stat(false);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 projection_naptime, PG_WAIT_EXTENSION);
+						 stats_timeout > 0 ? Min(stats_timeout, projection_naptime) : projection_naptime,
+						 PG_WAIT_EXTENSION);
 	}
 }
