@@ -258,8 +258,8 @@ worker_lock_projections(ProjectionRegistry *registry, RoundProjection **rps)
 	RoundProjection *result;
 	int32	   *restored;
 	int			nrestored = 0;
-	Oid			types[2] = {INT4OID, INT4OID};
-	Datum		values[2];
+	Oid			types[3] = {INT4OID, INT4OID, INT4ARRAYOID};
+	Datum		values[3];
 
 #define LOCK_SQL(checkpoint, restored, hold) \
 	"SELECT id, " checkpoint ", state OPERATOR(pg_catalog.=) 'catching_up', " restored " " \
@@ -267,6 +267,7 @@ worker_lock_projections(ProjectionRegistry *registry, RoundProjection **rps)
 	"WHERE mode OPERATOR(pg_catalog.=) 'async' " \
 	"AND state OPERATOR(pg_catalog.=) ANY ('{running,catching_up}') " \
 	"AND id OPERATOR(pg_catalog.%) $1 OPERATOR(pg_catalog.=) $2 " hold \
+	"AND id OPERATOR(pg_catalog.<>) ALL ($3) " \
 	"ORDER BY id FOR UPDATE OF p SKIP LOCKED"
 
 	/*
@@ -280,15 +281,19 @@ worker_lock_projections(ProjectionRegistry *registry, RoundProjection **rps)
 									"AND (restored_pid IS NULL OR NOT EXISTS ("
 									"SELECT FROM pg_catalog.pg_stat_get_activity(restored_pid) a "
 									"WHERE a.backend_start OPERATOR(pg_catalog.=) restored_at)) "),
-						   2, types);
+						   3, types);
 	else
 		plan = worker_plan(&lock_plan_1_0,
 						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL_1_0("p"), "false", ""),
-						   2, types);
+						   3, types);
 	values[0] = Int32GetDatum(worker_count);
 	values[1] = Int32GetDatum(worker_index);
+	/* projections a management call is waiting for (manage's cancel requests) */
+	values[2] = projection_held_projections(worker_dboid);
 	rc = SPI_execute_plan(plan, values, NULL, false, 0);
 	projection_spi_check(rc, SPI_OK_SELECT, "locking async projections");
+	/* the rows are locked: a management call may cancel the batch from here */
+	projection_worker_batch_begin(worker_dboid, worker_index);
 
 	result = palloc0(sizeof(RoundProjection) * Max(SPI_processed, 1));
 	restored = palloc(sizeof(int32) * Max(SPI_processed, 1));
@@ -639,6 +644,8 @@ worker_begin(int64 *last_value, ProjectionAppenderSeen **appenders, int *nappend
 static void
 worker_end(bool commit)
 {
+	if (commit)
+		projection_worker_batch_end(worker_dboid, worker_index);
 	PopActiveSnapshot();
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
@@ -687,6 +694,8 @@ worker_round_careful(int64 from, int64 horizon_limit)
 		int64		chunk_end;
 		MemoryContext errcxt = CurrentMemoryContext;
 
+		if (projection_database_held(worker_dboid))
+			return;				/* DROP EXTENSION is waiting: leave it be */
 		if (!worker_begin(&last_value, &appenders, &nappenders))
 			return;
 		registry = projection_registry_acquire();
@@ -785,6 +794,10 @@ worker_round(void)
 	ErrorData  *volatile edata = NULL;
 	volatile int64 failed_from = -1;
 	volatile int64 failed_to = -1;
+
+	/* DROP EXTENSION of this database is waiting: start nothing */
+	if (projection_database_held(worker_dboid))
+		return false;
 
 	if (!worker_begin(&last_value, &appenders, &nappenders))
 	{
@@ -905,6 +918,13 @@ worker_round(void)
 		return more;
 	}
 
+	/* pause/drop/DROP EXTENSION cancelled the batch: retry without it */
+	if (projection_worker_batch_aborted(worker_dboid, worker_index))
+	{
+		elog(DEBUG1, "projection worker: batch cancelled by a management call");
+		return true;
+	}
+
 	if (error_is_transient(edata) || failed_from < 0)
 	{
 		/* not a handler's fault (or not reproducible): back off and retry */
@@ -919,6 +939,7 @@ worker_round(void)
 	}
 
 	/* a handler failed: find the event and apply the rest carefully */
+	edata = NULL;
 	PG_TRY();
 	{
 		worker_round_careful(failed_from, failed_to);
@@ -933,6 +954,11 @@ worker_round(void)
 		projection_registry_at_abort();
 		RESUME_INTERRUPTS();
 		MemoryContextSwitchTo(cxt);
+	}
+	PG_END_TRY();
+	/* pause/drop/DROP EXTENSION cancelled the batch: retry without it */
+	if (edata != NULL && !projection_worker_batch_aborted(worker_dboid, worker_index))
+	{
 		transient_failures++;
 		ereport(LOG,
 				(errmsg("projection worker: retrying after error: %s", edata->message)));
@@ -940,7 +966,6 @@ worker_round(void)
 						 Min(WORKER_MAX_BACKOFF_MS, 100L << Min(transient_failures, 10)),
 						 PG_WAIT_EXTENSION);
 	}
-	PG_END_TRY();
 	return true;
 }
 
@@ -959,6 +984,8 @@ projection_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+	/* a cancel (SIGINT) may only interrupt a batch (shmem.c, cancel requests) */
+	HOLD_CANCEL_INTERRUPTS();
 
 	worker_rescan_gen = pg_atomic_read_u32(&ProjectionShared->rescan_gen);
 	pg_memory_barrier();
