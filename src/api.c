@@ -12,8 +12,11 @@
  * owner or the caller, never as a superuser on its behalf.
  *
  * Management calls lock the projection's registry row (FOR UPDATE), so two
- * of them on one projection serialize, and the async worker, which updates
- * the row's checkpoint in each batch, waits for at most one of them.
+ * of them on one projection serialize.  The async worker locks the rows of
+ * its projections for the length of a batch (FOR UPDATE SKIP LOCKED, so it
+ * never waits for a management call); a management call does not wait for
+ * the worker either: it cancels the batch (wait_out_worker_batch), which
+ * rolls back and is retried without the projection.
  *
  * IDENTIFICATION
  *	  src/api.c
@@ -24,6 +27,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
@@ -34,10 +38,14 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/plannodes.h"
 #include "pgstat.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#include "tcop/pquery.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -46,6 +54,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/portal.h"
 #include "utils/regproc.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -68,6 +77,7 @@ PG_FUNCTION_INFO_V1(projection_wait);
 PG_FUNCTION_INFO_V1(projection_aggregate);
 PG_FUNCTION_INFO_V1(projection_notify_launcher);
 PG_FUNCTION_INFO_V1(projection_worker_info);
+PG_FUNCTION_INFO_V1(projection_status);
 
 /*
  * The projection whose replay this backend is running, and the
@@ -89,6 +99,8 @@ typedef struct ProjectionRow
 	char	   *state;
 	int64		position;
 } ProjectionRow;
+
+static void empty_tables(ProjectionDef *def);
 
 /* ---------------------------------------------------------------------
  * Argument checks
@@ -180,6 +192,69 @@ forget_checkpoints(int32 id)
  * UNDEFINED_OBJECT if it does not exist.  Result in the caller's context
  * (saved before SPI_connect), given as "cxt".
  */
+/*
+ * Before a management call waits for a projection's row lock: if a worker's
+ * batch holds it, cancel that batch instead of waiting for it (a handler may
+ * run for minutes; an operator must be able to pause or drop the projection
+ * at once).  Loops: try the lock with SKIP LOCKED; if another transaction
+ * holds it, read the locker (xmax) and, if it is one of this database's
+ * workers in a batch, post a hold (the worker leaves the projection out of
+ * its next rounds), cancel the batch and wait for it to roll back.  Any
+ * other holder (a rebuild, another management call) is waited for as usual
+ * by the caller's FOR UPDATE.  Sets *held when a hold was posted; the
+ * caller releases it once it has the lock (or on error).
+ */
+static void
+wait_out_worker_batch(const char *name, bool *held)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	int			attempt;
+
+	if (ProjectionShared == NULL)
+		return;					/* no workers */
+	values[0] = CStringGetTextDatum(name);
+	for (attempt = 0; attempt < 10000; attempt++)
+	{
+		bool		isnull;
+		int32		id;
+		TransactionId xmax;
+
+		registry_exec("SELECT 1 FROM projection.projections p WHERE name OPERATOR(pg_catalog.=) $1 "
+					  "FOR UPDATE OF p SKIP LOCKED",
+					  1, types, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed > 0)
+			return;				/* locked */
+		registry_exec("SELECT id, xmax FROM projection.projections WHERE name OPERATOR(pg_catalog.=) $1",
+					  1, types, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed == 0)
+			return;				/* the caller reports it */
+		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		xmax = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		if (!*held)
+		{
+			projection_hold(MyDatabaseId, id);
+			*held = true;
+		}
+		switch (projection_cancel_batch(MyDatabaseId, xmax))
+		{
+			case PROJECTION_CANCEL_SENT:
+				XactLockTableWait(xmax, NULL, NULL, XLTW_None);
+				continue;
+			case PROJECTION_CANCEL_NOT_YET:
+				break;			/* the worker is about to publish its batch */
+			case PROJECTION_CANCEL_NOT_WORKER:
+				if (TransactionIdIsInProgress(xmax))
+					return;		/* another session: wait for it */
+				break;			/* it just ended: try again */
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
 static ProjectionRow *
 registry_lookup(const char *name, MemoryContext cxt)
 {
@@ -190,12 +265,23 @@ registry_lookup(const char *name, MemoryContext cxt)
 	TupleDesc	desc;
 	bool		isnull;
 	MemoryContext oldcxt;
+	volatile bool held = false;
 
 	values[0] = CStringGetTextDatum(name);
-	registry_exec(psprintf("SELECT id, owner::pg_catalog.oid, mode OPERATOR(pg_catalog.=) 'inline', state, %s "
+	PG_TRY();
+	{
+		wait_out_worker_batch(name, (bool *) &held);
+		registry_exec(psprintf("SELECT id, owner::pg_catalog.oid, mode OPERATOR(pg_catalog.=) 'inline', state, %s "
 						   "FROM projection.projections p WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE OF p",
 						   checkpoint_sql()),
 				  1, types, values, NULL, SPI_OK_SELECT);
+	}
+	PG_FINALLY();
+	{
+		if (held)
+			projection_release_hold();
+	}
+	PG_END_TRY();
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -288,6 +374,163 @@ lock_out_appenders(const char *what)
  * ---------------------------------------------------------------------
  */
 
+/* events a replay under on_error 'skip' recorded as dead letters */
+static int64 replay_skipped = 0;
+
+/* Record an event a replay skipped (on_error 'skip'), as the worker does. */
+static void
+replay_dead_letter(ProjectionDef *def, HeapTuple tup, TupleDesc desc, ErrorData *edata)
+{
+	Oid			types[8] = {TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+
+	values[0] = CStringGetTextDatum(def->name);
+	values[1] = SPI_getbinval(tup, desc, 2, &isnull);
+	values[2] = SPI_getbinval(tup, desc, 3, &isnull);
+	values[3] = SPI_getbinval(tup, desc, 4, &isnull);
+	values[4] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+	values[5] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
+	if (edata->detail)
+		values[6] = CStringGetTextDatum(edata->detail);
+	else
+		nulls[6] = 'n';
+	if (edata->context)
+		values[7] = CStringGetTextDatum(edata->context);
+	else
+		nulls[7] = 'n';
+	registry_exec("INSERT INTO projection.dead_letters "
+				  "(name, global_position, event_type, stream_id, sqlstate, error, detail, context) "
+				  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+				  8, types, values, nulls, SPI_OK_INSERT);
+	replay_skipped++;
+}
+
+/*
+ * Errors a replay under on_error 'skip' must not turn into dead letters: a
+ * cancel, a shutdown, a serialization failure or deadlock, a lock time-out,
+ * resources or the system failing.  They say nothing about the event, so
+ * they abort the replay as they would any statement.
+ */
+static bool
+replay_error_is_fatal(ErrorData *edata)
+{
+	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	return class == ERRCODE_TO_CATEGORY(ERRCODE_QUERY_CANCELED) ||	/* 57 */
+		class == ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE) ||	/* 40 */
+		class == ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) ||	/* 53 */
+		class == ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR) ||	/* 58 */
+		class == ERRCODE_TO_CATEGORY(ERRCODE_INTERNAL_ERROR) ||	/* XX */
+		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
+/*
+ * Apply events [from, to) of a fetched chunk to a projection, inside one
+ * subtransaction (one per event with "each"), as its owner.  Returns the
+ * number applied, or -1 after rolling the subtransaction back if one
+ * failed; with "each", a failing event is recorded in dead_letters instead
+ * (as the worker does) and the rest go on.  Fatal errors are re-thrown.
+ */
+static int64
+replay_guarded(ProjectionDef *def, ProjectionEventRows *rows, int from, int to,
+			   bool each, MemoryContext event_cxt)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	int			i = from;
+	volatile int64 applied = 0;
+
+	while (i < to)
+	{
+		ErrorData  *volatile edata = NULL;
+		volatile int cur = i;
+		volatile int64 done = 0;
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(oldcxt);
+		PG_TRY();
+		{
+			ProjectionOwnerScope scope;
+			int			stop = each ? cur + 1 : to;
+
+			memset(&scope, 0, sizeof(scope));
+			for (; cur < stop; cur++)
+			{
+				HeapTuple	tup = rows->tuples[cur];
+				bool		isnull;
+				Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
+				int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
+				char	   *event_type;
+
+				CHECK_FOR_INTERRUPTS();
+				MemoryContextSwitchTo(event_cxt);
+				event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
+				if (projection_wants(def, event_type))
+				{
+					projection_owner_enter(&scope, def);
+					projection_apply(def, event, event_type, position);
+					CommandCounterIncrement();
+					done++;
+				}
+				MemoryContextSwitchTo(oldcxt);
+				MemoryContextReset(event_cxt);
+			}
+			projection_owner_leave(&scope);
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(oldcxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+		}
+		PG_END_TRY();
+
+		if (edata != NULL)
+		{
+			HeapTuple	tup = rows->tuples[cur];
+
+			if (replay_error_is_fatal(edata))
+				ReThrowError(edata);
+			if (!each)
+			{
+				FreeErrorData(edata);
+				return -1;
+			}
+			replay_dead_letter(def, tup, rows->tupdesc, edata);
+			FreeErrorData(edata);
+			cur++;
+		}
+		else
+			applied += done;
+		i = cur;
+	}
+	return applied;
+}
+
+/*
+ * A chunk of a replay under on_error 'skip': first in one subtransaction;
+ * if an event fails, again with one subtransaction per event, recording the
+ * failing ones as dead letters.  Returns the number of events applied.
+ */
+static int64
+replay_chunk_skipping(ProjectionDef *def, ProjectionEventRows *rows,
+					  MemoryContext event_cxt)
+{
+	int64		applied = replay_guarded(def, rows, 0, rows->ntuples, false, event_cxt);
+
+	if (applied >= 0)
+		return applied;
+	return replay_guarded(def, rows, 0, rows->ntuples, true, event_cxt);
+}
+
 /*
  * Apply every event in (from, upto] that the projection handles to it, in
  * position order, in this transaction, as the projection's owner, reading
@@ -335,7 +578,7 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	plan = SPI_prepare(psprintf("SELECT e, e.global_position, e.event_type FROM projection.events e "
+	plan = SPI_prepare(psprintf("SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e "
 								"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
 								"AND e.global_position OPERATOR(pg_catalog.<=) $2 %s"
 								"ORDER BY e.global_position LIMIT $3",
@@ -368,28 +611,33 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 		if (rows.ntuples == 0)
 			break;
-		for (i = 0; i < rows.ntuples; i++)
+		if (def->skip_errors)
+			replayed += replay_chunk_skipping(def, &rows, event_cxt);
+		else
 		{
-			HeapTuple	tup = rows.tuples[i];
-			Datum		event = SPI_getbinval(tup, rows.tupdesc, 1, &isnull);
-			int64		position = DatumGetInt64(SPI_getbinval(tup, rows.tupdesc, 2, &isnull));
-			MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
-			char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, rows.tupdesc, 3, &isnull));
-
-			CHECK_FOR_INTERRUPTS();
-			if (projection_wants(def, event_type))
+			for (i = 0; i < rows.ntuples; i++)
 			{
-				projection_owner_enter(&scope, def);
-				projection_apply(def, event, event_type, position);
-				CommandCounterIncrement();
-				replayed++;
+				HeapTuple	tup = rows.tuples[i];
+				Datum		event = SPI_getbinval(tup, rows.tupdesc, 1, &isnull);
+				int64		position = DatumGetInt64(SPI_getbinval(tup, rows.tupdesc, 2, &isnull));
+				MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
+				char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, rows.tupdesc, 3, &isnull));
+
+				CHECK_FOR_INTERRUPTS();
+				if (projection_wants(def, event_type))
+				{
+					projection_owner_enter(&scope, def);
+					projection_apply(def, event, event_type, position);
+					CommandCounterIncrement();
+					replayed++;
+				}
+				MemoryContextSwitchTo(oldcxt);
+				MemoryContextReset(event_cxt);
 			}
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(event_cxt);
-			*last = position;
+			projection_owner_leave(&scope);
 		}
+		*last = DatumGetInt64(SPI_getbinval(rows.tuples[rows.ntuples - 1], rows.tupdesc, 2, &isnull));
 		MemoryContextReset(batch_cxt);
-		projection_owner_leave(&scope);
 
 		/* progress in positions: the events of other types count as passed */
 		if (TimestampDifferenceExceeds(last_report, GetCurrentTimestamp(),
@@ -811,8 +1059,45 @@ warn_if_no_worker(void)
 }
 
 /*
+ * The first of "tables" that holds a row, as a qualified name, or NULL.
+ * Looked at as the bootstrap superuser: the creator may write the tables
+ * without being allowed to read them, and learns only that a row exists.
+ * Caller is connected to SPI.
+ */
+static char *
+first_nonempty_table(ArrayType *tables)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n,
+				i;
+
+	deconstruct_array(tables, OIDOID, sizeof(Oid), true, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+	{
+		Oid			relid = DatumGetObjectId(elems[i]);
+		char	   *qualified = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+														   get_rel_name(relid));
+
+		extension_exec(psprintf("SELECT FROM %s LIMIT 1", qualified),
+					   0, NULL, NULL, NULL, false, SPI_OK_SELECT);
+		if (SPI_processed > 0)
+			return qualified;
+	}
+	return NULL;
+}
+
+/*
  * create(name, handler regproc, event_types text[], mode, tables regclass[],
- *		  start_from, on_error)
+ *		  start_from, on_error, if_not_empty)
+ *
+ * With start_from 'beginning', every existing event is applied to the
+ * tables; rows already in them would be counted twice, so a table that is
+ * not empty is refused unless if_not_empty is 'keep' (leave the rows: the
+ * handlers are idempotent, or the rows are not derived from events) or
+ * 'empty' (empty the tables first, as rebuild() does, in this transaction).
+ * A 1.1 definition of create() (before ALTER EXTENSION UPDATE) passes no
+ * if_not_empty: then 'error' too.
  */
 Datum
 projection_create(PG_FUNCTION_ARGS)
@@ -822,6 +1107,7 @@ projection_create(PG_FUNCTION_ARGS)
 	char	   *mode;
 	char	   *start_from;
 	char	   *on_error;
+	char	   *if_not_empty = "error";
 	bool		is_inline;
 	bool		from_beginning;
 	char	   *search_path;
@@ -833,6 +1119,8 @@ projection_create(PG_FUNCTION_ARGS)
 	mode = text_arg(fcinfo, 3, "mode");
 	start_from = text_arg(fcinfo, 5, "start_from");
 	on_error = text_arg(fcinfo, 6, "on_error");
+	if (PG_NARGS() > 7)
+		if_not_empty = text_arg(fcinfo, 7, "if_not_empty");
 	require_arg(fcinfo, 4, "tables");
 
 	if (strcmp(mode, "inline") == 0)
@@ -858,6 +1146,12 @@ projection_create(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid on_error \"%s\"", on_error),
 				 errhint("Valid values are \"stop\" and \"skip\".")));
+	if (strcmp(if_not_empty, "error") != 0 && strcmp(if_not_empty, "keep") != 0 &&
+		strcmp(if_not_empty, "empty") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid if_not_empty \"%s\"", if_not_empty),
+				 errhint("Valid values are \"error\", \"keep\" and \"empty\".")));
 	/* a projection receives events: only a role that may read them creates one */
 	check_events_privilege(ACL_SELECT, "Creating a projection");
 	if (is_inline)
@@ -887,6 +1181,18 @@ projection_create(PG_FUNCTION_ARGS)
 
 	if (is_inline)
 		lock_out_appenders("create");
+	if (from_beginning && strcmp(if_not_empty, "error") == 0 &&
+		projection_sequence_last_value() > 0)
+	{
+		char	   *table = first_nonempty_table(PG_GETARG_ARRAYTYPE_P(4));
+
+		if (table != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot create projection \"%s\" from the beginning: table %s is not empty", name, table),
+					 errdetail("Table %s already holds rows, and start_from => 'beginning' applies every existing event to it, so they would be counted twice.", table),
+					 errhint("Empty the table first, pass if_not_empty => 'empty' to have create() empty the projection's tables as rebuild() does, or if_not_empty => 'keep' if the rows may stay (idempotent handlers).")));
+	}
 	if (!from_beginning)
 		start_position = projection_sequence_last_value();
 	else if (!is_inline && projection_sequence_last_value() > 0)
@@ -922,6 +1228,18 @@ projection_create(PG_FUNCTION_ARGS)
 		projection_creating = false;
 	}
 	CommandCounterIncrement();
+
+	if (from_beginning && strcmp(if_not_empty, "empty") == 0)
+	{
+		ProjectionRegistry *registry;
+
+		row = registry_lookup(name, cxt);
+		projection_registry_invalidate();
+		registry = projection_registry_acquire();
+		empty_tables(registry_def(registry, row->id));
+		projection_registry_release(registry);
+		CommandCounterIncrement();
+	}
 
 	if (is_inline && from_beginning && !OidIsValid(handler) && projection_sequence_last_value() > 0)
 		ereport(NOTICE,
@@ -1298,6 +1616,22 @@ projection_rebuild(PG_FUNCTION_ARGS)
 	registry = projection_registry_acquire();
 	def = registry_def(registry, row->id);
 	empty_tables(def);
+
+	/*
+	 * The rebuild replays every event again: its dead letters are those of
+	 * the events that fail now (on_error 'skip'), so the old ones go, in
+	 * this transaction.  Afterwards dead_letters lists exactly the events
+	 * the new read model lacks.
+	 */
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1];
+
+		values[0] = CStringGetTextDatum(name);
+		registry_exec("DELETE FROM projection.dead_letters WHERE name OPERATOR(pg_catalog.=) $1",
+					  1, types, values, NULL, SPI_OK_DELETE);
+	}
+	replay_skipped = 0;
 	if (row->is_inline)
 	{
 		replayed = replay_inline(def, 0, &last);
@@ -1336,8 +1670,14 @@ projection_rebuild(PG_FUNCTION_ARGS)
 	if (!row->is_inline && strcmp(state, "running") == 0)
 		projection_request_launcher_at_commit();
 
-	ereport(NOTICE,
-			(errmsg("projection \"%s\" rebuilt from %lld events", name, (long long) replayed)));
+	if (replay_skipped > 0)
+		ereport(NOTICE,
+				(errmsg("projection \"%s\" rebuilt from %lld events, %lld skipped", name,
+						(long long) replayed, (long long) replay_skipped),
+				 errdetail("The skipped events and their errors are in projection.dead_letters.")));
+	else
+		ereport(NOTICE,
+				(errmsg("projection \"%s\" rebuilt from %lld events", name, (long long) replayed)));
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_INT64(replayed);
@@ -1349,36 +1689,131 @@ projection_rebuild(PG_FUNCTION_ARGS)
  */
 
 /*
- * Has the projection applied every event up to "up_to"?  Reads its
- * committed registry row with the latest snapshot (so it works in any
- * isolation level).  A running inline projection has applied every
- * committed event.  Raises UNDEFINED_OBJECT if it was dropped.
+ * Why no worker can apply this database's async projections, or NULL if
+ * one can (or may soon: the launcher has not given the database a slot
+ * yet).  *hint gets what to do.  On a standby no worker runs, but replay
+ * brings the primary's progress, so that is not a reason.
+ */
+static const char *
+wait_no_worker_reason(const char **hint)
+{
+	bool		slot_for_db = false;
+	bool		all_failed = true;
+	bool		free_slot = false;
+	int			i;
+
+	if (ProjectionShared == NULL)
+	{
+		*hint = "Add \"projection\" to shared_preload_libraries and restart the server.";
+		return "the projection library is not preloaded";
+	}
+	if (RecoveryInProgress())
+		return NULL;
+	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (!OidIsValid(slot->dboid))
+			free_slot = true;
+		else if (slot->dboid == MyDatabaseId)
+		{
+			slot_for_db = true;
+			if (!slot->start_failed)
+				all_failed = false;
+		}
+	}
+	LWLockRelease(ProjectionShared->lock);
+	if (slot_for_db && all_failed)
+	{
+		*hint = psprintf("Raise max_worker_processes (now %d) and restart the server.", max_worker_processes);
+		return "no background worker could be started for this database";
+	}
+	if (!slot_for_db && !free_slot)
+	{
+		*hint = psprintf("Raise projection.max_workers (now %d) and restart the server.", projection_max_workers);
+		return "every projection worker slot is in use";
+	}
+	return NULL;
+}
+
+/*
+ * May wait() stop advertising an xmin while it sleeps?  Only if nothing
+ * will read with this backend's older snapshots after it returns: the
+ * statement is a plain "SELECT projection.wait(...)" (a Result node whose
+ * targets are calls of wait with constant or parameter arguments, no
+ * subqueries), at the top level, no other portal of the transaction is
+ * open (a cursor keeps its snapshot), and the isolation level is READ
+ * COMMITTED (in REPEATABLE READ the transaction's snapshot serves every
+ * later statement).  Anywhere else wait() keeps the statement's snapshot,
+ * as any function does.
  */
 static bool
-projection_reached(int32 id, const char *name, int64 up_to)
+wait_may_release_snapshot(FunctionCallInfo fcinfo)
 {
-	Oid			types[2] = {INT4OID, INT8OID};
+	Portal		portal = ActivePortal;
+	PlannedStmt *stmt;
+	ListCell   *lc;
+
+	if (IsolationUsesXactSnapshot() || portal == NULL || list_length(portal->stmts) != 1 ||
+		!ThereAreNoReadyPortals())
+		return false;
+	stmt = linitial_node(PlannedStmt, portal->stmts);
+	if (stmt->commandType != CMD_SELECT || stmt->utilityStmt != NULL ||
+		stmt->subplans != NIL || stmt->planTree == NULL ||
+		!IsA(stmt->planTree, Result) || stmt->planTree->lefttree != NULL ||
+		stmt->planTree->initPlan != NIL ||
+		((Result *) stmt->planTree)->resconstantqual != NULL)
+		return false;
+	foreach(lc, stmt->planTree->targetlist)
+	{
+		TargetEntry *te = lfirst_node(TargetEntry, lc);
+		FuncExpr   *call = (FuncExpr *) te->expr;
+		ListCell   *arg;
+
+		if (!IsA(call, FuncExpr) || call->funcid != fcinfo->flinfo->fn_oid)
+			return false;
+		foreach(arg, call->args)
+			if (!IsA(lfirst(arg), Const) && !IsA(lfirst(arg), Param))
+				return false;
+	}
+	return true;
+}
+
+/* what wait() reads of its projection */
+typedef struct WaitSeen
+{
+	bool		reached;
+	bool		failed;
+	int64		position;
+	int64		error_position;
+	char	   *last_error;		/* NULL unless the caller may see it */
+} WaitSeen;
+
+/*
+ * Read the projection's committed registry row with a fresh snapshot (so
+ * it works in any isolation level, and so that, once wait() has stopped
+ * advertising the statement's xmin, only a recent one is advertised, and
+ * only for this read).  A running inline projection has applied every
+ * committed event.  Raises UNDEFINED_OBJECT if it was dropped.
+ */
+static void
+wait_read(SPIPlanPtr plan, int32 id, const char *name, int64 up_to, WaitSeen *seen)
+{
 	Datum		values[2];
 	Oid			save_userid;
 	int			save_sec_context;
-	SPIPlanPtr	plan;
 	Snapshot	snapshot;
 	int			rc;
 	bool		isnull;
-	bool		reached;
+	HeapTuple	tup;
+	TupleDesc	desc;
 
 	values[0] = Int32GetDatum(id);
 	values[1] = Int64GetDatum(up_to);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	plan = SPI_prepare(psprintf("SELECT %s OPERATOR(pg_catalog.>=) $2 OR "
-								"(mode OPERATOR(pg_catalog.=) 'inline' AND state OPERATOR(pg_catalog.=) 'running') "
-								"FROM projection.projections p WHERE id OPERATOR(pg_catalog.=) $1",
-								checkpoint_sql()),
-					   2, types);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	rc = SPI_execute_snapshot(plan, values, NULL, snapshot, InvalidSnapshot, true, false, 1);
 	UnregisterSnapshot(snapshot);
@@ -1388,16 +1823,46 @@ projection_reached(int32 id, const char *name, int64 up_to)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("projection \"%s\" was dropped while waiting", name)));
-	reached = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_freeplan(plan);
-	return reached;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	seen->reached = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));
+	seen->failed = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+	seen->position = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	seen->error_position = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+	if (isnull)
+		seen->error_position = seen->position + 1;
+	seen->last_error = NULL;
+	if (seen->failed)
+	{
+		Oid			owner = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
+
+		/* event data: only for the owner and readers of the events (D9) */
+		if (has_privs_of_role(GetUserId(), owner) ||
+			pg_class_aclcheck(projection_oids()->events, GetUserId(), ACL_SELECT) == ACLCHECK_OK)
+			seen->last_error = SPI_getvalue(tup, desc, 5);
+	}
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /*
  * wait(name, up_to, timeout) RETURNS boolean: true once the projection has
  * applied every event up to position up_to, false when the timeout passes.
- * Sleeps on the condition variable the workers broadcast after each commit
- * (prepared before each check, so that no broadcast is missed).
+ *
+ * What cannot move is an error at once (55000), not a silent time-out: a
+ * projection failed before up_to, or an async projection that no worker
+ * can run.  A paused projection is waited for (pausing is an operator's
+ * deliberate, temporary act; resume() wakes the wait).  Inside a
+ * transaction that appended an event at or below up_to, the worker cannot
+ * get there before this transaction commits: a WARNING, and false at once.
+ *
+ * Sleeps on its database's condition variable, which workers broadcast
+ * after each commit (prepared before each check, so that no broadcast is
+ * missed).  A wake-up reads the registry only when the projection's
+ * published checkpoint or the registry generation moved (or once a second,
+ * as a safety net), so other projections' commits cost a hash lookup.
+ * While it sleeps it advertises no xmin, where it may (see
+ * wait_may_release_snapshot), so it does not hold back vacuum or the
+ * worker's pruning.
  */
 Datum
 projection_wait(PG_FUNCTION_ARGS)
@@ -1410,6 +1875,14 @@ projection_wait(PG_FUNCTION_ARGS)
 	TimestampTz deadline;
 	bool		result = false;
 	int64		timeout_ms;
+	bool		release;
+	SPIPlanPtr	plan;
+	Oid			types[2] = {INT4OID, INT8OID};
+	ConditionVariable *cv = NULL;
+	int64		seen_applied = -2;
+	uint64		seen_gen = 0;
+	TimestampTz last_read = 0;
+	bool		first = true;
 
 	require_arg(fcinfo, 1, "up_to");
 	require_arg(fcinfo, 2, "timeout");
@@ -1422,19 +1895,20 @@ projection_wait(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("timeout must not be negative")));
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	release = wait_may_release_snapshot(fcinfo);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	/* check existence without keeping the row locked while we sleep */
 	{
-		Oid			types[1] = {TEXTOID};
+		Oid			ntypes[1] = {TEXTOID};
 		Datum		values[1];
 		bool		isnull;
 
 		values[0] = CStringGetTextDatum(name);
 		registry_exec("SELECT id, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
 					  "WHERE name OPERATOR(pg_catalog.=) $1",
-					  1, types, values, NULL, SPI_OK_SELECT);
+					  1, ntypes, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -1443,40 +1917,112 @@ projection_wait(PG_FUNCTION_ARGS)
 		is_inline = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	}
 
-	if (!is_inline && projection_appended_in_xact())
-		ereport(WARNING,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("waiting for projection \"%s\" inside a transaction that appended events", name),
-				 errdetail("The worker cannot apply this transaction's events before it commits."),
-				 errhint("Commit first, then call projection.wait().")));
+	{
+		Oid			save_userid;
+		int			save_sec_context;
+
+		GetUserIdAndSecContext(&save_userid, &save_sec_context);
+		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		plan = SPI_prepare(psprintf("SELECT %s OPERATOR(pg_catalog.>=) $2 OR "
+									"(mode OPERATOR(pg_catalog.=) 'inline' AND state OPERATOR(pg_catalog.=) 'running'), "
+									"state OPERATOR(pg_catalog.=) 'failed', %s, last_error_position, "
+									"last_error, owner::pg_catalog.oid "
+									"FROM projection.projections p WHERE id OPERATOR(pg_catalog.=) $1",
+									checkpoint_sql(), checkpoint_sql()),
+						   2, types);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	}
+	if (ProjectionShared != NULL)
+		cv = projection_progress_cv(MyDatabaseId);
 
 	for (;;)
 	{
 		long		remaining;
+		TimestampTz now;
+		int64		applied = projection_progress_applied(MyDatabaseId, id);
+		uint64		gen = 0;
 
-		if (ProjectionShared != NULL)
-			ConditionVariablePrepareToSleep(&ProjectionShared->progress_cv);
-		if (projection_reached(id, name, up_to))
+		(void) projection_registry_generation(MyDatabaseId, &gen);
+		if (cv != NULL)
+			ConditionVariablePrepareToSleep(cv);
+		now = GetCurrentTimestamp();
+		if (first || applied != seen_applied || gen != seen_gen ||
+			TimestampDifferenceExceeds(last_read, now, 1000))
 		{
-			result = true;
-			break;
+			WaitSeen	seen;
+
+			wait_read(plan, id, name, up_to, &seen);
+			seen_applied = applied;
+			seen_gen = gen;
+			last_read = now;
+			if (seen.reached)
+			{
+				result = true;
+				break;
+			}
+			if (seen.failed)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("projection \"%s\" failed at event %lld and cannot reach position %lld",
+								name, (long long) seen.error_position, (long long) up_to),
+						 seen.last_error ? errdetail("The error was: %s", seen.last_error) : 0,
+						 errhint("Fix the cause, then call projection.resume('%s').", name)));
+			if (!is_inline)
+			{
+				const char *hint = NULL;
+				const char *reason = wait_no_worker_reason(&hint);
+
+				if (reason != NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							 errmsg("no worker can run async projection \"%s\": %s", name, reason),
+							 errhint("%s", hint)));
+			}
+			if (first && !is_inline && projection_appended_in_xact() &&
+				ProjectionAppenders != NULL && MyBackendId != InvalidBackendId &&
+				MyBackendId <= ProjectionNumAppenders)
+			{
+				uint64		own = pg_atomic_read_u64(&ProjectionAppenders[MyBackendId - 1].min_pos);
+
+				if (own == 0 || (uint64) up_to >= own)
+				{
+					ereport(WARNING,
+							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							 errmsg("waiting for projection \"%s\" inside a transaction that appended events", name),
+							 errdetail("The worker cannot apply this transaction's events before it commits."),
+							 errhint("Commit first, then call projection.wait().")));
+					break;
+				}
+			}
+			first = false;
 		}
-		remaining = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+		remaining = (long) ((deadline - now) / 1000);
 		if (remaining <= 0)
 			break;
-		if (ProjectionShared != NULL)
-			(void) ConditionVariableTimedSleep(&ProjectionShared->progress_cv,
-											   Min(remaining, 1000), PG_WAIT_EXTENSION);
+
+		/* sleep holding no snapshot (our reads use fresh ones) */
+		if (release)
+		{
+			InvalidateCatalogSnapshot();
+			MyProc->xmin = InvalidTransactionId;
+		}
+		if (cv != NULL && !RecoveryInProgress())
+			(void) ConditionVariableTimedSleep(cv, Min(remaining, 1000), PG_WAIT_EXTENSION);
 		else
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Min(remaining, 100), PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
+			last_read = 0;		/* nothing is broadcast: read every time */
 		}
 		CHECK_FOR_INTERRUPTS();
 	}
-	if (ProjectionShared != NULL)
+	if (cv != NULL)
 		ConditionVariableCancelSleep();
+	SPI_freeplan(plan);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_BOOL(result);
@@ -1617,5 +2163,124 @@ projection_worker_info(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	if (ProjectionShared != NULL)
 		projection_progress_report(MyDatabaseId, rsinfo->setResult, rsinfo->setDesc);
+	return (Datum) 0;
+}
+
+/* ---------------------------------------------------------------------
+ * projection.status
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Positions after the checkpoint that the status view reads to count a
+ * projection's lag exactly.  A projection further behind gets an estimate
+ * from that window (lag_exact false), so that reading the view costs at
+ * most this many index entries per lagging projection, however long the
+ * store or the lag.
+ */
+#define PROJECTION_STATUS_LAG_WINDOW 100
+
+/*
+ * One row per projection (the columns of projection.status), in one query
+ * as the bootstrap superuser, with jit off: the view is read by monitoring
+ * every few seconds, and an LLVM compile costs more than the query (with
+ * thousands of projections the planner's estimate passes jit_above_cost).
+ *
+ * lag_events counts the events after the checkpoint that the projection
+ * handles (its handler's event_types, or every type, plus the types of its
+ * statements), exactly within PROJECTION_STATUS_LAG_WINDOW positions; past
+ * that, the window's count is extrapolated to the last visible event.
+ * lag_seconds is the age of the oldest of them (of the first event after
+ * the checkpoint when the window holds none it handles).
+ *
+ * last_error quotes event data: it is NULL unless the caller is a member of
+ * the owner's role or may SELECT projection.events.  This function masks it
+ * itself (as the caller: a view runs functions as its user), so calling it
+ * directly shows no more than the view.
+ */
+Datum
+projection_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		reads_events;
+	int			nest;
+	uint64		i;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			rc;
+	const char *ck = checkpoint_sql();
+
+	InitMaterializedSRF(fcinfo, 0);
+	reads_events = pg_class_aclcheck(projection_oids()->events, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest = NewGUCNestLevel();
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	rc = SPI_execute(psprintf(
+							  "SELECT p.name, p.mode, "
+							  "CASE WHEN w.rebuild_total OPERATOR(pg_catalog.>) 0 THEN 'rebuilding' ELSE p.state END, "
+							  "CASE WHEN f.live THEN t.top ELSE f.ck END, "
+							  "CASE WHEN f.live OR f.ck OPERATOR(pg_catalog.>=) t.top THEN 0::bigint "
+							  "     WHEN t.top OPERATOR(pg_catalog.<=) (f.ck OPERATOR(pg_catalog.+) %d) THEN l.n "
+							  "     WHEN f.all_types THEN l.n OPERATOR(pg_catalog.+) ((t.top OPERATOR(pg_catalog.-) f.ck) OPERATOR(pg_catalog.-) %d) "
+							  "     ELSE pg_catalog.round((l.n::numeric OPERATOR(pg_catalog.*) (t.top OPERATOR(pg_catalog.-) f.ck)) OPERATOR(pg_catalog./) %d)::bigint END, "
+							  "CASE WHEN f.live OR f.ck OPERATOR(pg_catalog.>=) t.top THEN 0::double precision "
+							  "     ELSE COALESCE(pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) "
+							  "          COALESCE(l.first_at, CASE WHEN t.top OPERATOR(pg_catalog.>) (f.ck OPERATOR(pg_catalog.+) %d) THEN l.any_first_at END)), 0) END, "
+							  "p.last_error, p.last_error_sqlstate, p.last_error_position, p.handler, p.event_types, "
+							  "p.tables, p.on_error, p.owner, w.rebuild_done, w.rebuild_total, "
+							  "%s, "
+							  "f.live OR t.top OPERATOR(pg_catalog.<=) (f.ck OPERATOR(pg_catalog.+) %d) "
+							  "FROM projection.projections p "
+							  "CROSS JOIN (SELECT COALESCE(pg_catalog.max(global_position), 0) AS top FROM projection.events) t "
+							  "LEFT JOIN projection._worker_info() w ON w.projection_id OPERATOR(pg_catalog.=) p.id "
+							  "CROSS JOIN LATERAL (SELECT %s AS ck, "
+							  "  p.mode OPERATOR(pg_catalog.=) 'inline' AND p.state OPERATOR(pg_catalog.=) 'running' AS live, "
+							  "  p.handler IS NOT NULL AND p.event_types IS NULL AS all_types, "
+							  "  COALESCE(CASE WHEN p.handler IS NOT NULL THEN p.event_types END, '{}'::text[]) OPERATOR(pg_catalog.||) "
+							  "  ARRAY(SELECT h.event_type FROM projection.handlers h WHERE h.projection_id OPERATOR(pg_catalog.=) p.id) AS types) f "
+							  "LEFT JOIN LATERAL (SELECT "
+							  "  pg_catalog.count(*) FILTER (WHERE f.all_types OR e.event_type OPERATOR(pg_catalog.=) ANY (f.types)) AS n, "
+							  "  pg_catalog.min(e.recorded_at) FILTER (WHERE f.all_types OR e.event_type OPERATOR(pg_catalog.=) ANY (f.types)) AS first_at, "
+							  "  pg_catalog.min(e.recorded_at) AS any_first_at "
+							  "  FROM projection.events e "
+							  "  WHERE NOT f.live AND f.ck OPERATOR(pg_catalog.<) t.top "
+							  "  AND e.global_position OPERATOR(pg_catalog.>) f.ck "
+							  "  AND e.global_position OPERATOR(pg_catalog.<=) LEAST(f.ck OPERATOR(pg_catalog.+) %d, t.top)) l ON true",
+							  PROJECTION_STATUS_LAG_WINDOW, PROJECTION_STATUS_LAG_WINDOW,
+							  PROJECTION_STATUS_LAG_WINDOW, PROJECTION_STATUS_LAG_WINDOW,
+							  OidIsValid(projection_oids()->checkpoints) ?
+							  "GREATEST(p.updated_at, (SELECT c.saved_at FROM projection.checkpoints c "
+							  "WHERE c.projection_id OPERATOR(pg_catalog.=) p.id ORDER BY c.position DESC LIMIT 1))" :
+							  "p.updated_at",
+							  PROJECTION_STATUS_LAG_WINDOW, ck, PROJECTION_STATUS_LAG_WINDOW),
+					 true, 0);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	projection_spi_check(rc, SPI_OK_SELECT, "reading the status");
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		Datum		values[18];
+		bool		nulls[18];
+		int			k;
+		bool		isnull;
+		Oid			owner;
+
+		for (k = 0; k < 18; k++)
+			values[k] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, k + 1, &nulls[k]);
+		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 14, &isnull));
+		/* column 7, last_error, can quote event data (review D9) */
+		if (!reads_events && !has_privs_of_role(GetUserId(), owner))
+			nulls[6] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	AtEOXact_GUC(true, nest);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
 	return (Datum) 0;
 }

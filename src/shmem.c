@@ -19,7 +19,20 @@
  *
  * - The progress hash (ProjectionProgressHash): per-projection checkpoints
  *   published after commit by workers, read by projection.wait() and the
- *   status view.  Protected by ProjectionShared->lock.
+ *   status view.  Protected by ProjectionShared->lock.  Waiters sleep on
+ *   progress_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS], so a worker's
+ *   commit wakes the waiters of its own database (and of the few databases
+ *   sharing the slot), not every waiter of the cluster.
+ *
+ * - Cancel requests (management calls against a slow batch): a worker
+ *   publishes batch_xid in its slot while it applies a batch (between
+ *   locking its projections' rows and committing), under ->lock.  A backend
+ *   that finds a registry row locked by that xid sets cancel_requested and
+ *   sends SIGINT while holding ->lock exclusively, so the worker, which
+ *   clears batch_xid under the same lock before it commits, either sees the
+ *   cancel inside the batch or is never sent one.  ProjectionHolds[] (one
+ *   entry per backend, lock-free) name the projections (or databases) that
+ *   such a backend is waiting for; workers leave them out of their rounds.
  *
  * Nothing here is held across anything that can raise an error.
  *
@@ -30,11 +43,18 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
+#include "utils/array.h"
 #include "utils/hsearch.h"
 #include "utils/snapmgr.h"
 
@@ -44,6 +64,8 @@
 ProjectionSharedState *ProjectionShared = NULL;
 ProjectionAppender *ProjectionAppenders = NULL;
 int			ProjectionNumAppenders = 0;
+static ProjectionHold *ProjectionHolds = NULL;
+static bool hold_exit_registered = false;
 static HTAB *ProjectionProgressHash = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -62,6 +84,12 @@ shmem_appenders_size(void)
 	return mul_size(sizeof(ProjectionAppender), MaxBackends);
 }
 
+static Size
+shmem_holds_size(void)
+{
+	return mul_size(sizeof(ProjectionHold), MaxBackends);
+}
+
 /*
  * shmem_request_hook: reserve our space and LWLock tranche.  MaxBackends is
  * known here (PostgreSQL 15).
@@ -74,6 +102,7 @@ projection_shmem_request(void)
 
 	RequestAddinShmemSpace(shmem_state_size());
 	RequestAddinShmemSpace(shmem_appenders_size());
+	RequestAddinShmemSpace(shmem_holds_size());
 	RequestAddinShmemSpace(hash_estimate_size(projection_max_projections,
 											  sizeof(ProjectionProgress)));
 	RequestNamedLWLockTranche("projection", 1);
@@ -88,6 +117,7 @@ projection_shmem_startup(void)
 {
 	bool		found;
 	bool		found_appenders;
+	bool		found_holds;
 	HASHCTL		info;
 	int			i;
 
@@ -100,6 +130,7 @@ projection_shmem_startup(void)
 	ProjectionAppenders = ShmemInitStruct("projection appenders",
 										  shmem_appenders_size(), &found_appenders);
 	ProjectionNumAppenders = MaxBackends;
+	ProjectionHolds = ShmemInitStruct("projection holds", shmem_holds_size(), &found_holds);
 
 	if (!found)
 	{
@@ -113,7 +144,8 @@ projection_shmem_startup(void)
 		}
 		ProjectionShared->launcher_pgprocno = -1;
 		ProjectionShared->launcher_pid = 0;
-		ConditionVariableInit(&ProjectionShared->progress_cv);
+		for (i = 0; i < PROJECTION_REGISTRY_GEN_SLOTS; i++)
+			ConditionVariableInit(&ProjectionShared->progress_cvs[i]);
 		ProjectionShared->ndbslots = projection_max_workers;
 		for (i = 0; i < projection_max_workers; i++)
 		{
@@ -122,6 +154,15 @@ projection_shmem_startup(void)
 			memset(slot, 0, sizeof(ProjectionDbSlot));
 			slot->dboid = InvalidOid;
 			slot->pgprocno = -1;
+			slot->batch_xid = InvalidTransactionId;
+		}
+	}
+	if (!found_holds)
+	{
+		for (i = 0; i < MaxBackends; i++)
+		{
+			pg_atomic_init_u32(&ProjectionHolds[i].dboid, InvalidOid);
+			pg_atomic_init_u32(&ProjectionHolds[i].projection_id, 0);
 		}
 	}
 	if (!found_appenders)
@@ -328,7 +369,40 @@ projection_publish_progress(Oid dboid, int32 projection_id, int64 applied)
 		entry->applied = applied;
 	LWLockRelease(ProjectionShared->lock);
 
-	ConditionVariableBroadcast(&ProjectionShared->progress_cv);
+	ConditionVariableBroadcast(projection_progress_cv(dboid));
+}
+
+/* The condition variable projection.wait() sleeps on in a database. */
+ConditionVariable *
+projection_progress_cv(Oid dboid)
+{
+	return &ProjectionShared->progress_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS];
+}
+
+/*
+ * A projection's published checkpoint, or -1 if none is published (or no
+ * shared memory).  A cheap test for waiters woken by another projection's
+ * commit: they look at the registry only when this (or the registry
+ * generation) moved.
+ */
+int64
+projection_progress_applied(Oid dboid, int32 projection_id)
+{
+	ProjectionProgressKey key;
+	ProjectionProgress *entry;
+	int64		applied = -1;
+
+	if (ProjectionShared == NULL)
+		return -1;
+	memset(&key, 0, sizeof(key));
+	key.dboid = dboid;
+	key.projection_id = projection_id;
+	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+	entry = hash_search(ProjectionProgressHash, &key, HASH_FIND, NULL);
+	if (entry != NULL)
+		applied = entry->applied;
+	LWLockRelease(ProjectionShared->lock);
+	return applied;
 }
 
 /* Publish the progress of a running rebuild (0/0 when none runs). */
@@ -475,4 +549,255 @@ projection_appender_pending(ProjectionAppenderSeen *appenders, int nappenders, S
 		if (appenders[i].min_pos == 0 && XidInMVCCSnapshot(appenders[i].xid, snapshot))
 			return true;
 	return false;
+}
+
+/* ---------------------------------------------------------------------
+ * Cancel requests: a management call must not wait behind a worker's
+ * batch, whatever its handlers do (a handler may sleep for minutes).
+ *
+ * The backend side: projection_hold() names the projection (or, with 0,
+ * the whole database) the backend waits for; projection_cancel_batch()
+ * cancels the worker batch that holds a row.  The worker side:
+ * projection_worker_batch_begin/end() bracket the part of a round that
+ * holds row locks, and projection_worker_batch_aborted() tells the error
+ * path whether the round ended because we asked.  Outside a batch the
+ * worker holds cancel interrupts (QueryCancelHoldoffCount), so a cancel that
+ * arrives late never interrupts anything but a batch, as postgres.c ignores
+ * a cancel that arrives while it reads a command.
+ * ---------------------------------------------------------------------
+ */
+
+static void
+hold_at_exit(int code, Datum arg)
+{
+	projection_release_hold();
+}
+
+/*
+ * Ask this database's workers to leave a projection (0: every projection)
+ * alone until projection_release_hold().  Cannot fail once registered.
+ */
+void
+projection_hold(Oid dboid, int32 projection_id)
+{
+	ProjectionHold *h;
+
+	if (ProjectionHolds == NULL || MyBackendId == InvalidBackendId ||
+		MyBackendId > ProjectionNumAppenders)
+		return;
+	if (!hold_exit_registered)
+	{
+		before_shmem_exit(hold_at_exit, (Datum) 0);
+		hold_exit_registered = true;
+	}
+	h = &ProjectionHolds[MyBackendId - 1];
+	pg_atomic_write_u32(&h->projection_id, (uint32) projection_id);
+	pg_write_barrier();
+	pg_atomic_write_u32(&h->dboid, dboid);
+	pg_memory_barrier();
+}
+
+void
+projection_release_hold(void)
+{
+	if (ProjectionHolds == NULL || MyBackendId == InvalidBackendId ||
+		MyBackendId > ProjectionNumAppenders)
+		return;
+	pg_atomic_write_u32(&ProjectionHolds[MyBackendId - 1].dboid, InvalidOid);
+	pg_memory_barrier();
+}
+
+/*
+ * The projections of a database that management calls wait for, as an
+ * int4[] datum (palloc'd) for the worker's lock query.  Lock-free: a torn
+ * read only leaves a projection out of one round.
+ */
+Datum
+projection_held_projections(Oid dboid)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(ProjectionNumAppenders, 1));
+	int			n = 0;
+	int			i;
+
+	pg_memory_barrier();
+	for (i = 0; ProjectionHolds != NULL && i < ProjectionNumAppenders; i++)
+	{
+		ProjectionHold *h = &ProjectionHolds[i];
+		uint32		id;
+
+		if (pg_atomic_read_u32(&h->dboid) != dboid)
+			continue;
+		pg_read_barrier();
+		id = pg_atomic_read_u32(&h->projection_id);
+		if (id != 0)
+			elems[n++] = Int32GetDatum((int32) id);
+	}
+	return PointerGetDatum(construct_array(elems, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
+}
+
+/* Is a DROP EXTENSION of this database waiting for its workers? */
+bool
+projection_database_held(Oid dboid)
+{
+	int			i;
+
+	pg_memory_barrier();
+	for (i = 0; ProjectionHolds != NULL && i < ProjectionNumAppenders; i++)
+	{
+		ProjectionHold *h = &ProjectionHolds[i];
+
+		if (pg_atomic_read_u32(&h->dboid) != dboid)
+			continue;
+		pg_read_barrier();
+		if (pg_atomic_read_u32(&h->projection_id) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A registry row of this database is locked by transaction "xid": if that
+ * is a worker's batch, cancel it (SIGINT, the statement-cancel path, which
+ * also interrupts a handler in pg_sleep or a lock wait).  The signal is sent
+ * under the lock exclusively; see the file header.
+ */
+ProjectionCancelResult
+projection_cancel_batch(Oid dboid, TransactionId xid)
+{
+	ProjectionCancelResult result = PROJECTION_CANCEL_NOT_WORKER;
+	int			holder;
+	int			i;
+
+	if (ProjectionShared == NULL || !TransactionIdIsValid(xid))
+		return result;
+	holder = BackendXidGetPid(xid);
+	if (holder == 0)
+		return result;
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (slot->dboid != dboid || slot->pid != holder)
+			continue;
+		if (TransactionIdEquals(slot->batch_xid, xid))
+		{
+			slot->cancel_requested = true;
+			(void) kill(slot->pid, SIGINT);
+			result = PROJECTION_CANCEL_SENT;
+		}
+		else
+			result = PROJECTION_CANCEL_NOT_YET;
+		break;
+	}
+	LWLockRelease(ProjectionShared->lock);
+	return result;
+}
+
+/*
+ * Cancel the batch of every worker of a database (DROP EXTENSION).  Returns
+ * how many workers are still in a batch (cancelled now or before).
+ */
+int
+projection_cancel_database_batches(Oid dboid)
+{
+	int			busy = 0;
+	int			i;
+
+	if (ProjectionShared == NULL)
+		return 0;
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (slot->dboid != dboid || slot->pid <= 0 || !TransactionIdIsValid(slot->batch_xid))
+			continue;
+		busy++;
+		if (!slot->cancel_requested)
+		{
+			slot->cancel_requested = true;
+			(void) kill(slot->pid, SIGINT);
+		}
+	}
+	LWLockRelease(ProjectionShared->lock);
+	return busy;
+}
+
+/* the worker holds cancel interrupts outside its batches (exactly once) */
+static void
+worker_hold_cancel(void)
+{
+	if (QueryCancelHoldoffCount == 0)
+		HOLD_CANCEL_INTERRUPTS();
+}
+
+/*
+ * Worker: the round's rows are locked (its xid, if any, assigned); from here
+ * to projection_worker_batch_end() a management call may cancel it.  A
+ * cancel still pending from before (a late signal) is dropped.
+ */
+void
+projection_worker_batch_begin(Oid dboid, int index)
+{
+	ProjectionDbSlot *slot;
+
+	QueryCancelPending = false;
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	slot = projection_find_dbslot(dboid, index);
+	if (slot != NULL && slot->pid == MyProcPid)
+	{
+		slot->batch_xid = GetTopTransactionIdIfAny();
+		slot->cancel_requested = false;
+	}
+	LWLockRelease(ProjectionShared->lock);
+	if (QueryCancelHoldoffCount > 0)
+		RESUME_CANCEL_INTERRUPTS();
+}
+
+/*
+ * Worker, before committing a batch: no cancel can be sent any more; one
+ * sent before raises its error here, inside the batch, which then rolls
+ * back like any cancelled batch.
+ */
+void
+projection_worker_batch_end(Oid dboid, int index)
+{
+	ProjectionDbSlot *slot;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	slot = projection_find_dbslot(dboid, index);
+	if (slot != NULL && slot->pid == MyProcPid)
+		slot->batch_xid = InvalidTransactionId;
+	LWLockRelease(ProjectionShared->lock);
+	CHECK_FOR_INTERRUPTS();
+	worker_hold_cancel();
+}
+
+/*
+ * Worker, after a round ended in an error and its transaction was aborted:
+ * was this a cancel a management call requested?  Then it is no handler's
+ * fault: the caller retries at once (the held projection is left out), and
+ * counts no failure.  Whatever the error was, a requested cancel's signal is
+ * absorbed here, so it cannot hit the next batch.  Cannot fail.
+ */
+bool
+projection_worker_batch_aborted(Oid dboid, int index)
+{
+	ProjectionDbSlot *slot;
+	bool		requested = false;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	slot = projection_find_dbslot(dboid, index);
+	if (slot != NULL && slot->pid == MyProcPid)
+	{
+		requested = slot->cancel_requested;
+		slot->cancel_requested = false;
+		slot->batch_xid = InvalidTransactionId;
+	}
+	LWLockRelease(ProjectionShared->lock);
+	if (requested)
+		QueryCancelPending = false;
+	worker_hold_cancel();
+	return requested;
 }

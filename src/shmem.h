@@ -56,7 +56,30 @@ typedef struct ProjectionDbSlot
 	bool		extension_absent;	/* worker found no extension; wait for a request */
 	TimestampTz next_start;		/* launcher's back-off */
 	int			failures;		/* consecutive abnormal exits */
+	TransactionId batch_xid;	/* the worker's xid while it applies a batch */
+	bool		cancel_requested;	/* a management call cancelled that batch */
 } ProjectionDbSlot;
+
+/*
+ * A management call (pause, drop, ... or DROP EXTENSION) waiting for a
+ * projection's registry row, or a whole database, that a worker's batch
+ * holds: one entry per backend (MyBackendId - 1), written only by its
+ * backend, read by workers without a lock.  Workers leave the projection
+ * (projection_id 0: every projection of the database) alone meanwhile.
+ */
+typedef struct ProjectionHold
+{
+	pg_atomic_uint32 dboid;		/* InvalidOid: no hold */
+	pg_atomic_uint32 projection_id;
+} ProjectionHold;
+
+/* what projection_cancel_batch() found holding a registry row */
+typedef enum ProjectionCancelResult
+{
+	PROJECTION_CANCEL_SENT,		/* a worker's batch: cancelled */
+	PROJECTION_CANCEL_NOT_YET,	/* a worker, not yet in its batch: ask again */
+	PROJECTION_CANCEL_NOT_WORKER	/* another session (or nobody) */
+} ProjectionCancelResult;
 
 typedef struct ProjectionProgressKey
 {
@@ -96,7 +119,8 @@ typedef struct ProjectionSharedState
 	pg_atomic_uint32 rescan_gen;	/* bumped with every rescan request */
 	int			launcher_pgprocno;	/* -1 when no launcher runs */
 	pid_t		launcher_pid;
-	ConditionVariable progress_cv;	/* broadcast after every checkpoint commit */
+	/* broadcast after every checkpoint commit, per database (oid modulo) */
+	ConditionVariable progress_cvs[PROJECTION_REGISTRY_GEN_SLOTS];
 	int			ndbslots;
 	ProjectionDbSlot dbslots[FLEXIBLE_ARRAY_MEMBER];
 } ProjectionSharedState;
@@ -121,5 +145,18 @@ extern int64 projection_gap_bound(int64 last_value, ProjectionAppenderSeen *appe
 extern bool projection_appender_pending(ProjectionAppenderSeen *appenders, int nappenders,
 										Snapshot snapshot);
 extern void projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc);
+extern int64 projection_progress_applied(Oid dboid, int32 projection_id);
+extern ConditionVariable *projection_progress_cv(Oid dboid);
+
+/* cancelling a worker's batch for a management call */
+extern void projection_hold(Oid dboid, int32 projection_id);
+extern void projection_release_hold(void);
+extern Datum projection_held_projections(Oid dboid);
+extern bool projection_database_held(Oid dboid);
+extern ProjectionCancelResult projection_cancel_batch(Oid dboid, TransactionId xid);
+extern int	projection_cancel_database_batches(Oid dboid);
+extern void projection_worker_batch_begin(Oid dboid, int index);
+extern void projection_worker_batch_end(Oid dboid, int index);
+extern bool projection_worker_batch_aborted(Oid dboid, int index);
 
 #endif							/* PROJECTION_SHMEM_H */

@@ -13,6 +13,16 @@
  * whether it succeeded or failed, the stop is lifted and the launcher is
  * woken: it forgets a dropped database and restarts the worker of any other.
  *
+ * DROP EXTENSION projection must not wait behind a worker's batch either
+ * (a handler may run for minutes): before the command runs, the backend
+ * holds the database (workers start no round) and cancels every batch of
+ * the database's workers (shmem.c, cancel requests), waiting until each has
+ * rolled back; then the command takes its locks without waiting for them.
+ * The hold ends with the transaction (an end-of-transaction callback): a
+ * worker that started a round while the drop was not yet committed would
+ * wait for its locks and then find its relations gone.  After the commit
+ * the woken worker finds no extension and leaves; after an abort it goes on.
+ *
  * Nothing is stopped unless PostgreSQL's own checks for the command would
  * pass for the current role (utility_may_disturb): a command that is bound
  * to fail with "must be owner of database" or in a transaction block must
@@ -38,6 +48,7 @@
 #include "access/xact.h"
 #include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "commands/defrem.h"
 #include "commands/tablespace.h"
 #include "miscadmin.h"
@@ -59,6 +70,26 @@
 #define WORKER_STOP_HOLD_MS 60000
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/* this transaction holds its database's workers (DROP EXTENSION) */
+static bool holding_database = false;
+static bool hold_callback_registered = false;
+
+/* End of the transaction that ran DROP EXTENSION: let the workers go on. */
+static void
+utility_xact_callback(XactEvent event, void *arg)
+{
+	if (!holding_database)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		holding_database = false;
+		projection_release_hold();
+		projection_wake_database_worker(MyDatabaseId);
+	}
+}
 
 /*
  * The database a utility statement needs to itself, or NULL.
@@ -268,6 +299,37 @@ utility_drops_our_extension(DropStmt *stmt)
 	return false;
 }
 
+/* Is this DROP EXTENSION of ours, installed in this database? */
+static bool
+utility_drops_our_installed_extension(Node *parsetree)
+{
+	return IsA(parsetree, DropStmt) &&
+		((DropStmt *) parsetree)->removeType == OBJECT_EXTENSION &&
+		utility_drops_our_extension((DropStmt *) parsetree) &&
+		OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true));
+}
+
+/*
+ * Cancel the batches of this database's workers and wait (interruptibly,
+ * WORKER_STOP_TIMEOUT_MS at most) until none is in a batch; the caller holds
+ * the database, so no new batch starts.
+ */
+static void
+utility_cancel_batches(void)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   WORKER_STOP_TIMEOUT_MS);
+
+	while (projection_cancel_database_batches(MyDatabaseId) > 0 &&
+		   GetCurrentTimestamp() < deadline)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 5, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
 static void
 projection_process_utility(PlannedStmt *pstmt, const char *queryString,
 						   bool readOnlyTree, ProcessUtilityContext context,
@@ -298,6 +360,18 @@ projection_process_utility(PlannedStmt *pstmt, const char *queryString,
 	{
 		/* sets depend_saved before anything that can fail */
 		projection_depend_before_utility(pstmt->utilityStmt, &depend_saved);
+		/* DROP EXTENSION projection never waits behind a worker's batch */
+		if (ProjectionShared != NULL && utility_drops_our_installed_extension(pstmt->utilityStmt))
+		{
+			if (!hold_callback_registered)
+			{
+				RegisterXactCallback(utility_xact_callback, NULL);
+				hold_callback_registered = true;
+			}
+			projection_hold(MyDatabaseId, 0);
+			holding_database = true;
+			utility_cancel_batches();
+		}
 		if (prev_process_utility)
 			prev_process_utility(pstmt, queryString, readOnlyTree, context,
 								 params, queryEnv, dest, qc);

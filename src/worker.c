@@ -397,8 +397,8 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
 	RoundProjection *result;
 	int32	   *restored;
 	int			nrestored = 0;
-	Oid			types[2] = {INT4OID, INT4OID};
-	Datum		values[2];
+	Oid			types[3] = {INT4OID, INT4OID, INT4ARRAYOID};
+	Datum		values[3];
 
 #define LOCK_SQL(checkpoint, restored, hold) \
 	"SELECT id, " checkpoint ", state OPERATOR(pg_catalog.=) 'catching_up', " restored " " \
@@ -406,6 +406,7 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
 	"WHERE mode OPERATOR(pg_catalog.=) 'async' " \
 	"AND state OPERATOR(pg_catalog.=) ANY ('{running,catching_up}') " \
 	"AND id OPERATOR(pg_catalog.%) $1 OPERATOR(pg_catalog.=) $2 " hold \
+	"AND id OPERATOR(pg_catalog.<>) ALL ($3) " \
 	"ORDER BY id FOR UPDATE OF p SKIP LOCKED"
 
 	/*
@@ -419,15 +420,19 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
 									"AND (restored_pid IS NULL OR NOT EXISTS ("
 									"SELECT FROM pg_catalog.pg_stat_get_activity(restored_pid) a "
 									"WHERE a.backend_start OPERATOR(pg_catalog.=) restored_at)) "),
-						   2, types);
+						   3, types);
 	else
 		plan = worker_plan(&lock_plan_1_0,
 						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL_1_0("p"), "false", ""),
-						   2, types);
+						   3, types);
 	values[0] = Int32GetDatum(worker_count);
 	values[1] = Int32GetDatum(worker_index);
+	/* projections a management call is waiting for (manage's cancel requests) */
+	values[2] = projection_held_projections(worker_dboid);
 	rc = SPI_execute_plan(plan, values, NULL, false, 0);
 	projection_spi_check(rc, SPI_OK_SELECT, "locking async projections");
+	/* the rows are locked: a management call may cancel the batch from here */
+	projection_worker_batch_begin(worker_dboid, worker_index);
 
 	result = MemoryContextAllocZero(cxt, sizeof(RoundProjection) * Max(SPI_processed, 1));
 	restored = palloc(sizeof(int32) * Max(SPI_processed, 1));
@@ -791,6 +796,8 @@ worker_begin(int64 *last_value, ProjectionAppenderSeen **appenders, int *nappend
 static void
 worker_end(bool commit)
 {
+	if (commit)
+		projection_worker_batch_end(worker_dboid, worker_index);
 	PopActiveSnapshot();
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
@@ -948,6 +955,13 @@ worker_round_careful(int64 from, int64 horizon_limit)
 					j;
 		int64		chunk_end;
 
+		if (projection_database_held(worker_dboid))
+		{
+			/* DROP EXTENSION is waiting: leave it be */
+			MemoryContextSwitchTo(cxt);
+			MemoryContextDelete(chunk_cxt);
+			return;
+		}
 		MemoryContextSwitchTo(chunk_cxt);
 		if (!worker_begin(&last_value, &appenders, &nappenders))
 		{
@@ -1050,6 +1064,10 @@ worker_round(void)
 	volatile int32 failed_id = 0;
 	volatile int64 failed_position = 0;
 	WorkerErrorKind kind;
+
+	/* DROP EXTENSION of this database is waiting: start nothing */
+	if (projection_database_held(worker_dboid))
+		return false;
 
 	if (!worker_begin(&last_value, &appenders, &nappenders))
 	{
@@ -1176,6 +1194,14 @@ worker_round(void)
 		return more;
 	}
 
+	/* pause/drop/DROP EXTENSION cancelled the batch: retry without it */
+	if (projection_worker_batch_aborted(worker_dboid, worker_index))
+	{
+		elog(DEBUG1, "projection worker: batch cancelled by a management call");
+		FreeErrorData(edata);
+		return true;
+	}
+
 	/*
 	 * What to do about the error (see WorkerErrorKind): retry at once, back
 	 * off and retry, or replay the range carefully so that on_error decides
@@ -1240,7 +1266,13 @@ worker_round(void)
 	}
 	PG_END_TRY();
 
-	if (edata != NULL)
+	/* pause/drop/DROP EXTENSION cancelled the batch: retry without it */
+	if (edata != NULL && projection_worker_batch_aborted(worker_dboid, worker_index))
+	{
+		elog(DEBUG1, "projection worker: careful replay cancelled by a management call");
+		FreeErrorData(edata);
+	}
+	else if (edata != NULL)
 	{
 		long		delay;
 
@@ -1276,6 +1308,8 @@ projection_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+	/* a cancel (SIGINT) may only interrupt a batch (shmem.c, cancel requests) */
+	HOLD_CANCEL_INTERRUPTS();
 
 	worker_rescan_gen = pg_atomic_read_u32(&ProjectionShared->rescan_gen);
 	pg_memory_barrier();

@@ -108,7 +108,8 @@ SELECT bool_and(ok) FROM (
 my $c_pos = $node->safe_psql(
 	$db, q{
 BEGIN;
-SELECT projection.create('c', 'log_c', '{B}', tables => '{log}', start_from => 'beginning');
+SELECT projection.create('c', 'log_c', '{B}', tables => '{log}', start_from => 'beginning',
+                         if_not_empty => 'keep');  -- log is shared: the other projections' rows stay
 SELECT projection.append('late-b2', 'B', '{}');
 COMMIT;
 });
@@ -146,7 +147,8 @@ BEGIN
 	END IF;
 	INSERT INTO public.log VALUES ('f', e.global_position, pg_current_xact_id());
 END $$;
-SELECT projection.create('f', 'log_f', '{A,B}', tables => '{log}', on_error => 'skip');
+SELECT projection.create('f', 'log_f', '{A,B}', tables => '{log}', on_error => 'skip',
+                         if_not_empty => 'keep');  -- log is shared
 });
 ok($node->wait_caught_up($db, 'f'), 'f caught up');
 $node->safe_psql($db, "SELECT projection.pause('a')");
