@@ -97,8 +97,12 @@ my ($pid) = $node->worker_pids('backoff');
 
 my $holder = $node->background_psql('backoff');
 $holder->query_safe('BEGIN');
-$holder->query_safe('LOCK TABLE projection.projections IN ACCESS EXCLUSIVE MODE');
+# the worker waits for registry locks without a time-out (cancels, a lock
+# time-out's included, only reach it inside a batch); the checkpoint write
+# at the end of a batch is its own statement, outside any handler
+$holder->query_safe('LOCK TABLE projection.checkpoints IN SHARE MODE');
 my $offset = -s $node->logfile;
+$node->safe_psql('backoff', "SELECT projection.append('s', 'E', '{}')");
 # the back-off doubles from 100 ms to its longest, 10 s
 $offset = $node->wait_for_log(
 	qr/\[$pid\][^\n]*retrying in 10000 ms after error: canceling statement due to lock timeout/,
