@@ -6,8 +6,7 @@
  * Every backend that appends events (inline projections) and every async
  * worker keeps a cache of projection.projections and projection.handlers:
  * one ProjectionRegistry, allocated in its own child of CacheMemoryContext,
- * with the handler's FmgrInfo and the kept SPI plans of the statement
- * handlers.  Writes to the registry tables fire a statement trigger that
+ * with the kept SPI plans of the statement handlers.  Writes to the registry tables fire a statement trigger that
  * sends a relcache invalidation for projection.projections
  * (projection_registry_changed_trigger), so every backend drops its cache at
  * the writer's commit, and the writer itself at its next command.  Those
@@ -23,7 +22,15 @@
  *
  * Handlers run as the projection's owner with SECURITY_RESTRICTED_OPERATION
  * and the projection's fixed search_path (projection_owner_enter), whoever
- * appends and whichever process applies the event.
+ * appends and whichever process applies the event.  Each call starts from
+ * those settings: what a handler changes with SET, SET LOCAL or
+ * set_config() is undone when it returns (projection_apply).
+ *
+ * A handler function's FmgrInfo is not part of the registry: it lives for
+ * one transaction at most, and is dropped at the abort of the
+ * subtransaction that built it, after an error through it, and when its
+ * pg_proc row changes (see "Handler calls" below), so that the next event
+ * always runs the function's current definition.
  *
  * IDENTIFICATION
  *	  src/catalog.c
@@ -43,6 +50,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -84,12 +92,26 @@ catalog_relcache_callback(Datum arg, Oid relid)
 	}
 }
 
+static void handler_calls_proc_callback(Datum arg, int cacheid, uint32 hashvalue);
+static void handler_calls_xact_callback(XactEvent event, void *arg);
+static void handler_calls_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+										   SubTransactionId parentSubid, void *arg);
+
+/*
+ * Register this file's callbacks once per backend: the relcache callback for
+ * the registry, and the syscache and transaction callbacks of the handler
+ * calls (kept here rather than in trigger.c's transaction callbacks, so that
+ * every caller of projection_apply has them: appenders, the worker, replays).
+ */
 static void
 catalog_register_callback(void)
 {
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(catalog_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, handler_calls_proc_callback, (Datum) 0);
+		RegisterXactCallback(handler_calls_xact_callback, NULL);
+		RegisterSubXactCallback(handler_calls_subxact_callback, NULL);
 		callback_registered = true;
 	}
 }
@@ -603,6 +625,236 @@ projection_prepare_statement(const char *sql, Oid events_type)
 	return plan;
 }
 
+/* ---------------------------------------------------------------------
+ * Handler calls
+ *
+ * A call handler (PL/pgSQL, SQL, fmgr_security_definer) keeps state in the
+ * FmgrInfo it is called through: the language handler itself (fn_addr),
+ * the compiled function or the SQL function's plans, the owner and SET
+ * options of a SECURITY DEFINER function (fn_extra).  It expects that state
+ * to live for one query, and nobody to call through it again after an
+ * error: PL/pgSQL stamps a function struct as current before compiling the
+ * body, so a failed compile leaves a stamped, empty struct behind, and the
+ * next call through the same FmgrInfo executes it (a crash).
+ *
+ * So a handler's FmgrInfo lives for one transaction at most, in
+ * handler_calls, keyed by projection and function (not by function alone:
+ * an SQL function is parsed with the projection's search_path), with its
+ * fn_extra in a context of its own under the CurTransactionContext of the
+ * (sub)transaction that built it.  An entry is forgotten
+ *  - at the end of the transaction (all of them);
+ *  - at the abort of the subtransaction that built it, which frees its
+ *    memory (entries built by an outer level stay: nothing of theirs failed);
+ *  - after an error raised through it (projection_apply's PG_CATCH);
+ *  - when the function's pg_proc row changes (CREATE OR REPLACE FUNCTION,
+ *    ALTER FUNCTION ... OWNER TO / SET / SECURITY DEFINER), through a
+ *    syscache callback: the change is seen from the next event on, in this
+ *    transaction after the changing command, elsewhere after its commit.
+ * A forgotten entry's FmgrInfo is not freed (a call through it may still be
+ * running, e.g. a handler that redefined itself); its memory goes with its
+ * transaction.  ProjectionDef caches a pointer to its entry's FmgrInfo,
+ * valid while def->flinfo_epoch equals handler_calls_epoch, which every
+ * removal advances; the registry itself holds no call state.
+ * ---------------------------------------------------------------------
+ */
+typedef struct HandlerCallKey
+{
+	int32		projection_id;
+	Oid			handler;
+} HandlerCallKey;
+
+typedef struct HandlerCall
+{
+	HandlerCallKey key;
+	FmgrInfo   *flinfo;			/* with its fn_mcxt, a child of the
+								 * CurTransactionContext of subid */
+	SubTransactionId subid;		/* the subtransaction that built it */
+	uint32		hashvalue;		/* PROCOID syscache hash of the function */
+} HandlerCall;
+
+static HTAB *handler_calls = NULL;	/* in TopMemoryContext, emptied at xact end */
+static long handler_calls_count = 0;
+static uint64 handler_calls_epoch = 1;
+
+/*
+ * Forget the entries that match: every one (all), those of one function
+ * (hashvalue), or those built in a subtransaction at or below subid.
+ */
+static void
+handler_calls_forget(bool all, uint32 hashvalue, SubTransactionId subid)
+{
+	HASH_SEQ_STATUS status;
+	HandlerCall *call;
+
+	if (handler_calls == NULL || handler_calls_count == 0)
+		return;
+	hash_seq_init(&status, handler_calls);
+	while ((call = hash_seq_search(&status)) != NULL)
+	{
+		if (all ||
+			(hashvalue != 0 && call->hashvalue == hashvalue) ||
+			(subid != InvalidSubTransactionId && call->subid >= subid))
+		{
+			(void) hash_search(handler_calls, &call->key, HASH_REMOVE, NULL);
+			handler_calls_count--;
+		}
+	}
+	handler_calls_epoch++;
+}
+
+/*
+ * pg_proc changed: forget the function's entries (hashvalue 0, after a
+ * cache reset: every entry).  Runs inside invalidation processing, maybe in
+ * the middle of a call through one of them: only unlinks entries.
+ */
+static void
+handler_calls_proc_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	handler_calls_forget(hashvalue == 0, hashvalue, InvalidSubTransactionId);
+}
+
+/* Transaction end: the entries' memory goes with the transaction. */
+static void
+handler_calls_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			handler_calls_forget(true, 0, InvalidSubTransactionId);
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Subtransaction abort: the entries it (or a subtransaction inside it) built
+ * lose their memory now.  Subtransaction ids grow within a transaction, so
+ * those are exactly the entries whose subid is not below mySubid.
+ */
+static void
+handler_calls_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		handler_calls_forget(false, 0, mySubid);
+}
+
+/*
+ * The FmgrInfo to call def's handler through in this transaction: the one
+ * def cached, if still current, else the transaction's entry, else a new
+ * one.  Raises an error if the function no longer exists.
+ */
+static FmgrInfo *
+handler_call_get(ProjectionDef *def)
+{
+	HandlerCallKey key;
+	HandlerCall *call;
+	bool		found;
+
+	if (def->flinfo != NULL && def->flinfo_epoch == handler_calls_epoch)
+		return def->flinfo;
+
+	catalog_register_callback();
+	if (handler_calls == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(HandlerCallKey);
+		ctl.entrysize = sizeof(HandlerCall);
+		ctl.hcxt = TopMemoryContext;
+		handler_calls = hash_create("projection handler calls", 64, &ctl,
+									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	memset(&key, 0, sizeof(key));
+	key.projection_id = def->id;
+	key.handler = def->handler;
+	call = hash_search(handler_calls, &key, HASH_FIND, NULL);
+	if (call == NULL)
+	{
+		MemoryContext cxt;
+		FmgrInfo   *flinfo;
+
+		if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(def->handler)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("handler function %u of projection \"%s\" does not exist",
+							def->handler, def->name),
+					 errhint("Drop the projection with projection.drop() and create it again.")));
+
+		/*
+		 * Build it before entering it: catalog reads may process
+		 * invalidations, whose callback changes the table.
+		 */
+		cxt = AllocSetContextCreate(CurTransactionContext, "projection handler call",
+									ALLOCSET_SMALL_SIZES);
+		flinfo = MemoryContextAllocZero(cxt, sizeof(FmgrInfo));
+		fmgr_info_cxt(def->handler, flinfo, cxt);
+
+		call = hash_search(handler_calls, &key, HASH_ENTER, &found);
+		handler_calls_count++;
+		call->flinfo = flinfo;
+		call->subid = GetCurrentSubTransactionId();
+		call->hashvalue = GetSysCacheHashValue1(PROCOID, ObjectIdGetDatum(def->handler));
+	}
+	def->flinfo = call->flinfo;
+	def->flinfo_epoch = handler_calls_epoch;
+	return call->flinfo;
+}
+
+/* An error went through this FmgrInfo: never call through it again. */
+static void
+handler_call_failed(ProjectionDef *def, FmgrInfo *flinfo)
+{
+	HandlerCallKey key;
+	HandlerCall *call;
+
+	if (handler_calls == NULL)
+		return;
+	memset(&key, 0, sizeof(key));
+	key.projection_id = def->id;
+	key.handler = def->handler;
+	call = hash_search(handler_calls, &key, HASH_FIND, NULL);
+	if (call != NULL && call->flinfo == flinfo)
+	{
+		(void) hash_search(handler_calls, &key, HASH_REMOVE, NULL);
+		handler_calls_count--;
+	}
+	handler_calls_epoch++;
+}
+
+/*
+ * Call def's handler function with the event.  An error forgets the
+ * FmgrInfo it went through (the call handler's state in it may be half
+ * made) before it propagates.
+ */
+static void
+handler_call_invoke(ProjectionDef *def, Datum event)
+{
+	FmgrInfo   *flinfo = handler_call_get(def);
+
+	LOCAL_FCINFO(fcinfo, 1);
+
+	InitFunctionCallInfoData(*fcinfo, flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = event;
+	fcinfo->args[0].isnull = false;
+	PG_TRY();
+	{
+		/* a void SQL function returns NULL: ignore the result entirely */
+		(void) FunctionCallInvoke(fcinfo);
+	}
+	PG_CATCH();
+	{
+		handler_call_failed(def, flinfo);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
 /* error context for handler calls: which projection, which event */
 typedef struct ApplyContext
 {
@@ -634,6 +886,7 @@ projection_apply(ProjectionDef *def, Datum event, const char *event_type, int64 
 	ErrorContextCallback errcallback;
 	ApplyContext ctx;
 	int			i;
+	int			nestlevel;
 	bool		handler_wants = false;
 
 	ctx.def = def;
@@ -661,27 +914,18 @@ projection_apply(ProjectionDef *def, Datum event, const char *event_type, int64 
 		}
 	}
 
-	if (handler_wants)
-	{
-		LOCAL_FCINFO(fcinfo, 1);
+	/*
+	 * Settings: the call starts from the scope's (the projection's
+	 * search_path, the session's or worker's others), and whatever the
+	 * handler sets, even with SET or set_config(..., false), is undone when
+	 * it returns, as for a function with a SET clause; otherwise the next
+	 * projection of the same owner, or the next event, would run with it.
+	 * On error, the (sub)transaction abort unwinds the nest level.
+	 */
+	nestlevel = NewGUCNestLevel();
 
-		if (!def->flinfo_ready)
-		{
-			if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(def->handler)))
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_FUNCTION),
-						 errmsg("handler function %u of projection \"%s\" does not exist",
-								def->handler, def->name),
-						 errhint("Drop the projection with projection.drop() and create it again.")));
-			fmgr_info_cxt(def->handler, &def->flinfo, def->cxt);
-			def->flinfo_ready = true;
-		}
-		InitFunctionCallInfoData(*fcinfo, &def->flinfo, 1, InvalidOid, NULL, NULL);
-		fcinfo->args[0].value = event;
-		fcinfo->args[0].isnull = false;
-		/* a void SQL function returns NULL: ignore the result entirely */
-		(void) FunctionCallInvoke(fcinfo);
-	}
+	if (handler_wants)
+		handler_call_invoke(def, event);
 
 	for (i = 0; i < def->nstatements; i++)
 	{
@@ -706,5 +950,6 @@ projection_apply(ProjectionDef *def, Datum event, const char *event_type, int64 
 			SPI_freetuptable(SPI_tuptable);
 	}
 
+	AtEOXact_GUC(false, nestlevel);
 	error_context_stack = errcallback.previous;
 }

@@ -3,7 +3,7 @@
  * catalog.h
  *	  The projection registry as seen by one backend: object ids of the
  *	  extension's relations, the cached list of projections with their
- *	  handlers and kept SPI plans, and running handlers as their owner.
+ *	  kept SPI plans, and running handlers as their owner.
  *
  * IDENTIFICATION
  *	  src/catalog.h
@@ -38,8 +38,9 @@ typedef struct ProjectionDef
 	int32		id;
 	char	   *name;
 	Oid			handler;		/* InvalidOid: statements only */
-	FmgrInfo	flinfo;
-	bool		flinfo_ready;
+	FmgrInfo   *flinfo;			/* this transaction's, while flinfo_epoch is
+								 * current (catalog.c, "Handler calls") */
+	uint64		flinfo_epoch;
 	int			ntypes;			/* 0 with types == NULL: every type */
 	char	  **types;
 	bool		is_inline;
