@@ -2056,6 +2056,9 @@ projection_aggregate(PG_FUNCTION_ARGS)
 	SPIPlanPtr	plan;
 	Portal		portal;
 	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext event_cxt;
+	MemoryContext state_cxt;
+	MemoryContext spare_cxt;
 	const ProjectionOids *o;
 
 	require_arg(fcinfo, 0, "stream_id");
@@ -2096,6 +2099,21 @@ projection_aggregate(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	values[0] = PointerGetDatum(stream_id);
 	portal = SPI_cursor_open(NULL, plan, values, NULL, true);
+
+	/*
+	 * Memory stays flat whatever the stream's length, as for an aggregate's
+	 * transition value: the fold runs in a context reset after every event,
+	 * and only the current state survives it, copied (detoasted, so it
+	 * points into neither the event rows nor a table) into one of two state
+	 * contexts, the previous state's being reset then.  Event rows come in
+	 * bounded fetches, freed after each.
+	 */
+	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection aggregate event",
+									  ALLOCSET_DEFAULT_SIZES);
+	state_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection aggregate state",
+									  ALLOCSET_DEFAULT_SIZES);
+	spare_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection aggregate state",
+									  ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
 		uint64		i;
@@ -2107,6 +2125,8 @@ projection_aggregate(PG_FUNCTION_ARGS)
 		{
 			bool		isnull;
 			Datum		event = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+			Datum		result;
+			MemoryContext oldcxt;
 
 			LOCAL_FCINFO(call, 2);
 
@@ -2118,15 +2138,29 @@ projection_aggregate(PG_FUNCTION_ARGS)
 			call->args[0].isnull = state_null;
 			call->args[1].value = event;
 			call->args[1].isnull = false;
-			state = FunctionCallInvoke(call);
+			oldcxt = MemoryContextSwitchTo(event_cxt);
+			result = FunctionCallInvoke(call);
 			state_null = call->isnull;
+			if (!state_null)
+			{
+				MemoryContext swap;
+
+				MemoryContextSwitchTo(spare_cxt);
+				state = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
+				swap = state_cxt;
+				state_cxt = spare_cxt;
+				spare_cxt = swap;
+			}
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(spare_cxt);	/* the previous state */
+			MemoryContextReset(event_cxt);
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
 	SPI_freeplan(plan);
 
-	/* the state may live in SPI memory: copy it out before SPI_finish */
+	/* the state lives in SPI memory: copy it out before SPI_finish */
 	if (!state_null)
 	{
 		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
