@@ -2033,6 +2033,9 @@ projection_wait(PG_FUNCTION_ARGS)
  * ---------------------------------------------------------------------
  */
 
+/* events per batch of aggregate() */
+#define AGGREGATE_BATCH_ROWS 1000
+
 /*
  * aggregate(stream_id, fold regproc, initial jsonb) RETURNS jsonb: fold one
  * stream's events in version order through fold(state jsonb, e
@@ -2051,12 +2054,12 @@ projection_aggregate(PG_FUNCTION_ARGS)
 	bool		ok;
 	bool		strict;
 	FmgrInfo	flinfo;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
+	Oid			types[3] = {TEXTOID, INT8OID, INT8OID};
+	Datum		values[3];
 	SPIPlanPtr	plan;
-	Portal		portal;
 	MemoryContext cxt = CurrentMemoryContext;
 	MemoryContext event_cxt;
+	MemoryContext batch_cxt;
 	MemoryContext state_cxt;
 	MemoryContext spare_cxt;
 	const ProjectionOids *o;
@@ -2093,22 +2096,30 @@ projection_aggregate(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare("SELECT e FROM projection.events e WHERE e.stream_id OPERATOR(pg_catalog.=) $1 "
-					   "ORDER BY e.stream_version", 1, types);
+	plan = SPI_prepare("SELECT e, e.stream_version FROM projection.events e "
+					   "WHERE e.stream_id OPERATOR(pg_catalog.=) $1 "
+					   "AND e.stream_version OPERATOR(pg_catalog.>) $2 "
+					   "ORDER BY e.stream_version LIMIT $3", 3, types);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	values[0] = PointerGetDatum(stream_id);
-	portal = SPI_cursor_open(NULL, plan, values, NULL, true);
+	values[1] = Int64GetDatum(0);
+	values[2] = Int64GetDatum(AGGREGATE_BATCH_ROWS);
 
 	/*
 	 * Memory stays flat whatever the stream's length, as for an aggregate's
 	 * transition value: the fold runs in a context reset after every event,
 	 * and only the current state survives it, copied (detoasted, so it
 	 * points into neither the event rows nor a table) into one of two state
-	 * contexts, the previous state's being reset then.  Event rows come in
-	 * bounded fetches, freed after each.
+	 * contexts, the previous state's being reset then.  The events come in
+	 * batches bounded by rows and by projection.batch_bytes, each after the
+	 * last version of the one before and read with the same active snapshot
+	 * (so together they see what one query would), freed after each: a
+	 * cursor's fetch would hold a whole fetch of events of any size.
 	 */
 	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection aggregate event",
+									  ALLOCSET_DEFAULT_SIZES);
+	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection aggregate batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	state_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection aggregate state",
 									  ALLOCSET_DEFAULT_SIZES);
@@ -2116,20 +2127,21 @@ projection_aggregate(PG_FUNCTION_ARGS)
 									  ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
-		uint64		i;
+		int			i;
+		ProjectionEventRows rows;
 
-		SPI_cursor_fetch(portal, true, 1000);
-		if (SPI_processed == 0)
-			break;
-		for (i = 0; i < SPI_processed; i++)
+		projection_read_events(plan, 3, types, values, AGGREGATE_BATCH_ROWS,
+							   PROJECTION_BATCH_BYTES, batch_cxt, &rows);
+		for (i = 0; i < rows.ntuples; i++)
 		{
 			bool		isnull;
-			Datum		event = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+			Datum		event = SPI_getbinval(rows.tuples[i], rows.tupdesc, 1, &isnull);
 			Datum		result;
 			MemoryContext oldcxt;
 
 			LOCAL_FCINFO(call, 2);
 
+			values[1] = SPI_getbinval(rows.tuples[i], rows.tupdesc, 2, &isnull);
 			CHECK_FOR_INTERRUPTS();
 			if (strict && state_null)
 				continue;
@@ -2155,9 +2167,10 @@ projection_aggregate(PG_FUNCTION_ARGS)
 			MemoryContextReset(spare_cxt);	/* the previous state */
 			MemoryContextReset(event_cxt);
 		}
-		SPI_freetuptable(SPI_tuptable);
+		MemoryContextReset(batch_cxt);
+		if (!rows.full)
+			break;
 	}
-	SPI_cursor_close(portal);
 	SPI_freeplan(plan);
 
 	/* the state lives in SPI memory: copy it out before SPI_finish */
