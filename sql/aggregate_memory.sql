@@ -1,8 +1,9 @@
 --
 -- aggregate_memory: projection.aggregate() keeps only the current fold state,
--- whatever the stream's length.  The folds below carry an 8 kB state through
--- 4,000 events and record the backend's memory every 250 events; keeping
--- every intermediate state would grow it by about 32 MB.
+-- whatever the stream's length, and holds a bounded batch of events.  The
+-- first folds carry an 8 kB state through 4,000 events and record the
+-- backend's memory every 250 events; keeping every intermediate state would
+-- grow it by about 32 MB.
 --
 CREATE TABLE agm_memory (fold text, version bigint, bytes bigint);
 CREATE FUNCTION agm_fold_plpgsql(state jsonb, e projection.events) RETURNS jsonb
@@ -37,6 +38,29 @@ SELECT s->'n' AS n, length(s->>'pad') AS pad
 SELECT fold, count(*) AS samples, max(bytes) - min(bytes) < 4 * 1024 * 1024 AS flat
   FROM agm_memory GROUP BY fold ORDER BY fold COLLATE "C";
 
+-- large events: 60 events of 512 kB (hex, so hardly compressible) are read
+-- in batches of projection.batch_bytes (8 MB by default), not all at once
+CREATE FUNCTION agm_fold_big(state jsonb, e projection.events) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO agm_memory
+    SELECT 'big', e.stream_version, sum(total_bytes) FROM pg_backend_memory_contexts;
+    RETURN jsonb_build_object('n', e.stream_version,
+                              'len', coalesce((state->>'len')::bigint, 0) + length(e.data->>'blob'));
+END $$;
+INSERT INTO projection.events (stream_id, stream_version, event_type, data)
+SELECT 'agm-big', v, 'AgmBlob',
+       jsonb_build_object('blob', (SELECT string_agg(md5(v || ':' || i), '')
+                                     FROM generate_series(1, 16384) i))
+  FROM generate_series(1, 60) v;
+INSERT INTO agm_memory SELECT 'base', 0, sum(total_bytes) FROM pg_backend_memory_contexts;
+SELECT projection.aggregate('agm-big', 'agm_fold_big');
+-- 32 MB of events; a batch holds about 8 MB
+SELECT count(*) AS samples,
+       max(bytes) - (SELECT bytes FROM agm_memory WHERE fold = 'base') < 16 * 1024 * 1024 AS bounded
+  FROM agm_memory WHERE fold = 'big';
+
 DROP TABLE agm_memory;
 DROP FUNCTION agm_fold_plpgsql(jsonb, projection.events);
 DROP FUNCTION agm_fold_sql(jsonb, projection.events);
+DROP FUNCTION agm_fold_big(jsonb, projection.events);
