@@ -225,12 +225,24 @@ wait_out_worker_batch(const char *name, bool *held)
 					  1, types, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed > 0)
 			return;				/* locked */
-		registry_exec("SELECT id, xmax FROM projection.projections WHERE name OPERATOR(pg_catalog.=) $1",
+		registry_exec("SELECT id, xmax, owner::pg_catalog.oid FROM projection.projections "
+					  "WHERE name OPERATOR(pg_catalog.=) $1",
 					  1, types, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 0)
 			return;				/* the caller reports it */
 		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		xmax = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+
+		/*
+		 * Only the owner (or a superuser) may interrupt the worker: anyone
+		 * else waits like any locker and then gets the caller's ownership
+		 * error, so a role cannot stall other owners' projections by calling
+		 * pause() in a loop.
+		 */
+		if (!has_privs_of_role(GetUserId(),
+							   DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+															  SPI_tuptable->tupdesc, 3, &isnull))))
+			return;
 		if (!*held)
 		{
 			projection_hold(MyDatabaseId, id);

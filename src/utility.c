@@ -299,14 +299,27 @@ utility_drops_our_extension(DropStmt *stmt)
 	return false;
 }
 
-/* Is this DROP EXTENSION of ours, installed in this database? */
+/*
+ * The extension is installed here and the current role owns it (or is a
+ * superuser): only then may DROP EXTENSION disturb the workers, since
+ * PostgreSQL would refuse anyone else's after our hook had run.
+ */
+static bool
+utility_may_drop_our_extension(void)
+{
+	Oid			extoid = get_extension_oid(PROJECTION_EXTENSION_NAME, true);
+
+	return OidIsValid(extoid) && pg_extension_ownercheck(extoid, GetUserId());
+}
+
+/* Is this DROP EXTENSION of ours, installed here, by a role that may drop it? */
 static bool
 utility_drops_our_installed_extension(Node *parsetree)
 {
 	return IsA(parsetree, DropStmt) &&
 		((DropStmt *) parsetree)->removeType == OBJECT_EXTENSION &&
 		utility_drops_our_extension((DropStmt *) parsetree) &&
-		OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true));
+		utility_may_drop_our_extension();
 }
 
 /*

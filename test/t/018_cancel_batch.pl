@@ -82,6 +82,23 @@ my ($worker) = $node->worker_pids($db);
 my $log_offset = -s $node->logfile;
 my $stall = append_event('Stall');
 ok(wait_for_stall(), 'the handler sleeps in the batch of the Stall event');
+
+# a role that does not own the projection (or the extension) cannot cancel
+# the batch: its calls wait or fail like any other, and the batch goes on
+$node->safe_psql($db, 'CREATE ROLE regress_evil LOGIN');
+my $batch_sql = "SELECT xact_start FROM pg_stat_activity WHERE pid = $worker";
+my $batch = $node->safe_psql($db, $batch_sql);
+my ($ret, $stdout, $stderr) = $node->psql(
+	$db, "SET lock_timeout = '300ms'; SELECT projection.pause('stall')",
+	extra_params => [ '-U', 'regress_evil' ]);
+like($stderr, qr/lock timeout/, "a non-owner's pause() waits for the batch like any locker");
+($ret, $stdout, $stderr) = $node->psql(
+	$db, 'DROP EXTENSION projection CASCADE',
+	extra_params => [ '-U', 'regress_evil' ]);
+like($stderr, qr/must be owner of extension projection/,
+	"a non-owner's DROP EXTENSION is refused by PostgreSQL");
+is($node->safe_psql($db, $batch_sql), $batch, 'and neither cancelled the batch');
+
 at_once("SELECT projection.pause('stall')", 'pause()');
 is($node->safe_psql($db, "SELECT state FROM projection.status WHERE name = 'stall'"),
 	'paused', 'the projection is paused');
