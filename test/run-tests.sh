@@ -57,7 +57,7 @@ if [ -z "${SERVERS+set}" ] && [ -n "${PG_CONFIG:-}" ]; then
     exec "$top/test/suite.sh"
 fi
 
-servers=${SERVERS:-pg15 pg15-cassert}
+servers=${SERVERS:-pg15 pg15-cassert pg17 pg18}
 read -r -a servers <<<"$servers"
 [ ${#servers[@]} -gt 0 ] || pj_die "SERVERS is empty"
 extra=()
