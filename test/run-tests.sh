@@ -70,6 +70,9 @@ pj_install_packages "${extra[@]}"
 # in /tmp, whatever TMPDIR says: the "postgres" user must reach it
 W=$(mktemp -d /tmp/projection-run.XXXXXX)
 chmod 755 "$W"
+# the hand-over directory of TAP 024 (a dump made on pg15, restored on 17/18)
+export PJ_XVERSION_DIR=$W/xversion
+mkdir -m 1777 "$PJ_XVERSION_DIR"
 keep=${KEEP_TMP:-0}
 passed=0
 failed=0

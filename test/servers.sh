@@ -219,8 +219,15 @@ pj_server_prepare() {
 # NAME's copy under DIR; its output goes to stdout, its status is returned.
 # The suite's scratch copy is DIR/suite (for chroots: DIR/upper/tmp/suite).
 pj_server_run() {
-    local name=$1 dir=$2 top=$3 lang
+    local name=$1 dir=$2 top=$3 lang xrole=
     local env=(PG_TEST_PORT_DIR="$PG_TEST_PORT_DIR" PJ_SERVER_NAME="$name")
+    # TAP 024 dumps a database on Debian's 15 and restores it on 17 and 18
+    # (run-tests.sh makes PJ_XVERSION_DIR; pg15 runs first)
+    case "$name" in
+        pg15) xrole=source ;;
+        pg17 | pg18) xrole=target ;;
+    esac
+    [ -n "${PJ_XVERSION_DIR:-}" ] && [ -n "$xrole" ] && env+=(PJ_XVERSION_ROLE="$xrole")
     local v
     for v in PG_CFLAGS SUITES PROVE_TESTS PROVE_FLAGS LOG_LINES KEEP_TMP PG_TEST_EXTRA PG_TEST_TIMEOUT_DEFAULT; do
         [ -n "${!v+set}" ] && env+=("$v=${!v}")
@@ -228,7 +235,7 @@ pj_server_run() {
     case "$name" in
         pg15 | pg15-cassert)
             env PG_CONFIG="$PJ_SERVER_PG_CONFIG" PJ_SUITE_DIR="$dir/suite" "${env[@]}" \
-                "$top/test/suite.sh"
+                ${PJ_XVERSION_DIR:+PJ_XVERSION_DIR="$PJ_XVERSION_DIR"} "$top/test/suite.sh"
             ;;
         pg17 | pg18)
             # inside, only C and C.UTF-8 exist (no locales package)
@@ -239,14 +246,19 @@ pj_server_run() {
             tar -C "$top" --exclude=./.git -cf - . | tar -C "$dir/upper/tmp/src" -xf -
             unshare --mount --propagation private bash -c '
                 set -e
-                base=$1 dir=$2 ports=$3; shift 3
+                base=$1 dir=$2 ports=$3 xdir=$4; shift 4
                 mount -t overlay overlay -o "lowerdir=$base,upperdir=$dir/upper,workdir=$dir/work" "$dir/root"
                 mount -t proc proc "$dir/root/proc"
                 mount --rbind /dev "$dir/root/dev"
                 mkdir -p "$dir/root$ports"
                 mount --bind "$ports" "$dir/root$ports"
+                if [ -n "$xdir" ]; then
+                    mkdir -p "$dir/root/tmp/xversion"
+                    mount --bind "$xdir" "$dir/root/tmp/xversion"
+                    set -- PJ_XVERSION_DIR=/tmp/xversion "$@"
+                fi
                 exec chroot "$dir/root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"' \
-                _ "$PJ_CACHE/chroot-$name" "$dir" "$PG_TEST_PORT_DIR" \
+                _ "$PJ_CACHE/chroot-$name" "$dir" "$PG_TEST_PORT_DIR" "${PJ_XVERSION_DIR:-}" \
                 LANG="$lang" PG_CONFIG="$PJ_SERVER_PG_CONFIG" PJ_SUITE_DIR=/tmp/suite \
                 PJ_ALLOW_SYSTEM_INSTALL=1 "${env[@]}" /tmp/src/test/suite.sh
             ;;
