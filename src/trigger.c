@@ -1041,7 +1041,7 @@ projection_warn_untracked_events(void)
 		return;
 	heap = table_open(o->events, AccessShareLock);
 	index = index_open(pkey, AccessShareLock);
-	scan = index_beginscan(heap, index, GetActiveSnapshot(), 0, 0);
+	scan = projection_index_beginscan(heap, index, GetActiveSnapshot(), 0, 0);
 	index_rescan(scan, NULL, 0, NULL, 0);
 	slot = table_slot_create(heap, NULL);
 	if (index_getnext_slot(scan, BackwardScanDirection, slot))
