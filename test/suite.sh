@@ -29,6 +29,10 @@
 
 set -euo pipefail
 
+# The whole script is one brace group, read before any of it runs: editing or
+# checking out the file during a run cannot change what the run does.
+{
+
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=test/lib.sh
 . "$top/test/lib.sh"
@@ -256,3 +260,5 @@ fi
 summary_done=1
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
+exit
+}
