@@ -67,7 +67,9 @@ read -r -a servers <<<"$servers"
 extra=()
 for s in "${servers[@]}"; do
     read -r -a p <<<"$(pj_server_packages "$s")"
-    extra+=("${p[@]}")
+    for q in "${p[@]}"; do
+        [[ " ${extra[*]} " == *" $q "* ]] || extra+=("$q")
+    done
 done
 pj_install_packages "${extra[@]}"
 
