@@ -86,8 +86,14 @@ summary=()
 failures=()
 done_all=0
 
+prefetch=()
+
 finish() {
-    local rc=$?
+    local rc=$? pid
+    # prefetch jobs still building when the run stops early
+    for pid in "${prefetch[@]}"; do
+        kill -- "-$pid" 2>/dev/null || true
+    done
     if [ "$done_all" = 0 ]; then
         echo
         echo "stopped before every server was tested (exit status $rc)"
@@ -99,6 +105,39 @@ finish() {
     exit "$rc"
 }
 trap finish EXIT
+
+# Build the missing cache entries in the background while the first servers
+# are tested: the suites mostly wait on their servers, so the builds take
+# little from them, and a first run is shorter by most of a build.  One job
+# for the assert-enabled build (CPU), one for the chroots (mostly downloads).
+# Each server's own pj_server_prepare then waits on the entry's lock.  set -m
+# gives each job a process group, so that finish can stop it whole.
+prefetch_job() {
+    local s
+    for s in "$@"; do
+        (pj_server_cache "$s") >"$W/prefetch-$s.log" 2>&1 ||
+            echo "prefetch of $s failed: it is built again when its turn comes" >>"$W/prefetch-$s.log"
+    done
+}
+jobs_cassert=() jobs_chroot=()
+for s in "${servers[@]}"; do
+    case "$s" in
+        pg15-cassert) jobs_cassert+=("$s") ;;
+        pg17 | pg18) jobs_chroot+=("$s") ;;
+    esac
+done
+if [ ${#servers[@]} -gt 1 ]; then
+    set -m
+    for j in jobs_cassert jobs_chroot; do
+        declare -n list=$j
+        if [ ${#list[@]} -gt 0 ]; then
+            prefetch_job "${list[@]}" </dev/null &
+            prefetch+=($!)
+        fi
+        unset -n list
+    done
+    set +m
+fi
 
 # elapsed SECONDS: "4m07s"
 elapsed() {

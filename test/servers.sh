@@ -5,9 +5,10 @@
 # Each server is a name of SERVERS (test/run-tests.sh) with three functions:
 #
 #   pj_server_packages NAME    the host packages it needs (Debian bookworm)
-#   pj_server_prepare NAME DIR builds what is not cached yet and makes the
-#                              run's private copy under DIR; sets PJ_RUN
-#   pj_server_run NAME DIR     runs test/suite.sh against that copy
+#   pj_server_cache NAME       builds its cache entry unless complete
+#   pj_server_prepare NAME DIR the same, then makes the run's private copy
+#                              under DIR
+#   pj_server_run NAME DIR TOP runs test/suite.sh against that copy
 #
 #   pg15          Debian's PostgreSQL 15, copied into DIR (never installed into)
 #   pg15-cassert  PostgreSQL 15 from Debian's source package, built with
@@ -67,7 +68,7 @@ pj_cache_lock() {
     mkdir -p "$PJ_CACHE"
     exec 9>"$PJ_CACHE/$1.lock"
     if ! flock -n 9; then
-        pj_say "waiting for another run building $PJ_CACHE/$1"
+        pj_say "waiting for $PJ_CACHE/$1, being built (by another run, or this run's prefetch)"
         flock 9
     fi
 }
@@ -181,35 +182,54 @@ EOF
 
 # --- the interface ------------------------------------------------------------
 
-# pj_server_prepare NAME DIR: builds or validates NAME's cache entry and makes
-# this run's private copy under DIR (which must exist).  Sets PJ_RUN to the
-# command prefix test/suite.sh runs under, and PJ_SERVER_PG_CONFIG.
-pj_server_prepare() {
-    local name=$1 dir=$2 stamp entry spec suite version
+# pj_server_cache NAME: builds NAME's cache entry unless it is complete (under
+# the entry's lock, so a concurrent run, or this run's prefetch, builds it
+# once and the others wait for it).  Nothing to build for pg15.
+pj_server_cache() {
+    local name=$1 stamp entry spec
     case "$name" in
-        pg15)
-            PJ_SERVER_PG_CONFIG=$(pj_private_tree "$dir/pg")
-            ;;
         pg15-cassert)
             entry=$PJ_CACHE/pg15-cassert
             stamp="pg15-cassert 1 ${PJ_CASSERT_CONFIGURE[*]}"
             pj_cache_lock pg15-cassert
             pj_cache_valid "$entry" "$stamp" || pj_build_cassert "$entry" "$stamp"
+            pj_cache_unlock
+            ;;
+        pg17 | pg18)
+            spec=$(pj_chroot_spec "$name")
+            entry=$PJ_CACHE/chroot-$name
+            stamp="chroot ${spec% *} ${spec#* } 1 postgres=$(id -u postgres):$(id -g postgres)"
+            pj_cache_lock "chroot-$name"
+            pj_cache_valid "$entry" "$stamp" || pj_build_chroot "$entry" "${spec% *}" "${spec#* }" "$stamp"
+            pj_cache_unlock
+            ;;
+    esac
+    return 0
+}
+
+# pj_server_prepare NAME DIR: builds or validates NAME's cache entry and makes
+# this run's private copy under DIR (which must exist).  Sets
+# PJ_SERVER_PG_CONFIG, the pg_config test/suite.sh is to use (for a chroot, its
+# path inside).
+pj_server_prepare() {
+    local name=$1 dir=$2 spec
+    pj_server_cache "$name"
+    case "$name" in
+        pg15)
+            PJ_SERVER_PG_CONFIG=$(pj_private_tree "$dir/pg")
+            ;;
+        pg15-cassert)
+            # under the lock: a concurrent run may be rebuilding the entry
+            pj_cache_lock pg15-cassert
             mkdir -p "$dir/pg"
-            cp -a "$entry/." "$dir/pg/"
+            cp -a "$PJ_CACHE/pg15-cassert/." "$dir/pg/"
             pj_cache_unlock
             PJ_SERVER_PG_CONFIG=$dir/pg/bin/pg_config
             ;;
         pg17 | pg18)
             spec=$(pj_chroot_spec "$name")
-            suite=${spec% *} version=${spec#* }
-            entry=$PJ_CACHE/chroot-$name
-            stamp="chroot $suite $version 1 postgres=$(id -u postgres):$(id -g postgres)"
-            pj_cache_lock "chroot-$name"
-            pj_cache_valid "$entry" "$stamp" || pj_build_chroot "$entry" "$suite" "$version" "$stamp"
-            pj_cache_unlock
             mkdir -p "$dir/upper" "$dir/work" "$dir/root"
-            PJ_SERVER_PG_CONFIG=/usr/lib/postgresql/$version/bin/pg_config
+            PJ_SERVER_PG_CONFIG=/usr/lib/postgresql/${spec#* }/bin/pg_config
             ;;
     esac
     return 0
