@@ -17,21 +17,36 @@
 #define PROJECTION_COMPAT_H
 
 #include "catalog/pg_class.h"
+#include "catalog/pg_database.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
+#include "catalog/pg_tablespace.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 
 /*
- * 16: pg_class_aclcheck()/pg_proc_aclcheck() and pg_class_ownercheck() are
- * gone; object_aclcheck()/object_ownercheck() take the catalog's OID.
- * (pg_class_aclcheck itself remains for relations; only the pg_proc and
- * ownercheck variants disappeared.)
+ * 16: the per-catalog pg_<catalog>_aclcheck() and pg_<catalog>_ownercheck()
+ * are gone; object_aclcheck()/object_ownercheck() take the catalog's OID.
+ * (pg_class_aclcheck itself remains, for its column-aware semantics.)  The
+ * ones this code uses, or is likely to, are mapped.
  */
 #if PG_VERSION_NUM >= 160000
 #define pg_proc_aclcheck(proc_oid, roleid, mode) \
 	object_aclcheck(ProcedureRelationId, (proc_oid), (roleid), (mode))
+#define pg_database_aclcheck(db_oid, roleid, mode) \
+	object_aclcheck(DatabaseRelationId, (db_oid), (roleid), (mode))
+#define pg_namespace_aclcheck(nsp_oid, roleid, mode) \
+	object_aclcheck(NamespaceRelationId, (nsp_oid), (roleid), (mode))
+#define pg_tablespace_aclcheck(spc_oid, roleid, mode) \
+	object_aclcheck(TableSpaceRelationId, (spc_oid), (roleid), (mode))
 #define pg_class_ownercheck(class_oid, roleid) \
 	object_ownercheck(RelationRelationId, (class_oid), (roleid))
+#define pg_proc_ownercheck(proc_oid, roleid) \
+	object_ownercheck(ProcedureRelationId, (proc_oid), (roleid))
+#define pg_database_ownercheck(db_oid, roleid) \
+	object_ownercheck(DatabaseRelationId, (db_oid), (roleid))
+#define pg_namespace_ownercheck(nsp_oid, roleid) \
+	object_ownercheck(NamespaceRelationId, (nsp_oid), (roleid))
 #endif
 
 /*
