@@ -50,6 +50,36 @@
 #endif
 
 /*
+ * 15.20 (a backpatched fix; maybe 15.19) made have_createdb_privilege()
+ * extern in commands/dbcommands.h.  The assert-enabled test server is built
+ * from 15.18, the newest point release whose source the mirror serves, where
+ * it is static: the same body here.
+ */
+#if PG_VERSION_NUM < 150020
+#include "access/htup_details.h"
+#include "catalog/pg_authid.h"
+#include "utils/syscache.h"
+
+static inline bool
+projection_have_createdb_privilege(void)
+{
+	bool		result = false;
+	HeapTuple	utup;
+
+	if (superuser())
+		return true;
+	utup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(GetUserId()));
+	if (HeapTupleIsValid(utup))
+	{
+		result = ((Form_pg_authid) GETSTRUCT(utup))->rolcreatedb;
+		ReleaseSysCache(utup);
+	}
+	return result;
+}
+#define have_createdb_privilege() projection_have_createdb_privilege()
+#endif
+
+/*
  * 17: BackendId and storage/backendid.h are gone; a backend's slot in the
  * shared PGPROC array is its ProcNumber (0-based, INVALID_PROC_NUMBER when it
  * has none, and below MaxBackends for regular backends and bgworkers).  Our
