@@ -34,8 +34,9 @@ SELECT a.attnum, a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attn
   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
  WHERE a.attrelid = 'projection.events'::regclass AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum;
+-- (18 also lists NOT NULL as constraints, contype 'n': the columns above show them)
 SELECT conname, contype, pg_get_constraintdef(oid) AS definition
-  FROM pg_constraint WHERE conrelid = 'projection.events'::regclass
+  FROM pg_constraint WHERE conrelid = 'projection.events'::regclass AND contype <> 'n'
  ORDER BY conname COLLATE "C";
 
 -- the status view has at least the contract's columns

@@ -940,7 +940,8 @@ check_tables(ArrayType *tables)
 	int			n,
 				i;
 
-	deconstruct_array(tables, OIDOID, sizeof(Oid), true, TYPALIGN_INT, &elems, &nulls, &n);
+	/* regclass[] from SQL; oid and regclass elements are laid out alike */
+	deconstruct_array(tables, ARR_ELEMTYPE(tables), sizeof(Oid), true, TYPALIGN_INT, &elems, &nulls, &n);
 	for (i = 0; i < n; i++)
 	{
 		Oid			relid;
@@ -1084,7 +1085,7 @@ first_nonempty_table(ArrayType *tables)
 	int			n,
 				i;
 
-	deconstruct_array(tables, OIDOID, sizeof(Oid), true, TYPALIGN_INT, &elems, &nulls, &n);
+	deconstruct_array(tables, ARR_ELEMTYPE(tables), sizeof(Oid), true, TYPALIGN_INT, &elems, &nulls, &n);
 	for (i = 0; i < n; i++)
 	{
 		Oid			relid = DatumGetObjectId(elems[i]);

@@ -263,8 +263,10 @@ oid_array(Datum array, int *count)
 	int			n,
 				i;
 	Oid		   *result;
+	ArrayType  *arr = DatumGetArrayTypeP(array);
 
-	deconstruct_array(DatumGetArrayTypeP(array), OIDOID, sizeof(Oid), true, TYPALIGN_INT,
+	/* a regclass[] column: oid and regclass elements are laid out alike */
+	deconstruct_array(arr, ARR_ELEMTYPE(arr), sizeof(Oid), true, TYPALIGN_INT,
 					  &elems, &nulls, &n);
 	result = palloc(sizeof(Oid) * Max(n, 1));
 	for (i = 0; i < n; i++)

@@ -396,7 +396,7 @@ projection_launcher_main(Datum main_arg)
 											sizeof(BackgroundWorkerHandle *) * ProjectionShared->ndbslots);
 
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	ProjectionShared->launcher_pgprocno = MyProc->pgprocno;
+	ProjectionShared->launcher_pgprocno = PROJECTION_MY_PGPROCNO;
 	ProjectionShared->launcher_pid = MyProcPid;
 	/*
 	 * Workers started by a previous launcher keep running and keep their

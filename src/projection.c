@@ -26,7 +26,7 @@
 #include "shmem.h"
 #include "utility.h"
 
-PG_MODULE_MAGIC;
+PROJECTION_MODULE_MAGIC;
 
 int			projection_max_workers = 16;
 int			projection_workers_per_database = 2;

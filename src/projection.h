@@ -14,6 +14,8 @@
 
 #include "utils/elog.h"
 
+#include "compat.h"
+
 #define PROJECTION_EXTENSION_NAME	"projection"
 #define PROJECTION_SCHEMA_NAME		"projection"
 #define PROJECTION_EVENTS_TABLE		"events"

@@ -74,7 +74,6 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "storage/backendid.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/acl.h"
@@ -626,7 +625,7 @@ stream_lookup_version(text *stream_id)
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
 	key.sk_collation = index->rd_indcollation[0];
 
-	scan = index_beginscan(heap, index, snapshot, 1, 0);
+	scan = projection_index_beginscan(heap, index, snapshot, 1, 0);
 	index_rescan(scan, &key, 1, NULL, 0);
 	slot = table_slot_create(heap, NULL);
 	if (index_getnext_slot(scan, BackwardScanDirection, slot))
@@ -1042,7 +1041,7 @@ projection_warn_untracked_events(void)
 		return;
 	heap = table_open(o->events, AccessShareLock);
 	index = index_open(pkey, AccessShareLock);
-	scan = index_beginscan(heap, index, GetActiveSnapshot(), 0, 0);
+	scan = projection_index_beginscan(heap, index, GetActiveSnapshot(), 0, 0);
 	index_rescan(scan, NULL, 0, NULL, 0);
 	slot = table_slot_create(heap, NULL);
 	if (index_getnext_slot(scan, BackwardScanDirection, slot))

@@ -172,7 +172,7 @@ worker_claim_slot(void)
 	if (slot != NULL && !slot->stop && slot->pid <= 0)
 	{
 		slot->pid = MyProcPid;
-		slot->pgprocno = MyProc->pgprocno;
+		slot->pgprocno = PROJECTION_MY_PGPROCNO;
 		ok = true;
 	}
 	LWLockRelease(ProjectionShared->lock);

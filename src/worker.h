@@ -11,6 +11,8 @@
 #ifndef PROJECTION_WORKER_H
 #define PROJECTION_WORKER_H
 
+#include "compat.h"
+
 extern PGDLLEXPORT void projection_worker_main(Datum main_arg) pg_attribute_noreturn();
 
 #endif							/* PROJECTION_WORKER_H */

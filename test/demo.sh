@@ -6,7 +6,8 @@
 #     test/demo.sh
 #
 # It installs the packages it needs (skipped when they are all present),
-# builds and installs the extension, starts a throwaway PostgreSQL 15 server as
+# builds the extension and installs it into a private copy of Debian's
+# PostgreSQL 15 (the system's is never written), starts a throwaway server as
 # "postgres" in a temporary directory (shared_preload_libraries = 'projection',
 # Unix socket only, on a free port), runs test/demo.sql in a new database with
 # psql, then stops the server and removes the directory, whatever happened.
@@ -14,7 +15,8 @@
 #
 # Environment:
 #   PG_CFLAGS   compiler flags for the build (default: none)
-#   PG_CONFIG   pg_config of the target server (default: PostgreSQL 15's)
+#   PG_CONFIG   pg_config of a private server tree (default: a copy of
+#               Debian's PostgreSQL 15 made in the temporary directory)
 #   DEMO_PORT   the port to use (default: the first free one from 55440)
 
 set -euo pipefail
@@ -45,6 +47,7 @@ finish() {
 }
 trap finish EXIT
 
+[ -n "${PG_CONFIG:-}" ] || PG_CONFIG=$(pj_private_tree "$D/pg")
 pj_stage_tree "$top" "$D/tree"
 pj_build_install "$D/tree" "${PG_CFLAGS-}"
 bindir=$("$PG_CONFIG" --bindir)

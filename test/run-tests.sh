@@ -5,245 +5,190 @@
 #
 #     test/run-tests.sh
 #
-# It installs the packages it needs (skipped when they are all present),
-# builds the extension with warnings as errors in a scratch copy of the tree,
-# installs it, and runs the three suites of "make installcheck" as the
-# "postgres" user: pg_regress (REGRESS), isolation (ISOLATION) and TAP
-# (TAP_TESTS), each against its own throwaway preloaded server.  The suites run
-# one by one, so a failing suite does not hide the others.  On failure it prints
-# the diffs and server logs.  The last line is "N passed, N failed", counting
-# pg_regress tests, isolation tests and TAP test files; the exit status is
-# non-zero if anything failed.
+# It runs the whole suite (test/suite.sh: pg_regress, isolation and TAP, with
+# the extension built with warnings as errors) against every supported server,
+# one after the other:
+#
+#   pg15          Debian's PostgreSQL 15
+#   pg15-cassert  PostgreSQL 15 built from Debian's source package with
+#                 --enable-cassert --enable-debug
+#   pg17          PostgreSQL 17 of Debian 13 (trixie), in a chroot
+#   pg18          PostgreSQL 18 of Debian testing, in a chroot
+#
+# It installs the host packages it needs (skipped when they are all present),
+# and builds what a server needs the first time (test/servers.sh: the
+# assert-enabled build and the chroots are cached in /var/cache/projection-test
+# and reused while complete).  The extension is never installed into the
+# system's PostgreSQL: each server gets a private copy for this run, so runs of
+# different checkouts can go on at the same time.  It prints one summary line
+# per server and, as the last line, the total "N passed, N failed" (pg_regress
+# tests, isolation tests and TAP files, over all servers); the exit status is
+# non-zero if anything failed or a server could not be prepared.
 #
 # Environment:
-#   PG_CFLAGS       compiler flags (default: -Wall -Wextra -Werror -Wno-unused-parameter)
-#   PG_CONFIG       pg_config of the target server (default: PostgreSQL 15's)
-#   SUITES          which suites to run (default: "regress isolation tap")
-#   PROVE_TESTS     TAP test files to run, relative to the repository root
-#   PROVE_FLAGS     replaces the Makefile's prove flags (keep "-I test/perl")
-#   LOG_LINES       lines printed from the end of each server log (default 300)
-#   KEEP_TMP=1      keep the scratch copy even when everything passed
+#   SERVERS         the servers to test (default: "pg15 pg15-cassert pg17 pg18")
+#   PG_CONFIG       with SERVERS unset: test only against this (private!) tree,
+#                   as test/suite.sh does, instead of the matrix
+#   PG_TEST_PORT_DIR  TAP's port-lock directory, shared by every run on the
+#                   machine (default /tmp/pj-portlock)
+#   PJ_CACHE        the cache directory (default /var/cache/projection-test)
+#   KEEP_TMP=1      keep the scratch directory even when everything passed
+#   and test/suite.sh's: PG_CFLAGS, SUITES, PROVE_TESTS, PROVE_FLAGS, LOG_LINES
 
 set -euo pipefail
+
+# The whole script is one brace group, read before any of it runs: editing or
+# checking out the file during a run cannot change what the run does.
+{
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=test/lib.sh
 . "$top/test/lib.sh"
+# shellcheck source=test/servers.sh
+. "$top/test/servers.sh"
 
-cflags=${PG_CFLAGS-"-Wall -Wextra -Werror -Wno-unused-parameter"}
-suites=${SUITES:-regress isolation tap}
-log_lines=${LOG_LINES:-300}
+pj_require_root
 
+# TAP nodes take ports from one lock directory for the whole machine, or two
+# concurrent runs can pick the same port (PostgreSQL::Test::Cluster)
+export PG_TEST_PORT_DIR=${PG_TEST_PORT_DIR:-/tmp/pj-portlock}
+mkdir -p "$PG_TEST_PORT_DIR"
+chmod 1777 "$PG_TEST_PORT_DIR" 2>/dev/null || true
+
+# One private tree named by the caller: no matrix.
+if [ -z "${SERVERS+set}" ] && [ -n "${PG_CONFIG:-}" ]; then
+    pj_install_packages
+    exec "$top/test/suite.sh"
+fi
+
+servers=${SERVERS:-pg15 pg15-cassert pg17 pg18}
+read -r -a servers <<<"$servers"
+[ ${#servers[@]} -gt 0 ] || pj_die "SERVERS is empty"
+extra=()
+for s in "${servers[@]}"; do
+    read -r -a p <<<"$(pj_server_packages "$s")"
+    for q in "${p[@]}"; do
+        [[ " ${extra[*]} " == *" $q "* ]] || extra+=("$q")
+    done
+done
+pj_install_packages "${extra[@]}"
+
+# in /tmp, whatever TMPDIR says: the "postgres" user must reach it
+W=$(mktemp -d /tmp/projection-run.XXXXXX)
+chmod 755 "$W"
+# the hand-over directory of TAP 024 (a dump made on pg15, restored on 17/18)
+export PJ_XVERSION_DIR=$W/xversion
+mkdir -m 1777 "$PJ_XVERSION_DIR"
+keep=${KEEP_TMP:-0}
 passed=0
 failed=0
-failures=()      # "suite/test" of every failed test
-failed_suites=() # suites whose logs get printed
-failed_tap=()    # TAP files that failed, without ".pl" ("*": all of them)
-summary_done=0
-W=
-keep=${KEEP_TMP:-0}
+summary=()
+failures=()
+done_all=0
 
-# On any exit: if the tests did not get as far as the summary (packages, build
-# or install failed), still end with the summary line; then remove the scratch
-# copy unless it is to be kept.
+prefetch=()
+
 finish() {
-    local rc=$?
-
-    if [ "$summary_done" = 0 ]; then
+    local rc=$? pid
+    # prefetch jobs still building when the run stops early
+    for pid in "${prefetch[@]}"; do
+        kill -- "-$pid" 2>/dev/null || true
+    done
+    if [ "$done_all" = 0 ]; then
         echo
-        echo "stopped before the tests finished (exit status $rc): see the messages above"
-        [ -n "$W" ] && [ -d "$W" ] && echo "test tree kept in $W" && keep=1
+        echo "stopped before every server was tested (exit status $rc)"
+        echo "scratch directory kept in $W"
         echo "$passed passed, $((failed + 1)) failed"
-        [ "$rc" -ne 0 ] || rc=1
+        exit 1
     fi
-    if [ "$keep" != 1 ] && [ -n "$W" ]; then
-        rm -rf "$W"
-    fi
+    [ "$keep" = 1 ] || rm -rf "$W"
     exit "$rc"
 }
 trap finish EXIT
 
-pj_require_root
-pj_install_packages
-
-# in /tmp, whatever TMPDIR says: the "postgres" user must reach it
-W=$(mktemp -d /tmp/projection-test.XXXXXX)
-pj_stage_tree "$top" "$W"
-pj_build_install "$W" "$cflags"
-chown -R postgres:postgres "$W"
-
-# make_var NAME: the value of a variable of the Makefile in $W
-make_var() {
-    # shellcheck disable=SC2016 # $($*) is for make, not for the shell
-    pj_as_postgres make -s --no-print-directory -C "$W" PG_CONFIG="$PG_CONFIG" \
-        --eval='pj-print-var-%: ; @echo $($*)' "pj-print-var-$1"
-}
-
-# Extra make arguments that the caller's environment asks for.
-extra_make_args=()
-[ -n "${PROVE_TESTS:-}" ] && extra_make_args+=("PROVE_TESTS=$PROVE_TESTS")
-[ -n "${PROVE_FLAGS:-}" ] && extra_make_args+=("PROVE_FLAGS=$PROVE_FLAGS")
-
-# run_suite SUITE LOGFILE MAKE-OVERRIDES...: runs "make installcheck" with the
-# other two suites switched off; returns make's exit status.
-run_suite() {
-    local suite=$1 log=$2 rc
-    shift 2
-
-    pj_say "suite: $suite"
-    set +e
-    pj_as_postgres make -C "$W" PG_CONFIG="$PG_CONFIG" "${extra_make_args[@]}" "$@" installcheck 2>&1 | tee "$log"
-    rc=${PIPESTATUS[0]}
-    set -e
-    return "$rc"
-}
-
-# count_pg_regress SUITE LOGFILE RC TESTS...: counts a pg_regress or
-# pg_isolation_regress run.  A test passes only if its line says "ok"; a test
-# without a line (the run stopped early) is a failure.
-count_pg_regress() {
-    local suite=$1 log=$2 rc=$3 t status n_failed=0
-    shift 3
-
-    for t in "$@"; do
-        # PostgreSQL 15: "test name   ... ok   12 ms" (or "     name ..." in a
-        # parallel group); PostgreSQL 16+: "ok 1   - name   12 ms"
-        status=$(sed -n -E \
-            -e "s/^(test +| +)?${t} +\.\.\. +([^ ].*)$/\2/p" \
-            -e "s/^(ok|not ok) +[0-9]+ +[-+] +${t}( .*)?$/\1/p" "$log" | tail -n 1)
-        case "$status" in
-            ok|ok\ *|"failed (ignored)"*)
-                passed=$((passed + 1)) ;;
-            *)
-                failed=$((failed + 1)); n_failed=$((n_failed + 1))
-                failures+=("$suite/$t") ;;
-        esac
+# Build the missing cache entries in the background while the first servers
+# are tested: the suites mostly wait on their servers, so the builds take
+# little from them, and a first run is shorter by most of a build.  One job
+# for the assert-enabled build (CPU), one for the chroots (mostly downloads).
+# Each server's own pj_server_prepare then waits on the entry's lock.  set -m
+# gives each job a process group, so that finish can stop it whole.
+prefetch_job() {
+    local s
+    for s in "$@"; do
+        (pj_server_cache "$s") >"$W/prefetch-$s.log" 2>&1 ||
+            echo "prefetch of $s failed: it is built again when its turn comes" >>"$W/prefetch-$s.log"
     done
-    if [ "$rc" -ne 0 ] && [ "$n_failed" -eq 0 ]; then
-        failed=$((failed + 1)); n_failed=1
-        failures+=("$suite (make exited with status $rc)")
-    fi
-    [ "$n_failed" -eq 0 ] || failed_suites+=("$suite")
 }
-
-# count_tap LOGFILE RC FILES...: counts a prove run by test file.  A file
-# fails if prove's "Test Summary Report" lists it; if prove did not finish
-# (no "Result:" line), a file passes only if prove printed "ok" for it.
-count_tap() {
-    local log=$1 rc=$2 f re finished=0 n_failed=0
-    shift 2
-
-    grep -q '^Result: ' "$log" && finished=1
-    for f in "$@"; do
-        re=$(printf '%s' "$f" | sed 's/[.[\*^$]/\\&/g')
-        if grep -q "^${re} *(Wstat: " "$log"; then
-            :
-        elif [ "$finished" = 1 ] || grep -Eq "^${re} \.+ (ok|skipped)" "$log"; then
-            passed=$((passed + 1))
-            continue
+jobs_cassert=() jobs_chroot=()
+for s in "${servers[@]}"; do
+    case "$s" in
+        pg15-cassert) jobs_cassert+=("$s") ;;
+        pg17 | pg18) jobs_chroot+=("$s") ;;
+    esac
+done
+if [ ${#servers[@]} -gt 1 ]; then
+    set -m
+    for j in jobs_cassert jobs_chroot; do
+        declare -n list=$j
+        if [ ${#list[@]} -gt 0 ]; then
+            prefetch_job "${list[@]}" </dev/null &
+            prefetch+=($!)
         fi
-        failed=$((failed + 1)); n_failed=$((n_failed + 1))
-        failures+=("tap/${f##*/}")
-        f=${f##*/}
-        failed_tap+=("${f%.pl}")
+        unset -n list
     done
-    if [ "$rc" -ne 0 ] && [ "$n_failed" -eq 0 ]; then
-        failed=$((failed + 1)); n_failed=1
-        failures+=("tap (make exited with status $rc)")
-        failed_tap+=("*")
-    fi
-    [ "$n_failed" -eq 0 ] || failed_suites+=("tap")
-}
-
-for suite in $suites; do
-    log="$W/run-$suite.log"
-    case "$suite" in
-        regress)
-            value=$(make_var REGRESS)
-            read -r -a tests <<<"$value"
-            if [ ${#tests[@]} -eq 0 ]; then pj_say "no REGRESS tests"; continue; fi
-            rc=0; run_suite regress "$log" ISOLATION= TAP_TESTS= || rc=$?
-            count_pg_regress regress "$log" "$rc" "${tests[@]}"
-            ;;
-        isolation)
-            value=$(make_var ISOLATION)
-            read -r -a tests <<<"$value"
-            if [ ${#tests[@]} -eq 0 ]; then pj_say "no ISOLATION tests"; continue; fi
-            rc=0; run_suite isolation "$log" REGRESS= TAP_TESTS= || rc=$?
-            count_pg_regress isolation "$log" "$rc" "${tests[@]}"
-            ;;
-        tap)
-            value=$(make_var TAP_TESTS)
-            if [ -z "$value" ]; then pj_say "no TAP_TESTS"; continue; fi
-            value=$(make_var PROVE_TESTS)
-            pattern=${PROVE_TESTS:-$value}
-            pattern=${pattern:-t/*.pl}
-            # expand the Makefile's glob where prove will run, like make does
-            read -r -a files <<<"$(cd "$W" && eval "echo $pattern")"
-            if [ ${#files[@]} -eq 0 ] || [ ! -e "$W/${files[0]}" ]; then
-                failed=$((failed + 1))
-                failures+=("tap (no file matches \"$pattern\")")
-                continue
-            fi
-            rc=0; run_suite tap "$log" REGRESS= ISOLATION= || rc=$?
-            count_tap "$log" "$rc" "${files[@]}"
-            ;;
-        *)
-            pj_die "unknown suite \"$suite\" in SUITES (valid: regress isolation tap)"
-            ;;
-    esac
-done
-
-# show_file FILE [LINES]: prints FILE, or its last LINES lines, under a heading
-show_file() {
-    [ -s "$1" ] || return 0
-    if [ -n "${2:-}" ] && [ "$(wc -l <"$1")" -gt "$2" ]; then
-        printf '\n===== %s (last %s lines) =====\n' "${1#"$W"/}" "$2"
-        tail -n "$2" "$1"
-    else
-        printf '\n===== %s =====\n' "${1#"$W"/}"
-        cat "$1"
-    fi
-}
-
-# show_server_logs DIR: the temporary instance's server log from pg_regress's
-# log directory DIR (initdb's log if the server never started)
-show_server_logs() {
-    if [ -s "$1/postmaster.log" ]; then
-        show_file "$1/postmaster.log" "$log_lines"
-    else
-        show_file "$1/initdb.log" "$log_lines"
-    fi
-}
-
-for suite in "${failed_suites[@]}"; do
-    case "$suite" in
-        regress)
-            show_file "$W/regression.diffs"
-            show_server_logs "$W/log"
-            ;;
-        isolation)
-            show_file "$W/output_iso/regression.diffs"
-            show_server_logs "$W/output_iso/log"
-            ;;
-        tap)
-            # each test file's log, then its nodes' server logs; $t is
-            # unquoted on purpose: "*" stands for every file
-            # shellcheck disable=SC2231
-            for t in "${failed_tap[@]}"; do
-                for f in "$W"/tmp_check/log/regress_log_$t; do show_file "$f"; done
-                for f in "$W"/tmp_check/log/${t}_*.log; do show_file "$f" "$log_lines"; done
-            done
-            ;;
-    esac
-done
-
-echo
-if [ "$failed" -gt 0 ]; then
-    printf 'failed: %s\n' "${failures[@]}"
-    keep=1
+    set +m
 fi
-[ "$keep" = 1 ] && echo "test tree kept in $W"
-summary_done=1
+
+# elapsed SECONDS: "4m07s"
+elapsed() {
+    printf '%dm%02ds' $(($1 / 60)) $(($1 % 60))
+}
+
+for s in "${servers[@]}"; do
+    d=$W/$s
+    mkdir -p "$d"
+    log=$W/$s.log
+    start=$SECONDS
+    printf '\n======== server %s ========\n' "$s"
+    set +e
+    (
+        set -e
+        pj_server_prepare "$s" "$d"
+        pj_say "$s: prepared in $(elapsed $((SECONDS - start)))"
+        pj_server_run "$s" "$d" "$top"
+    ) 2>&1 | tee "$log"
+    set -e
+    t=$(elapsed $((SECONDS - start)))
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)
+    if [ -z "$line" ]; then
+        # never got to the tests: the server could not be prepared
+        p=0 f=1
+        failures+=("$s: the server could not be prepared (see its output above)")
+    else
+        p=${line%% passed*}
+        f=${line#*passed, }
+        f=${f%% failed}
+        while IFS= read -r l; do
+            failures+=("$s: ${l#failed: }")
+        done < <(grep '^failed: ' "$log" || true)
+        if [ "$f" -gt 0 ] && ! grep -q '^failed: ' "$log"; then
+            failures+=("$s: stopped before its tests finished (see its output above)")
+        fi
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    [ "$f" -eq 0 ] || keep=1
+    summary+=("$(printf '%-14s %4d passed, %d failed   (%s)' "$s" "$p" "$f" "$t")")
+done
+
+printf '\n======== summary ========\n'
+printf '%s\n' "${summary[@]}"
+if [ ${#failures[@]} -gt 0 ]; then
+    printf 'failed: %s\n' "${failures[@]}"
+fi
+[ "$keep" = 1 ] && echo "scratch directory kept in $W"
+done_all=1
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
+exit
+}
