@@ -18,6 +18,7 @@
 
 #include "catalog/pg_class.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_tablespace.h"
@@ -47,6 +48,8 @@
 	object_ownercheck(DatabaseRelationId, (db_oid), (roleid))
 #define pg_namespace_ownercheck(nsp_oid, roleid) \
 	object_ownercheck(NamespaceRelationId, (nsp_oid), (roleid))
+#define pg_extension_ownercheck(ext_oid, roleid) \
+	object_ownercheck(ExtensionRelationId, (ext_oid), (roleid))
 #endif
 
 /*
