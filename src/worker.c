@@ -66,6 +66,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
@@ -74,6 +75,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "catalog.h"
@@ -778,9 +780,28 @@ worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
 static bool
 worker_begin(int64 *last_value, ProjectionAppenderSeen **appenders, int *nappenders)
 {
+	Oid			sequence;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (!worker_extension_exists())
+	{
+		CommitTransactionCommand();
+		return false;
+	}
+
+	/*
+	 * A DROP EXTENSION may be committing right now: it holds the sequence
+	 * with AccessExclusiveLock, and this worker, outside any batch, cannot
+	 * be cancelled by it.  Lock the sequence first and look again once we
+	 * have it (the lock acquisition processes the drop's invalidations), so
+	 * that the worker leaves cleanly instead of failing to open a relation
+	 * that is gone.
+	 */
+	sequence = projection_oids()->sequence;
+	LockRelationOid(sequence, AccessShareLock);
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(sequence)) ||
+		!worker_extension_exists())
 	{
 		CommitTransactionCommand();
 		return false;
