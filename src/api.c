@@ -64,6 +64,7 @@
 #include "eventread.h"
 #include "projection.h"
 #include "shmem.h"
+#include "spiutil.h"
 #include "trigger.h"
 
 PG_FUNCTION_INFO_V1(projection_append);
@@ -103,67 +104,9 @@ typedef struct ProjectionRow
 static void empty_tables(ProjectionDef *def);
 
 /* ---------------------------------------------------------------------
- * Argument checks
- * ---------------------------------------------------------------------
- */
-
-static void
-require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("argument \"%s\" must not be null", argname)));
-}
-
-static char *
-text_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
-{
-	char	   *s;
-
-	require_arg(fcinfo, argno, argname);
-	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (s[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"%s\" must not be empty", argname)));
-	return s;
-}
-
-/* ---------------------------------------------------------------------
  * Registry access as the bootstrap superuser
  * ---------------------------------------------------------------------
  */
-
-/*
- * Run one statement on the extension's tables as the bootstrap superuser
- * (read_only: with the active snapshot).  The caller is connected to SPI;
- * results are left in SPI_tuptable.  Only our own fixed statements go
- * through here, with values as parameters.
- */
-static void
-extension_exec(const char *sql, int nargs, Oid *types, Datum *values,
-			   const char *nulls, bool read_only, int expected)
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			rc;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	projection_spi_check(rc, expected, sql);
-}
-
-/* the same, read-write (a new snapshot for each statement) */
-static void
-registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
-			  const char *nulls, int expected)
-{
-	extension_exec(sql, nargs, types, values, nulls, false, expected);
-}
 
 /* the checkpoint of registry row "p" in this database's version of the schema */
 static const char *
@@ -183,7 +126,7 @@ forget_checkpoints(int32 id)
 	if (!OidIsValid(projection_oids()->checkpoints))
 		return;
 	values[0] = Int32GetDatum(id);
-	registry_exec("DELETE FROM projection.checkpoints WHERE projection_id OPERATOR(pg_catalog.=) $1",
+	projection_registry_exec("DELETE FROM projection.checkpoints WHERE projection_id OPERATOR(pg_catalog.=) $1",
 				  1, types, values, NULL, SPI_OK_DELETE);
 }
 
@@ -220,12 +163,12 @@ wait_out_worker_batch(const char *name, bool *held)
 		int32		id;
 		TransactionId xmax;
 
-		registry_exec("SELECT 1 FROM projection.projections p WHERE name OPERATOR(pg_catalog.=) $1 "
+		projection_registry_exec("SELECT 1 FROM projection.projections p WHERE name OPERATOR(pg_catalog.=) $1 "
 					  "FOR UPDATE OF p SKIP LOCKED",
 					  1, types, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed > 0)
 			return;				/* locked */
-		registry_exec("SELECT id, xmax, owner::pg_catalog.oid FROM projection.projections "
+		projection_registry_exec("SELECT id, xmax, owner::pg_catalog.oid FROM projection.projections "
 					  "WHERE name OPERATOR(pg_catalog.=) $1",
 					  1, types, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 0)
@@ -283,7 +226,7 @@ registry_lookup(const char *name, MemoryContext cxt)
 	PG_TRY();
 	{
 		wait_out_worker_batch(name, (bool *) &held);
-		registry_exec(psprintf("SELECT id, owner::pg_catalog.oid, mode OPERATOR(pg_catalog.=) 'inline', state, %s "
+		projection_registry_exec(psprintf("SELECT id, owner::pg_catalog.oid, mode OPERATOR(pg_catalog.=) 'inline', state, %s "
 						   "FROM projection.projections p WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE OF p",
 						   checkpoint_sql()),
 				  1, types, values, NULL, SPI_OK_SELECT);
@@ -336,7 +279,7 @@ registry_set_state(int32 id, const char *state, bool set_position, int64 positio
 	if (!set_position)
 		nulls[2] = 'n';
 	values[3] = BoolGetDatum(clear_error);
-	registry_exec("UPDATE projection.projections SET state = $2, "
+	projection_registry_exec("UPDATE projection.projections SET state = $2, "
 				  "position = COALESCE($3, position), "
 				  "last_error = CASE WHEN $4 THEN NULL ELSE last_error END, "
 				  "last_error_sqlstate = CASE WHEN $4 THEN NULL ELSE last_error_sqlstate END, "
@@ -412,7 +355,7 @@ replay_dead_letter(ProjectionDef *def, HeapTuple tup, TupleDesc desc, ErrorData 
 		values[7] = CStringGetTextDatum(edata->context);
 	else
 		nulls[7] = 'n';
-	registry_exec("INSERT INTO projection.dead_letters "
+	projection_registry_exec("INSERT INTO projection.dead_letters "
 				  "(name, global_position, event_type, stream_id, sqlstate, error, detail, context) "
 				  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
 				  8, types, values, nulls, SPI_OK_INSERT);
@@ -692,7 +635,7 @@ replay_inline(ProjectionDef *def, int64 from, int64 *last)
 	int64		upto;
 
 	PushActiveSnapshot(GetTransactionSnapshot());
-	extension_exec("SELECT pg_catalog.max(global_position) FROM projection.events",
+	projection_extension_exec("SELECT pg_catalog.max(global_position) FROM projection.events",
 				   0, NULL, NULL, NULL, true, SPI_OK_SELECT);
 	max = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	upto = isnull ? from : Max(from, DatumGetInt64(max));
@@ -752,9 +695,9 @@ projection_append(PG_FUNCTION_ARGS)
 	ProjectionAppendCapture capture;
 	const ProjectionOids *o;
 
-	require_arg(fcinfo, 0, "stream_id");
-	require_arg(fcinfo, 1, "event_type");
-	require_arg(fcinfo, 2, "data");
+	projection_require_arg(fcinfo, 0, "stream_id");
+	projection_require_arg(fcinfo, 1, "event_type");
+	projection_require_arg(fcinfo, 2, "data");
 	stream_id = PG_GETARG_TEXT_PP(0);
 	event_type = PG_GETARG_TEXT_PP(1);
 	data = PG_GETARG_DATUM(2);
@@ -1092,7 +1035,7 @@ first_nonempty_table(ArrayType *tables)
 		char	   *qualified = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 														   get_rel_name(relid));
 
-		extension_exec(psprintf("SELECT FROM %s LIMIT 1", qualified),
+		projection_extension_exec(psprintf("SELECT FROM %s LIMIT 1", qualified),
 					   0, NULL, NULL, NULL, false, SPI_OK_SELECT);
 		if (SPI_processed > 0)
 			return qualified;
@@ -1115,7 +1058,7 @@ first_nonempty_table(ArrayType *tables)
 Datum
 projection_create(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_arg(fcinfo, 0, "name");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	Oid			handler = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
 	char	   *mode;
 	char	   *start_from;
@@ -1129,12 +1072,12 @@ projection_create(PG_FUNCTION_ARGS)
 	int64		start_position = 0;
 	const char *state = "running";
 
-	mode = text_arg(fcinfo, 3, "mode");
-	start_from = text_arg(fcinfo, 5, "start_from");
-	on_error = text_arg(fcinfo, 6, "on_error");
+	mode = projection_text_arg(fcinfo, 3, "mode");
+	start_from = projection_text_arg(fcinfo, 5, "start_from");
+	on_error = projection_text_arg(fcinfo, 6, "on_error");
 	if (PG_NARGS() > 7)
-		if_not_empty = text_arg(fcinfo, 7, "if_not_empty");
-	require_arg(fcinfo, 4, "tables");
+		if_not_empty = projection_text_arg(fcinfo, 7, "if_not_empty");
+	projection_require_arg(fcinfo, 4, "tables");
 
 	if (strcmp(mode, "inline") == 0)
 		is_inline = true;
@@ -1184,7 +1127,7 @@ projection_create(PG_FUNCTION_ARGS)
 		Datum		values[1];
 
 		values[0] = CStringGetTextDatum(name);
-		registry_exec("SELECT 1 FROM projection.projections WHERE name OPERATOR(pg_catalog.=) $1",
+		projection_registry_exec("SELECT 1 FROM projection.projections WHERE name OPERATOR(pg_catalog.=) $1",
 					  1, types, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed > 0)
 			ereport(ERROR,
@@ -1233,7 +1176,7 @@ projection_create(PG_FUNCTION_ARGS)
 		values[8] = Int64GetDatum(start_position);
 		values[9] = CStringGetTextDatum(state);
 		projection_creating = true; /* not a restore; reset at abort too */
-		registry_exec("INSERT INTO projection.projections "
+		projection_registry_exec("INSERT INTO projection.projections "
 					  "(name, handler, event_types, mode, tables, on_error, owner, search_path, position, state) "
 					  "VALUES ($1, $2::pg_catalog.regprocedure, $3, $4, $5::pg_catalog.regclass[], $6, "
 					  "$7::pg_catalog.regrole, $8, $9, $10)",
@@ -1298,9 +1241,9 @@ projection_create(PG_FUNCTION_ARGS)
 Datum
 projection_on(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_arg(fcinfo, 0, "name");
-	char	   *event_type = text_arg(fcinfo, 1, "event_type");
-	char	   *statement = text_arg(fcinfo, 2, "statement");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
+	char	   *event_type = projection_text_arg(fcinfo, 1, "event_type");
+	char	   *statement = projection_text_arg(fcinfo, 2, "statement");
 	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionRow *row;
 	ProjectionRegistry *registry;
@@ -1327,7 +1270,7 @@ projection_on(PG_FUNCTION_ARGS)
 		values[0] = Int32GetDatum(row->id);
 		values[1] = CStringGetTextDatum(event_type);
 		values[2] = CStringGetTextDatum(statement);
-		registry_exec("INSERT INTO projection.handlers (projection_id, seq, event_type, statement) "
+		projection_registry_exec("INSERT INTO projection.handlers (projection_id, seq, event_type, statement) "
 					  "SELECT $1, COALESCE(pg_catalog.max(seq), 0) OPERATOR(pg_catalog.+) 1, $2, $3 "
 					  "FROM projection.handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
 					  3, types, values, NULL, SPI_OK_INSERT);
@@ -1346,7 +1289,7 @@ projection_on(PG_FUNCTION_ARGS)
 Datum
 projection_drop(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_arg(fcinfo, 0, "name");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionRow *row;
 	Oid			types[2] = {INT4OID, TEXTOID};
@@ -1361,10 +1304,10 @@ projection_drop(PG_FUNCTION_ARGS)
 
 	values[0] = Int32GetDatum(row->id);
 	values[1] = CStringGetTextDatum(name);
-	registry_exec("DELETE FROM projection.dead_letters WHERE name OPERATOR(pg_catalog.=) $2 "
+	projection_registry_exec("DELETE FROM projection.dead_letters WHERE name OPERATOR(pg_catalog.=) $2 "
 				  "AND $1 IS NOT NULL",
 				  2, types, values, NULL, SPI_OK_DELETE);
-	registry_exec("DELETE FROM projection.projections WHERE id OPERATOR(pg_catalog.=) $1",
+	projection_registry_exec("DELETE FROM projection.projections WHERE id OPERATOR(pg_catalog.=) $1",
 				  1, types, values, NULL, SPI_OK_DELETE);
 	forget_checkpoints(row->id);
 	/* harmless if the drop rolls back: the worker publishes again */
@@ -1382,7 +1325,7 @@ projection_drop(PG_FUNCTION_ARGS)
 Datum
 projection_pause(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_arg(fcinfo, 0, "name");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionRow *row;
 
@@ -1413,7 +1356,7 @@ projection_pause(PG_FUNCTION_ARGS)
 Datum
 projection_resume(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_arg(fcinfo, 0, "name");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionRow *row;
 
@@ -1596,7 +1539,7 @@ empty_tables(ProjectionDef *def)
 Datum
 projection_rebuild(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_arg(fcinfo, 0, "name");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionRow *row;
 	ProjectionRegistry *registry;
@@ -1641,7 +1584,7 @@ projection_rebuild(PG_FUNCTION_ARGS)
 		Datum		values[1];
 
 		values[0] = CStringGetTextDatum(name);
-		registry_exec("DELETE FROM projection.dead_letters WHERE name OPERATOR(pg_catalog.=) $1",
+		projection_registry_exec("DELETE FROM projection.dead_letters WHERE name OPERATOR(pg_catalog.=) $1",
 					  1, types, values, NULL, SPI_OK_DELETE);
 	}
 	replay_skipped = 0;
@@ -1880,7 +1823,7 @@ wait_read(SPIPlanPtr plan, int32 id, const char *name, int64 up_to, WaitSeen *se
 Datum
 projection_wait(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_arg(fcinfo, 0, "name");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	int64		up_to;
 	Interval   *timeout;
 	int32		id;
@@ -1897,8 +1840,8 @@ projection_wait(PG_FUNCTION_ARGS)
 	TimestampTz last_read = 0;
 	bool		first = true;
 
-	require_arg(fcinfo, 1, "up_to");
-	require_arg(fcinfo, 2, "timeout");
+	projection_require_arg(fcinfo, 1, "up_to");
+	projection_require_arg(fcinfo, 2, "timeout");
 	up_to = PG_GETARG_INT64(1);
 	timeout = PG_GETARG_INTERVAL_P(2);
 	timeout_ms = (int64) (timeout->time / 1000) +
@@ -1919,7 +1862,7 @@ projection_wait(PG_FUNCTION_ARGS)
 		bool		isnull;
 
 		values[0] = CStringGetTextDatum(name);
-		registry_exec("SELECT id, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
+		projection_registry_exec("SELECT id, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
 					  "WHERE name OPERATOR(pg_catalog.=) $1",
 					  1, ntypes, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 0)
@@ -2077,9 +2020,9 @@ projection_aggregate(PG_FUNCTION_ARGS)
 	MemoryContext spare_cxt;
 	const ProjectionOids *o;
 
-	require_arg(fcinfo, 0, "stream_id");
-	require_arg(fcinfo, 1, "fold");
-	require_arg(fcinfo, 2, "initial");
+	projection_require_arg(fcinfo, 0, "stream_id");
+	projection_require_arg(fcinfo, 1, "fold");
+	projection_require_arg(fcinfo, 2, "initial");
 	stream_id = PG_GETARG_TEXT_PP(0);
 	fold = PG_GETARG_OID(1);
 	state = PG_GETARG_DATUM(2);

@@ -61,6 +61,7 @@
 #include "catalog.h"
 #include "projection.h"
 #include "shmem.h"
+#include "spiutil.h"
 #include "trigger.h"
 
 static ProjectionOids oids;
@@ -163,17 +164,6 @@ projection_oids(void)
 	oids.checkpoints = get_relname_relid(PROJECTION_CHECKPOINTS_TABLE, oids.schema);
 	oids_valid = true;
 	return &oids;
-}
-
-/*
- * Check an SPI return code against the one expected; anything else is a
- * can't-happen error.
- */
-void
-projection_spi_check(int rc, int expected, const char *what)
-{
-	if (rc != expected)
-		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
 }
 
 /*

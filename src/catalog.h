@@ -120,6 +120,5 @@ extern SPIPlanPtr projection_prepare_statement(const char *sql, Oid events_type)
 extern void projection_replay_at_abort(SubTransactionId subid);
 extern Datum projection_drop(PG_FUNCTION_ARGS);
 
-extern void projection_spi_check(int rc, int expected, const char *what);
 
 #endif							/* PROJECTION_CATALOG_H */

@@ -75,6 +75,7 @@
 #include "catalog.h"
 #include "depend.h"
 #include "projection.h"
+#include "spiutil.h"
 
 PG_FUNCTION_INFO_V1(projection_registry_owner_trigger);
 

@@ -82,6 +82,7 @@
 #include "eventread.h"
 #include "projection.h"
 #include "shmem.h"
+#include "spiutil.h"
 #include "trigger.h"
 #include "worker.h"
 
@@ -226,27 +227,6 @@ worker_extension_exists(void)
  * Helpers
  * ---------------------------------------------------------------------
  */
-
-static SPIPlanPtr
-worker_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *types)
-{
-	if (*cache != NULL && !SPI_plan_is_valid(*cache))
-	{
-		SPI_freeplan(*cache);
-		*cache = NULL;
-	}
-	if (*cache == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		*cache = plan;
-	}
-	return *cache;
-}
 
 /*
  * What a round does about an error, decided in one place (worker_error_kind)
@@ -417,14 +397,14 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
 	 * the restoring session lives.
 	 */
 	if (OidIsValid(projection_oids()->checkpoints))
-		plan = worker_plan(&lock_plan,
+		plan = projection_kept_plan(&lock_plan,
 						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL("p"), "restored_pid IS NOT NULL",
 									"AND (restored_pid IS NULL OR NOT EXISTS ("
 									"SELECT FROM pg_catalog.pg_stat_get_activity(restored_pid) a "
 									"WHERE a.backend_start OPERATOR(pg_catalog.=) restored_at)) "),
 						   3, types);
 	else
-		plan = worker_plan(&lock_plan_1_0,
+		plan = projection_kept_plan(&lock_plan_1_0,
 						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL_1_0("p"), "false", ""),
 						   3, types);
 	values[0] = Int32GetDatum(worker_count);
@@ -513,9 +493,9 @@ worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
 	"ORDER BY e.global_position LIMIT $3"
 
 	if (filter == (Datum) 0)
-		plan = worker_plan(&batch_plan, BATCH_SQL(""), 3, types);
+		plan = projection_kept_plan(&batch_plan, BATCH_SQL(""), 3, types);
 	else
-		plan = worker_plan(&filtered_batch_plan,
+		plan = projection_kept_plan(&filtered_batch_plan,
 						   BATCH_SQL("AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "),
 						   4, types);
 	values[0] = Int64GetDatum(from);
@@ -593,7 +573,7 @@ worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
 	values[1] = Int64GetDatum(position);
 	if (!OidIsValid(projection_oids()->checkpoints))
 	{
-		plan = worker_plan(&checkpoint_plan_1_0,
+		plan = projection_kept_plan(&checkpoint_plan_1_0,
 						   "UPDATE projection.projections SET position = $2, "
 						   "state = CASE WHEN $3 THEN 'running' ELSE state END, "
 						   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
@@ -609,7 +589,7 @@ worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
 	if (position > rp->position)
 	{
 		types[2] = INT8OID;
-		plan = worker_plan(&checkpoint_plan,
+		plan = projection_kept_plan(&checkpoint_plan,
 						   "WITH previous AS (DELETE FROM projection.checkpoints "
 						   "WHERE projection_id OPERATOR(pg_catalog.=) $1 "
 						   "AND position OPERATOR(pg_catalog.=) $3) "
@@ -623,7 +603,7 @@ worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
 	if (caught_up)
 	{
 		rp->catching_up = false;
-		plan = worker_plan(&caught_up_plan,
+		plan = projection_kept_plan(&caught_up_plan,
 						   "UPDATE projection.projections SET state = 'running', "
 						   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
 						   1, types);
