@@ -7,7 +7,14 @@ OBJS = \
 	src/shmem.o \
 	src/catalog.o \
 	src/trigger.o \
-	src/api.o \
+	src/events.o \
+	src/registry.o \
+	src/checkpoint.o \
+	src/inline.o \
+	src/manage.o \
+	src/replay.o \
+	src/progress.o \
+	src/aggregate.o \
 	src/launcher.o \
 	src/worker.o \
 	src/eventread.o \

@@ -116,9 +116,4 @@ extern void projection_apply(ProjectionDef *def, Datum event, const char *event_
 							 int64 position);
 extern SPIPlanPtr projection_prepare_statement(const char *sql, Oid events_type);
 
-/* api.c */
-extern void projection_replay_at_abort(SubTransactionId subid);
-extern Datum projection_drop(PG_FUNCTION_ARGS);
-
-
 #endif							/* PROJECTION_CATALOG_H */

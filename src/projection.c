@@ -6,7 +6,7 @@
  *
  * When the library is not preloaded, only the reloadable GUCs are defined: inline
  * projections work, and functions that need the background worker warn (see
- * api.c).  When it is preloaded, shared memory is requested and the launcher
+ * manage.c).  When it is preloaded, shared memory is requested and the launcher
  * registered.  The utility and object access hooks are installed either way.
  *
  * IDENTIFICATION

@@ -91,6 +91,7 @@
 
 #include "catalog.h"
 #include "projection.h"
+#include "replay.h"
 #include "shmem.h"
 #include "trigger.h"
 
