@@ -6,6 +6,7 @@ OBJS = \
 	src/projection.o \
 	src/shmem.o \
 	src/catalog.o \
+	src/handler.o \
 	src/trigger.o \
 	src/events.o \
 	src/registry.o \

@@ -90,17 +90,6 @@ typedef struct ProjectionOids
 	"WHERE c.projection_id OPERATOR(pg_catalog.=) " p ".id ORDER BY c.position DESC LIMIT 1))"
 #define PROJECTION_CHECKPOINT_SQL_1_0(p) p ".position"
 
-/* the saved identity while running a projection's code as its owner */
-typedef struct ProjectionOwnerScope
-{
-	bool		active;
-	Oid			owner;
-	const char *search_path;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-} ProjectionOwnerScope;
-
 extern const ProjectionOids *projection_oids(void);
 extern ProjectionRegistry *projection_registry_acquire(void);
 extern void projection_registry_release(ProjectionRegistry *registry);
@@ -110,10 +99,5 @@ extern void projection_registry_at_abort(void);
 extern int64 projection_sequence_last_value(void);
 extern bool projection_wants(ProjectionDef *def, const char *event_type);
 extern Datum projection_type_filter(ProjectionDef *def);
-extern void projection_owner_enter(ProjectionOwnerScope *scope, ProjectionDef *def);
-extern void projection_owner_leave(ProjectionOwnerScope *scope);
-extern void projection_apply(ProjectionDef *def, Datum event, const char *event_type,
-							 int64 position);
-extern SPIPlanPtr projection_prepare_statement(const char *sql, Oid events_type);
 
 #endif							/* PROJECTION_CATALOG_H */

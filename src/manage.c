@@ -60,6 +60,7 @@
 #include "checkpoint.h"
 #include "eventread.h"
 #include "events.h"
+#include "handler.h"
 #include "inline.h"
 #include "manage.h"
 #include "projection.h"

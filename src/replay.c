@@ -61,6 +61,7 @@
 #include "catalog.h"
 #include "checkpoint.h"
 #include "eventread.h"
+#include "handler.h"
 #include "inline.h"
 #include "projection.h"
 #include "registry.h"

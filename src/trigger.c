@@ -90,6 +90,7 @@
 #include "utils/tuplestore.h"
 
 #include "catalog.h"
+#include "handler.h"
 #include "projection.h"
 #include "replay.h"
 #include "shmem.h"

@@ -80,6 +80,7 @@
 
 #include "catalog.h"
 #include "eventread.h"
+#include "handler.h"
 #include "projection.h"
 #include "shmem.h"
 #include "spiutil.h"
