@@ -7,7 +7,8 @@ OBJS = \
 	src/shmem.o \
 	src/catalog.o \
 	src/handler.o \
-	src/trigger.o \
+	src/horizon.o \
+	src/xact.o \
 	src/events.o \
 	src/registry.o \
 	src/checkpoint.o \

@@ -58,7 +58,6 @@
 #include "projection.h"
 #include "shmem.h"
 #include "spiutil.h"
-#include "trigger.h"
 
 PG_FUNCTION_INFO_V1(projection_aggregate);
 

@@ -52,7 +52,6 @@
 #include "projection.h"
 #include "shmem.h"
 #include "spiutil.h"
-#include "trigger.h"
 
 static ProjectionOids oids;
 static bool oids_valid = false;
@@ -411,7 +410,6 @@ ProjectionRegistry *
 projection_registry_acquire(void)
 {
 	catalog_register_callback();
-	projection_register_xact_callbacks();	/* resets the user count at abort */
 	if (registry_users == 0)
 	{
 		while (retired_registries != NULL)

@@ -26,7 +26,6 @@
 #include "projection.h"
 #include "shmem.h"
 #include "spiutil.h"
-#include "trigger.h"
 
 /* the checkpoint of registry row "p" in this database's version of the schema */
 const char *

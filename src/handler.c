@@ -51,7 +51,6 @@
 #include "projection.h"
 #include "shmem.h"
 #include "spiutil.h"
-#include "trigger.h"
 
 /*
  * Switch to the projection's owner, with SECURITY_RESTRICTED_OPERATION and
@@ -217,42 +216,30 @@ handler_calls_proc_callback(Datum arg, int cacheid, uint32 hashvalue)
 	handler_calls_forget(hashvalue == 0, hashvalue, InvalidSubTransactionId);
 }
 
-/* Transaction end: the entries' memory goes with the transaction. */
-static void
-handler_calls_xact_callback(XactEvent event, void *arg)
+/* Transaction end (from xact.c): the entries' memory goes with the transaction. */
+void
+projection_handler_at_eoxact(void)
 {
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			handler_calls_forget(true, 0, InvalidSubTransactionId);
-			break;
-		default:
-			break;
-	}
+	handler_calls_forget(true, 0, InvalidSubTransactionId);
 }
 
 /*
- * Subtransaction abort: the entries it (or a subtransaction inside it) built
- * lose their memory now.  Subtransaction ids grow within a transaction, so
- * those are exactly the entries whose subid is not below mySubid.
+ * Subtransaction abort (from xact.c): the entries it (or a subtransaction
+ * inside it) built lose their memory now.  Subtransaction ids grow within
+ * a transaction, so those are exactly the entries whose subid is not below
+ * mySubid.
  */
-static void
-handler_calls_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-							   SubTransactionId parentSubid, void *arg)
+void
+projection_handler_at_subxact_abort(SubTransactionId mySubid)
 {
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-		handler_calls_forget(false, 0, mySubid);
+	handler_calls_forget(false, 0, mySubid);
 }
 
 /*
- * Register the syscache and transaction callbacks of the handler calls,
- * once per backend, before the first entry is made.  They are this file's
- * rather than part of the appenders' transaction callbacks, so that every
- * caller of projection_apply has them: appenders, the worker, replays.
+ * Register the syscache callback of the handler calls, once per backend,
+ * before the first entry is made.  (Their transaction-end cleanup is called
+ * by xact.c, for every caller of projection_apply: appenders, the worker,
+ * replays.)
  */
 static void
 handler_register_callbacks(void)
@@ -262,8 +249,6 @@ handler_register_callbacks(void)
 	if (!registered)
 	{
 		CacheRegisterSyscacheCallback(PROCOID, handler_calls_proc_callback, (Datum) 0);
-		RegisterXactCallback(handler_calls_xact_callback, NULL);
-		RegisterSubXactCallback(handler_calls_subxact_callback, NULL);
 		registered = true;
 	}
 }

@@ -29,5 +29,7 @@ extern void projection_owner_leave(ProjectionOwnerScope *scope);
 extern void projection_apply(ProjectionDef *def, Datum event, const char *event_type,
 							 int64 position);
 extern SPIPlanPtr projection_prepare_statement(const char *sql, Oid events_type);
+extern void projection_handler_at_eoxact(void);
+extern void projection_handler_at_subxact_abort(SubTransactionId mySubid);
 
 #endif							/* PROJECTION_HANDLER_H */

@@ -68,7 +68,6 @@
 #include "replay.h"
 #include "shmem.h"
 #include "spiutil.h"
-#include "trigger.h"
 
 PG_FUNCTION_INFO_V1(projection_create);
 PG_FUNCTION_INFO_V1(projection_on);

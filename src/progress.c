@@ -57,10 +57,10 @@
 #include "catalog.h"
 #include "checkpoint.h"
 #include "eventread.h"
+#include "horizon.h"
 #include "projection.h"
 #include "shmem.h"
 #include "spiutil.h"
-#include "trigger.h"
 
 PG_FUNCTION_INFO_V1(projection_wait);
 PG_FUNCTION_INFO_V1(projection_notify_launcher);

@@ -25,6 +25,7 @@
 #include "projection.h"
 #include "shmem.h"
 #include "utility.h"
+#include "xact.h"
 
 PROJECTION_MODULE_MAGIC;
 
@@ -67,6 +68,12 @@ _PG_init(void)
 							8192, 64, MAX_KILOBYTES,
 							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
+
+	/*
+	 * The (sub)transaction callbacks (xact.c) are registered once, here, in
+	 * every backend that loads the library, preloaded or not.
+	 */
+	projection_xact_init();
 
 	/*
 	 * Dependencies of projections (depend.c) are checked by every backend

@@ -22,9 +22,10 @@
  */
 #include "postgres.h"
 
-#include "postgres.h"
-
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/catalog.h"
@@ -34,6 +35,10 @@
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "common/hashfn.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -42,22 +47,30 @@
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "tcop/pquery.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/portal.h"
 #include "utils/regproc.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "postgres.h"
+
 
 #include "catalog.h"
 #include "checkpoint.h"
@@ -66,9 +79,18 @@
 #include "registry.h"
 #include "shmem.h"
 #include "spiutil.h"
-#include "trigger.h"
 
 
+
+PG_FUNCTION_INFO_V1(projection_registry_changed_trigger);
+PG_FUNCTION_INFO_V1(projection_restored_trigger);
+
+/* ---- per-transaction state of this backend, reset at its end ---- */
+static bool registry_changed_in_xact = false;	/* the registry trigger fired */
+static bool registry_change_committing = false;	/* counted in the generation */
+
+/* projection.create() is inserting its registry row (not a restore) */
+bool		projection_creating = false;
 
 /* ---------------------------------------------------------------------
  * Registry access as the bootstrap superuser
@@ -249,3 +271,117 @@ projection_registry_def(ProjectionRegistry *registry, int32 id)
 	return NULL;				/* keep compiler quiet */
 }
 
+/* ---------------------------------------------------------------------
+ * Triggers on the registry tables
+ * ---------------------------------------------------------------------
+ */
+
+/* After a commit or abort: the registry change, if any, is over. */
+static void
+registry_change_end(void)
+{
+	if (registry_change_committing)
+	{
+		projection_registry_change_end(MyDatabaseId);
+		registry_change_committing = false;
+	}
+}
+
+/*
+ * AFTER statement trigger on the registry tables: every backend (and this
+ * one, at its next command) drops its cached registry, and the commit moves
+ * the registry generation on (shmem.c), so that no backend uses a cache
+ * older than a snapshot that already sees the change.
+ */
+Datum
+projection_registry_changed_trigger(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" was not called by trigger manager",
+						"projection._registry_changed")));
+
+	CacheInvalidateRelcacheByRelid(projection_oids()->registry);
+	registry_changed_in_xact = true;
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * BEFORE INSERT row trigger on projection.projections (version 1.1): a
+ * registry row that does not come from projection.create() is being
+ * restored (pg_restore, or psql with a plain dump).  It is marked with the
+ * restoring session (its pid and start time), and the worker leaves the
+ * projection alone until that session has ended, so that it does not apply
+ * events to read-model tables whose rows are still to be restored.
+ */
+Datum
+projection_restored_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	int			cols[2];
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event) ||
+		RelationGetRelid(td->tg_relation) != projection_oids()->registry)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired BEFORE INSERT FOR EACH ROW on projection.projections",
+						"projection._restored")));
+	if (projection_creating)
+		return PointerGetDatum(td->tg_trigtuple);
+
+	desc = RelationGetDescr(td->tg_relation);
+	cols[0] = SPI_fnumber(desc, "restored_pid");
+	cols[1] = SPI_fnumber(desc, "restored_at");
+	if (cols[0] <= 0 || cols[1] <= 0)
+		elog(ERROR, "projection.projections has no restored_pid or restored_at column");
+	values[0] = Int32GetDatum(MyProcPid);
+	values[1] = TimestampTzGetDatum(MyStartTimestamp);
+	return PointerGetDatum(heap_modify_tuple_by_cols(td->tg_trigtuple, desc, 2, cols, values, nulls));
+}
+
+/* ---------------------------------------------------------------------
+ * End of (sub)transaction (called from xact.c)
+ * ---------------------------------------------------------------------
+ */
+
+/* Has this transaction changed the registry (PREPARE refuses it)? */
+bool
+projection_registry_changed_in_xact(void)
+{
+	return registry_changed_in_xact;
+}
+
+/*
+ * Before the commit becomes visible: count the change in the registry
+ * generation (shmem.c), so that no cache older than the commit is trusted.
+ */
+void
+projection_registry_at_pre_commit(void)
+{
+	if (registry_changed_in_xact && !registry_change_committing)
+	{
+		projection_registry_change_begin(MyDatabaseId);
+		registry_change_committing = true;
+	}
+}
+
+/* Commit or abort: the change is over.  Cannot fail. */
+void
+projection_registry_at_eoxact(void)
+{
+	registry_change_end();
+	registry_changed_in_xact = false;
+	projection_creating = false;
+}
+
+/* Subtransaction abort: a create() inside it is over. */
+void
+projection_registry_at_subxact_abort(void)
+{
+	projection_creating = false;
+}

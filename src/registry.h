@@ -30,4 +30,12 @@ extern void projection_registry_set_state(int32 id, const char *state, bool set_
 										  int64 position, bool clear_error);
 extern ProjectionDef *projection_registry_def(ProjectionRegistry *registry, int32 id);
 
+/* set by projection.create() while it inserts its registry row */
+extern bool projection_creating;
+
+extern bool projection_registry_changed_in_xact(void);
+extern void projection_registry_at_pre_commit(void);
+extern void projection_registry_at_eoxact(void);
+extern void projection_registry_at_subxact_abort(void);
+
 #endif							/* PROJECTION_REGISTRY_H */

@@ -307,6 +307,33 @@ projection_wake_database_worker(Oid dboid)
 	}
 }
 
+/* this transaction asks the launcher to look at its database at commit */
+static bool launcher_request_pending = false;
+
+/* Ask the launcher, at commit, to look for this database's worker again. */
+void
+projection_request_launcher_at_commit(void)
+{
+	launcher_request_pending = true;
+}
+
+/*
+ * Transaction end (from xact.c): after a commit, pass the request on to the
+ * launcher and wake this database's workers.  No locks, no errors.
+ */
+void
+projection_launcher_request_at_eoxact(bool commit)
+{
+	if (commit && launcher_request_pending && ProjectionShared != NULL)
+	{
+		pg_atomic_fetch_add_u32(&ProjectionShared->rescan_gen, 1);
+		pg_atomic_write_u32(&ProjectionShared->rescan, 1);
+		projection_wake_launcher();
+		projection_wake_database_worker(MyDatabaseId);
+	}
+	launcher_request_pending = false;
+}
+
 /*
  * Find the slot of one of a database's workers (with InvalidOid: a free
  * slot); caller holds ProjectionShared->lock.

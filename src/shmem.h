@@ -132,6 +132,8 @@ extern int	ProjectionNumAppenders;
 extern void projection_shmem_install_hooks(void);
 extern void projection_wake_launcher(void);
 extern void projection_wake_database_worker(Oid dboid);
+extern void projection_request_launcher_at_commit(void);
+extern void projection_launcher_request_at_eoxact(bool commit);
 extern ProjectionDbSlot *projection_find_dbslot(Oid dboid, int index);
 extern void projection_registry_change_begin(Oid dboid);
 extern void projection_registry_change_end(Oid dboid);

@@ -80,11 +80,11 @@
 
 #include "catalog.h"
 #include "eventread.h"
+#include "events.h"
 #include "handler.h"
 #include "projection.h"
 #include "shmem.h"
 #include "spiutil.h"
-#include "trigger.h"
 #include "worker.h"
 
 /* events per transaction while looking for a poison event (< 64 subxacts) */
