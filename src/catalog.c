@@ -142,30 +142,6 @@ projection_oids(void)
 	return &oids;
 }
 
-/*
- * Read the sequence's last_value without raising on a fresh sequence, as
- * the bootstrap superuser (callers need no right on the sequence).
- */
-int64
-projection_sequence_last_value(void)
-{
-	Datum		last;
-	Oid			save_userid;
-	int			save_sec_context;
-
-	LOCAL_FCINFO(lfc, 1);
-
-	InitFunctionCallInfoData(*lfc, NULL, 1, InvalidOid, NULL, NULL);
-	lfc->args[0].value = ObjectIdGetDatum(projection_oids()->sequence);
-	lfc->args[0].isnull = false;
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	last = pg_sequence_last_value(lfc);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	return lfc->isnull ? 0 : DatumGetInt64(last);
-}
-
 static ProjectionState
 parse_state(const char *s)
 {

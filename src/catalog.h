@@ -96,7 +96,6 @@ extern void projection_registry_release(ProjectionRegistry *registry);
 extern void projection_registry_invalidate(void);
 extern void projection_registry_at_abort(void);
 
-extern int64 projection_sequence_last_value(void);
 extern bool projection_wants(ProjectionDef *def, const char *event_type);
 extern Datum projection_type_filter(ProjectionDef *def);
 

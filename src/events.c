@@ -1,12 +1,30 @@
 /*-------------------------------------------------------------------------
  *
  * events.c
- *	  The event store: projection.append().
+ *	  The event store: projection.append(), the position trigger, stream
+ *	  versions, the append-only guard, and the privilege to read events.
  *
  * append() inserts through one kept plan; the position trigger gives the
- * row its position and stream version (trigger.c), and append() returns the
- * position its own row got (ProjectionAppendCapture), not the last one this
- * backend drew.
+ * row its position (after publishing the appender entry, horizon.c rule 1)
+ * and its stream version, and append() returns the position its own row
+ * got (ProjectionAppendCapture), not the last one this backend drew.
+ *
+ * Stream versions: appends that need a version (append(), or INSERT without
+ * stream_version) take a transaction-level advisory lock on the stream, so
+ * concurrent appends to one stream serialize and never share a version; the
+ * current version is read from the (stream_id, stream_version) index with
+ * SnapshotSelf (committed rows and all of our own, those of the current
+ * command too), and remembered for the rest of the transaction (we hold the
+ * lock until it ends; a subtransaction abort forgets it).
+ *
+ * Positions drawn are tracked per subtransaction (AppendLevel), so that a
+ * rolled-back subtransaction stops holding async readers back (horizon.c
+ * rule 4).  All of this file's state is per transaction, in
+ * TopTransactionContext, and cleared by xact.c (projection_events_at_*).
+ *
+ * Events inserted without these triggers (session_replication_role =
+ * replica, logical replication) are invisible to the async workers; the
+ * worker warns about them (projection_warn_untracked_events).
  *
  * IDENTIFICATION
  *	  src/events.c
@@ -468,7 +486,7 @@ stream_note_version(text *stream_id, int64 version)
 /*
  * BEFORE INSERT FOR EACH ROW on projection.events (fires first, by name).
  *
- * Assigns global_position from the sequence after taking the xid (rule 1),
+ * Assigns global_position from the sequence after taking the xid (rule 1 of horizon.c),
  * and stream_version when it is NULL.  A row that brings its own
  * global_position is an import of already-projected history (pg_restore of
  * a dump, for instance): allowed to the owner of projection.events only,

@@ -3,6 +3,14 @@
  * inline.c
  *	  Inline projections: applied in the appending transaction.
  *
+ * Inline projections run in the AFTER INSERT statement trigger, row by row in
+ * position order.  A handler that appends events re-enters the trigger; the
+ * nested call only queues its events, tagged with their subtransaction (a
+ * rollback takes them out again, projection_inline_at_subxact_abort), and
+ * the outermost call applies them after its own, so every projection still
+ * sees global_position order and never an event that was rolled back.  The
+ * queue lives in TopTransactionContext and is cleared by xact.c.
+ *
  * An inline projection that catches up or rebuilds locks appenders out
  * (ShareLock on projection.events, projection_lock_out_appenders) until its
  * transaction ends, so that no append runs its handlers on a half-built
@@ -46,6 +54,7 @@
 #include "eventread.h"
 #include "events.h"
 #include "handler.h"
+#include "horizon.h"
 #include "inline.h"
 #include "projection.h"
 #include "shmem.h"

@@ -61,6 +61,7 @@
 #include "eventread.h"
 #include "events.h"
 #include "handler.h"
+#include "horizon.h"
 #include "inline.h"
 #include "manage.h"
 #include "projection.h"

@@ -8,8 +8,7 @@
  * A replay runs user code as the projection's owner (handler.c).  An
  * inline replay locks out appenders first (projection_lock_out_appenders);
  * an async rebuild keeps the projection's registry row locked until commit,
- * so the worker leaves it alone, and stops at the safe horizon (horizon
- * rule, see worker.c).  The rebuilding projection is published in shared
+ * so the worker leaves it alone, and stops at the safe horizon (horizon.c).  The rebuilding projection is published in shared
  * memory (projection_publish_rebuild) and unpublished at commit or at the
  * abort of the (sub)transaction running the replay
  * (projection_replay_at_abort).
@@ -62,6 +61,7 @@
 #include "checkpoint.h"
 #include "eventread.h"
 #include "handler.h"
+#include "horizon.h"
 #include "inline.h"
 #include "projection.h"
 #include "registry.h"
@@ -567,7 +567,7 @@ projection_empty_tables(ProjectionDef *def)
  * Async: appends are not blocked and other projections keep running.  The
  * projection's registry row stays locked until commit, so the worker leaves
  * this projection alone meanwhile.  The replay stops at the safe horizon
- * (the rule of worker.c: every position up to it is visible or dead) and
+ * (horizon.c: every position up to it is visible or dead) and
  * the checkpoint is set there; the worker applies what came after, once.
  */
 Datum
@@ -629,27 +629,11 @@ projection_rebuild(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		int64		last_value;
-		ProjectionAppenderSeen *appenders;
-		int			nappenders;
+		ProjectionHorizon hz;
 
-		/*
-		 * The safe horizon: last_value, then appenders, then the snapshot.
-		 * The replay stops there, so an appender caught before it drew its
-		 * position (which would hold the bound at 0) is waited out.
-		 */
-		for (;;)
-		{
-			last_value = projection_sequence_last_value();
-			appenders = projection_read_appenders(MyDatabaseId, &nappenders);
-			PushActiveSnapshot(GetTransactionSnapshot());
-			if (!projection_appender_pending(appenders, nappenders, GetActiveSnapshot()))
-				break;
-			PopActiveSnapshot();
-			pg_usleep(1000L);
-			CHECK_FOR_INTERRUPTS();
-		}
-		horizon = projection_gap_bound(last_value, appenders, nappenders, GetActiveSnapshot());
+		/* the safe horizon (horizon.c): the replay stops at its gap bound */
+		projection_horizon_read_settled(&hz, MyDatabaseId);
+		horizon = projection_horizon_gap_bound(&hz);
 		replayed = replay_events(def, 0, horizon, &last);
 		PopActiveSnapshot();
 	}

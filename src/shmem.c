@@ -8,8 +8,7 @@
  * - ProjectionAppenders[MaxBackends]: each backend writes only its own entry
  *   (MyBackendId - 1), with plain atomic stores and memory barriers, from the
  *   position trigger and from its (sub)transaction callbacks; workers read
- *   every entry without a lock.  trigger.c and worker.c state the ordering
- *   rules.
+ *   every entry without a lock.  horizon.c states the ordering rules.
  *
  * - ProjectionShared->dbslots[]: per-database worker slots.  Read and written
  *   only while holding ProjectionShared->lock (exclusive to write, shared to
@@ -504,78 +503,6 @@ projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc)
 		tuplestore_putvalues(store, desc, values, nulls);
 	}
 	pfree(copies);
-}
-
-/*
- * The appending transactions of one database, right now (step 2 of the
- * safe-horizon rule in worker.c: call after reading the sequence's
- * last_value, before taking the snapshot).  Reads without locks; the
- * barriers pair with those in trigger.c.  Result palloc'd.
- */
-ProjectionAppenderSeen *
-projection_read_appenders(Oid dboid, int *count)
-{
-	ProjectionAppenderSeen *result = palloc(sizeof(ProjectionAppenderSeen) * Max(ProjectionNumAppenders, 1));
-	int			n = 0;
-	int			i;
-
-	pg_memory_barrier();
-	for (i = 0; i < ProjectionNumAppenders; i++)
-	{
-		ProjectionAppender *a = &ProjectionAppenders[i];
-		TransactionId xid = pg_atomic_read_u32(&a->xid);
-
-		if (!TransactionIdIsValid(xid))
-			continue;
-		pg_read_barrier();
-		if (pg_atomic_read_u32(&a->dboid) != dboid)
-			continue;
-		result[n].xid = xid;
-		result[n].min_pos = pg_atomic_read_u64(&a->min_pos);
-		n++;
-	}
-	*count = n;
-	return result;
-}
-
-/*
- * The highest position below which every missing position is dead: min(L,
- * lowest position - 1 of every appender still running in the snapshot).
- * An appender whose lowest position is not yet known blocks every gap.
- */
-int64
-projection_gap_bound(int64 last_value, ProjectionAppenderSeen *appenders, int nappenders, Snapshot snapshot)
-{
-	int64		bound = last_value;
-	int			i;
-
-	for (i = 0; i < nappenders; i++)
-	{
-		if (!XidInMVCCSnapshot(appenders[i].xid, snapshot))
-			continue;			/* ended before the snapshot: its rows are visible or dead */
-		if (appenders[i].min_pos == 0)
-			return 0;
-		bound = Min(bound, (int64) appenders[i].min_pos - 1);
-	}
-	return bound;
-}
-
-/*
- * Is an appender still running in the snapshot without a position yet?  It
- * is between publishing its xid and drawing from the sequence, a matter of
- * microseconds, and meanwhile projection_gap_bound() lets no gap pass.  A
- * caller that needs the bound itself (a rebuild stops there) takes a new
- * snapshot and asks again.
- */
-bool
-projection_appender_pending(ProjectionAppenderSeen *appenders, int nappenders, Snapshot snapshot)
-{
-	int			i;
-
-	for (i = 0; i < nappenders; i++)
-		if (appenders[i].min_pos == 0 && XidInMVCCSnapshot(appenders[i].xid, snapshot))
-			return true;
-	return false;
 }
 
 /* ---------------------------------------------------------------------

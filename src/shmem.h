@@ -25,7 +25,7 @@
  * One entry per backend (indexed by MyBackendId - 1): the top-level xid of a
  * transaction that has appended events and not yet ended, and the lowest
  * position it holds.  Written only by its own backend, read without locks by
- * workers (see the ordering rules in trigger.c and worker.c).
+ * workers (see the ordering rules in horizon.c).
  */
 typedef struct ProjectionAppender
 {
@@ -141,11 +141,6 @@ extern bool projection_registry_generation(Oid dboid, uint64 *gen);
 extern void projection_publish_progress(Oid dboid, int32 projection_id, int64 applied);
 extern void projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total);
 extern void projection_forget_progress(Oid dboid, int32 projection_id);
-extern ProjectionAppenderSeen *projection_read_appenders(Oid dboid, int *count);
-extern int64 projection_gap_bound(int64 last_value, ProjectionAppenderSeen *appenders,
-								  int nappenders, Snapshot snapshot);
-extern bool projection_appender_pending(ProjectionAppenderSeen *appenders, int nappenders,
-										Snapshot snapshot);
 extern void projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc);
 extern int64 projection_progress_applied(Oid dboid, int32 projection_id);
 extern ConditionVariable *projection_progress_cv(Oid dboid);

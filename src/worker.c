@@ -8,23 +8,12 @@
  * The loop (worker_spi's): WaitLatch, ResetLatch, CHECK_FOR_INTERRUPTS,
  * reload the configuration if asked, then rounds of one short transaction
  * each until nothing is left.  Committing appenders set our latch from their
- * commit callback (trigger.c), so a commit is applied without any polling
- * interval; projection.naptime is only a safety net.
+ * commit callback (xact.c, horizon.c), so a commit is applied without any
+ * polling interval; projection.naptime is only a safety net.
  *
- * Which events are safe to apply (no skipped events):
- *	1. read L, the sequence's last_value;
- *	2. then read W, the appending transactions of this database published in
- *	   ProjectionAppenders, with the lowest position each holds (rule 1 of
- *	   trigger.c: an appender publishes its xid before drawing a position);
- *	3. then take the snapshot S the events are read with.
- * Every position <= L was drawn by a transaction that is in W or had ended
- * before step 2 (then S sees its commit), or in a subtransaction that had
- * rolled back (then its row is dead; trigger.c rule 4).  Events are applied in order while
- * positions are contiguous.  A missing position g <= L is dead (rolled back)
- * unless some member of W that S still sees running could hold it, that is,
- * its lowest position is unknown or <= g; then the round stops before g and
- * waits for that transaction, which wakes us at its commit or abort.  No
- * time-out, and transactions that appended nothing are never waited for.
+ * Which events are safe to apply (no skipped events): the safe-horizon
+ * rule, stated and implemented in horizon.c.  Each round reads the horizon
+ * at its start (worker_begin) and walks its batch with it (worker_horizon).
  *
  * Exactly once: each round locks the registry rows of the projections it
  * applies (FOR UPDATE SKIP LOCKED: a projection being paused, resumed or
@@ -82,6 +71,7 @@
 #include "eventread.h"
 #include "events.h"
 #include "handler.h"
+#include "horizon.h"
 #include "projection.h"
 #include "shmem.h"
 #include "spiutil.h"
@@ -525,32 +515,28 @@ worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
 }
 
 /*
- * How far may this round go?  Walk the batch: contiguous positions are
- * always safe; a gap is safe to pass only if it lies at or below gap_bound.
- * Returns the number of batch events to apply and sets *horizon, the
- * position every participating projection will have reached.  "full": the
- * read stopped at a bound (worker_read_batch).
+ * How far may this round go?  The contiguous walk of horizon.c over the
+ * batch.  Returns the number of batch events to apply and sets *horizon,
+ * the position every participating projection will have reached.  "full":
+ * the read stopped at a bound (worker_read_batch).
  */
 static int
 worker_horizon(BatchEvent *events, int nevents, bool full, int64 from, int64 last_value,
 			   int64 gap_bound, int64 *horizon)
 {
-	int64		expected = from + 1;
+	ProjectionHorizonWalk walk;
 	int			i;
 
+	projection_horizon_walk_begin(&walk, from, gap_bound);
 	for (i = 0; i < nevents; i++)
 	{
-		if (events[i].position > expected && events[i].position - 1 > gap_bound)
+		if (!projection_horizon_walk_step(&walk, events[i].position))
 		{
-			*horizon = expected - 1;
+			*horizon = walk.reached;
 			return i;
 		}
-		expected = events[i].position + 1;
 	}
-	if (full)
-		*horizon = expected - 1;	/* more may follow: stop at the last one */
-	else
-		*horizon = Max(expected - 1, Min(last_value, gap_bound));
+	*horizon = projection_horizon_walk_end(&walk, full, last_value);
 	return nevents;
 }
 
@@ -755,11 +741,12 @@ worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
 }
 
 /*
- * Start a round's transaction: snapshot-free start, L, W, then the
- * snapshot.  Returns false if the extension is gone.
+ * Start a round's transaction: snapshot-free start, then the horizon read
+ * (L, W, then the snapshot; horizon.c).  Returns false if the extension is
+ * gone.
  */
 static bool
-worker_begin(int64 *last_value, ProjectionAppenderSeen **appenders, int *nappenders)
+worker_begin(ProjectionHorizon *hz)
 {
 	Oid			sequence;
 
@@ -789,9 +776,7 @@ worker_begin(int64 *last_value, ProjectionAppenderSeen **appenders, int *nappend
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	*last_value = projection_sequence_last_value();	/* step 1 */
-	*appenders = projection_read_appenders(worker_dboid, nappenders);	/* step 2 */
-	PushActiveSnapshot(GetTransactionSnapshot());	/* step 3 */
+	projection_horizon_read(hz, worker_dboid);
 	return true;
 }
 
@@ -944,9 +929,7 @@ worker_round_careful(int64 from, int64 horizon_limit)
 	 */
 	while (cursor < horizon_limit)
 	{
-		int64		last_value;
-		ProjectionAppenderSeen *appenders;
-		int			nappenders;
+		ProjectionHorizon hz;
 		ProjectionRegistry *registry;
 		RoundProjection *rps;
 		int			nrps;
@@ -965,7 +948,7 @@ worker_round_careful(int64 from, int64 horizon_limit)
 			return;
 		}
 		MemoryContextSwitchTo(chunk_cxt);
-		if (!worker_begin(&last_value, &appenders, &nappenders))
+		if (!worker_begin(&hz))
 		{
 			MemoryContextSwitchTo(cxt);
 			MemoryContextDelete(chunk_cxt);
@@ -1000,7 +983,7 @@ worker_round_careful(int64 from, int64 horizon_limit)
 		for (j = 0; j < nrps; j++)
 		{
 			if (!rps[j].failed && rps[j].position >= cursor && rps[j].position < chunk_end)
-				worker_save_checkpoint(&rps[j], chunk_end, rps[j].catching_up && chunk_end >= last_value);
+				worker_save_checkpoint(&rps[j], chunk_end, rps[j].catching_up && chunk_end >= hz.last_value);
 		}
 		projection_registry_release(registry);
 		worker_end(true);
@@ -1044,9 +1027,7 @@ worker_pick_laggard(RoundProjection *rps, int nrps, int64 gap_bound)
 static bool
 worker_round(void)
 {
-	int64		last_value;
-	ProjectionAppenderSeen *appenders;
-	int			nappenders;
+	ProjectionHorizon hz;
 	ProjectionRegistry *registry;
 	RoundProjection *rps;
 	int			nrps;
@@ -1071,7 +1052,7 @@ worker_round(void)
 	if (projection_database_held(worker_dboid))
 		return false;
 
-	if (!worker_begin(&last_value, &appenders, &nappenders))
+	if (!worker_begin(&hz))
 	{
 		worker_mark_absent();
 		ereport(LOG,
@@ -1096,7 +1077,7 @@ worker_round(void)
 			int			nothers = nrps;
 
 			projection_warn_untracked_events();
-			gap_bound = projection_gap_bound(last_value, appenders, nappenders, GetActiveSnapshot());
+			gap_bound = projection_horizon_gap_bound(&hz);
 
 			/*
 			 * The projection furthest behind gets a batch of its own when it
@@ -1129,7 +1110,7 @@ worker_round(void)
 				failed_from = from;
 				failed_to = horizon;
 				worker_apply_fast(rp, 1, events, nevents);
-				worker_save_checkpoint(rp, horizon, rp->catching_up && horizon >= last_value);
+				worker_save_checkpoint(rp, horizon, rp->catching_up && horizon >= hz.last_value);
 			}
 
 			/* the others: the next batch after the lowest of their checkpoints */
@@ -1139,9 +1120,9 @@ worker_round(void)
 				for (j = 1; j < nothers; j++)
 					from = Min(from, rps[j].position);
 
-				nevents = worker_read_batch(from, last_value, (Datum) 0, projection_batch_size,
+				nevents = worker_read_batch(from, hz.last_value, (Datum) 0, projection_batch_size,
 											&events, &full);
-				napply = worker_horizon(events, nevents, full, from, last_value, gap_bound, &horizon);
+				napply = worker_horizon(events, nevents, full, from, hz.last_value, gap_bound, &horizon);
 				more = more || (full && napply == nevents);
 
 				if (horizon > from)
@@ -1160,11 +1141,11 @@ worker_round(void)
 					for (j = 0; j < nothers; j++)
 						if (rps[j].position < horizon)
 							worker_save_checkpoint(&rps[j], horizon,
-												   rps[j].catching_up && horizon >= last_value);
+												   rps[j].catching_up && horizon >= hz.last_value);
 				}
 				/* catching up, and nothing (more) to apply: caught up */
 				for (j = 0; j < nothers; j++)
-					if (rps[j].catching_up && rps[j].position >= last_value)
+					if (rps[j].catching_up && rps[j].position >= hz.last_value)
 						worker_save_checkpoint(&rps[j], rps[j].position, true);
 			}
 			projection_registry_release(registry);
