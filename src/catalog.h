@@ -79,17 +79,6 @@ typedef struct ProjectionOids
 	Oid			checkpoints;	/* InvalidOid before ALTER EXTENSION ... UPDATE TO '1.1' */
 } ProjectionOids;
 
-/*
- * The checkpoint of projection row "p" (an alias), as an SQL expression: the
- * registry's base position, or the newest entry of projection.checkpoints
- * (version 1.1) if that is further.  The two forms for a database with and
- * without the checkpoints table.
- */
-#define PROJECTION_CHECKPOINT_SQL(p) \
-	"GREATEST(" p ".position, (SELECT c.position FROM projection.checkpoints c " \
-	"WHERE c.projection_id OPERATOR(pg_catalog.=) " p ".id ORDER BY c.position DESC LIMIT 1))"
-#define PROJECTION_CHECKPOINT_SQL_1_0(p) p ".position"
-
 extern const ProjectionOids *projection_oids(void);
 extern ProjectionRegistry *projection_registry_acquire(void);
 extern void projection_registry_release(ProjectionRegistry *registry);

@@ -525,10 +525,7 @@ projection_status(PG_FUNCTION_ARGS)
 							  "  AND e.global_position OPERATOR(pg_catalog.<=) LEAST(f.ck OPERATOR(pg_catalog.+) %d, t.top)) l ON true",
 							  PROJECTION_STATUS_LAG_WINDOW, PROJECTION_STATUS_LAG_WINDOW,
 							  PROJECTION_STATUS_LAG_WINDOW, PROJECTION_STATUS_LAG_WINDOW,
-							  OidIsValid(projection_oids()->checkpoints) ?
-							  "GREATEST(p.updated_at, (SELECT c.saved_at FROM projection.checkpoints c "
-							  "WHERE c.projection_id OPERATOR(pg_catalog.=) p.id ORDER BY c.position DESC LIMIT 1))" :
-							  "p.updated_at",
+							  projection_checkpoint_saved_at_sql(),
 							  PROJECTION_STATUS_LAG_WINDOW, ck, PROJECTION_STATUS_LAG_WINDOW),
 					 true, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);

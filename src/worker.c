@@ -68,6 +68,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
+#include "checkpoint.h"
 #include "eventread.h"
 #include "events.h"
 #include "handler.h"
@@ -124,11 +125,6 @@ static int	transient_attempts = 0;
 
 static SPIPlanPtr batch_plan = NULL;
 static SPIPlanPtr filtered_batch_plan = NULL;
-static SPIPlanPtr lock_plan = NULL;
-static SPIPlanPtr lock_plan_1_0 = NULL;
-static SPIPlanPtr checkpoint_plan = NULL;
-static SPIPlanPtr checkpoint_plan_1_0 = NULL;
-static SPIPlanPtr caught_up_plan = NULL;
 
 /* ---------------------------------------------------------------------
  * Slot bookkeeping
@@ -370,34 +366,9 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
 	RoundProjection *result;
 	int32	   *restored;
 	int			nrestored = 0;
-	Oid			types[3] = {INT4OID, INT4OID, INT4ARRAYOID};
 	Datum		values[3];
 
-#define LOCK_SQL(checkpoint, restored, hold) \
-	"SELECT id, " checkpoint ", state OPERATOR(pg_catalog.=) 'catching_up', " restored " " \
-	"FROM projection.projections p " \
-	"WHERE mode OPERATOR(pg_catalog.=) 'async' " \
-	"AND state OPERATOR(pg_catalog.=) ANY ('{running,catching_up}') " \
-	"AND id OPERATOR(pg_catalog.%) $1 OPERATOR(pg_catalog.=) $2 " hold \
-	"AND id OPERATOR(pg_catalog.<>) ALL ($3) " \
-	"ORDER BY id FOR UPDATE OF p SKIP LOCKED"
-
-	/*
-	 * One cached plan per version: a plan of 1.0 stays valid after the
-	 * update.  From 1.1, a projection being restored is left alone while
-	 * the restoring session lives.
-	 */
-	if (OidIsValid(projection_oids()->checkpoints))
-		plan = projection_kept_plan(&lock_plan,
-						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL("p"), "restored_pid IS NOT NULL",
-									"AND (restored_pid IS NULL OR NOT EXISTS ("
-									"SELECT FROM pg_catalog.pg_stat_get_activity(restored_pid) a "
-									"WHERE a.backend_start OPERATOR(pg_catalog.=) restored_at)) "),
-						   3, types);
-	else
-		plan = projection_kept_plan(&lock_plan_1_0,
-						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL_1_0("p"), "false", ""),
-						   3, types);
+	plan = projection_checkpoint_lock_plan();
 	values[0] = Int32GetDatum(worker_count);
 	values[1] = Int32GetDatum(worker_index);
 	/* projections a management call is waiting for (manage's cancel requests) */
@@ -542,61 +513,13 @@ worker_horizon(BatchEvent *events, int nevents, bool full, int64 from, int64 las
 
 /*
  * Move a projection's checkpoint to "position" in this round's transaction,
- * and mark it running if it was catching up and has caught up.  From
- * version 1.1 the checkpoint is a new entry in projection.checkpoints (the
- * previous one is deleted); the registry row is only written when the state
- * changes, so that a long transaction elsewhere, which keeps old row
- * versions from being pruned, does not make every round walk more of them.
+ * and mark it running if it was catching up and has caught up
+ * (checkpoint.c).
  */
 static void
 worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
 {
-	Oid			types[3] = {INT4OID, INT8OID, BOOLOID};
-	Datum		values[3];
-	SPIPlanPtr	plan;
-	int			rc;
-
-	values[0] = Int32GetDatum(rp->def->id);
-	values[1] = Int64GetDatum(position);
-	if (!OidIsValid(projection_oids()->checkpoints))
-	{
-		plan = projection_kept_plan(&checkpoint_plan_1_0,
-						   "UPDATE projection.projections SET position = $2, "
-						   "state = CASE WHEN $3 THEN 'running' ELSE state END, "
-						   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
-						   3, types);
-		values[2] = BoolGetDatum(caught_up);
-		rc = SPI_execute_plan(plan, values, NULL, false, 0);
-		projection_spi_check(rc, SPI_OK_UPDATE, "saving a checkpoint");
-		rp->position = position;
-		rp->catching_up = rp->catching_up && !caught_up;
-		return;
-	}
-
-	if (position > rp->position)
-	{
-		types[2] = INT8OID;
-		plan = projection_kept_plan(&checkpoint_plan,
-						   "WITH previous AS (DELETE FROM projection.checkpoints "
-						   "WHERE projection_id OPERATOR(pg_catalog.=) $1 "
-						   "AND position OPERATOR(pg_catalog.=) $3) "
-						   "INSERT INTO projection.checkpoints (projection_id, position) VALUES ($1, $2)",
-						   3, types);
-		values[2] = Int64GetDatum(rp->position);
-		rc = SPI_execute_plan(plan, values, NULL, false, 0);
-		projection_spi_check(rc, SPI_OK_INSERT, "saving a checkpoint");
-		rp->position = position;
-	}
-	if (caught_up)
-	{
-		rp->catching_up = false;
-		plan = projection_kept_plan(&caught_up_plan,
-						   "UPDATE projection.projections SET state = 'running', "
-						   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
-						   1, types);
-		rc = SPI_execute_plan(plan, values, NULL, false, 0);
-		projection_spi_check(rc, SPI_OK_UPDATE, "marking a projection caught up");
-	}
+	projection_checkpoint_save(rp->def->id, &rp->position, &rp->catching_up, position, caught_up);
 }
 
 /* on_error 'stop': the projection fails at this event, keeping its position before it */
@@ -617,14 +540,8 @@ worker_record_failure(RoundProjection *rp, BatchEvent *ev, ErrorData *edata)
 							   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
 							   5, types, values, NULL, false, 0);
 	projection_spi_check(rc, SPI_OK_UPDATE, "recording a failure");
-	if (OidIsValid(projection_oids()->checkpoints))
-	{
-		/* the registry's position is the checkpoint again */
-		rc = SPI_execute_with_args("DELETE FROM projection.checkpoints "
-								   "WHERE projection_id OPERATOR(pg_catalog.=) $1",
-								   1, types, values, NULL, false, 0);
-		projection_spi_check(rc, SPI_OK_DELETE, "recording a failure");
-	}
+	/* the registry's position is the checkpoint again */
+	projection_checkpoint_reset(rp->def->id);
 	rp->failed = true;
 	rp->position = ev->position - 1;
 	ereport(LOG,
