@@ -64,6 +64,7 @@
 #include "horizon.h"
 #include "inline.h"
 #include "manage.h"
+#include "progress.h"
 #include "projection.h"
 #include "registry.h"
 #include "replay.h"

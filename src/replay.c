@@ -63,6 +63,7 @@
 #include "handler.h"
 #include "horizon.h"
 #include "inline.h"
+#include "progress.h"
 #include "projection.h"
 #include "registry.h"
 #include "replay.h"

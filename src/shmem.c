@@ -18,7 +18,8 @@
  *
  * - The progress hash (ProjectionProgressHash): per-projection checkpoints
  *   published after commit by workers, read by projection.wait() and the
- *   status view.  Protected by ProjectionShared->lock.  Waiters sleep on
+ *   status view (allocated here, used by progress.c).  Protected by
+ *   ProjectionShared->lock.  Waiters sleep on
  *   progress_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS], so a worker's
  *   commit wakes the waiters of its own database (and of the few databases
  *   sharing the slot), not every waiter of the cluster.
@@ -65,7 +66,7 @@ ProjectionAppender *ProjectionAppenders = NULL;
 int			ProjectionNumAppenders = 0;
 static ProjectionHold *ProjectionHolds = NULL;
 static bool hold_exit_registered = false;
-static HTAB *ProjectionProgressHash = NULL;
+HTAB	   *ProjectionProgressHash = NULL;	/* progress.c reads and writes it */
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -350,159 +351,6 @@ projection_find_dbslot(Oid dboid, int index)
 			return slot;
 	}
 	return NULL;
-}
-
-/*
- * The progress entry of a projection, created if missing (applied = -1,
- * nothing published yet).  Caller holds ProjectionShared->lock exclusively.
- * NULL if the hash is full (projection.max_projections): progress is then
- * simply not published.
- */
-static ProjectionProgress *
-progress_entry(Oid dboid, int32 projection_id)
-{
-	ProjectionProgressKey key;
-	ProjectionProgress *entry;
-	bool		found;
-
-	memset(&key, 0, sizeof(key));
-	key.dboid = dboid;
-	key.projection_id = projection_id;
-	entry = hash_search(ProjectionProgressHash, &key, HASH_ENTER_NULL, &found);
-	if (entry != NULL && !found)
-	{
-		entry->applied = -1;
-		entry->rebuild_done = 0;
-		entry->rebuild_total = 0;
-	}
-	return entry;
-}
-
-/*
- * Publish a projection's committed checkpoint and wake every waiter.  Call
- * only after the checkpoint's transaction has committed.
- */
-void
-projection_publish_progress(Oid dboid, int32 projection_id, int64 applied)
-{
-	ProjectionProgress *entry;
-
-	if (ProjectionShared == NULL)
-		return;
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	entry = progress_entry(dboid, projection_id);
-	if (entry != NULL)
-		entry->applied = applied;
-	LWLockRelease(ProjectionShared->lock);
-
-	ConditionVariableBroadcast(projection_progress_cv(dboid));
-}
-
-/* The condition variable projection.wait() sleeps on in a database. */
-ConditionVariable *
-projection_progress_cv(Oid dboid)
-{
-	return &ProjectionShared->progress_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS];
-}
-
-/*
- * A projection's published checkpoint, or -1 if none is published (or no
- * shared memory).  A cheap test for waiters woken by another projection's
- * commit: they look at the registry only when this (or the registry
- * generation) moved.
- */
-int64
-projection_progress_applied(Oid dboid, int32 projection_id)
-{
-	ProjectionProgressKey key;
-	ProjectionProgress *entry;
-	int64		applied = -1;
-
-	if (ProjectionShared == NULL)
-		return -1;
-	memset(&key, 0, sizeof(key));
-	key.dboid = dboid;
-	key.projection_id = projection_id;
-	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
-	entry = hash_search(ProjectionProgressHash, &key, HASH_FIND, NULL);
-	if (entry != NULL)
-		applied = entry->applied;
-	LWLockRelease(ProjectionShared->lock);
-	return applied;
-}
-
-/* Publish the progress of a running rebuild (0/0 when none runs). */
-void
-projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total)
-{
-	ProjectionProgress *entry;
-
-	if (ProjectionShared == NULL)
-		return;
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	entry = progress_entry(dboid, projection_id);
-	if (entry != NULL)
-	{
-		entry->rebuild_done = done;
-		entry->rebuild_total = total;
-	}
-	LWLockRelease(ProjectionShared->lock);
-}
-
-/* Forget a dropped projection's entry, so that the hash does not fill up. */
-void
-projection_forget_progress(Oid dboid, int32 projection_id)
-{
-	ProjectionProgressKey key;
-
-	if (ProjectionShared == NULL)
-		return;
-	memset(&key, 0, sizeof(key));
-	key.dboid = dboid;
-	key.projection_id = projection_id;
-
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	hash_search(ProjectionProgressHash, &key, HASH_REMOVE, NULL);
-	LWLockRelease(ProjectionShared->lock);
-}
-
-/*
- * Emit (projection_id, applied, rebuild_done, rebuild_total) rows for one
- * database into a materialized SRF tuplestore.  Copies the entries under the
- * lock, then builds tuples without it.
- */
-void
-projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc)
-{
-	HASH_SEQ_STATUS status;
-	ProjectionProgress *entry;
-	ProjectionProgress *copies;
-	int			n = 0;
-	int			i;
-
-	copies = palloc(sizeof(ProjectionProgress) * projection_max_projections);
-	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
-	hash_seq_init(&status, ProjectionProgressHash);
-	while ((entry = hash_seq_search(&status)) != NULL)
-	{
-		if (entry->key.dboid == dboid && n < projection_max_projections)
-			copies[n++] = *entry;
-	}
-	LWLockRelease(ProjectionShared->lock);
-
-	for (i = 0; i < n; i++)
-	{
-		Datum		values[4];
-		bool		nulls[4] = {false, false, false, false};
-
-		values[0] = Int32GetDatum(copies[i].key.projection_id);
-		values[1] = Int64GetDatum(copies[i].applied);
-		nulls[1] = copies[i].applied < 0;
-		values[2] = Int64GetDatum(copies[i].rebuild_done);
-		values[3] = Int64GetDatum(copies[i].rebuild_total);
-		tuplestore_putvalues(store, desc, values, nulls);
-	}
-	pfree(copies);
 }
 
 /* ---------------------------------------------------------------------

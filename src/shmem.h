@@ -16,6 +16,7 @@
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/lwlock.h"
+#include "utils/hsearch.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 #include "utils/snapshot.h"
@@ -127,6 +128,7 @@ typedef struct ProjectionSharedState
 
 extern ProjectionSharedState *ProjectionShared;
 extern ProjectionAppender *ProjectionAppenders;
+extern HTAB *ProjectionProgressHash;
 extern int	ProjectionNumAppenders;
 
 extern void projection_shmem_install_hooks(void);
@@ -138,12 +140,6 @@ extern ProjectionDbSlot *projection_find_dbslot(Oid dboid, int index);
 extern void projection_registry_change_begin(Oid dboid);
 extern void projection_registry_change_end(Oid dboid);
 extern bool projection_registry_generation(Oid dboid, uint64 *gen);
-extern void projection_publish_progress(Oid dboid, int32 projection_id, int64 applied);
-extern void projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total);
-extern void projection_forget_progress(Oid dboid, int32 projection_id);
-extern void projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc);
-extern int64 projection_progress_applied(Oid dboid, int32 projection_id);
-extern ConditionVariable *projection_progress_cv(Oid dboid);
 
 /* cancelling a worker's batch for a management call */
 extern void projection_hold(Oid dboid, int32 projection_id);

@@ -73,6 +73,7 @@
 #include "events.h"
 #include "handler.h"
 #include "horizon.h"
+#include "progress.h"
 #include "projection.h"
 #include "shmem.h"
 #include "spiutil.h"
