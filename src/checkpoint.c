@@ -17,14 +17,8 @@
  */
 #include "postgres.h"
 
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
-
 #include "catalog.h"
 #include "checkpoint.h"
-#include "eventread.h"
-#include "projection.h"
-#include "shmem.h"
 #include "spiutil.h"
 
 /*

@@ -27,30 +27,12 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_authid.h"
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
-#include "miscadmin.h"
-#include "nodes/parsenodes.h"
-#include "utils/array.h"
-#include "utils/builtins.h"
-#include "utils/fmgrprotos.h"
-#include "utils/guc.h"
-#include "utils/hsearch.h"
 #include "utils/inval.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/plancache.h"
-#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
-#include "catalog.h"
 #include "handler.h"
 #include "projection.h"
-#include "shmem.h"
-#include "spiutil.h"
 
 /*
  * Switch to the projection's owner, with SECURITY_RESTRICTED_OPERATION and

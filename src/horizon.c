@@ -73,18 +73,13 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_authid.h"
-#include "fmgr.h"
 #include "miscadmin.h"
-#include "port/atomics.h"
-#include "storage/backendid.h"
 #include "utils/fmgrprotos.h"
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
 #include "horizon.h"
-#include "shmem.h"
 
 static bool appended_in_xact = false;	/* our appender entry is published */
 

@@ -18,7 +18,6 @@
 #include "postgres.h"
 
 #include "catalog/pg_authid.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 

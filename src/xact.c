@@ -25,7 +25,6 @@
 
 #include "access/xact.h"
 
-#include "catalog.h"
 #include "events.h"
 #include "handler.h"
 #include "horizon.h"
@@ -33,7 +32,6 @@
 #include "projection.h"
 #include "registry.h"
 #include "replay.h"
-#include "shmem.h"
 #include "utility.h"
 #include "xact.h"
 
