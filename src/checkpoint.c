@@ -65,7 +65,7 @@ projection_forget_checkpoints(int32 id)
 		return;
 	values[0] = Int32GetDatum(id);
 	projection_registry_exec("DELETE FROM projection.checkpoints WHERE projection_id OPERATOR(pg_catalog.=) $1",
-				  1, types, values, NULL, SPI_OK_DELETE);
+							 1, types, values, NULL, SPI_OK_DELETE);
 }
 
 /*
@@ -125,10 +125,10 @@ projection_checkpoint_save(int32 id, int64 *checkpoint, bool *catching_up, int64
 	if (!checkpoints_table())
 	{
 		plan = projection_kept_plan(&checkpoint_plan_1_0,
-						   "UPDATE projection.projections SET position = $2, "
-						   "state = CASE WHEN $3 THEN 'running' ELSE state END, "
-						   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
-						   3, types);
+									"UPDATE projection.projections SET position = $2, "
+									"state = CASE WHEN $3 THEN 'running' ELSE state END, "
+									"updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+									3, types);
 		values[2] = BoolGetDatum(caught_up);
 		rc = SPI_execute_plan(plan, values, NULL, false, 0);
 		projection_spi_check(rc, SPI_OK_UPDATE, "saving a checkpoint");
@@ -141,11 +141,11 @@ projection_checkpoint_save(int32 id, int64 *checkpoint, bool *catching_up, int64
 	{
 		types[2] = INT8OID;
 		plan = projection_kept_plan(&checkpoint_plan,
-						   "WITH previous AS (DELETE FROM projection.checkpoints "
+									"WITH previous AS (DELETE FROM projection.checkpoints "
 						   "WHERE projection_id OPERATOR(pg_catalog.=) $1 "
 						   "AND position OPERATOR(pg_catalog.=) $3) "
-						   "INSERT INTO projection.checkpoints (projection_id, position) VALUES ($1, $2)",
-						   3, types);
+									"INSERT INTO projection.checkpoints (projection_id, position) VALUES ($1, $2)",
+									3, types);
 		values[2] = Int64GetDatum(*checkpoint);
 		rc = SPI_execute_plan(plan, values, NULL, false, 0);
 		projection_spi_check(rc, SPI_OK_INSERT, "saving a checkpoint");
@@ -155,9 +155,9 @@ projection_checkpoint_save(int32 id, int64 *checkpoint, bool *catching_up, int64
 	{
 		*catching_up = false;
 		plan = projection_kept_plan(&caught_up_plan,
-						   "UPDATE projection.projections SET state = 'running', "
-						   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
-						   1, types);
+									"UPDATE projection.projections SET state = 'running', "
+									"updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+									1, types);
 		rc = SPI_execute_plan(plan, values, NULL, false, 0);
 		projection_spi_check(rc, SPI_OK_UPDATE, "marking a projection caught up");
 	}
@@ -190,11 +190,11 @@ projection_checkpoint_lock_plan(void)
 	 */
 	if (checkpoints_table())
 		return projection_kept_plan(&lock_plan,
-						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL("p"), "restored_pid IS NOT NULL",
+									LOCK_SQL(PROJECTION_CHECKPOINT_SQL("p"), "restored_pid IS NOT NULL",
 									"AND (restored_pid IS NULL OR NOT EXISTS ("
 									"SELECT FROM pg_catalog.pg_stat_get_activity(restored_pid) a "
 									"WHERE a.backend_start OPERATOR(pg_catalog.=) restored_at)) "),
-						   3, types);
+									3, types);
 	return projection_kept_plan(&lock_plan_1_0,
 						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL_1_0("p"), "false", ""),
 						   3, types);

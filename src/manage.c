@@ -276,7 +276,7 @@ first_nonempty_table(ArrayType *tables)
 														   get_rel_name(relid));
 
 		projection_extension_exec(psprintf("SELECT FROM %s LIMIT 1", qualified),
-					   0, NULL, NULL, NULL, false, SPI_OK_SELECT);
+								  0, NULL, NULL, NULL, false, SPI_OK_SELECT);
 		if (SPI_processed > 0)
 			return qualified;
 	}
@@ -368,7 +368,7 @@ projection_create(PG_FUNCTION_ARGS)
 
 		values[0] = CStringGetTextDatum(name);
 		projection_registry_exec("SELECT 1 FROM projection.projections WHERE name OPERATOR(pg_catalog.=) $1",
-					  1, types, values, NULL, SPI_OK_SELECT);
+								 1, types, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed > 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -417,10 +417,10 @@ projection_create(PG_FUNCTION_ARGS)
 		values[9] = CStringGetTextDatum(state);
 		projection_creating = true; /* not a restore; reset at abort too */
 		projection_registry_exec("INSERT INTO projection.projections "
-					  "(name, handler, event_types, mode, tables, on_error, owner, search_path, position, state) "
-					  "VALUES ($1, $2::pg_catalog.regprocedure, $3, $4, $5::pg_catalog.regclass[], $6, "
+								 "(name, handler, event_types, mode, tables, on_error, owner, search_path, position, state) "
+								 "VALUES ($1, $2::pg_catalog.regprocedure, $3, $4, $5::pg_catalog.regclass[], $6, "
 					  "$7::pg_catalog.regrole, $8, $9, $10)",
-					  10, types, values, nulls, SPI_OK_INSERT);
+								 10, types, values, nulls, SPI_OK_INSERT);
 		projection_creating = false;
 	}
 	CommandCounterIncrement();
@@ -511,9 +511,9 @@ projection_on(PG_FUNCTION_ARGS)
 		values[1] = CStringGetTextDatum(event_type);
 		values[2] = CStringGetTextDatum(statement);
 		projection_registry_exec("INSERT INTO projection.handlers (projection_id, seq, event_type, statement) "
-					  "SELECT $1, COALESCE(pg_catalog.max(seq), 0) OPERATOR(pg_catalog.+) 1, $2, $3 "
-					  "FROM projection.handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
-					  3, types, values, NULL, SPI_OK_INSERT);
+								 "SELECT $1, COALESCE(pg_catalog.max(seq), 0) OPERATOR(pg_catalog.+) 1, $2, $3 "
+								 "FROM projection.handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
+								 3, types, values, NULL, SPI_OK_INSERT);
 	}
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
@@ -545,10 +545,10 @@ projection_drop(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(row->id);
 	values[1] = CStringGetTextDatum(name);
 	projection_registry_exec("DELETE FROM projection.dead_letters WHERE name OPERATOR(pg_catalog.=) $2 "
-				  "AND $1 IS NOT NULL",
-				  2, types, values, NULL, SPI_OK_DELETE);
+							 "AND $1 IS NOT NULL",
+							 2, types, values, NULL, SPI_OK_DELETE);
 	projection_registry_exec("DELETE FROM projection.projections WHERE id OPERATOR(pg_catalog.=) $1",
-				  1, types, values, NULL, SPI_OK_DELETE);
+							 1, types, values, NULL, SPI_OK_DELETE);
 	projection_forget_checkpoints(row->id);
 	/* harmless if the drop rolls back: the worker publishes again */
 	projection_forget_progress(MyDatabaseId, row->id);

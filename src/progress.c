@@ -266,8 +266,8 @@ projection_wait(PG_FUNCTION_ARGS)
 
 		values[0] = CStringGetTextDatum(name);
 		projection_registry_exec("SELECT id, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
-					  "WHERE name OPERATOR(pg_catalog.=) $1",
-					  1, ntypes, values, NULL, SPI_OK_SELECT);
+								 "WHERE name OPERATOR(pg_catalog.=) $1",
+								 1, ntypes, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),

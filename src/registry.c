@@ -84,13 +84,13 @@ wait_out_worker_batch(const char *name, bool *held)
 		TransactionId xmax;
 
 		projection_registry_exec("SELECT 1 FROM projection.projections p WHERE name OPERATOR(pg_catalog.=) $1 "
-					  "FOR UPDATE OF p SKIP LOCKED",
-					  1, types, values, NULL, SPI_OK_SELECT);
+								 "FOR UPDATE OF p SKIP LOCKED",
+								 1, types, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed > 0)
 			return;				/* locked */
 		projection_registry_exec("SELECT id, xmax, owner::pg_catalog.oid FROM projection.projections "
-					  "WHERE name OPERATOR(pg_catalog.=) $1",
-					  1, types, values, NULL, SPI_OK_SELECT);
+								 "WHERE name OPERATOR(pg_catalog.=) $1",
+								 1, types, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 0)
 			return;				/* the caller reports it */
 		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -187,7 +187,7 @@ projection_check_owner(ProjectionRow *row)
 
 void
 projection_registry_set_state(int32 id, const char *state, bool set_position, int64 position,
-				   bool clear_error)
+							  bool clear_error)
 {
 	Oid			types[4] = {INT4OID, TEXTOID, INT8OID, BOOLOID};
 	Datum		values[4];
@@ -200,12 +200,12 @@ projection_registry_set_state(int32 id, const char *state, bool set_position, in
 		nulls[2] = 'n';
 	values[3] = BoolGetDatum(clear_error);
 	projection_registry_exec("UPDATE projection.projections SET state = $2, "
-				  "position = COALESCE($3, position), "
-				  "last_error = CASE WHEN $4 THEN NULL ELSE last_error END, "
-				  "last_error_sqlstate = CASE WHEN $4 THEN NULL ELSE last_error_sqlstate END, "
-				  "last_error_position = CASE WHEN $4 THEN NULL ELSE last_error_position END, "
-				  "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
-				  4, types, values, nulls, SPI_OK_UPDATE);
+							 "position = COALESCE($3, position), "
+							 "last_error = CASE WHEN $4 THEN NULL ELSE last_error END, "
+							 "last_error_sqlstate = CASE WHEN $4 THEN NULL ELSE last_error_sqlstate END, "
+							 "last_error_position = CASE WHEN $4 THEN NULL ELSE last_error_position END, "
+							 "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+							 4, types, values, nulls, SPI_OK_UPDATE);
 	/* a position set here replaces the worker's checkpoints */
 	if (set_position)
 		projection_forget_checkpoints(id);

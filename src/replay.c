@@ -82,9 +82,9 @@ replay_dead_letter(ProjectionDef *def, HeapTuple tup, TupleDesc desc, ErrorData 
 	else
 		nulls[7] = 'n';
 	projection_registry_exec("INSERT INTO projection.dead_letters "
-				  "(name, global_position, event_type, stream_id, sqlstate, error, detail, context) "
-				  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-				  8, types, values, nulls, SPI_OK_INSERT);
+							 "(name, global_position, event_type, stream_id, sqlstate, error, detail, context) "
+							 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+							 8, types, values, nulls, SPI_OK_INSERT);
 	replay_skipped++;
 }
 
@@ -362,7 +362,7 @@ projection_replay_inline(ProjectionDef *def, int64 from, int64 *last)
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	projection_extension_exec("SELECT pg_catalog.max(global_position) FROM projection.events",
-				   0, NULL, NULL, NULL, true, SPI_OK_SELECT);
+							  0, NULL, NULL, NULL, true, SPI_OK_SELECT);
 	max = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	upto = isnull ? from : Max(from, DatumGetInt64(max));
 	replayed = replay_events(def, from, upto, last);
@@ -588,7 +588,7 @@ projection_rebuild(PG_FUNCTION_ARGS)
 
 		values[0] = CStringGetTextDatum(name);
 		projection_registry_exec("DELETE FROM projection.dead_letters WHERE name OPERATOR(pg_catalog.=) $1",
-					  1, types, values, NULL, SPI_OK_DELETE);
+								 1, types, values, NULL, SPI_OK_DELETE);
 	}
 	replay_skipped = 0;
 	if (row->is_inline)

@@ -459,8 +459,8 @@ worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
 		plan = projection_kept_plan(&batch_plan, BATCH_SQL(""), 3, types);
 	else
 		plan = projection_kept_plan(&filtered_batch_plan,
-						   BATCH_SQL("AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "),
-						   4, types);
+									BATCH_SQL("AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "),
+									4, types);
 	values[0] = Int64GetDatum(from);
 	values[1] = Int64GetDatum(upto);
 	values[2] = Int64GetDatum(max_rows);
