@@ -37,6 +37,7 @@
 #include "access/table.h"
 #include "commands/sequence.h"
 #include "common/hashfn.h"
+#include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"

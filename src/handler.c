@@ -27,6 +27,7 @@
  */
 #include "postgres.h"
 
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"

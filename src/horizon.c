@@ -80,6 +80,8 @@
 
 #include "catalog.h"
 #include "horizon.h"
+#include "projection.h"
+#include "shmem.h"
 
 static bool appended_in_xact = false;	/* our appender entry is published */
 

@@ -24,6 +24,7 @@
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"

@@ -26,8 +26,10 @@
 #include "catalog/pg_authid.h"
 #include "funcapi.h"
 #include "pgstat.h"
+#include "storage/proc.h"
 #include "tcop/pquery.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
