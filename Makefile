@@ -6,13 +6,23 @@ OBJS = \
 	src/projection.o \
 	src/shmem.o \
 	src/catalog.o \
-	src/trigger.o \
-	src/api.o \
+	src/handler.o \
+	src/horizon.o \
+	src/xact.o \
+	src/events.o \
+	src/registry.o \
+	src/checkpoint.o \
+	src/inline.o \
+	src/manage.o \
+	src/replay.o \
+	src/progress.o \
+	src/aggregate.o \
 	src/launcher.o \
 	src/worker.o \
 	src/eventread.o \
 	src/utility.o \
-	src/depend.o
+	src/depend.o \
+	src/spiutil.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
 
 DATA = $(wildcard sql/projection--*.sql)
