@@ -62,6 +62,7 @@
 
 #include "catalog.h"
 #include "eventread.h"
+#include "lifecycle.h"
 #include "projection.h"
 #include "shmem.h"
 #include "trigger.h"
@@ -88,17 +89,6 @@ static SubTransactionId replaying_subid = InvalidSubTransactionId;
 
 /* seconds between progress NOTICEs of long replays */
 #define PROJECTION_PROGRESS_INTERVAL_MS 5000
-
-/* the registry row of one projection, as management calls need it */
-typedef struct ProjectionRow
-{
-	int32		id;
-	char	   *name;
-	Oid			owner;
-	bool		is_inline;
-	char	   *state;
-	int64		position;
-} ProjectionRow;
 
 static void empty_tables(ProjectionDef *def);
 
@@ -1121,6 +1111,7 @@ projection_create(PG_FUNCTION_ARGS)
 	char	   *start_from;
 	char	   *on_error;
 	char	   *if_not_empty = "error";
+	bool		if_not_exists = false;
 	bool		is_inline;
 	bool		from_beginning;
 	char	   *search_path;
@@ -1134,6 +1125,11 @@ projection_create(PG_FUNCTION_ARGS)
 	on_error = text_arg(fcinfo, 6, "on_error");
 	if (PG_NARGS() > 7)
 		if_not_empty = text_arg(fcinfo, 7, "if_not_empty");
+	if (PG_NARGS() > 8)
+	{
+		require_arg(fcinfo, 8, "if_not_exists");
+		if_not_exists = PG_GETARG_BOOL(8);
+	}
 	require_arg(fcinfo, 4, "tables");
 
 	if (strcmp(mode, "inline") == 0)
@@ -1186,6 +1182,16 @@ projection_create(PG_FUNCTION_ARGS)
 		values[0] = CStringGetTextDatum(name);
 		registry_exec("SELECT 1 FROM projection.projections WHERE name OPERATOR(pg_catalog.=) $1",
 					  1, types, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed > 0 && if_not_exists)
+		{
+			/* identical: NOTICE and nothing else; different: an error */
+			projection_create_existing(name, handler,
+									   PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2),
+									   is_inline, PG_GETARG_ARRAYTYPE_P(4), on_error);
+			if (SPI_finish() != SPI_OK_FINISH)
+				elog(ERROR, "SPI_finish failed");
+			PG_RETURN_VOID();
+		}
 		if (SPI_processed > 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -1319,6 +1325,7 @@ projection_on(PG_FUNCTION_ARGS)
 	SPI_freeplan(plan);
 	projection_owner_leave(&scope);
 	projection_registry_release(registry);
+	projection_on_notice_existing(row->id, name, event_type);
 
 	{
 		Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
@@ -2343,4 +2350,54 @@ projection_status(PG_FUNCTION_ARGS)
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	return (Datum) 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Management helpers shared with lifecycle.c (off, alter, skip, retry of
+ * dead letters, create's if_not_exists); see lifecycle.h
+ * ---------------------------------------------------------------------
+ */
+
+void
+projection_registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
+						 const char *nulls, int expected)
+{
+	registry_exec(sql, nargs, types, values, nulls, expected);
+}
+
+ProjectionRow *
+projection_registry_lookup(const char *name, MemoryContext cxt)
+{
+	return registry_lookup(name, cxt);
+}
+
+void
+projection_check_owner(ProjectionRow *row)
+{
+	check_owner(row);
+}
+
+void
+projection_registry_set_state(int32 id, const char *state, bool set_position,
+							  int64 position, bool clear_error)
+{
+	registry_set_state(id, state, set_position, position, clear_error);
+}
+
+ProjectionDef *
+projection_registry_def(ProjectionRegistry *registry, int32 id)
+{
+	return registry_def(registry, id);
+}
+
+void
+projection_check_tables(ArrayType *tables)
+{
+	check_tables(tables);
+}
+
+void
+projection_check_event_types(ArrayType *types)
+{
+	check_event_types(types);
 }
