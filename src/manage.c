@@ -34,6 +34,7 @@
 #include "handler.h"
 #include "horizon.h"
 #include "inline.h"
+#include "lifecycle.h"
 #include "manage.h"
 #include "progress.h"
 #include "projection.h"
@@ -114,85 +115,6 @@ check_handler(Oid handler)
 				 errhint("Declare it as CREATE FUNCTION f(e projection.events) RETURNS void.")));
 	if (pg_proc_aclcheck(handler, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(handler));
-}
-
-static void
-check_tables(ArrayType *tables)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n,
-				i;
-
-	/* regclass[] from SQL; oid and regclass elements are laid out alike */
-	deconstruct_array(tables, ARR_ELEMTYPE(tables), sizeof(Oid), true, TYPALIGN_INT, &elems, &nulls, &n);
-	for (i = 0; i < n; i++)
-	{
-		Oid			relid;
-		char		relkind;
-
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("argument \"%s\" must not contain nulls", "tables")));
-		relid = DatumGetObjectId(elems[i]);
-		relkind = get_rel_relkind(relid);
-		if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
-			ereport(ERROR,
-					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-					 errmsg("\"%s\" is not a table", get_rel_name(relid)),
-					 errdetail("A projection's tables must be ordinary or partitioned tables.")));
-		if (relid == projection_oids()->events || get_rel_namespace(relid) == projection_oids()->schema)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("table \"%s\" belongs to the extension and cannot be a read model",
-							get_rel_name(relid))));
-		if (IsCatalogRelationOid(relid) || get_rel_namespace(relid) == PG_CATALOG_NAMESPACE ||
-			isAnyTempNamespace(get_rel_namespace(relid)))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("table \"%s\" cannot be a read model", get_rel_name(relid)),
-					 errdetail("System catalogs and temporary tables cannot be a projection's tables.")));
-		/* each right is needed: aclcheck with several bits passes if any one is held */
-		if (pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK ||
-			pg_class_aclcheck(relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK ||
-			pg_class_aclcheck(relid, GetUserId(), ACL_DELETE) != ACLCHECK_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied for table %s", get_rel_name(relid)),
-					 errdetail("A projection's owner needs INSERT, UPDATE and DELETE on its tables.")));
-	}
-}
-
-static void
-check_event_types(ArrayType *types)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n,
-				i;
-
-	if (ARR_NDIM(types) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"%s\" must be a one-dimensional array", "event_types")));
-	deconstruct_array(types, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	if (n == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"%s\" must not be empty", "event_types"),
-				 errhint("Pass NULL to handle every event type.")));
-	for (i = 0; i < n; i++)
-	{
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("argument \"%s\" must not contain nulls", "event_types")));
-		if (VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i])) == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("argument \"%s\" must not contain empty strings", "event_types")));
-	}
 }
 
 /*
@@ -305,6 +227,7 @@ projection_create(PG_FUNCTION_ARGS)
 	char	   *start_from;
 	char	   *on_error;
 	char	   *if_not_empty = "error";
+	bool		if_not_exists = false;
 	bool		is_inline;
 	bool		from_beginning;
 	char	   *search_path;
@@ -318,6 +241,11 @@ projection_create(PG_FUNCTION_ARGS)
 	on_error = projection_text_arg(fcinfo, 6, "on_error");
 	if (PG_NARGS() > 7)
 		if_not_empty = projection_text_arg(fcinfo, 7, "if_not_empty");
+	if (PG_NARGS() > 8)
+	{
+		projection_require_arg(fcinfo, 8, "if_not_exists");
+		if_not_exists = PG_GETARG_BOOL(8);
+	}
 	projection_require_arg(fcinfo, 4, "tables");
 
 	if (strcmp(mode, "inline") == 0)
@@ -356,8 +284,8 @@ projection_create(PG_FUNCTION_ARGS)
 	if (OidIsValid(handler))
 		check_handler(handler);
 	if (!PG_ARGISNULL(2))
-		check_event_types(PG_GETARG_ARRAYTYPE_P(2));
-	check_tables(PG_GETARG_ARRAYTYPE_P(4));
+		projection_check_event_types(PG_GETARG_ARRAYTYPE_P(2));
+	projection_check_tables(PG_GETARG_ARRAYTYPE_P(4));
 	search_path = creator_search_path();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -370,6 +298,16 @@ projection_create(PG_FUNCTION_ARGS)
 		values[0] = CStringGetTextDatum(name);
 		projection_registry_exec("SELECT 1 FROM projection.projections WHERE name OPERATOR(pg_catalog.=) $1",
 								 1, types, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed > 0 && if_not_exists)
+		{
+			/* identical: NOTICE and nothing else; different: an error */
+			projection_create_existing(name, handler,
+									   PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2),
+									   is_inline, PG_GETARG_ARRAYTYPE_P(4), on_error);
+			if (SPI_finish() != SPI_OK_FINISH)
+				elog(ERROR, "SPI_finish failed");
+			PG_RETURN_VOID();
+		}
 		if (SPI_processed > 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -503,6 +441,7 @@ projection_on(PG_FUNCTION_ARGS)
 	SPI_freeplan(plan);
 	projection_owner_leave(&scope);
 	projection_registry_release(registry);
+	projection_on_notice_existing(row->id, name, event_type);
 
 	{
 		Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};

@@ -22,13 +22,15 @@
  */
 #include "postgres.h"
 
+#include "catalog/catalog.h"
+#include "catalog/namespace.h"
 #include "pgstat.h"
 #include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
-#include "postgres.h"
+#include "utils/lsyscache.h"
 
 #include "checkpoint.h"
 #include "projection.h"
@@ -338,4 +340,89 @@ void
 projection_registry_at_subxact_abort(void)
 {
 	projection_creating = false;
+}
+
+/*
+ * Argument checks of create() and alter(): the read-model tables (ordinary
+ * or partitioned tables outside the extension and the catalogs, which the
+ * caller may write) and the event types (a one-dimensional array of
+ * non-empty strings).
+ */
+void
+projection_check_tables(ArrayType *tables)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n,
+				i;
+
+	/* regclass[] from SQL; oid and regclass elements are laid out alike */
+	deconstruct_array(tables, ARR_ELEMTYPE(tables), sizeof(Oid), true, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+	{
+		Oid			relid;
+		char		relkind;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("argument \"%s\" must not contain nulls", "tables")));
+		relid = DatumGetObjectId(elems[i]);
+		relkind = get_rel_relkind(relid);
+		if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("\"%s\" is not a table", get_rel_name(relid)),
+					 errdetail("A projection's tables must be ordinary or partitioned tables.")));
+		if (relid == projection_oids()->events || get_rel_namespace(relid) == projection_oids()->schema)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("table \"%s\" belongs to the extension and cannot be a read model",
+							get_rel_name(relid))));
+		if (IsCatalogRelationOid(relid) || get_rel_namespace(relid) == PG_CATALOG_NAMESPACE ||
+			isAnyTempNamespace(get_rel_namespace(relid)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("table \"%s\" cannot be a read model", get_rel_name(relid)),
+					 errdetail("System catalogs and temporary tables cannot be a projection's tables.")));
+		/* each right is needed: aclcheck with several bits passes if any one is held */
+		if (pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK ||
+			pg_class_aclcheck(relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK ||
+			pg_class_aclcheck(relid, GetUserId(), ACL_DELETE) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for table %s", get_rel_name(relid)),
+					 errdetail("A projection's owner needs INSERT, UPDATE and DELETE on its tables.")));
+	}
+}
+
+void
+projection_check_event_types(ArrayType *types)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n,
+				i;
+
+	if (ARR_NDIM(types) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must be a one-dimensional array", "event_types")));
+	deconstruct_array(types, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must not be empty", "event_types"),
+				 errhint("Pass NULL to handle every event type.")));
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("argument \"%s\" must not contain nulls", "event_types")));
+		if (VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i])) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("argument \"%s\" must not contain empty strings", "event_types")));
+	}
 }

@@ -11,6 +11,8 @@
 #ifndef PROJECTION_REGISTRY_H
 #define PROJECTION_REGISTRY_H
 
+#include "utils/array.h"
+
 #include "catalog.h"
 
 /* the registry row of one projection, as management calls need it */
@@ -29,6 +31,8 @@ extern void projection_check_owner(ProjectionRow *row);
 extern void projection_registry_set_state(int32 id, const char *state, bool set_position,
 										  int64 position, bool clear_error);
 extern ProjectionDef *projection_registry_def(ProjectionRegistry *registry, int32 id);
+extern void projection_check_tables(ArrayType *tables);
+extern void projection_check_event_types(ArrayType *types);
 
 /* set by projection.create() while it inserts its registry row */
 extern bool projection_creating;
