@@ -15,8 +15,6 @@
  */
 #include "postgres.h"
 
-#include "postgres.h"
-
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"

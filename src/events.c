@@ -43,7 +43,6 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
-#include "postgres.h"
 
 #include "catalog.h"
 #include "events.h"
@@ -624,7 +623,6 @@ projection_warn_untracked_events(void)
 					 "move the sequence past them: SELECT pg_catalog.setval('projection.events_global_position_seq', "
 					 "max(global_position)) FROM projection.events;")));
 }
-
 
 
 /*

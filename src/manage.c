@@ -19,8 +19,6 @@
  */
 #include "postgres.h"
 
-#include "postgres.h"
-
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "utils/builtins.h"

@@ -21,8 +21,6 @@
  */
 #include "postgres.h"
 
-#include "postgres.h"
-
 #include "catalog/pg_authid.h"
 #include "funcapi.h"
 #include "pgstat.h"

@@ -20,8 +20,6 @@
  */
 #include "postgres.h"
 
-#include "postgres.h"
-
 #include "catalog/pg_authid.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
