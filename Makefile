@@ -22,7 +22,8 @@ OBJS = \
 	src/eventread.o \
 	src/utility.o \
 	src/depend.o \
-	src/spiutil.o
+	src/spiutil.o \
+	src/batch.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
 
 DATA = $(wildcard sql/projection--*.sql)

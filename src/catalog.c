@@ -48,6 +48,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "batch.h"
 #include "catalog.h"
 #include "projection.h"
 #include "shmem.h"
@@ -174,6 +175,7 @@ registry_free(ProjectionRegistry *registry)
 			if (def->statements[j].plan != NULL)
 				SPI_freeplan(def->statements[j].plan);
 		}
+		projection_batch_free_plans(def);
 	}
 	MemoryContextDelete(registry->cxt);
 }
@@ -352,6 +354,7 @@ registry_load(void)
 	}
 	MemoryContextSwitchTo(oldcxt);
 	SPI_freeplan(plan);
+	projection_batch_load(registry, snapshot);
 
 	UnregisterSnapshot(snapshot);
 	if (SPI_finish() != SPI_OK_FINISH)
@@ -481,10 +484,10 @@ projection_type_filter(ProjectionDef *def)
 	int			n = 0;
 	int			i;
 
-	if (OidIsValid(def->handler) && def->types == NULL)
+	if ((OidIsValid(def->handler) || def->nbatch_statements > 0) && def->types == NULL)
 		return (Datum) 0;
 	elems = palloc(sizeof(Datum) * Max(def->ntypes + def->nstatements, 1));
-	if (OidIsValid(def->handler))
+	if (OidIsValid(def->handler) || def->nbatch_statements > 0)
 		for (i = 0; i < def->ntypes; i++)
 			elems[n++] = CStringGetTextDatum(def->types[i]);
 	for (i = 0; i < def->nstatements; i++)

@@ -53,6 +53,8 @@ typedef struct ProjectionDef
 	Oid		   *tables;
 	int			nstatements;
 	ProjectionStatement *statements;
+	int			nbatch_statements;	/* projection.on_batch (batch.c) */
+	struct ProjectionBatchStatement *batch_statements;
 } ProjectionDef;
 
 typedef struct ProjectionRegistry
