@@ -53,6 +53,7 @@
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
@@ -291,17 +292,37 @@ batch_prepare(const char *sql)
 
 /*
  * Check a batch statement as the current user (the caller has entered the
- * owner's scope): it is prepared against an empty batch and thrown away.
+ * owner's scope): it is prepared and planned against an empty batch, the
+ * privileges its plan needs are checked as the executor would (without
+ * running it: that could write), and the plan is thrown away.
  */
 static void
 batch_validate(const char *sql)
 {
 	Tuplestorestate *store = tuplestore_begin_heap(false, false, work_mem);
+	SPIPlanPtr	plan;
+	CachedPlan *cplan;
+	ListCell   *lc;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	batch_register(store);
-	SPI_freeplan(batch_prepare(sql));
+	plan = batch_prepare(sql);
+	cplan = SPI_plan_get_cached_plan(plan);
+	if (cplan == NULL)
+		elog(ERROR, "could not plan the batch statement");
+	foreach(lc, cplan->stmt_list)
+	{
+		PlannedStmt *pstmt = lfirst_node(PlannedStmt, lc);
+
+#if PG_VERSION_NUM >= 160000
+		(void) ExecCheckPermissions(pstmt->rtable, pstmt->permInfos, true);
+#else
+		(void) ExecCheckRTPerms(pstmt->rtable, true);
+#endif
+	}
+	ReleaseCachedPlan(cplan, NULL);
+	SPI_freeplan(plan);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	tuplestore_end(store);
