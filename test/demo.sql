@@ -477,26 +477,28 @@ SELECT projection.on_batch('product_search_set', $sql$
            updated_at = (u.data->>'updated_at')::timestamptz,
            document = shop.product_document(u.data->>'name', u.data->>'description',
                                             u.data->>'category', shop.tags(u.data))
-      FROM (SELECT DISTINCT ON (data->>'product_id') data, global_position
-              FROM batch WHERE event_type = 'ProductUpdated'
-             ORDER BY data->>'product_id', global_position DESC) u
-     WHERE p.product_id = u.data->>'product_id'
-       AND u.global_position > ALL (SELECT b.global_position FROM batch b
-                                     WHERE b.event_type IN ('ProductCreated', 'ProductDeleted')
-                                       AND b.data->>'product_id' = p.product_id)
+      FROM (SELECT data->>'product_id' AS product_id,
+                     (array_agg(data ORDER BY global_position DESC)
+                      FILTER (WHERE event_type = 'ProductUpdated'))[1] AS data,
+                     max(global_position) FILTER (WHERE event_type = 'ProductUpdated') AS last,
+                     max(global_position) FILTER (WHERE event_type <> 'ProductUpdated') AS lifecycle
+                FROM batch WHERE event_type IN ('ProductUpdated', 'ProductCreated', 'ProductDeleted')
+               GROUP BY 1) u
+     WHERE p.product_id = u.product_id AND u.last > coalesce(u.lifecycle, 0)
 $sql$);
 
 SELECT projection.on_batch('product_search_set', $sql$
     UPDATE shop.product_search_set AS p
        SET price = (c.data->>'new_price')::numeric,
            price_updated_at = (c.data->>'changed_at')::timestamptz
-      FROM (SELECT DISTINCT ON (data->>'product_id') data, global_position
-              FROM batch WHERE event_type = 'ProductPriceChanged'
-             ORDER BY data->>'product_id', global_position DESC) c
-     WHERE p.product_id = c.data->>'product_id'
-       AND c.global_position > ALL (SELECT b.global_position FROM batch b
-                                     WHERE b.event_type IN ('ProductCreated', 'ProductDeleted')
-                                       AND b.data->>'product_id' = p.product_id)
+      FROM (SELECT data->>'product_id' AS product_id,
+                     (array_agg(data ORDER BY global_position DESC)
+                      FILTER (WHERE event_type = 'ProductPriceChanged'))[1] AS data,
+                     max(global_position) FILTER (WHERE event_type = 'ProductPriceChanged') AS last,
+                     max(global_position) FILTER (WHERE event_type <> 'ProductPriceChanged') AS lifecycle
+                FROM batch WHERE event_type IN ('ProductPriceChanged', 'ProductCreated', 'ProductDeleted')
+               GROUP BY 1) c
+     WHERE p.product_id = c.product_id AND c.last > coalesce(c.lifecycle, 0)
 $sql$);
 
 SELECT projection.on_batch('product_search_set', $sql$

@@ -622,23 +622,25 @@ UPDATE @S.product_search AS p
        category = u.data->>'category',
        tags = ARRAY(SELECT jsonb_array_elements_text(u.data->'tags')),
        updated_at = (u.data->>'updated_at')::timestamptz
-  FROM (SELECT DISTINCT ON (data->>'product_id') data, global_position
-          FROM batch WHERE event_type = 'ProductUpdated'
-         ORDER BY data->>'product_id', global_position DESC) u
- WHERE p.product_id = u.data->>'product_id'
-   AND u.global_position > ALL (SELECT b.global_position FROM batch b
-                                 WHERE b.event_type IN ('ProductCreated', 'ProductDeleted')
-                                   AND b.data->>'product_id' = p.product_id)""", """
+  FROM (SELECT data->>'product_id' AS product_id,
+                 (array_agg(data ORDER BY global_position DESC)
+                  FILTER (WHERE event_type = 'ProductUpdated'))[1] AS data,
+                 max(global_position) FILTER (WHERE event_type = 'ProductUpdated') AS last,
+                 max(global_position) FILTER (WHERE event_type <> 'ProductUpdated') AS lifecycle
+            FROM batch WHERE event_type IN ('ProductUpdated', 'ProductCreated', 'ProductDeleted')
+           GROUP BY 1) u
+ WHERE p.product_id = u.product_id AND u.last > coalesce(u.lifecycle, 0)""", """
 UPDATE @S.product_search AS p
    SET price = (c.data->>'new_price')::numeric,
        price_updated_at = (c.data->>'changed_at')::timestamptz
-  FROM (SELECT DISTINCT ON (data->>'product_id') data, global_position
-          FROM batch WHERE event_type = 'ProductPriceChanged'
-         ORDER BY data->>'product_id', global_position DESC) c
- WHERE p.product_id = c.data->>'product_id'
-   AND c.global_position > ALL (SELECT b.global_position FROM batch b
-                                 WHERE b.event_type IN ('ProductCreated', 'ProductDeleted')
-                                   AND b.data->>'product_id' = p.product_id)""", """
+  FROM (SELECT data->>'product_id' AS product_id,
+                 (array_agg(data ORDER BY global_position DESC)
+                  FILTER (WHERE event_type = 'ProductPriceChanged'))[1] AS data,
+                 max(global_position) FILTER (WHERE event_type = 'ProductPriceChanged') AS last,
+                 max(global_position) FILTER (WHERE event_type <> 'ProductPriceChanged') AS lifecycle
+            FROM batch WHERE event_type IN ('ProductPriceChanged', 'ProductCreated', 'ProductDeleted')
+           GROUP BY 1) c
+ WHERE p.product_id = c.product_id AND c.last > coalesce(c.lifecycle, 0)""", """
 DELETE FROM @S.product_search AS p
  USING (SELECT DISTINCT ON (data->>'product_id') data->>'product_id' AS product_id, event_type
           FROM batch WHERE event_type IN ('ProductCreated', 'ProductDeleted')
