@@ -502,12 +502,37 @@ SELECT 'only in %(b)s', * FROM (SELECT %(c)s FROM %(b)s.%(t)s EXCEPT ALL SELECT 
 
 BATCH = {}
 
+# one MERGE per batch: an order created in the batch is inserted with its
+# final values (one write), an existing one updated once
 BATCH["order_summary"] = ["""
-INSERT INTO @S.order_summaries (order_id, customer_id, status, total_amount, item_count, created_at)
-SELECT data->>'order_id', data->>'customer_id', 'pending', 0, 0, (data->>'created_at')::timestamptz
-  FROM batch WHERE event_type = 'OrderCreated'
- ORDER BY 1""", """
-UPDATE @S.order_summaries AS s
+MERGE INTO @S.order_summaries AS s
+USING (SELECT data->>'order_id' AS order_id,
+              max(data->>'customer_id') FILTER (WHERE event_type = 'OrderCreated') AS customer_id,
+              min((data->>'created_at')::timestamptz) FILTER (WHERE event_type = 'OrderCreated') AS created_at,
+              bool_or(event_type = 'OrderCreated') AS created,
+              coalesce(sum(CASE event_type
+                           WHEN 'OrderItemAdded' THEN (data->>'price')::numeric * (data->>'quantity')::numeric
+                           WHEN 'OrderItemRemoved' THEN -(data->>'price')::numeric * (data->>'quantity')::numeric
+                           END), 0) AS amount,
+              count(*) FILTER (WHERE event_type = 'OrderItemAdded')
+                - count(*) FILTER (WHERE event_type = 'OrderItemRemoved') AS items,
+              (array_agg(CASE event_type WHEN 'OrderShipped' THEN 'shipped'
+                                         WHEN 'OrderCompleted' THEN 'completed'
+                                         ELSE 'cancelled' END ORDER BY global_position DESC)
+               FILTER (WHERE event_type IN ('OrderShipped', 'OrderCompleted', 'OrderCancelled')))[1] AS status,
+              (array_agg((data->>'shipped_at')::timestamptz ORDER BY global_position DESC)
+               FILTER (WHERE event_type = 'OrderShipped'))[1] AS shipped_at,
+              (array_agg((data->>'completed_at')::timestamptz ORDER BY global_position DESC)
+               FILTER (WHERE event_type = 'OrderCompleted'))[1] AS completed_at,
+              (array_agg((data->>'cancelled_at')::timestamptz ORDER BY global_position DESC)
+               FILTER (WHERE event_type = 'OrderCancelled'))[1] AS cancelled_at,
+              (array_agg(data->>'reason' ORDER BY global_position DESC)
+               FILTER (WHERE event_type = 'OrderCancelled'))[1] AS reason,
+              bool_or(event_type <> 'OrderCreated') AS changed
+         FROM batch
+        GROUP BY 1) o
+   ON s.order_id = o.order_id
+ WHEN MATCHED THEN UPDATE
    SET status = coalesce(o.status, s.status),
        total_amount = s.total_amount + o.amount,
        item_count = s.item_count + o.items,
@@ -516,29 +541,11 @@ UPDATE @S.order_summaries AS s
        cancelled_at = coalesce(o.cancelled_at, s.cancelled_at),
        cancellation_reason = coalesce(o.reason, s.cancellation_reason),
        updated_at = now()
-  FROM (SELECT data->>'order_id' AS order_id,
-               coalesce(sum(CASE event_type
-                            WHEN 'OrderItemAdded' THEN (data->>'price')::numeric * (data->>'quantity')::numeric
-                            WHEN 'OrderItemRemoved' THEN -(data->>'price')::numeric * (data->>'quantity')::numeric
-                            END), 0) AS amount,
-               count(*) FILTER (WHERE event_type = 'OrderItemAdded')
-                 - count(*) FILTER (WHERE event_type = 'OrderItemRemoved') AS items,
-               (array_agg(CASE event_type WHEN 'OrderShipped' THEN 'shipped'
-                                          WHEN 'OrderCompleted' THEN 'completed'
-                                          ELSE 'cancelled' END ORDER BY global_position DESC)
-                FILTER (WHERE event_type IN ('OrderShipped', 'OrderCompleted', 'OrderCancelled')))[1] AS status,
-               (array_agg((data->>'shipped_at')::timestamptz ORDER BY global_position DESC)
-                FILTER (WHERE event_type = 'OrderShipped'))[1] AS shipped_at,
-               (array_agg((data->>'completed_at')::timestamptz ORDER BY global_position DESC)
-                FILTER (WHERE event_type = 'OrderCompleted'))[1] AS completed_at,
-               (array_agg((data->>'cancelled_at')::timestamptz ORDER BY global_position DESC)
-                FILTER (WHERE event_type = 'OrderCancelled'))[1] AS cancelled_at,
-               (array_agg(data->>'reason' ORDER BY global_position DESC)
-                FILTER (WHERE event_type = 'OrderCancelled'))[1] AS reason
-          FROM batch
-         WHERE event_type <> 'OrderCreated'
-         GROUP BY 1) o
- WHERE s.order_id = o.order_id"""]
+ WHEN NOT MATCHED AND o.created THEN INSERT
+       (order_id, customer_id, status, total_amount, item_count, created_at, shipped_at,
+        completed_at, cancelled_at, cancellation_reason, updated_at)
+   VALUES (o.order_id, o.customer_id, coalesce(o.status, 'pending'), o.amount, o.items, o.created_at,
+           o.shipped_at, o.completed_at, o.cancelled_at, o.reason, CASE WHEN o.changed THEN now() END)"""]
 
 BATCH["daily_sales"] = ["""
 INSERT INTO @S.daily_sales AS d (date, total_orders, total_revenue, total_items)
