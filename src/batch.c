@@ -39,8 +39,8 @@
  * it returns, as for per-event handlers.
  *
  * Locking: none of its own.  The registry's rules (catalog.c) apply: the
- * statements are part of the registry, loaded with it, and their plans are
- * kept in it.
+ * statements are part of the registry, loaded with it by catalog.c (which
+ * does not call this file: no cycle), and their plans are kept in it.
  *
  * IDENTIFICATION
  *	  src/batch.c
@@ -98,71 +98,6 @@ projection_batch_define_gucs(void)
  * The registry's batch statements
  * ---------------------------------------------------------------------
  */
-
-/*
- * Attach the batch statements to the registry's projections.  Called by
- * registry_load, connected to SPI as the bootstrap superuser, with the
- * registry's snapshot; the statements go to the registry's context.  A
- * database still at version 1.2 has no batch_handlers table: nothing to do.
- */
-void
-projection_batch_load(ProjectionRegistry *registry, Snapshot snapshot)
-{
-	SPIPlanPtr	plan;
-	MemoryContext oldcxt;
-	int			rc;
-	int			p = 0;
-	uint64		i;
-
-	if (!OidIsValid(get_relname_relid("batch_handlers", projection_oids()->schema)))
-		return;
-	plan = SPI_prepare("SELECT b.projection_id, b.statement FROM projection.batch_handlers b "
-					   "ORDER BY b.projection_id, b.seq", 0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "could not prepare batch handler query: %s", SPI_result_code_string(SPI_result));
-	rc = SPI_execute_snapshot(plan, NULL, NULL, snapshot, InvalidSnapshot, true, false, 0);
-	projection_spi_check(rc, SPI_OK_SELECT, "reading projection.batch_handlers");
-
-	oldcxt = MemoryContextSwitchTo(registry->cxt);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		int32		projid = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		ProjectionDef *def;
-		ProjectionBatchStatement *stmt;
-
-		/* both lists are sorted by projection id: merge them */
-		while (p < registry->nprojections && registry->projections[p].id < projid)
-			p++;
-		if (p >= registry->nprojections || registry->projections[p].id != projid)
-			continue;
-		def = &registry->projections[p];
-		if (def->batch_statements == NULL)
-			def->batch_statements = palloc0(sizeof(ProjectionBatchStatement) * (SPI_processed - i));
-		stmt = &def->batch_statements[def->nbatch_statements++];
-		stmt->sql = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		stmt->plan = NULL;
-	}
-	MemoryContextSwitchTo(oldcxt);
-	SPI_freetuptable(SPI_tuptable);
-	SPI_freeplan(plan);
-}
-
-/* Free the kept plans of a projection's batch statements (registry_free). */
-void
-projection_batch_free_plans(ProjectionDef *def)
-{
-	int			i;
-
-	for (i = 0; i < def->nbatch_statements; i++)
-	{
-		if (def->batch_statements[i].plan != NULL)
-			SPI_freeplan(def->batch_statements[i].plan);
-		def->batch_statements[i].plan = NULL;
-	}
-}
 
 /*
  * Does this event go into the projection's batches?  Those hold the events

@@ -14,7 +14,6 @@
 
 #include "access/htup.h"
 #include "executor/spi.h"
-#include "utils/snapshot.h"
 #include "utils/tuplestore.h"
 
 #include "catalog.h"
@@ -23,13 +22,6 @@
 
 /* the name under which a batch statement sees its events */
 #define PROJECTION_BATCH_RELATION "batch"
-
-/* a batch statement of a projection, in the registry's context */
-typedef struct ProjectionBatchStatement
-{
-	char	   *sql;
-	SPIPlanPtr	plan;			/* kept plan, prepared as the owner on first use */
-} ProjectionBatchStatement;
 
 /* the events of one batch for one projection, being assembled or run */
 typedef struct ProjectionBatch
@@ -44,9 +36,6 @@ extern int	projection_replay_batch_size;
 
 extern void projection_batch_define_gucs(void);
 
-/* registry (catalog.c / registry.c) */
-extern void projection_batch_load(ProjectionRegistry *registry, Snapshot snapshot);
-extern void projection_batch_free_plans(ProjectionDef *def);
 extern bool projection_wants_batch(ProjectionDef *def, const char *event_type);
 
 /* assembling and running a batch; the caller is in the owner's scope, connected to SPI */

@@ -32,6 +32,13 @@ typedef struct ProjectionStatement
 	SPIPlanPtr	plan;			/* kept plan, prepared as the owner on first use */
 } ProjectionStatement;
 
+/* a batch statement (projection.on_batch, batch.c), in the registry's context */
+typedef struct ProjectionBatchStatement
+{
+	char	   *sql;
+	SPIPlanPtr	plan;			/* kept plan, prepared as the owner on first use */
+} ProjectionBatchStatement;
+
 typedef struct ProjectionDef
 {
 	MemoryContext cxt;			/* the registry's context */
@@ -54,7 +61,7 @@ typedef struct ProjectionDef
 	int			nstatements;
 	ProjectionStatement *statements;
 	int			nbatch_statements;	/* projection.on_batch (batch.c) */
-	struct ProjectionBatchStatement *batch_statements;
+	ProjectionBatchStatement *batch_statements;
 } ProjectionDef;
 
 typedef struct ProjectionRegistry
