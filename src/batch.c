@@ -17,9 +17,9 @@
  * Where batches come from:
  *  - async (worker.c): each projection's events of the worker's batch, in
  *    the batch's transaction, before the checkpoint moves;
- *  - inline (trigger.c): the appending statement's events (its transition
+ *  - inline (inline.c): the appending statement's events (its transition
  *    table), after the per-event handlers of those events;
- *  - catch-up and rebuild (api.c, worker.c): chunks of
+ *  - catch-up and rebuild (replay.c, worker.c): chunks of
  *    projection.replay_batch_size events, bounded by projection.batch_bytes.
  * When a batch statement fails in the worker or a replay, the batch is
  * applied again event by event in subtransactions (each event through its
