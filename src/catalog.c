@@ -174,6 +174,11 @@ registry_free(ProjectionRegistry *registry)
 			if (def->statements[j].plan != NULL)
 				SPI_freeplan(def->statements[j].plan);
 		}
+		for (j = 0; j < def->nbatch_statements; j++)
+		{
+			if (def->batch_statements[j].plan != NULL)
+				SPI_freeplan(def->batch_statements[j].plan);
+		}
 	}
 	MemoryContextDelete(registry->cxt);
 }
@@ -215,6 +220,58 @@ oid_array(Datum array, int *count)
 		result[i] = nulls[i] ? InvalidOid : DatumGetObjectId(elems[i]);
 	*count = n;
 	return result;
+}
+
+/*
+ * Attach the batch statements (projection.on_batch, run by batch.c) to the
+ * registry's projections.  Called by registry_load, connected to SPI as the
+ * bootstrap superuser, with the registry's snapshot; the statements go to
+ * the registry's context.  A database still at version 1.2 has no
+ * batch_handlers table: nothing to do.
+ */
+static void
+registry_load_batch_statements(ProjectionRegistry *registry, Snapshot snapshot)
+{
+	SPIPlanPtr	plan;
+	MemoryContext oldcxt;
+	int			rc;
+	int			p = 0;
+	uint64		i;
+
+	if (!OidIsValid(get_relname_relid("batch_handlers", projection_oids()->schema)))
+		return;
+	plan = SPI_prepare("SELECT b.projection_id, b.statement FROM projection.batch_handlers b "
+					   "ORDER BY b.projection_id, b.seq", 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare batch handler query: %s", SPI_result_code_string(SPI_result));
+	rc = SPI_execute_snapshot(plan, NULL, NULL, snapshot, InvalidSnapshot, true, false, 0);
+	projection_spi_check(rc, SPI_OK_SELECT, "reading projection.batch_handlers");
+
+	oldcxt = MemoryContextSwitchTo(registry->cxt);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int32		projid = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		ProjectionDef *def;
+		ProjectionBatchStatement *stmt;
+
+		/* both lists are sorted by projection id: merge them */
+		while (p < registry->nprojections && registry->projections[p].id < projid)
+			p++;
+		if (p >= registry->nprojections || registry->projections[p].id != projid)
+			continue;
+		def = &registry->projections[p];
+		if (def->batch_statements == NULL)
+			def->batch_statements = palloc0(sizeof(ProjectionBatchStatement) * (SPI_processed - i));
+		stmt = &def->batch_statements[def->nbatch_statements++];
+		stmt->sql = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		stmt->plan = NULL;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	SPI_freetuptable(SPI_tuptable);
+	SPI_freeplan(plan);
 }
 
 /*
@@ -352,6 +409,7 @@ registry_load(void)
 	}
 	MemoryContextSwitchTo(oldcxt);
 	SPI_freeplan(plan);
+	registry_load_batch_statements(registry, snapshot);
 
 	UnregisterSnapshot(snapshot);
 	if (SPI_finish() != SPI_OK_FINISH)
@@ -481,10 +539,10 @@ projection_type_filter(ProjectionDef *def)
 	int			n = 0;
 	int			i;
 
-	if (OidIsValid(def->handler) && def->types == NULL)
+	if ((OidIsValid(def->handler) || def->nbatch_statements > 0) && def->types == NULL)
 		return (Datum) 0;
 	elems = palloc(sizeof(Datum) * Max(def->ntypes + def->nstatements, 1));
-	if (OidIsValid(def->handler))
+	if (OidIsValid(def->handler) || def->nbatch_statements > 0)
 		for (i = 0; i < def->ntypes; i++)
 			elems[n++] = CStringGetTextDatum(def->types[i]);
 	for (i = 0; i < def->nstatements; i++)

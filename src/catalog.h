@@ -32,6 +32,13 @@ typedef struct ProjectionStatement
 	SPIPlanPtr	plan;			/* kept plan, prepared as the owner on first use */
 } ProjectionStatement;
 
+/* a batch statement (projection.on_batch, batch.c), in the registry's context */
+typedef struct ProjectionBatchStatement
+{
+	char	   *sql;
+	SPIPlanPtr	plan;			/* kept plan, prepared as the owner on first use */
+} ProjectionBatchStatement;
+
 typedef struct ProjectionDef
 {
 	MemoryContext cxt;			/* the registry's context */
@@ -53,6 +60,8 @@ typedef struct ProjectionDef
 	Oid		   *tables;
 	int			nstatements;
 	ProjectionStatement *statements;
+	int			nbatch_statements;	/* projection.on_batch (batch.c) */
+	ProjectionBatchStatement *batch_statements;
 } ProjectionDef;
 
 typedef struct ProjectionRegistry

@@ -27,6 +27,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "batch.h"
 #include "events.h"
 #include "handler.h"
 #include "inline.h"
@@ -207,6 +208,8 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 				MemoryContextReset(event_cxt);
 			}
 			ExecDropSingleTupleTableSlot(slot);
+			/* then the statement's events as one batch (batch.c) */
+			projection_batch_apply_inline(registry, &scope, ts, desc);
 
 			/*
 			 * Events appended by handlers, in the order they were appended.
@@ -222,6 +225,7 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 				inline_pending = list_delete_first(inline_pending);
 				oldcxt = MemoryContextSwitchTo(event_cxt);
 				inline_apply_tuple(registry, &scope, pe->tuple, desc);
+				projection_batch_apply_inline_one(registry, &scope, pe->tuple, desc);
 				MemoryContextSwitchTo(oldcxt);
 				MemoryContextReset(event_cxt);
 				heap_freetuple(pe->tuple);

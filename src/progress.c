@@ -27,6 +27,7 @@
 #include "storage/proc.h"
 #include "tcop/pquery.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
 
@@ -455,6 +456,10 @@ projection_status(PG_FUNCTION_ARGS)
 	int			save_sec_context;
 	int			rc;
 	const char *ck = projection_checkpoint_sql();
+	/* does the projection take its event_types: a handler function or batch statements */
+	const char *takes_types = OidIsValid(get_relname_relid("batch_handlers", projection_oids()->schema)) ?
+		"p.handler IS NOT NULL OR EXISTS (SELECT FROM projection.batch_handlers b "
+		"WHERE b.projection_id OPERATOR(pg_catalog.=) p.id)" : "p.handler IS NOT NULL";
 
 	InitMaterializedSRF(fcinfo, 0);
 	reads_events = pg_class_aclcheck(projection_oids()->events, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
@@ -487,8 +492,8 @@ projection_status(PG_FUNCTION_ARGS)
 							  "LEFT JOIN projection._worker_info() w ON w.projection_id OPERATOR(pg_catalog.=) p.id "
 							  "CROSS JOIN LATERAL (SELECT %s AS ck, "
 							  "  p.mode OPERATOR(pg_catalog.=) 'inline' AND p.state OPERATOR(pg_catalog.=) 'running' AS live, "
-							  "  p.handler IS NOT NULL AND p.event_types IS NULL AS all_types, "
-							  "  COALESCE(CASE WHEN p.handler IS NOT NULL THEN p.event_types END, '{}'::text[]) OPERATOR(pg_catalog.||) "
+							  "  (%s) AND p.event_types IS NULL AS all_types, "
+							  "  COALESCE(CASE WHEN %s THEN p.event_types END, '{}'::text[]) OPERATOR(pg_catalog.||) "
 							  "  ARRAY(SELECT h.event_type FROM projection.handlers h WHERE h.projection_id OPERATOR(pg_catalog.=) p.id) AS types) f "
 							  "LEFT JOIN LATERAL (SELECT "
 							  "  pg_catalog.count(*) FILTER (WHERE f.all_types OR e.event_type OPERATOR(pg_catalog.=) ANY (f.types)) AS n, "
@@ -501,7 +506,8 @@ projection_status(PG_FUNCTION_ARGS)
 							  PROJECTION_STATUS_LAG_WINDOW, PROJECTION_STATUS_LAG_WINDOW,
 							  PROJECTION_STATUS_LAG_WINDOW, PROJECTION_STATUS_LAG_WINDOW,
 							  projection_checkpoint_saved_at_sql(),
-							  PROJECTION_STATUS_LAG_WINDOW, ck, PROJECTION_STATUS_LAG_WINDOW),
+							  PROJECTION_STATUS_LAG_WINDOW, ck, takes_types, takes_types,
+							  PROJECTION_STATUS_LAG_WINDOW),
 					 true, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	projection_spi_check(rc, SPI_OK_SELECT, "reading the status");

@@ -20,6 +20,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "batch.h"
 #include "depend.h"
 #include "launcher.h"
 #include "projection.h"
@@ -68,6 +69,8 @@ _PG_init(void)
 							8192, 64, MAX_KILOBYTES,
 							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
+
+	projection_batch_define_gucs();
 
 	/*
 	 * The (sub)transaction callbacks (xact.c) are registered once, here, in

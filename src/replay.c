@@ -27,6 +27,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "batch.h"
 #include "eventread.h"
 #include "handler.h"
 #include "horizon.h"
@@ -147,15 +148,24 @@ replay_guarded(ProjectionDef *def, ProjectionEventRows *rows, int from, int to,
 				CHECK_FOR_INTERRUPTS();
 				MemoryContextSwitchTo(event_cxt);
 				event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
-				if (projection_wants(def, event_type))
+				if (projection_wants(def, event_type) || projection_wants_batch(def, event_type))
 				{
 					projection_owner_enter(&scope, def);
 					projection_apply(def, event, event_type, position);
+					if (each)
+						projection_batch_apply_one(def, event, event_type, position);
 					CommandCounterIncrement();
 					done++;
 				}
 				MemoryContextSwitchTo(oldcxt);
 				MemoryContextReset(event_cxt);
+			}
+			/* set-based: the chunk's batch statements after its per-event handlers */
+			if (!each && def->nbatch_statements > 0)
+			{
+				projection_owner_enter(&scope, def);
+				(void) projection_batch_apply_rows(def, rows, from, to);
+				CommandCounterIncrement();
 			}
 			projection_owner_leave(&scope);
 			ReleaseCurrentSubTransaction();
@@ -175,8 +185,6 @@ replay_guarded(ProjectionDef *def, ProjectionEventRows *rows, int from, int to,
 
 		if (edata != NULL)
 		{
-			HeapTuple	tup = rows->tuples[cur];
-
 			if (replay_error_is_fatal(edata))
 				ReThrowError(edata);
 			if (!each)
@@ -184,7 +192,7 @@ replay_guarded(ProjectionDef *def, ProjectionEventRows *rows, int from, int to,
 				FreeErrorData(edata);
 				return -1;
 			}
-			replay_dead_letter(def, tup, rows->tupdesc, edata);
+			replay_dead_letter(def, rows->tuples[cur], rows->tupdesc, edata);
 			FreeErrorData(edata);
 			cur++;
 		}
@@ -209,6 +217,51 @@ replay_chunk_skipping(ProjectionDef *def, ProjectionEventRows *rows,
 	if (applied >= 0)
 		return applied;
 	return replay_guarded(def, rows, 0, rows->ntuples, true, event_cxt);
+}
+
+/*
+ * A chunk of a replay under on_error 'stop' for a projection with batch
+ * statements: set-based, in one subtransaction; if that fails, event by
+ * event (per-event handlers, then the batch statements over a one-row
+ * batch), without subtransactions, so that a batch statement that meets
+ * one key twice still applies, and an event that fails on its own fails
+ * the replay, as it would without batch statements.  Returns the number of
+ * events applied.
+ */
+static int64
+replay_chunk_batch(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext event_cxt)
+{
+	int64		applied = replay_guarded(def, rows, 0, rows->ntuples, false, event_cxt);
+	ProjectionOwnerScope scope;
+	int			i;
+
+	if (applied >= 0)
+		return applied;
+	applied = 0;
+	memset(&scope, 0, sizeof(scope));
+	for (i = 0; i < rows->ntuples; i++)
+	{
+		HeapTuple	tup = rows->tuples[i];
+		bool		isnull;
+		Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
+		int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
+		MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
+		char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
+
+		CHECK_FOR_INTERRUPTS();
+		if (projection_wants(def, event_type) || projection_wants_batch(def, event_type))
+		{
+			projection_owner_enter(&scope, def);
+			projection_apply(def, event, event_type, position);
+			projection_batch_apply_one(def, event, event_type, position);
+			CommandCounterIncrement();
+			applied++;
+		}
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(event_cxt);
+	}
+	projection_owner_leave(&scope);
+	return applied;
 }
 
 /*
@@ -248,11 +301,14 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 	MemoryContext event_cxt;
 	TimestampTz start = GetCurrentTimestamp();
 	TimestampTz last_report = start;
+	int			batch_rows = REPLAY_BATCH_ROWS;
 
 	*last = from;
 	values[0] = Int64GetDatum(from);
 	values[1] = Int64GetDatum(upto);
-	values[2] = Int64GetDatum(REPLAY_BATCH_ROWS);
+	if (def->nbatch_statements > 0)
+		batch_rows = Max(REPLAY_BATCH_ROWS, projection_replay_batch_size);
+	values[2] = Int64GetDatum(batch_rows);
 	values[3] = filter;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
@@ -286,13 +342,15 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 		values[0] = Int64GetDatum(*last);
 		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-		projection_read_events(plan, nargs, types, values, REPLAY_BATCH_ROWS,
+		projection_read_events(plan, nargs, types, values, batch_rows,
 							   PROJECTION_BATCH_BYTES, batch_cxt, &rows);
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 		if (rows.ntuples == 0)
 			break;
 		if (def->skip_errors)
 			replayed += replay_chunk_skipping(def, &rows, event_cxt);
+		else if (def->nbatch_statements > 0)
+			replayed += replay_chunk_batch(def, &rows, event_cxt);
 		else
 		{
 			for (i = 0; i < rows.ntuples; i++)

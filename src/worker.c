@@ -67,6 +67,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "batch.h"
 #include "catalog.h"
 #include "checkpoint.h"
 #include "eventread.h"
@@ -394,12 +395,14 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
 		{
 			/*
 			 * A projection with neither a handler nor statements is not
-			 * ready (its statements are still to be added with on()): it
+			 * ready (its statements are still to be added with on() or
+			 * on_batch()): it
 			 * must not consume events yet.
 			 */
 			if (registry->projections[j].id == id &&
 				(OidIsValid(registry->projections[j].handler) ||
-				 registry->projections[j].nstatements > 0))
+				 registry->projections[j].nstatements > 0 ||
+				 registry->projections[j].nbatch_statements > 0))
 			{
 				result[n].def = &registry->projections[j];
 				result[n].id = id;
@@ -582,8 +585,56 @@ worker_record_dead_letter(RoundProjection *rp, BatchEvent *ev, ErrorData *edata)
 }
 
 /*
+ * The batch statements (batch.c) of every participating projection that has
+ * some, each over its events of events[0..n): those of its types after its
+ * checkpoint.  After the per-event handlers of the same events.
+ */
+static void
+worker_apply_batches(RoundProjection *rps, int nrps, BatchEvent *events, int n,
+					 ProjectionOwnerScope *scope)
+{
+	int			i,
+				j;
+
+	for (j = 0; j < nrps; j++)
+	{
+		RoundProjection *rp = &rps[j];
+		ProjectionBatch batch;
+
+		if (rp->def->nbatch_statements == 0)
+			continue;
+		projection_batch_begin(&batch);
+		for (i = 0; i < n; i++)
+			if (events[i].position > rp->position &&
+				projection_wants_batch(rp->def, events[i].event_type))
+				projection_batch_put(&batch, events[i].event, events[i].position);
+		if (batch.count > 0)
+		{
+			CHECK_FOR_INTERRUPTS();
+			projection_owner_enter(scope, rp->def);
+			applying_id = rp->id;
+			applying_position = batch.first;
+			projection_batch_run(rp->def, &batch);
+			applying_id = 0;
+			CommandCounterIncrement();
+		}
+		projection_batch_end(&batch);
+	}
+}
+
+/* events per batch of a catch-up: larger for batch statements, which run once per batch */
+static int
+worker_catch_up_rows(ProjectionDef *def)
+{
+	if (def->nbatch_statements > 0)
+		return Max(projection_batch_size, projection_replay_batch_size);
+	return projection_batch_size;
+}
+
+/*
  * Apply events[0..n) to every participating projection, without
- * subtransactions.  Errors propagate.
+ * subtransactions: the per-event handlers event by event, then the batch
+ * statements.  Errors propagate.
  */
 static void
 worker_apply_fast(RoundProjection *rps, int nrps, BatchEvent *events, int n)
@@ -612,6 +663,7 @@ worker_apply_fast(RoundProjection *rps, int nrps, BatchEvent *events, int n)
 		}
 		CommandCounterIncrement();
 	}
+	worker_apply_batches(rps, nrps, events, n, &scope);
 	projection_owner_leave(&scope);
 }
 
@@ -638,6 +690,7 @@ worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
 		applying_id = rp->id;
 		applying_position = ev->position;
 		projection_apply(rp->def, ev->event, ev->event_type, ev->position);
+		projection_batch_apply_one(rp->def, ev->event, ev->event_type, ev->position);
 		applying_id = 0;
 		projection_owner_leave(&scope);
 		ReleaseCurrentSubTransaction();
@@ -754,7 +807,7 @@ worker_careful_filter(RoundProjection *rps, int nrps, int64 cursor, int64 limit)
 
 		if (rps[j].failed || rps[j].position < cursor || rps[j].position >= limit)
 			continue;
-		if (OidIsValid(def->handler) && def->types == NULL)
+		if ((OidIsValid(def->handler) || def->nbatch_statements > 0) && def->types == NULL)
 			return (Datum) 0;
 		allocated += def->ntypes + def->nstatements;
 	}
@@ -765,7 +818,7 @@ worker_careful_filter(RoundProjection *rps, int nrps, int64 cursor, int64 limit)
 
 		if (rps[j].failed || rps[j].position < cursor || rps[j].position >= limit)
 			continue;
-		if (OidIsValid(def->handler))
+		if (OidIsValid(def->handler) || def->nbatch_statements > 0)
 			for (i = 0; i < def->ntypes; i++)
 				elems[nelems++] = CStringGetTextDatum(def->types[i]);
 		for (i = 0; i < def->nstatements; i++)
@@ -892,7 +945,8 @@ worker_round_careful(int64 from, int64 horizon_limit)
 				RoundProjection *rp = &rps[j];
 
 				if (rp->failed || rp->position < cursor || rp->position >= ev->position ||
-					!projection_wants(rp->def, ev->event_type))
+					!(projection_wants(rp->def, ev->event_type) ||
+					  projection_wants_batch(rp->def, ev->event_type)))
 					continue;
 				worker_apply_recorded(rp, ev, chunk_cxt);
 			}
@@ -1019,7 +1073,7 @@ worker_round(void)
 
 				from = rp->position;
 				nevents = worker_read_batch(from, gap_bound, projection_type_filter(rp->def),
-											projection_batch_size, &events, &full);
+											worker_catch_up_rows(rp->def), &events, &full);
 				horizon = full ? events[nevents - 1].position : gap_bound;
 				more = full;
 				pgstat_report_activity(STATE_RUNNING,

@@ -10,6 +10,10 @@
 --   customer_activity  async, PL/pgSQL handler, three tables       shop.customers, ...
 --   product_search     inline, PL/pgSQL handler, tsvector + GIN    shop.product_search
 --
+-- and the same four again, set-based (projection.on_batch: one statement per
+-- batch of events, not per event), into copies of those tables named *_set,
+-- checked equal to the per-event ones at the end.
+--
 -- Read models take their timestamps from the events (payload or recorded_at),
 -- never from now(): a replay (projection.rebuild) then rebuilds them exactly.
 
@@ -355,6 +359,251 @@ BEGIN
 END;
 $$;
 
+-- ---------------------------------------------------------------------------
+-- The same four read models, set-based: batch statements (projection.on_batch)
+-- run once per batch of events over the relation "batch" (the columns of
+-- projection.events), instead of once per event.  How to write them:
+--   * sums and counts are order-free: GROUP BY the key, add to the row;
+--   * order-dependent values (a status, the latest price) come from the
+--     batch's latest event per key: DISTINCT ON (key) ... ORDER BY key,
+--     global_position DESC (or array_agg(... ORDER BY global_position DESC));
+--   * one row per key per statement (an upsert cannot touch a row twice);
+--   * ORDER BY key before the upsert, so that concurrent inline batches
+--     lock the rows in one order;
+--   * a projection's statements run in the order they were added, so
+--     "create the row" comes before "update it".
+-- Each writes its own copy of the tables; the end of the demo checks that
+-- the copies equal the per-event read models.
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE shop.order_summaries_set (LIKE shop.order_summaries INCLUDING ALL);
+CREATE TABLE shop.daily_sales_set (LIKE shop.daily_sales INCLUDING ALL);
+CREATE TABLE shop.customers_set (LIKE shop.customers INCLUDING ALL);
+CREATE TABLE shop.customer_activity_summary_set (LIKE shop.customer_activity_summary INCLUDING ALL);
+CREATE TABLE shop.customer_order_history_set (LIKE shop.customer_order_history INCLUDING ALL);
+CREATE TABLE shop.product_search_set (LIKE shop.product_search INCLUDING ALL);
+
+-- 1. Order summary (inline): create the rows, then one UPDATE per order
+SELECT projection.create('order_summary_set', NULL,
+                         event_types => '{OrderCreated,OrderItemAdded,OrderItemRemoved,OrderShipped,OrderCompleted,OrderCancelled,OrderRefunded}',
+                         mode => 'inline',
+                         tables => '{shop.order_summaries_set}');
+
+SELECT projection.on_batch('order_summary_set', $sql$
+    INSERT INTO shop.order_summaries_set
+           (order_id, customer_id, status, total_amount, item_count, created_at, updated_at)
+    SELECT data->>'order_id', data->>'customer_id', 'pending', 0, 0,
+           (data->>'created_at')::timestamptz, recorded_at
+      FROM batch
+     WHERE event_type = 'OrderCreated'
+     ORDER BY data->>'order_id'
+$sql$);
+
+SELECT projection.on_batch('order_summary_set', $sql$
+    UPDATE shop.order_summaries_set AS s
+       SET status = coalesce(o.status, s.status),
+           total_amount = s.total_amount + o.amount,
+           item_count = s.item_count + o.items,
+           shipped_at = coalesce(o.shipped_at, s.shipped_at),
+           completed_at = coalesce(o.completed_at, s.completed_at),
+           cancelled_at = coalesce(o.cancelled_at, s.cancelled_at),
+           cancellation_reason = coalesce(o.reason, s.cancellation_reason),
+           updated_at = o.updated_at
+      FROM (SELECT data->>'order_id' AS order_id,
+                   -- order-free: sums and counts
+                   coalesce(sum(CASE event_type
+                                WHEN 'OrderItemAdded' THEN (data->>'price')::numeric * (data->>'quantity')::integer
+                                WHEN 'OrderItemRemoved' THEN -(data->>'price')::numeric * (data->>'quantity')::integer
+                                END), 0) AS amount,
+                   count(*) FILTER (WHERE event_type = 'OrderItemAdded')
+                   - count(*) FILTER (WHERE event_type = 'OrderItemRemoved') AS items,
+                   -- order-dependent: the batch's latest event of each kind wins
+                   (array_agg(CASE event_type WHEN 'OrderCreated' THEN 'pending'
+                                              WHEN 'OrderShipped' THEN 'shipped'
+                                              WHEN 'OrderCompleted' THEN 'completed'
+                                              WHEN 'OrderCancelled' THEN 'cancelled'
+                                              WHEN 'OrderRefunded' THEN 'refunded' END
+                              ORDER BY global_position DESC)
+                    FILTER (WHERE event_type IN ('OrderCreated', 'OrderShipped', 'OrderCompleted',
+                                                 'OrderCancelled', 'OrderRefunded')))[1] AS status,
+                   (array_agg((data->>'shipped_at')::timestamptz ORDER BY global_position DESC)
+                    FILTER (WHERE event_type = 'OrderShipped'))[1] AS shipped_at,
+                   (array_agg((data->>'completed_at')::timestamptz ORDER BY global_position DESC)
+                    FILTER (WHERE event_type = 'OrderCompleted'))[1] AS completed_at,
+                   (array_agg((data->>'cancelled_at')::timestamptz ORDER BY global_position DESC)
+                    FILTER (WHERE event_type = 'OrderCancelled'))[1] AS cancelled_at,
+                   (array_agg(data->>'reason' ORDER BY global_position DESC)
+                    FILTER (WHERE event_type = 'OrderCancelled'))[1] AS reason,
+                   (array_agg(recorded_at ORDER BY global_position DESC))[1] AS updated_at
+              FROM batch
+             GROUP BY 1) o
+     WHERE s.order_id = o.order_id
+$sql$);
+
+-- 2. Product search (inline): per product, the batch's latest event of each
+-- kind, applied only if it comes after the product's latest create or delete
+CREATE FUNCTION shop.tags(data jsonb) RETURNS text[]
+    LANGUAGE sql IMMUTABLE
+    RETURN ARRAY(SELECT jsonb_array_elements_text(coalesce(data->'tags', '[]')));
+
+SELECT projection.create('product_search_set', NULL,
+                         event_types => '{ProductCreated,ProductUpdated,ProductPriceChanged,ProductDeleted}',
+                         mode => 'inline',
+                         tables => '{shop.product_search_set}');
+
+SELECT projection.on_batch('product_search_set', $sql$
+    INSERT INTO shop.product_search_set AS p
+           (product_id, name, description, category, price, tags, created_at, document)
+    SELECT data->>'product_id', data->>'name', data->>'description', data->>'category',
+           (data->>'price')::numeric, shop.tags(data), (data->>'created_at')::timestamptz,
+           shop.product_document(data->>'name', data->>'description', data->>'category', shop.tags(data))
+      FROM (SELECT DISTINCT ON (data->>'product_id') data, event_type
+              FROM batch WHERE event_type IN ('ProductCreated', 'ProductDeleted')
+             ORDER BY data->>'product_id', global_position DESC) latest
+     WHERE event_type = 'ProductCreated'
+     ORDER BY data->>'product_id'
+    ON CONFLICT (product_id) DO UPDATE
+       SET name = excluded.name, description = excluded.description, category = excluded.category,
+           price = excluded.price, tags = excluded.tags, created_at = excluded.created_at,
+           updated_at = NULL, price_updated_at = NULL, document = excluded.document
+$sql$);
+
+SELECT projection.on_batch('product_search_set', $sql$
+    UPDATE shop.product_search_set AS p
+       SET name = u.data->>'name',
+           description = u.data->>'description',
+           category = u.data->>'category',
+           tags = shop.tags(u.data),
+           updated_at = (u.data->>'updated_at')::timestamptz,
+           document = shop.product_document(u.data->>'name', u.data->>'description',
+                                            u.data->>'category', shop.tags(u.data))
+      FROM (SELECT data->>'product_id' AS product_id,
+                     (array_agg(data ORDER BY global_position DESC)
+                      FILTER (WHERE event_type = 'ProductUpdated'))[1] AS data,
+                     max(global_position) FILTER (WHERE event_type = 'ProductUpdated') AS last,
+                     max(global_position) FILTER (WHERE event_type <> 'ProductUpdated') AS lifecycle
+                FROM batch WHERE event_type IN ('ProductUpdated', 'ProductCreated', 'ProductDeleted')
+               GROUP BY 1) u
+     WHERE p.product_id = u.product_id AND u.last > coalesce(u.lifecycle, 0)
+$sql$);
+
+SELECT projection.on_batch('product_search_set', $sql$
+    UPDATE shop.product_search_set AS p
+       SET price = (c.data->>'new_price')::numeric,
+           price_updated_at = (c.data->>'changed_at')::timestamptz
+      FROM (SELECT data->>'product_id' AS product_id,
+                     (array_agg(data ORDER BY global_position DESC)
+                      FILTER (WHERE event_type = 'ProductPriceChanged'))[1] AS data,
+                     max(global_position) FILTER (WHERE event_type = 'ProductPriceChanged') AS last,
+                     max(global_position) FILTER (WHERE event_type <> 'ProductPriceChanged') AS lifecycle
+                FROM batch WHERE event_type IN ('ProductPriceChanged', 'ProductCreated', 'ProductDeleted')
+               GROUP BY 1) c
+     WHERE p.product_id = c.product_id AND c.last > coalesce(c.lifecycle, 0)
+$sql$);
+
+SELECT projection.on_batch('product_search_set', $sql$
+    DELETE FROM shop.product_search_set AS p
+     USING (SELECT DISTINCT ON (data->>'product_id') data->>'product_id' AS product_id, event_type
+              FROM batch WHERE event_type IN ('ProductCreated', 'ProductDeleted')
+             ORDER BY data->>'product_id', global_position DESC) latest
+     WHERE p.product_id = latest.product_id AND latest.event_type = 'ProductDeleted'
+$sql$);
+
+-- 3. Daily sales (async): completions and refunds summed per day, order-free
+SELECT projection.create('daily_sales_set', NULL,
+                         event_types => '{OrderCompleted,OrderRefunded}',
+                         mode => 'async',
+                         tables => '{shop.daily_sales_set}');
+
+SELECT projection.on_batch('daily_sales_set', $sql$
+    INSERT INTO shop.daily_sales_set AS d
+           (date, total_orders, total_revenue, total_items, updated_at)
+    SELECT left(data->>'completed_at', 10)::date, count(*),
+           sum((data->>'total_amount')::numeric), sum((data->>'item_count')::integer),
+           max(recorded_at)
+      FROM batch
+     WHERE event_type = 'OrderCompleted'
+     GROUP BY 1 ORDER BY 1
+    ON CONFLICT (date) DO UPDATE
+       SET total_orders = d.total_orders + excluded.total_orders,
+           total_revenue = d.total_revenue + excluded.total_revenue,
+           total_items = d.total_items + excluded.total_items,
+           updated_at = greatest(d.updated_at, excluded.updated_at)
+$sql$);
+
+SELECT projection.on_batch('daily_sales_set', $sql$
+    UPDATE shop.daily_sales_set AS d
+       SET total_orders = d.total_orders - r.refunds,
+           total_revenue = d.total_revenue - r.amount,
+           total_refunds = d.total_refunds + r.amount,
+           updated_at = greatest(d.updated_at, r.recorded_at)
+      FROM (SELECT left(data->>'original_completed_at', 10)::date AS date, count(*) AS refunds,
+                   sum((data->>'refund_amount')::numeric) AS amount, max(recorded_at) AS recorded_at
+              FROM batch
+             WHERE event_type = 'OrderRefunded'
+             GROUP BY 1) r
+     WHERE d.date = r.date
+$sql$);
+
+-- 4. Customer activity (async): five statements over three tables
+SELECT projection.create('customer_activity_set', NULL,
+                         event_types => '{CustomerCreated,OrderCompleted,ReviewSubmitted,CustomerTierChanged}',
+                         mode => 'async',
+                         tables => '{shop.customers_set,shop.customer_activity_summary_set,shop.customer_order_history_set}');
+
+SELECT projection.on_batch('customer_activity_set', $sql$
+    INSERT INTO shop.customers_set (customer_id, email, name, tier, created_at)
+    SELECT data->>'customer_id', data->>'email', data->>'name', 'bronze', (data->>'created_at')::timestamptz
+      FROM batch WHERE event_type = 'CustomerCreated'
+     ORDER BY 1
+$sql$);
+
+SELECT projection.on_batch('customer_activity_set', $sql$
+    INSERT INTO shop.customer_activity_summary_set (customer_id, total_orders, total_spent, total_reviews)
+    SELECT data->>'customer_id', 0, 0, 0
+      FROM batch WHERE event_type = 'CustomerCreated'
+     ORDER BY 1
+$sql$);
+
+SELECT projection.on_batch('customer_activity_set', $sql$
+    UPDATE shop.customer_activity_summary_set AS a
+       SET total_orders = a.total_orders + c.orders,
+           total_spent = a.total_spent + c.spent,
+           total_reviews = a.total_reviews + c.reviews,
+           last_order_at = coalesce(c.last_order_at, a.last_order_at),
+           last_review_at = coalesce(c.last_review_at, a.last_review_at)
+      FROM (SELECT data->>'customer_id' AS customer_id,
+                   count(*) FILTER (WHERE event_type = 'OrderCompleted') AS orders,
+                   coalesce(sum((data->>'total_amount')::numeric) FILTER (WHERE event_type = 'OrderCompleted'), 0) AS spent,
+                   count(*) FILTER (WHERE event_type = 'ReviewSubmitted') AS reviews,
+                   (array_agg((data->>'completed_at')::timestamptz ORDER BY global_position DESC)
+                    FILTER (WHERE event_type = 'OrderCompleted'))[1] AS last_order_at,
+                   (array_agg((data->>'submitted_at')::timestamptz ORDER BY global_position DESC)
+                    FILTER (WHERE event_type = 'ReviewSubmitted'))[1] AS last_review_at
+              FROM batch
+             WHERE event_type IN ('OrderCompleted', 'ReviewSubmitted')
+             GROUP BY 1) c
+     WHERE a.customer_id = c.customer_id
+$sql$);
+
+SELECT projection.on_batch('customer_activity_set', $sql$
+    INSERT INTO shop.customer_order_history_set (customer_id, order_id, amount, completed_at)
+    SELECT data->>'customer_id', data->>'order_id', (data->>'total_amount')::numeric,
+           (data->>'completed_at')::timestamptz
+      FROM batch WHERE event_type = 'OrderCompleted'
+     ORDER BY 1, 2
+$sql$);
+
+SELECT projection.on_batch('customer_activity_set', $sql$
+    UPDATE shop.customers_set AS c
+       SET tier = t.data->>'new_tier',
+           updated_at = t.recorded_at
+      FROM (SELECT DISTINCT ON (data->>'customer_id') data, recorded_at
+              FROM batch WHERE event_type = 'CustomerTierChanged'
+             ORDER BY data->>'customer_id', global_position DESC) t
+     WHERE c.customer_id = t.data->>'customer_id'
+$sql$);
+
 \o
 \echo
 \echo '=== Projections registered'
@@ -595,6 +844,58 @@ SELECT NOT EXISTS ((TABLE daily_sales_before EXCEPT ALL TABLE shop.daily_sales)
 \if :identical
 \else
     DO $$ BEGIN RAISE EXCEPTION 'shop.daily_sales differs after projection.rebuild(''daily_sales'')'; END $$;
+\endif
+
+-- ---------------------------------------------------------------------------
+-- Set-based against per-event: the same read models
+-- ---------------------------------------------------------------------------
+
+\echo
+\echo '=== Batch statements (projection.on_batch) against per-event handlers: the same read models'
+SELECT projection.wait('daily_sales_set', :last_position, '30 s') AS daily_sales_set_caught_up,
+       projection.wait('customer_activity_set', :last_position, '30 s') AS customer_activity_set_caught_up;
+-- once as the events came (inline: one batch per append; async: the worker's
+-- batches), then rebuilt, where one batch holds every event: both give the
+-- per-event read models
+CREATE TEMP TABLE set_based_check (read_model text, identical boolean, pass text);
+CREATE TEMP VIEW set_based_diff AS
+SELECT 'order_summaries' AS read_model,
+       NOT EXISTS ((TABLE shop.order_summaries EXCEPT ALL TABLE shop.order_summaries_set)
+                   UNION ALL (TABLE shop.order_summaries_set EXCEPT ALL TABLE shop.order_summaries)) AS identical
+UNION ALL
+SELECT 'daily_sales',
+       NOT EXISTS ((TABLE shop.daily_sales EXCEPT ALL TABLE shop.daily_sales_set)
+                   UNION ALL (TABLE shop.daily_sales_set EXCEPT ALL TABLE shop.daily_sales))
+UNION ALL
+SELECT 'customers',
+       NOT EXISTS ((TABLE shop.customers EXCEPT ALL TABLE shop.customers_set)
+                   UNION ALL (TABLE shop.customers_set EXCEPT ALL TABLE shop.customers))
+UNION ALL
+SELECT 'customer_activity_summary',
+       NOT EXISTS ((TABLE shop.customer_activity_summary EXCEPT ALL TABLE shop.customer_activity_summary_set)
+                   UNION ALL (TABLE shop.customer_activity_summary_set EXCEPT ALL TABLE shop.customer_activity_summary))
+UNION ALL
+SELECT 'customer_order_history',
+       NOT EXISTS ((TABLE shop.customer_order_history EXCEPT ALL TABLE shop.customer_order_history_set)
+                   UNION ALL (TABLE shop.customer_order_history_set EXCEPT ALL TABLE shop.customer_order_history))
+UNION ALL
+SELECT 'product_search',
+       NOT EXISTS ((TABLE shop.product_search EXCEPT ALL TABLE shop.product_search_set)
+                   UNION ALL (TABLE shop.product_search_set EXCEPT ALL TABLE shop.product_search));
+
+INSERT INTO set_based_check SELECT read_model, identical, 'as applied' FROM set_based_diff;
+\o /dev/null
+SELECT projection.rebuild('order_summary_set'), projection.rebuild('product_search_set'),
+       projection.rebuild('daily_sales_set'), projection.rebuild('customer_activity_set');
+\o
+SELECT projection.wait('daily_sales_set', :last_position, '30 s') AND
+       projection.wait('customer_activity_set', :last_position, '30 s') AS rebuilt_and_caught_up;
+INSERT INTO set_based_check SELECT read_model, identical, 'rebuilt' FROM set_based_diff;
+SELECT read_model, pass, identical FROM set_based_check ORDER BY read_model, pass DESC;
+SELECT bool_and(identical) AS all_identical FROM set_based_check \gset
+\if :all_identical
+\else
+    DO $$ BEGIN RAISE EXCEPTION 'a set-based read model differs from its per-event one'; END $$;
 \endif
 
 -- ---------------------------------------------------------------------------

@@ -24,6 +24,11 @@ alternatives; see README.md "Performance" and test/bench/README.md):
             and client-side projector.
   bystander the same latency while an unrelated transaction stays open.
   growth    1, 10 and 50 async projections; N and --big-events events.
+  batch     the four read models as batch statements (projection.on_batch):
+            async catch-up and rebuild vs the set-based limit, per-event
+            handlers and the PL/pgSQL loop; a hot-key rebuild (one row
+            updated by every event) per-event vs batch; inline appends of
+            100 events per statement, per-event handler vs batch statements.
 
 Every read model is compared with the set-based oracle (and the extension's
 with the PL/pgSQL loop's); any difference fails the run (exit status 1) and is
@@ -56,14 +61,18 @@ DEFAULT = dict(events=100000, append_secs=4, append_tx=None, inline_secs=3,
                inline_tx=None, append_clients=[1, 8], append_sync=["on", "off"],
                append_batches=[1, 100], inline_clients=[1, 8], py_cap=8.0,
                rate=500, lat_rates=[500, 100], lat_secs=10.0, warmup_secs=2.0, bystander_secs=30.0, growth=[1, 10, 50],
-               big_events=1000000, stall=120.0, stmt_variant=True)
+               big_events=1000000, stall=120.0, stmt_variant=True,
+               hot_per_event=[25000, 50000], hot_batch=[25000, 50000, 200000], inline_batch_secs=3,
+               inline_batch_tx=None)
 QUICK = dict(events=5000, append_secs=None, append_tx={1: 300, 100: 10}, inline_secs=None,
              inline_tx=300, append_clients=[1, 8], append_sync=["on", "off"],
              append_batches=[1, 100], inline_clients=[1], py_cap=1.0,
              rate=500, lat_rates=[500], lat_secs=1.5, warmup_secs=0.3, bystander_secs=3.0, growth=[1, 10],
-             big_events=20000, stall=60.0, stmt_variant=False)
+             big_events=20000, stall=60.0, stmt_variant=False,
+             hot_per_event=[2000, 4000], hot_batch=[2000, 4000, 16000], inline_batch_secs=None,
+             inline_batch_tx=20)
 
-SECTIONS = ["append", "inline", "catchup", "rebuild", "latency", "bystander", "growth"]
+SECTIONS = ["append", "inline", "catchup", "rebuild", "batch", "latency", "bystander", "growth"]
 
 LABEL = {"order_summary": "order_summary", "daily_sales": "daily_sales",
          "customer_activity": "customer_activity", "product_search": "product_search",
@@ -114,6 +123,8 @@ class Bench:
         self.plot = {"append": [], "catchup": {}, "latency": []}
         self.catchup = {}          # (variant, proj) -> ev/s
         self.setbased_secs = {}    # proj -> seconds
+        self.rebuild_rates = {}    # proj -> ev/s of projection.rebuild with per-event handlers
+        self.hot = {}              # (variant, events) -> seconds of the hot-key rebuild
         self.catchup_wall = {}     # (variant, proj) -> (create-to-done seconds, start delay)
         self.t_start = time.time()
         os.makedirs(a.out, exist_ok=True)
@@ -521,6 +532,7 @@ CREATE TABLE bench.plain_events (
                     ("inline projection, PL/pgSQL handler", "fn")]
         if p["stmt_variant"]:
             variants.append(("inline projection, projection.on statements", "stmt"))
+        variants.append(("inline projection, batch statements (a batch of one per append)", "batch"))
         if self.a.no_extension:
             variants = [v for v in variants if v[1] in ("none", "hand")]
         rates = {}
@@ -544,6 +556,12 @@ CREATE TABLE bench.plain_events (
                         "ARRAY['rm.order_summaries']::regclass[])", types)
                     for etype, stmt in models.on_statements(name, "rm"):
                         await conn.execute("SELECT projection.on('inline_order_summary', $1, $2)", etype, stmt)
+                elif v == "batch":
+                    await conn.execute(
+                        "SELECT projection.create('inline_order_summary', NULL, $1, 'inline', "
+                        "ARRAY['rm.order_summaries']::regclass[])", types)
+                    for stmt in models.batch_statements(name, "rm"):
+                        await conn.execute("SELECT projection.on_batch('inline_order_summary', $1)", stmt)
             finally:
                 await conn.close()
             # payloads are only rewritten after a full pass over the partition
@@ -575,7 +593,7 @@ CREATE TABLE bench.plain_events (
             self.record("inline", "append + same statements by hand, same tx, " + w, hand, "ev/s",
                         "%s append only" % ratio(hand, base))
             for label, v in variants:
-                if v in ("fn", "stmt"):
+                if v in ("fn", "stmt", "batch"):
                     r = rates[(v, nc)]
                     self.record("inline", "%s, %s" % (label, w), r, "ev/s",
                                 "%s hand-written, %s append only" % (ratio(r, hand), ratio(r, base)))
@@ -742,8 +760,190 @@ CREATE TABLE bench.plain_events (
                 cmp.append("%s PL/pgSQL loop" % ratio(upto / total, plp))
             self.record("rebuild", "projection.rebuild('%s'): %.2f s to rebuilt (the call took %.2f s)"
                         % (pn, total, t_call), upto / total, "ev/s", ", ".join(cmp))
+            self.rebuild_rates[n] = upto / total
             await self.oracle_into(conn, "oracle_at", [n], upto)
             await self.compare(conn, "ext_all", "oracle_at", [n], "rebuilt %s vs set-based oracle" % n)
+
+    # ------------------------------------------------------------------
+    # batch statements (projection.on_batch)
+    # ------------------------------------------------------------------
+    async def sec_batch(self, conn):
+        """The four read models as batch statements: async catch-up and
+        rebuild of each and of all four, against the set-based limit, the
+        per-event handlers and the PL/pgSQL loop of the same run; then the
+        hot-key rebuild and inline appends of 100 events per statement."""
+        upto = await self.max_pos(conn)
+        await self.oracle_into(conn, "oracle_b", SEED, upto)
+        groups = [[n] for n in SEED] + [SEED]
+        key = lambda names: "all" if len(names) > 1 else names[0]
+        for names in groups:
+            k = key(names)
+            s = "bat_" + k
+            await conn.execute(models.schema_sql(s, names, handlers=False))
+            pnames = ["bat_%s" % n if k != "all" else "bat_all_%s" % n for n in names]
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                for pn, n in zip(pnames, names):
+                    await conn.execute(
+                        "SELECT projection.create($1, NULL, $2, 'async', $3::regclass[], 'beginning')",
+                        pn, PROJECTIONS[n]["types"], models.table_list(s, n))
+                    for stmt in models.batch_statements(n, s):
+                        await conn.execute("SELECT projection.on_batch($1, $2)", pn, stmt)
+            try:
+                total, rate, delay = await self.timed_catchup(conn, pnames, upto, t0)
+            except Failure as e:
+                self.fail("async catch-up of %s with batch statements" % LABEL[k], str(e))
+                continue
+            sb = self.catchup.get(("set-based", k))
+            ext = self.catchup.get(("ext", k))
+            plp = self.catchup.get(("plpgsql", k))
+            self.record("batch", "async catch-up %s, batch statements (create to caught up: %.2f s)"
+                        % (LABEL[k], total), rate, "ev/s",
+                        "%s set-based, %s per-event handlers, %s PL/pgSQL loop"
+                        % (ratio(rate, sb), ratio(rate, ext), ratio(rate, plp)))
+            await self.compare(conn, s, "oracle_b", names, "async %s (batch statements) vs set-based oracle" % LABEL[k])
+            if k == "all":
+                continue
+            # rebuild: the same statements over batches of projection.replay_batch_size
+            pn = pnames[0]
+            t0 = time.perf_counter()
+            await conn.fetchval("SELECT projection.rebuild($1)", pn)
+            t_call = time.perf_counter() - t0
+            total, rate, delay = await self.timed_catchup(conn, [pn], upto, t0)
+            sbs = self.setbased_secs.get(k)
+            pe = self.rebuild_rates.get(k)
+            self.record("batch", "projection.rebuild('%s'), batch statements: %.2f s (the call took %.2f s)"
+                        % (pn, total, t_call), upto / total, "ev/s",
+                        "%s set-based, %s per-event rebuild"
+                        % (ratio(upto / total, upto / sbs if sbs else None), ratio(upto / total, pe)))
+            await self.compare(conn, s, "oracle_b", [k], "rebuilt %s (batch statements) vs set-based oracle" % k)
+            await conn.execute("SELECT projection.drop($1)", pn)
+        for n in SEED:
+            await conn.execute("SELECT projection.drop($1)", "bat_all_%s" % n)
+        await self.batch_hot_key()
+        await self.batch_inline()
+
+    async def batch_hot_key(self):
+        """One counter row updated by every event, rebuilt in one
+        transaction: per-event handler (an upsert per event: the row's
+        version chain grows with every update, so each costs more than the
+        last) against a batch statement (one upsert per batch)."""
+        p = self.p
+        db = "bench_hotkey"
+        conn = await self.fresh_db(db)
+        try:
+            await conn.execute("""
+CREATE TABLE hot_pe (id int PRIMARY KEY, n bigint NOT NULL);
+CREATE TABLE hot_b (id int PRIMARY KEY, n bigint NOT NULL);
+CREATE FUNCTION h_hot(e projection.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.hot_pe AS h VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = h.n + 1;
+END $$;
+""")
+            have = 0
+            sizes = sorted(set(p["hot_per_event"]) | set(p["hot_batch"]))
+            for size in sizes:
+                await conn.execute("""
+INSERT INTO projection.events (stream_id, stream_version, event_type, data)
+SELECT 'tick-' || (i / 1000), i % 1000 + 1, 'Tick', '{}' FROM generate_series($1::bigint, $2::bigint - 1) i
+""", have, size)
+                have = size
+                await conn.execute("VACUUM ANALYZE projection.events")
+                for variant in ("per-event", "batch"):
+                    if size not in p["hot_per_event" if variant == "per-event" else "hot_batch"]:
+                        continue
+                    table = "hot_pe" if variant == "per-event" else "hot_b"
+                    await conn.execute("""
+SELECT projection.create('hot', %s, '{Tick}', 'inline', ARRAY['%s']::regclass[], 'end')
+""" % ("'h_hot'" if variant == "per-event" else "NULL", table))
+                    if variant == "batch":
+                        await conn.execute("""SELECT projection.on_batch('hot', $$
+    INSERT INTO public.hot_b AS h SELECT 1, count(*) FROM batch
+    ON CONFLICT (id) DO UPDATE SET n = h.n + excluded.n $$)""")
+                    await conn.execute("CHECKPOINT")
+                    t0 = time.perf_counter()
+                    await conn.fetchval("SELECT projection.rebuild('hot')")
+                    secs = time.perf_counter() - t0
+                    got = await conn.fetchval("SELECT n FROM %s WHERE id = 1" % table)
+                    if got != size:
+                        self.fail("hot-key rebuild (%s, %d events): the counter is %s, not %d"
+                                  % (variant, size, got, size))
+                    self.checks.append(("hot-key rebuild %s %d events" % (variant, size), got == size, 1))
+                    self.hot[(variant, size)] = secs
+                    await conn.execute("SELECT projection.drop('hot')")
+        finally:
+            await conn.close()
+        if not self.a.keep_dbs:
+            await self.drop_db(db)
+        base_pe = min(p["hot_per_event"])
+        base_b = min(p["hot_batch"])
+        for (variant, size), secs in sorted(self.hot.items(), key=lambda x: (x[0][0], x[0][1])):
+            base = self.hot[(variant, base_pe if variant == "per-event" else base_b)]
+            grow = "%.1fx the time of %s events for %.0fx the events" % (
+                secs / base, "{:,}".format(base_pe if variant == "per-event" else base_b),
+                size / (base_pe if variant == "per-event" else base_b))
+            other = ""
+            if variant == "batch" and ("per-event", size) in self.hot:
+                other = ", %s the per-event rebuild" % ratio(self.hot[("per-event", size)], secs)
+            self.record("batch", "hot-key rebuild (one row updated by each of %s events), %s: %.2f s"
+                        % ("{:,}".format(size), variant, secs), size / secs, "ev/s", grow + other)
+
+    async def batch_inline(self):
+        """Inline order summary with appends of 100 events per statement
+        (a multi-row INSERT INTO projection.events, one batch per
+        statement): no projection, a per-event PL/pgSQL handler, batch
+        statements."""
+        p = self.p
+        name = "order_summary"
+        types = PROJECTIONS[name]["types"]
+        rows, counts = self.partitions(self.base, [1], orders_only=True)
+        rates = {}
+        for v in ("none", "fn", "batch"):
+            db = "bench_inline_b_" + v
+            conn = await self.fresh_db(db)
+            try:
+                await self.load_partitions(conn, rows, counts)
+                await conn.execute(models.schema_sql("rm", [name], handlers=(v == "fn")))
+                if v == "fn":
+                    await conn.execute(
+                        "SELECT projection.create('inline_order_summary', 'rm.h_order_summary', $1, 'inline', "
+                        "ARRAY['rm.order_summaries']::regclass[])", types)
+                elif v == "batch":
+                    await conn.execute(
+                        "SELECT projection.create('inline_order_summary', NULL, $1, 'inline', "
+                        "ARRAY['rm.order_summaries']::regclass[])", types)
+                    for stmt in models.batch_statements(name, "rm"):
+                        await conn.execute("SELECT projection.on_batch('inline_order_summary', $1)", stmt)
+            finally:
+                await conn.close()
+            script = """INSERT INTO projection.events (stream_id, stream_version, event_type, data)
+SELECT CASE WHEN c.n < m.cnt THEN s.stream_id ELSE s.stream_id || '~' || (c.n / m.cnt) END,
+       s.stream_version, s.event_type,
+       CASE WHEN c.n < m.cnt THEN s.data
+            ELSE jsonb_set(s.data, '{order_id}', to_jsonb((s.data->>'order_id') || '~' || (c.n / m.cnt))) END
+""" + self.PART_SRC
+            tps = await self.pgbench(db, script, 1, secs=p["inline_batch_secs"], tx=p["inline_batch_tx"],
+                                     defs={"nc": 1, "batch": 100})
+            rates[v] = tps * 100
+            if v != "none":
+                conn = await self.connect(db)
+                try:
+                    upto = await self.max_pos(conn)
+                    await self.oracle_into(conn, "orc", [name], upto)
+                    await self.compare(conn, "rm", "orc", [name],
+                                       "inline order_summary, 100 events/statement, %s vs set-based oracle"
+                                       % ("per-event handler" if v == "fn" else "batch statements"))
+                finally:
+                    await conn.close()
+            if not self.a.keep_dbs:
+                await self.drop_db(db)
+        base = rates["none"]
+        self.record("batch", "inline: INSERT of 100 events/statement, no projection, 1 client", base, "ev/s")
+        self.record("batch", "inline order summary, 100 events/statement, per-event PL/pgSQL handler",
+                    rates["fn"], "ev/s", "%s no projection" % ratio(rates["fn"], base))
+        self.record("batch", "inline order summary, 100 events/statement, batch statements",
+                    rates["batch"], "ev/s", "%s per-event handler, %s no projection"
+                    % (ratio(rates["batch"], rates["fn"]), ratio(rates["batch"], base)))
 
     # ------------------------------------------------------------------
     # 4 and 7. latency
@@ -1199,7 +1399,8 @@ set multiplot layout %d,1 title "projection benchmark: %s events, seed %d%s"
                     self.fail("section %s: %s" % (name, e), traceback.format_exc())
             have_all = (not self.a.no_extension and "catchup" in self.only and
                         await conn.fetchval("SELECT count(*) FROM projection.status WHERE name LIKE 'ext_all_%%'") == 4)
-            later = [("rebuild", self.sec_rebuild, True), ("latency", self.sec_latency, False),
+            later = [("rebuild", self.sec_rebuild, True), ("batch", self.sec_batch, True),
+                     ("latency", self.sec_latency, False),
                      ("bystander", self.sec_bystander, True), ("final", self.final_check, True)]
             for name, fn, need_ext in later:
                 if name != "final" and name not in self.only:

@@ -487,3 +487,174 @@ SELECT 'only in %(a)s' AS side, * FROM (SELECT %(c)s FROM %(a)s.%(t)s EXCEPT ALL
 UNION ALL
 SELECT 'only in %(b)s', * FROM (SELECT %(c)s FROM %(b)s.%(t)s EXCEPT ALL SELECT %(c)s FROM %(a)s.%(t)s) y
 """ % dict(a=a, b=b, t=table, c=cols)
+
+
+# ---------------------------------------------------------------------------
+# The same read models as batch statements (projection.on_batch): each runs
+# once per batch over the relation "batch" (the columns of projection.events,
+# the batch's events of the projection's types in position order).  Sums and
+# counts per key are order-free; order-dependent values take the batch's
+# latest event (array_agg ... ORDER BY global_position DESC, DISTINCT ON);
+# one row per key per statement; upserts in key order.  They must give the
+# same read model as the per-event statements above, however the events are
+# cut into batches (checked against the oracle like every variant).
+# ---------------------------------------------------------------------------
+
+BATCH = {}
+
+# one MERGE per batch: an order created in the batch is inserted with its
+# final values (one write), an existing one updated once
+BATCH["order_summary"] = ["""
+MERGE INTO @S.order_summaries AS s
+USING (SELECT data->>'order_id' AS order_id,
+              max(data->>'customer_id') FILTER (WHERE event_type = 'OrderCreated') AS customer_id,
+              min((data->>'created_at')::timestamptz) FILTER (WHERE event_type = 'OrderCreated') AS created_at,
+              bool_or(event_type = 'OrderCreated') AS created,
+              coalesce(sum(CASE event_type
+                           WHEN 'OrderItemAdded' THEN (data->>'price')::numeric * (data->>'quantity')::numeric
+                           WHEN 'OrderItemRemoved' THEN -(data->>'price')::numeric * (data->>'quantity')::numeric
+                           END), 0) AS amount,
+              count(*) FILTER (WHERE event_type = 'OrderItemAdded')
+                - count(*) FILTER (WHERE event_type = 'OrderItemRemoved') AS items,
+              (array_agg(CASE event_type WHEN 'OrderShipped' THEN 'shipped'
+                                         WHEN 'OrderCompleted' THEN 'completed'
+                                         ELSE 'cancelled' END ORDER BY global_position DESC)
+               FILTER (WHERE event_type IN ('OrderShipped', 'OrderCompleted', 'OrderCancelled')))[1] AS status,
+              (array_agg((data->>'shipped_at')::timestamptz ORDER BY global_position DESC)
+               FILTER (WHERE event_type = 'OrderShipped'))[1] AS shipped_at,
+              (array_agg((data->>'completed_at')::timestamptz ORDER BY global_position DESC)
+               FILTER (WHERE event_type = 'OrderCompleted'))[1] AS completed_at,
+              (array_agg((data->>'cancelled_at')::timestamptz ORDER BY global_position DESC)
+               FILTER (WHERE event_type = 'OrderCancelled'))[1] AS cancelled_at,
+              (array_agg(data->>'reason' ORDER BY global_position DESC)
+               FILTER (WHERE event_type = 'OrderCancelled'))[1] AS reason,
+              bool_or(event_type <> 'OrderCreated') AS changed
+         FROM batch
+        GROUP BY 1) o
+   ON s.order_id = o.order_id
+ WHEN MATCHED THEN UPDATE
+   SET status = coalesce(o.status, s.status),
+       total_amount = s.total_amount + o.amount,
+       item_count = s.item_count + o.items,
+       shipped_at = coalesce(o.shipped_at, s.shipped_at),
+       completed_at = coalesce(o.completed_at, s.completed_at),
+       cancelled_at = coalesce(o.cancelled_at, s.cancelled_at),
+       cancellation_reason = coalesce(o.reason, s.cancellation_reason),
+       updated_at = now()
+ WHEN NOT MATCHED AND o.created THEN INSERT
+       (order_id, customer_id, status, total_amount, item_count, created_at, shipped_at,
+        completed_at, cancelled_at, cancellation_reason, updated_at)
+   VALUES (o.order_id, o.customer_id, coalesce(o.status, 'pending'), o.amount, o.items, o.created_at,
+           o.shipped_at, o.completed_at, o.cancelled_at, o.reason, CASE WHEN o.changed THEN now() END)"""]
+
+BATCH["daily_sales"] = ["""
+INSERT INTO @S.daily_sales AS d (date, total_orders, total_revenue, total_items)
+SELECT left(data->>'completed_at', 10)::date, count(*), sum((data->>'total_amount')::numeric),
+       sum((data->>'item_count')::integer)
+  FROM batch WHERE event_type = 'OrderCompleted'
+ GROUP BY 1 ORDER BY 1
+ON CONFLICT (date) DO UPDATE
+   SET total_orders = d.total_orders + excluded.total_orders,
+       total_revenue = d.total_revenue + excluded.total_revenue,
+       total_items = d.total_items + excluded.total_items,
+       updated_at = now()""", """
+UPDATE @S.daily_sales AS d
+   SET total_orders = d.total_orders - r.refunds,
+       total_revenue = d.total_revenue - r.amount,
+       total_refunds = d.total_refunds + r.amount,
+       updated_at = now()
+  FROM (SELECT left(data->>'original_completed_at', 10)::date AS date, count(*) AS refunds,
+               sum((data->>'refund_amount')::numeric) AS amount
+          FROM batch WHERE event_type = 'OrderRefunded'
+         GROUP BY 1) r
+ WHERE d.date = r.date"""]
+
+BATCH["customer_activity"] = ["""
+INSERT INTO @S.customers (customer_id, email, name, tier, created_at)
+SELECT data->>'customer_id', data->>'email', data->>'name', 'bronze', (data->>'created_at')::timestamptz
+  FROM batch WHERE event_type = 'CustomerCreated'
+ ORDER BY 1""", """
+INSERT INTO @S.customer_activity_summary (customer_id, total_orders, total_spent, total_reviews)
+SELECT data->>'customer_id', 0, 0, 0
+  FROM batch WHERE event_type = 'CustomerCreated'
+ ORDER BY 1""", """
+UPDATE @S.customer_activity_summary AS a
+   SET total_orders = a.total_orders + c.orders,
+       total_spent = a.total_spent + c.spent,
+       total_reviews = a.total_reviews + c.reviews,
+       last_order_at = coalesce(c.last_order_at, a.last_order_at),
+       last_review_at = coalesce(c.last_review_at, a.last_review_at)
+  FROM (SELECT data->>'customer_id' AS customer_id,
+               count(*) FILTER (WHERE event_type = 'OrderCompleted') AS orders,
+               coalesce(sum((data->>'total_amount')::numeric) FILTER (WHERE event_type = 'OrderCompleted'), 0) AS spent,
+               count(*) FILTER (WHERE event_type = 'ReviewSubmitted') AS reviews,
+               (array_agg((data->>'completed_at')::timestamptz ORDER BY global_position DESC)
+                FILTER (WHERE event_type = 'OrderCompleted'))[1] AS last_order_at,
+               (array_agg((data->>'submitted_at')::timestamptz ORDER BY global_position DESC)
+                FILTER (WHERE event_type = 'ReviewSubmitted'))[1] AS last_review_at
+          FROM batch WHERE event_type IN ('OrderCompleted', 'ReviewSubmitted')
+         GROUP BY 1) c
+ WHERE a.customer_id = c.customer_id""", """
+INSERT INTO @S.customer_order_history (customer_id, order_id, amount, completed_at)
+SELECT data->>'customer_id', data->>'order_id', (data->>'total_amount')::numeric,
+       (data->>'completed_at')::timestamptz
+  FROM batch WHERE event_type = 'OrderCompleted'
+ ORDER BY 1, 2""", """
+UPDATE @S.customers AS c
+   SET tier = t.tier, updated_at = now()
+  FROM (SELECT DISTINCT ON (data->>'customer_id') data->>'customer_id' AS customer_id,
+               data->>'new_tier' AS tier
+          FROM batch WHERE event_type = 'CustomerTierChanged'
+         ORDER BY data->>'customer_id', global_position DESC) t
+ WHERE c.customer_id = t.customer_id"""]
+
+# a product's latest create or delete in the batch decides whether it exists;
+# its latest update and price change count only after that
+BATCH["product_search"] = ["""
+INSERT INTO @S.product_search AS p (product_id, name, description, category, price, tags, created_at)
+SELECT data->>'product_id', data->>'name', data->>'description', data->>'category',
+       (data->>'price')::numeric, ARRAY(SELECT jsonb_array_elements_text(data->'tags')),
+       (data->>'created_at')::timestamptz
+  FROM (SELECT DISTINCT ON (data->>'product_id') data, event_type
+          FROM batch WHERE event_type IN ('ProductCreated', 'ProductDeleted')
+         ORDER BY data->>'product_id', global_position DESC) latest
+ WHERE event_type = 'ProductCreated'
+ ORDER BY 1
+ON CONFLICT (product_id) DO UPDATE
+   SET name = excluded.name, description = excluded.description, category = excluded.category,
+       price = excluded.price, tags = excluded.tags, created_at = excluded.created_at,
+       updated_at = NULL, price_updated_at = NULL""", """
+UPDATE @S.product_search AS p
+   SET name = u.data->>'name', description = u.data->>'description',
+       category = u.data->>'category',
+       tags = ARRAY(SELECT jsonb_array_elements_text(u.data->'tags')),
+       updated_at = (u.data->>'updated_at')::timestamptz
+  FROM (SELECT data->>'product_id' AS product_id,
+                 (array_agg(data ORDER BY global_position DESC)
+                  FILTER (WHERE event_type = 'ProductUpdated'))[1] AS data,
+                 max(global_position) FILTER (WHERE event_type = 'ProductUpdated') AS last,
+                 max(global_position) FILTER (WHERE event_type <> 'ProductUpdated') AS lifecycle
+            FROM batch WHERE event_type IN ('ProductUpdated', 'ProductCreated', 'ProductDeleted')
+           GROUP BY 1) u
+ WHERE p.product_id = u.product_id AND u.last > coalesce(u.lifecycle, 0)""", """
+UPDATE @S.product_search AS p
+   SET price = (c.data->>'new_price')::numeric,
+       price_updated_at = (c.data->>'changed_at')::timestamptz
+  FROM (SELECT data->>'product_id' AS product_id,
+                 (array_agg(data ORDER BY global_position DESC)
+                  FILTER (WHERE event_type = 'ProductPriceChanged'))[1] AS data,
+                 max(global_position) FILTER (WHERE event_type = 'ProductPriceChanged') AS last,
+                 max(global_position) FILTER (WHERE event_type <> 'ProductPriceChanged') AS lifecycle
+            FROM batch WHERE event_type IN ('ProductPriceChanged', 'ProductCreated', 'ProductDeleted')
+           GROUP BY 1) c
+ WHERE p.product_id = c.product_id AND c.last > coalesce(c.lifecycle, 0)""", """
+DELETE FROM @S.product_search AS p
+ USING (SELECT DISTINCT ON (data->>'product_id') data->>'product_id' AS product_id, event_type
+          FROM batch WHERE event_type IN ('ProductCreated', 'ProductDeleted')
+         ORDER BY data->>'product_id', global_position DESC) latest
+ WHERE p.product_id = latest.product_id AND latest.event_type = 'ProductDeleted'"""]
+
+
+def batch_statements(name, schema):
+    """The projection.on_batch() statements of a read model, for schema."""
+    return [sub(s, schema).strip() for s in BATCH[name]]

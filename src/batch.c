@@ -1,0 +1,711 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch.c
+ *	  Set-based handlers: projection.on_batch(name, statement).
+ *
+ * A batch statement runs once per batch of events instead of once per
+ * event.  It reads the batch's events (those of the projection's types, in
+ * global_position order) as the ephemeral named relation "batch", whose row
+ * type is that of projection.events, as PL/pgSQL reads a trigger's
+ * transition tables: the events are put in a tuplestore, the tuplestore is
+ * registered under the name "batch" in a nested SPI connection
+ * (SPI_register_relation), and the statement's kept plan runs against
+ * whatever tuplestore is registered under that name.  The relation's row
+ * estimate is projection.batch_size (a kept plan is generic and planned
+ * once, so it gets the typical size, not the first batch's).
+ *
+ * Where batches come from:
+ *  - async (worker.c): each projection's events of the worker's batch, in
+ *    the batch's transaction, before the checkpoint moves;
+ *  - inline (inline.c): the appending statement's events (its transition
+ *    table), after the per-event handlers of those events;
+ *  - catch-up and rebuild (replay.c, worker.c): chunks of
+ *    projection.replay_batch_size events, bounded by projection.batch_bytes.
+ * When a batch statement fails in the worker or a replay, the batch is
+ * applied again event by event in subtransactions (each event through its
+ * per-event handlers and the batch statements over a one-row batch), so
+ * that on_error applies to the one failing event; the next batch is
+ * set-based again.  Inline, an error aborts the append, as any inline
+ * handler error does.
+ *
+ * Mixing with per-event handlers: a projection may have a handler function,
+ * on() statements and batch statements.  For each batch, every event first
+ * goes through the per-event handlers, in position order; then the batch
+ * statements run, in the order they were added, and see those effects.
+ *
+ * Batch statements run as the projection's owner, with its search_path and
+ * SECURITY_RESTRICTED_OPERATION (the caller enters the owner's scope,
+ * catalog.c), each batch in a GUC nest level of its own, rolled back when
+ * it returns, as for per-event handlers.
+ *
+ * Locking: none of its own.  The registry's rules (catalog.c) apply: the
+ * statements are part of the registry, loaded with it by catalog.c (which
+ * does not call this file: no cycle), and their plans are kept in it.
+ *
+ * IDENTIFICATION
+ *	  src/batch.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
+#include "nodes/parsenodes.h"
+#include "optimizer/optimizer.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/plancache.h"
+#include "utils/queryenvironment.h"
+#include "utils/snapmgr.h"
+
+#include "batch.h"
+#include "catalog.h"
+#include "handler.h"
+#include "projection.h"
+#include "spiutil.h"
+
+PG_FUNCTION_INFO_V1(projection_on_batch);
+PG_FUNCTION_INFO_V1(projection_off_batch);
+
+/* events per batch of a catch-up or a rebuild */
+int			projection_replay_batch_size = 10000;
+
+void
+projection_batch_define_gucs(void)
+{
+	DefineCustomIntVariable("projection.replay_batch_size",
+							"Maximum number of events a catch-up or a rebuild applies per batch.",
+							"Batch statements (projection.on_batch) run once per batch.  A batch also "
+							"ends once its events hold projection.batch_bytes; it always takes at least one event.",
+							&projection_replay_batch_size,
+							10000, 1, 1000000,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * The registry's batch statements
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Does this event go into the projection's batches?  Those hold the events
+ * of the projection's event types (all of them with event_types NULL).
+ */
+bool
+projection_wants_batch(ProjectionDef *def, const char *event_type)
+{
+	int			i;
+
+	if (def->nbatch_statements == 0)
+		return false;
+	if (def->types == NULL)
+		return true;
+	for (i = 0; i < def->ntypes; i++)
+		if (strcmp(def->types[i], event_type) == 0)
+			return true;
+	return false;
+}
+
+/* ---------------------------------------------------------------------
+ * Preparing a batch statement
+ * ---------------------------------------------------------------------
+ */
+
+/* query_tree_walker callback: does the query read the relation "batch"? */
+static bool
+reads_batch_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, RangeTblEntry))
+	{
+		RangeTblEntry *rte = (RangeTblEntry *) node;
+
+		return rte->rtekind == RTE_NAMEDTUPLESTORE &&
+			strcmp(rte->enrname, PROJECTION_BATCH_RELATION) == 0;
+	}
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, reads_batch_walker, context,
+								 QTW_EXAMINE_RTES_BEFORE);
+	return expression_tree_walker(node, reads_batch_walker, context);
+}
+
+/*
+ * Register "store" as the relation "batch" in the current SPI connection
+ * (a nested one the caller opened: SPI_finish forgets it).
+ */
+static void
+batch_register(Tuplestorestate *store)
+{
+	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
+	int			rc;
+
+	enr->md.name = PROJECTION_BATCH_RELATION;
+	enr->md.reliddesc = projection_oids()->events;
+	enr->md.tupdesc = NULL;
+	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+	enr->md.enrtuples = (double) projection_batch_size;
+	enr->reldata = store;
+	rc = SPI_register_relation(enr);
+	if (rc != SPI_OK_REL_REGISTER)
+		elog(ERROR, "SPI_register_relation failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * Prepare a batch statement, with "batch" registered in the current SPI
+ * connection: one statement, INSERT, UPDATE, DELETE, MERGE or SELECT, that
+ * reads "batch" and can write something (a SELECT only through a volatile
+ * function or a data-modifying WITH).  A generic plan (there are no
+ * parameters).  Raises the parser's and planner's errors, and ours.  The
+ * plan is not kept; the caller decides.
+ */
+static SPIPlanPtr
+batch_prepare(const char *sql)
+{
+	SPIPlanPtr	plan;
+	List	   *sources;
+	CachedPlanSource *src;
+	ListCell   *lc;
+	bool		reads = false;
+	bool		writes = false;
+
+	plan = SPI_prepare_cursor(sql, 0, NULL, CURSOR_OPT_GENERIC_PLAN);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare_cursor failed: %s", SPI_result_code_string(SPI_result));
+
+	sources = SPI_plan_get_plan_sources(plan);
+	if (list_length(sources) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a batch statement must be exactly one SQL statement")));
+	src = linitial(sources);
+	if (src->commandTag != CMDTAG_INSERT && src->commandTag != CMDTAG_UPDATE &&
+		src->commandTag != CMDTAG_DELETE && src->commandTag != CMDTAG_SELECT &&
+		src->commandTag != CMDTAG_MERGE)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a batch statement must be INSERT, UPDATE, DELETE, MERGE or SELECT, not %s",
+						GetCommandTagName(src->commandTag))));
+
+	foreach(lc, src->query_list)
+	{
+		Query	   *query = lfirst_node(Query, lc);
+
+		if (reads_batch_walker((Node *) query, NULL))
+			reads = true;
+		if (query->commandType != CMD_SELECT || query->hasModifyingCTE ||
+			contain_volatile_functions((Node *) query))
+			writes = true;
+	}
+	if (!reads)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a batch statement must read the relation \"%s\"", PROJECTION_BATCH_RELATION),
+				 errdetail("The statement runs once per batch of events, and \"%s\" holds that batch's events.",
+						   PROJECTION_BATCH_RELATION)));
+	if (!writes)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a batch statement must write something"),
+				 errdetail("A SELECT that calls no volatile function and has no data-modifying WITH changes nothing."),
+				 errhint("Write the read model with INSERT, UPDATE, DELETE or MERGE over \"%s\".",
+						 PROJECTION_BATCH_RELATION)));
+	return plan;
+}
+
+/*
+ * Check a batch statement as the current user (the caller has entered the
+ * owner's scope): it is prepared and planned against an empty batch, the
+ * privileges its plan needs are checked as the executor would (without
+ * running it: that could write), and the plan is thrown away.
+ */
+static void
+batch_validate(const char *sql)
+{
+	Tuplestorestate *store = tuplestore_begin_heap(false, false, work_mem);
+	SPIPlanPtr	plan;
+	CachedPlan *cplan;
+	ListCell   *lc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	batch_register(store);
+	plan = batch_prepare(sql);
+	cplan = SPI_plan_get_cached_plan(plan);
+	if (cplan == NULL)
+		elog(ERROR, "could not plan the batch statement");
+	foreach(lc, cplan->stmt_list)
+	{
+		PlannedStmt *pstmt = lfirst_node(PlannedStmt, lc);
+
+#if PG_VERSION_NUM >= 160000
+		(void) ExecCheckPermissions(pstmt->rtable, pstmt->permInfos, true);
+#else
+		(void) ExecCheckRTPerms(pstmt->rtable, true);
+#endif
+	}
+	ReleaseCachedPlan(cplan, NULL);
+	SPI_freeplan(plan);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	tuplestore_end(store);
+}
+
+/* ---------------------------------------------------------------------
+ * Assembling and running a batch
+ * ---------------------------------------------------------------------
+ */
+
+/* Start an empty batch; its rows live in the current memory context. */
+void
+projection_batch_begin(ProjectionBatch *batch)
+{
+	batch->store = tuplestore_begin_heap(true, false, work_mem);
+	batch->count = 0;
+	batch->first = 0;
+	batch->last = 0;
+}
+
+/* Add a projection.events row, given as a composite datum (copied). */
+void
+projection_batch_put(ProjectionBatch *batch, Datum event, int64 position)
+{
+	HeapTupleHeader td = DatumGetHeapTupleHeader(event);
+	HeapTupleData tuple;
+
+	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = td;
+	projection_batch_put_tuple(batch, &tuple, position);
+}
+
+/* Add a projection.events row, given as a heap tuple (copied). */
+void
+projection_batch_put_tuple(ProjectionBatch *batch, HeapTuple tuple, int64 position)
+{
+	tuplestore_puttuple(batch->store, tuple);
+	if (batch->count == 0)
+		batch->first = position;
+	batch->last = position;
+	batch->count++;
+}
+
+void
+projection_batch_end(ProjectionBatch *batch)
+{
+	if (batch->store != NULL)
+		tuplestore_end(batch->store);
+	batch->store = NULL;
+}
+
+/* error context for batch statements: which projection, which events */
+typedef struct BatchContext
+{
+	ProjectionDef *def;
+	ProjectionBatch *batch;
+} BatchContext;
+
+static void
+batch_error_callback(void *arg)
+{
+	BatchContext *ctx = (BatchContext *) arg;
+
+	if (ctx->batch->count == 1)
+		errcontext("projection \"%s\", batch statement over event %lld",
+				   ctx->def->name, (long long) ctx->batch->first);
+	else
+		errcontext("projection \"%s\", batch statement over %lld events (%lld to %lld)",
+				   ctx->def->name, (long long) ctx->batch->count,
+				   (long long) ctx->batch->first, (long long) ctx->batch->last);
+}
+
+/*
+ * Run the projection's batch statements over the batch, in the order they
+ * were added (nothing if the batch is empty).  The caller has entered the
+ * owner's scope, is connected to SPI and pushed an active snapshot, as for
+ * projection_apply().  Errors propagate, with a context line naming the
+ * projection and the batch's positions; a statement that meets one key
+ * twice (ON CONFLICT DO UPDATE or MERGE, 21000) gets a hint saying how to
+ * aggregate per key instead of the server's.
+ */
+void
+projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
+{
+	ErrorContextCallback errcallback;
+	BatchContext ctx;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	int			nestlevel;
+	int			i;
+
+	if (batch->count == 0 || def->nbatch_statements == 0)
+		return;
+
+	ctx.def = def;
+	ctx.batch = batch;
+	errcallback.callback = batch_error_callback;
+	errcallback.arg = &ctx;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+
+	/* settings: as for per-event handlers (projection_apply) */
+	nestlevel = NewGUCNestLevel();
+
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		batch_register(batch->store);
+		for (i = 0; i < def->nbatch_statements; i++)
+		{
+			ProjectionBatchStatement *stmt = &def->batch_statements[i];
+			int			rc;
+
+			if (stmt->plan == NULL)
+			{
+				SPIPlanPtr	plan = batch_prepare(stmt->sql);
+
+				if (SPI_keepplan(plan) != 0)
+					elog(ERROR, "SPI_keepplan failed");
+				stmt->plan = plan;
+			}
+			tuplestore_rescan(batch->store);
+			rc = SPI_execute_plan(stmt->plan, NULL, NULL, false, 0);
+			if (rc < 0)
+				elog(ERROR, "batch statement failed: %s", SPI_result_code_string(rc));
+			if (SPI_tuptable != NULL)
+				SPI_freetuptable(SPI_tuptable);
+		}
+		if (SPI_finish() != SPI_OK_FINISH)
+			elog(ERROR, "SPI_finish failed");
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_CARDINALITY_VIOLATION)
+		{
+			FreeErrorData(edata);
+			PG_RE_THROW();
+		}
+		FlushErrorState();
+		/* the server's own hint speaks of rows proposed for insertion: say what to do with a batch */
+		edata->hint = pstrdup("A batch can hold several events of one key: aggregate the batch per key "
+							  "(GROUP BY, or DISTINCT ON (key) ... ORDER BY global_position DESC) before the upsert.");
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+
+	AtEOXact_GUC(false, nestlevel);
+	error_context_stack = errcallback.previous;
+}
+
+/*
+ * One event through the batch statements, as a one-row batch (if the
+ * projection has any and the event is of its types): the event-by-event
+ * path, after a batch failed or for a single event.  As for
+ * projection_batch_run.
+ */
+void
+projection_batch_apply_one(ProjectionDef *def, Datum event, const char *event_type,
+						   int64 position)
+{
+	ProjectionBatch batch;
+
+	if (!projection_wants_batch(def, event_type))
+		return;
+	projection_batch_begin(&batch);
+	projection_batch_put(&batch, event, position);
+	projection_batch_run(def, &batch);
+	projection_batch_end(&batch);
+}
+
+/*
+ * Rows [from, to) of a replay's read (columns: e, global_position,
+ * event_type, ...) through the batch statements, as one batch of the
+ * events of the projection's types.  Returns the number of events in the
+ * batch.  As for projection_batch_run.
+ */
+int64
+projection_batch_apply_rows(ProjectionDef *def, ProjectionEventRows *rows, int from, int to)
+{
+	ProjectionBatch batch;
+	int64		count;
+	int			i;
+
+	if (def->nbatch_statements == 0)
+		return 0;
+	projection_batch_begin(&batch);
+	for (i = from; i < to; i++)
+	{
+		HeapTuple	tup = rows->tuples[i];
+		bool		isnull;
+		char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
+
+		if (projection_wants_batch(def, event_type))
+			projection_batch_put(&batch, SPI_getbinval(tup, rows->tupdesc, 1, &isnull),
+								 DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull)));
+		pfree(event_type);
+	}
+	projection_batch_run(def, &batch);
+	count = batch.count;
+	projection_batch_end(&batch);
+	return count;
+}
+
+/*
+ * Inline: the events of one appending statement ("store", rows of
+ * projection.events described by "desc") through the batch statements of
+ * every running inline projection that has some, one batch per projection,
+ * in registry order.  The caller has run the per-event handlers of these
+ * events, is connected to SPI and holds "scope" for the owners.
+ */
+void
+projection_batch_apply_inline(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
+							  Tuplestorestate *store, TupleDesc desc)
+{
+	TupleTableSlot *slot = NULL;
+	int			i;
+
+	for (i = 0; i < registry->nprojections; i++)
+	{
+		ProjectionDef *def = &registry->projections[i];
+		ProjectionBatch batch;
+
+		if (!def->is_inline || def->state != PROJECTION_RUNNING || def->nbatch_statements == 0)
+			continue;
+		if (slot == NULL)
+			slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+		projection_batch_begin(&batch);
+		tuplestore_rescan(store);
+		while (tuplestore_gettupleslot(store, true, false, slot))
+		{
+			bool		should_free;
+			HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+			bool		isnull;
+			char	   *event_type;
+
+			event_type = TextDatumGetCString(heap_getattr(tup, Anum_events_event_type, desc, &isnull));
+			if (projection_wants_batch(def, event_type))
+				projection_batch_put_tuple(&batch, tup,
+										   DatumGetInt64(heap_getattr(tup, Anum_events_global_position,
+																	  desc, &isnull)));
+			pfree(event_type);
+			if (should_free)
+				heap_freetuple(tup);
+		}
+		if (batch.count > 0)
+		{
+			projection_owner_enter(scope, def);
+			projection_batch_run(def, &batch);
+			CommandCounterIncrement();
+		}
+		projection_batch_end(&batch);
+	}
+	if (slot != NULL)
+		ExecDropSingleTupleTableSlot(slot);
+}
+
+/*
+ * Inline: one event appended by a handler (queued for the outermost inline
+ * trigger), through the batch statements of the running inline projections
+ * that have some, as a one-row batch each.
+ */
+void
+projection_batch_apply_inline_one(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
+								  HeapTuple tuple, TupleDesc desc)
+{
+	bool		isnull;
+	char	   *event_type;
+	int64		position;
+	int			i;
+
+	event_type = TextDatumGetCString(heap_getattr(tuple, Anum_events_event_type, desc, &isnull));
+	position = DatumGetInt64(heap_getattr(tuple, Anum_events_global_position, desc, &isnull));
+	for (i = 0; i < registry->nprojections; i++)
+	{
+		ProjectionDef *def = &registry->projections[i];
+		ProjectionBatch batch;
+
+		if (!def->is_inline || def->state != PROJECTION_RUNNING ||
+			!projection_wants_batch(def, event_type))
+			continue;
+		projection_batch_begin(&batch);
+		projection_batch_put_tuple(&batch, tuple, position);
+		projection_owner_enter(scope, def);
+		projection_batch_run(def, &batch);
+		CommandCounterIncrement();
+		projection_batch_end(&batch);
+	}
+	pfree(event_type);
+}
+
+/* ---------------------------------------------------------------------
+ * projection.on_batch / projection.off_batch
+ * ---------------------------------------------------------------------
+ */
+
+/* run one of our own statements on the registry as the bootstrap superuser */
+static void
+batch_registry_exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			rc;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	projection_spi_check(rc, expected, sql);
+}
+
+static char *
+batch_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	char	   *s;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" must not be null", argname)));
+	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (s[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must not be empty", argname)));
+	return s;
+}
+
+/*
+ * Lock a projection's registry row (a worker batch holding it is waited
+ * for: batches are short) and check that the caller owns it.  Returns its
+ * id; *owner and *search_path (palloc'd in "cxt") if asked for.  Caller is
+ * connected to SPI.
+ */
+static int32
+batch_lookup_owned(const char *name, MemoryContext cxt, Oid *owner, char **search_path)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Oid			owner_id;
+
+	values[0] = CStringGetTextDatum(name);
+	batch_registry_exec("SELECT p.id, p.owner::pg_catalog.oid, p.search_path FROM projection.projections p "
+						"WHERE p.name OPERATOR(pg_catalog.=) $1 FOR UPDATE OF p",
+						1, types, values, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("projection \"%s\" does not exist", name)));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	owner_id = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+	if (!has_privs_of_role(GetUserId(), owner_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of projection \"%s\"", name)));
+	if (owner != NULL)
+		*owner = owner_id;
+	if (search_path != NULL)
+		*search_path = MemoryContextStrdup(cxt, TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)));
+	return DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+}
+
+/*
+ * Validate a batch statement as the projection's owner, with its
+ * search_path, and add it after the projection's others.  Caller is
+ * connected to SPI.  Also the entry point for kinds of projection built on
+ * batch statements (snapshots): they pass their own projection's id.
+ */
+void
+projection_batch_add_statement(int32 projection_id, Oid owner, const char *search_path,
+							   const char *statement)
+{
+	ProjectionDef def;
+	ProjectionOwnerScope scope;
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+
+	memset(&def, 0, sizeof(def));
+	def.id = projection_id;
+	def.owner = owner;
+	def.search_path = (char *) search_path;
+	memset(&scope, 0, sizeof(scope));
+	projection_owner_enter(&scope, &def);
+	batch_validate(statement);
+	projection_owner_leave(&scope);
+
+	values[0] = Int32GetDatum(projection_id);
+	values[1] = CStringGetTextDatum(statement);
+	batch_registry_exec("INSERT INTO projection.batch_handlers (projection_id, seq, statement) "
+						"SELECT $1, COALESCE(pg_catalog.max(seq), 0) OPERATOR(pg_catalog.+) 1, $2 "
+						"FROM projection.batch_handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
+						2, types, values, SPI_OK_INSERT);
+}
+
+/*
+ * on_batch(name, statement): add a batch statement.  Only the projection's
+ * owner (or a member of that role, or a superuser) may; the statement is
+ * prepared now as the owner, so that errors in it (unknown tables or
+ * columns, a syntax error, a missing privilege) are reported here and
+ * nothing is registered.  It takes effect from the next batch, in every
+ * session and worker, once this transaction commits.
+ */
+Datum
+projection_on_batch(PG_FUNCTION_ARGS)
+{
+	char	   *name = batch_text_arg(fcinfo, 0, "name");
+	char	   *statement = batch_text_arg(fcinfo, 1, "statement");
+	MemoryContext cxt = CurrentMemoryContext;
+	int32		id;
+	Oid			owner;
+	char	   *search_path;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	id = batch_lookup_owned(name, cxt, &owner, &search_path);
+	projection_batch_add_statement(id, owner, search_path, statement);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_VOID();
+}
+
+/* off_batch(name): remove the projection's batch statements; returns how many */
+Datum
+projection_off_batch(PG_FUNCTION_ARGS)
+{
+	char	   *name = batch_text_arg(fcinfo, 0, "name");
+	MemoryContext cxt = CurrentMemoryContext;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1];
+	uint64		removed;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	values[0] = Int32GetDatum(batch_lookup_owned(name, cxt, NULL, NULL));
+	batch_registry_exec("DELETE FROM projection.batch_handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
+						1, types, values, SPI_OK_DELETE);
+	removed = SPI_processed;
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_INT32((int32) removed);
+}

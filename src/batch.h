@@ -1,0 +1,63 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch.h
+ *	  Set-based handlers (projection.on_batch): statements run once per
+ *	  batch of events over the ephemeral relation "batch".
+ *
+ * IDENTIFICATION
+ *	  src/batch.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PROJECTION_BATCH_H
+#define PROJECTION_BATCH_H
+
+#include "access/htup.h"
+#include "executor/spi.h"
+#include "utils/tuplestore.h"
+
+#include "catalog.h"
+#include "eventread.h"
+#include "handler.h"
+
+/* the name under which a batch statement sees its events */
+#define PROJECTION_BATCH_RELATION "batch"
+
+/* the events of one batch for one projection, being assembled or run */
+typedef struct ProjectionBatch
+{
+	Tuplestorestate *store;		/* rows of projection.events, in position order */
+	int64		count;
+	int64		first;			/* positions of the first and last events */
+	int64		last;
+} ProjectionBatch;
+
+extern int	projection_replay_batch_size;
+
+extern void projection_batch_define_gucs(void);
+
+extern bool projection_wants_batch(ProjectionDef *def, const char *event_type);
+
+/* assembling and running a batch; the caller is in the owner's scope, connected to SPI */
+extern void projection_batch_begin(ProjectionBatch *batch);
+extern void projection_batch_put(ProjectionBatch *batch, Datum event, int64 position);
+extern void projection_batch_put_tuple(ProjectionBatch *batch, HeapTuple tuple, int64 position);
+extern void projection_batch_run(ProjectionDef *def, ProjectionBatch *batch);
+extern void projection_batch_end(ProjectionBatch *batch);
+
+/* shorthands for the callers' loops */
+extern void projection_batch_apply_one(ProjectionDef *def, Datum event, const char *event_type,
+									   int64 position);
+extern int64 projection_batch_apply_rows(ProjectionDef *def, ProjectionEventRows *rows,
+										 int from, int to);
+extern void projection_batch_apply_inline(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
+										  Tuplestorestate *store, TupleDesc desc);
+extern void projection_batch_apply_inline_one(ProjectionRegistry *registry,
+											  ProjectionOwnerScope *scope,
+											  HeapTuple tuple, TupleDesc desc);
+
+/* for other kinds of projection built on batch statements (snapshots) */
+extern void projection_batch_add_statement(int32 projection_id, Oid owner,
+										   const char *search_path, const char *statement);
+
+#endif							/* PROJECTION_BATCH_H */

@@ -1,0 +1,155 @@
+
+# test/t/040_batch_exactly_once.pl -- a crash at any moment neither loses nor
+# repeats an event of an async projection whose handlers are batch
+# statements (projection.on_batch).
+#
+# The batch statements are not idempotent: one adds the batch's size to a
+# counter, the other inserts every event's position into a table whose
+# primary key would reject a repeat (the projection would then fail, so its
+# state is checked too).  Two crashes hit a catch-up of 60k events:
+#   1. kill -9 of the worker while its batch statement is blocked (a
+#      function it calls waits on an advisory lock the test holds): the
+#      postmaster crash-restarts the whole server;
+#   2. kill -9 of the worker wherever it happens to be, while it catches up.
+# After each, the projection resumes and every event ends up applied exactly
+# once.
+
+use strict;
+use warnings FATAL => 'all';
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use ProjectionNode;
+
+my $node = new_node('main');
+$node->start;
+
+my $db = 'postgres';
+$node->create_ext($db);
+$node->safe_psql(
+	$db, q{
+CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
+INSERT INTO counters VALUES (1, 0);
+CREATE TABLE applied (pos bigint PRIMARY KEY);
+-- positions at which the batch statement takes advisory lock 4242, shared:
+-- while the test holds it, the worker blocks there, mid-batch
+CREATE TABLE block_at (pos bigint PRIMARY KEY);
+CREATE FUNCTION gate(pos bigint) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	IF EXISTS (SELECT FROM public.block_at b WHERE b.pos = gate.pos) THEN
+		PERFORM pg_advisory_xact_lock_shared(4242);
+	END IF;
+	RETURN true;
+END
+$$;
+SELECT projection.create('counter', NULL, '{Incremented}', tables => '{counters,applied}',
+						 start_from => 'end');
+SELECT projection.on_batch('counter',
+	'INSERT INTO public.applied (pos) SELECT global_position FROM batch WHERE public.gate(global_position)');
+SELECT projection.on_batch('counter',
+	'UPDATE public.counters SET n = n + (SELECT count(*) FROM batch) WHERE id = 1');
+});
+
+my $streams = 0;
+
+# Appends $n events in one INSERT ... SELECT; returns the new last position.
+sub bulk_append
+{
+	my ($n) = @_;
+
+	$node->safe_psql(
+		$db, qq{
+INSERT INTO projection.events (stream_id, stream_version, event_type, data)
+SELECT 'counter-' || ($streams + i % 1000), i / 1000 + 1, 'Incremented',
+	   jsonb_build_object('i', i)
+  FROM generate_series(0, $n - 1) i;
+});
+	$streams += 1000;
+	return $node->max_position($db);
+}
+
+# Every event applied exactly once, and the projection healthy.
+sub check_exactly_once
+{
+	my ($what) = @_;
+
+	my $n = $node->safe_psql($db, 'SELECT count(*) FROM projection.events');
+	is( $node->safe_psql(
+			$db, q{
+SELECT (SELECT count(*) FROM projection.events) || ' events, '
+	|| (SELECT count(*) FROM applied) || ' applied, counter '
+	|| (SELECT n FROM counters WHERE id = 1) || ', '
+	|| (SELECT count(*) FROM projection.events e
+		 WHERE NOT EXISTS (SELECT FROM applied a WHERE a.pos = e.global_position))
+	|| ' missing'
+}),
+		"$n events, $n applied, counter $n, 0 missing",
+		"$what: every event applied exactly once");
+	my $st = $node->status($db, 'counter');
+	is($st->{state}, 'running', "$what: the projection is running");
+	is($st->{last_error}, '', "$what: no error recorded");
+	is($st->{lag_events}, '0', "$what: no lag");
+	return;
+}
+
+# ---------------------------------------------------------------------
+# 1. kill -9 of the worker while a batch statement is blocked
+# ---------------------------------------------------------------------
+my $holder = $node->background_psql($db);
+$holder->query_safe('SELECT pg_advisory_lock(4242)');
+$node->safe_psql($db, 'INSERT INTO block_at VALUES (30000)');
+my $last = bulk_append(60_000);
+
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity "
+		  . "WHERE backend_type = 'projection worker' AND wait_event_type = 'Lock' "
+		  . "AND wait_event = 'advisory'"),
+	'the worker is blocked inside a batch statement');
+my $pid = $node->safe_psql('postgres',
+	    "SELECT pid FROM pg_stat_activity "
+	  . "WHERE backend_type = 'projection worker' AND wait_event_type = 'Lock' "
+	  . "AND wait_event = 'advisory'");
+my $done = $node->safe_psql($db, 'SELECT count(*) FROM applied');
+cmp_ok($done, '>', 0, "some batches were committed before the crash ($done events)");
+cmp_ok($done, '<', 30000, 'the batch with event 30000 was not');
+is($node->safe_psql($db, 'SELECT n FROM counters'), $done,
+	'the counter agrees with the committed batches');
+
+my $offset = -s $node->logfile;
+ok(kill('KILL', $pid), "kill -9 of the worker (pid $pid)");
+$node->wait_for_crash_restart($offset);
+eval { local $SIG{PIPE} = 'IGNORE'; $holder->quit; };
+ok($node->wait_caught_up($db, 'counter'),
+	'after the crash-restart the projection catches up');
+check_exactly_once('kill -9 of the worker inside a batch statement');
+
+# ---------------------------------------------------------------------
+# 2. kill -9 of the worker wherever it is
+# ---------------------------------------------------------------------
+my $before = $node->safe_psql($db, 'SELECT count(*) FROM applied');
+$last = bulk_append(60_000);
+ok( $node->poll_query_until(
+		$db, "SELECT count(*) > $before + 1000 FROM applied"),
+	'the worker is catching up');
+$pid = $node->safe_psql('postgres',
+	    "SELECT pid FROM pg_stat_activity WHERE backend_type = 'projection worker' "
+	  . "AND datname = '$db' AND query LIKE 'projection: %' AND state = 'active' "
+	  . "ORDER BY pid LIMIT 1");
+($pid) = $node->worker_pids($db) if $pid eq '';
+$offset = -s $node->logfile;
+ok(kill('KILL', $pid), "kill -9 of the worker (pid $pid)");
+$node->wait_for_crash_restart($offset);
+ok($node->wait_caught_up($db, 'counter'),
+	'after the crash-restart the projection catches up');
+check_exactly_once('kill -9 of the worker at a random moment');
+
+is($node->safe_psql($db, 'SELECT count(*) FROM projection.dead_letters'),
+	'0', 'no dead letters');
+
+$node->stop('fast');
+done_testing();
