@@ -12,7 +12,8 @@ OBJS = \
 	src/worker.o \
 	src/eventread.o \
 	src/utility.o \
-	src/depend.o
+	src/depend.o \
+	src/feed.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
 
 DATA = $(wildcard sql/projection--*.sql)

@@ -146,6 +146,8 @@ projection_shmem_startup(void)
 		ProjectionShared->launcher_pid = 0;
 		for (i = 0; i < PROJECTION_REGISTRY_GEN_SLOTS; i++)
 			ConditionVariableInit(&ProjectionShared->progress_cvs[i]);
+		for (i = 0; i < PROJECTION_REGISTRY_GEN_SLOTS; i++)
+			ConditionVariableInit(&ProjectionShared->feed_cvs[i]);
 		ProjectionShared->ndbslots = projection_max_workers;
 		for (i = 0; i < projection_max_workers; i++)
 		{

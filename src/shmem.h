@@ -121,6 +121,8 @@ typedef struct ProjectionSharedState
 	pid_t		launcher_pid;
 	/* broadcast after every checkpoint commit, per database (oid modulo) */
 	ConditionVariable progress_cvs[PROJECTION_REGISTRY_GEN_SLOTS];
+	/* broadcast at every appender's commit or abort, per database (feed.c) */
+	ConditionVariable feed_cvs[PROJECTION_REGISTRY_GEN_SLOTS];
 	int			ndbslots;
 	ProjectionDbSlot dbslots[FLEXIBLE_ARRAY_MEMBER];
 } ProjectionSharedState;

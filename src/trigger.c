@@ -90,6 +90,7 @@
 #include "utils/tuplestore.h"
 
 #include "catalog.h"
+#include "feed.h"
 #include "projection.h"
 #include "shmem.h"
 #include "trigger.h"
@@ -251,6 +252,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			{
 				appender_clear();
 				projection_wake_database_worker(MyDatabaseId);
+				projection_feed_wake(MyDatabaseId);
 			}
 			if (launcher_request_pending && ProjectionShared != NULL)
 			{
@@ -268,6 +270,7 @@ projection_xact_callback(XactEvent event, void *arg)
 				/* a worker may be waiting for our positions: they are dead now */
 				appender_clear();
 				projection_wake_database_worker(MyDatabaseId);
+				projection_feed_wake(MyDatabaseId);
 			}
 			reset_xact_state();
 			projection_registry_at_abort();
@@ -418,6 +421,7 @@ appender_forget_level(void)
 		appended_in_xact = false;
 		/* a worker may be waiting for our positions: they are dead now */
 		projection_wake_database_worker(MyDatabaseId);
+		projection_feed_wake(MyDatabaseId);
 	}
 	else if (ProjectionAppenders != NULL && MyBackendId != InvalidBackendId &&
 			 MyBackendId <= ProjectionNumAppenders)
@@ -429,6 +433,7 @@ appender_forget_level(void)
 			pg_atomic_write_u64(&a->min_pos, (uint64) min_pos);
 			pg_memory_barrier();
 			projection_wake_database_worker(MyDatabaseId);
+			projection_feed_wake(MyDatabaseId);
 		}
 	}
 }
