@@ -309,13 +309,13 @@ feed_lookup(const char *name, bool lock, MemoryContext cxt)
 
 /* The events reader must be able to read the events: 42501 with the GRANT. */
 static void
-feed_check_events_privilege(Oid role, const char *action)
+feed_check_events_privilege(Oid role, const char *detail)
 {
 	if (pg_class_aclcheck(projection_oids()->events, role, ACL_SELECT) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for table events"),
-				 errdetail("%s needs the SELECT privilege on projection.events.", action),
+				 errdetail("%s", detail),
 				 errhint("Grant it with GRANT SELECT ON projection.events TO %s.",
 						 quote_identifier(GetUserNameFromId(role, false)))));
 }
@@ -460,7 +460,7 @@ projection_create_feed(PG_FUNCTION_ARGS)
 					 errmsg("invalid start_from \"%s\"", start_from),
 					 errhint("Valid values are 'beginning', 'end' or a position (a non-negative integer).")));
 	}
-	feed_check_events_privilege(GetUserId(), "Creating a feed");
+	feed_check_events_privilege(GetUserId(), "Creating a feed needs the SELECT privilege on projection.events.");
 	if (start == -1 && IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -944,8 +944,8 @@ feed_look(FeedRow *row, int partition, int max_events, Size max_bytes, Interval 
 		if (partition >= 0 && nparts == 1 && parts[0].leased)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_IN_USE),
-					 errmsg("partition %d of feed \"%s\" is leased until %s", partition, row->name,
-							timestamptz_to_str(parts[0].expires)),
+					 errmsg("partition %d of feed \"%s\" is leased", partition, row->name),
+					 errdetail("The lease ends at %s.", timestamptz_to_str(parts[0].expires)),
 					 errhint("Ack the events of the lease first, or poll another partition.")));
 		for (i = 0; i < nparts && !row->paused; i++)
 		{
@@ -1049,7 +1049,9 @@ projection_poll(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	row = feed_lookup(name, false, cxt);
-	feed_check_events_privilege(row->owner, "Polling a feed, its owner");
+	feed_check_events_privilege(row->owner,
+								psprintf("The owner of feed \"%s\" needs the SELECT privilege on projection.events for polls.",
+										 name));
 	if (partition >= row->partitions)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
