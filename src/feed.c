@@ -38,6 +38,8 @@
  * it sleeps on the database's feed condition variable (broadcast by every
  * appending transaction's commit or abort, and by ack, seek and
  * resume_feed at commit) and tries again, until events come or wait passes.
+ * A lease's end wakes it too (it sleeps no longer than that), and
+ * projection.naptime bounds every sleep as the worker's safety net.
  * While it sleeps it advertises no xmin when the statement is a plain
  * "SELECT ... FROM projection.poll(...)" in READ COMMITTED (the rule of
  * projection.wait, feed_may_release_snapshot): every read after a sleep
@@ -94,8 +96,6 @@
 
 #define FEED_MAX_PARTITIONS 1024
 #define FEED_TOKEN_RANDOM_BYTES 12
-/* longest sleep of a long-poll between two looks (lease expiries, safety net) */
-#define FEED_MAX_SLEEP_MS 1000
 
 PG_FUNCTION_INFO_V1(projection_feed_partition);
 PG_FUNCTION_INFO_V1(projection_create_feed);
@@ -1082,7 +1082,8 @@ projection_poll(PG_FUNCTION_ARGS)
 		now = GetCurrentTimestamp();
 		if (now >= deadline)
 			break;
-		sleep_ms = (long) Min((deadline - now) / 1000, FEED_MAX_SLEEP_MS);
+		/* projection.naptime is the safety net, as for the worker */
+		sleep_ms = (long) Min((deadline - now) / 1000, projection_naptime);
 		if (next_expiry != 0 && next_expiry > now)
 			sleep_ms = Min(sleep_ms, (long) ((next_expiry - now) / 1000) + 1);
 		/* sleep holding no snapshot (every look uses a new one) */
