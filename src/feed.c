@@ -167,13 +167,48 @@ feed_interval_ms(Interval *iv)
 }
 
 /*
+ * The kept plan of one of our fixed statements, prepared on first use in
+ * this backend.  The statements are string constants, so the text's
+ * address identifies them.  Caller is connected to SPI and runs as the
+ * bootstrap superuser.
+ */
+#define FEED_MAX_PLANS 32
+static struct
+{
+	const char *sql;
+	SPIPlanPtr	plan;
+}			feed_plans[FEED_MAX_PLANS];
+
+static SPIPlanPtr
+feed_plan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan;
+	int			i;
+
+	for (i = 0; i < FEED_MAX_PLANS && feed_plans[i].sql != NULL; i++)
+		if (feed_plans[i].sql == sql)
+			return feed_plans[i].plan;
+	plan = SPI_prepare(sql, nargs, types);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (i == FEED_MAX_PLANS)
+		return plan;			/* not kept: freed with the SPI procedure */
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	feed_plans[i].plan = plan;
+	feed_plans[i].sql = sql;
+	return plan;
+}
+
+/*
  * Run one of our fixed statements on the extension's tables as the
  * bootstrap superuser (callers have no rights on them; ownership is checked
- * before), read-write: a new snapshot for each statement.  Connected to SPI.
+ * before).  read_only: with the active snapshot; otherwise a new snapshot
+ * for the statement.  Connected to SPI.
  */
 static void
-feed_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
-		  int expected)
+feed_run(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+		 bool read_only, int expected)
 {
 	Oid			save_userid;
 	int			save_sec_context;
@@ -182,9 +217,17 @@ feed_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nul
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	rc = SPI_execute_plan(feed_plan(sql, nargs, types), values, nulls, read_only, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	projection_spi_check(rc, expected, sql);
+}
+
+/* read-write: a new snapshot for each statement */
+static void
+feed_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+		  int expected)
+{
+	feed_run(sql, nargs, types, values, nulls, false, expected);
 }
 
 /* the commit callback: wake the long-polls once the transaction is visible */
@@ -739,25 +782,17 @@ feed_read_partitions(FeedRow *row, int partition, int *count, TimestampTz *next_
 	Oid			types[2] = {INT4OID, INT4OID};
 	Datum		values[2];
 	FeedPartition *parts;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			rc;
 	uint64		i;
 
 	values[0] = Int32GetDatum(row->id);
 	values[1] = Int32GetDatum(partition);
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args("SELECT partition, position, lease_epoch, "
-							   "COALESCE(lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
-							   "lease_expires FROM projection.feed_partitions "
-							   "WHERE feed_id OPERATOR(pg_catalog.=) $1 "
-							   "AND ($2 OPERATOR(pg_catalog.<) 0 OR partition OPERATOR(pg_catalog.=) $2) "
-							   "ORDER BY position, partition",
-							   2, types, values, NULL, true, 0);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	projection_spi_check(rc, SPI_OK_SELECT, "reading projection.feed_partitions");
+	feed_run("SELECT partition, position, lease_epoch, "
+			 "COALESCE(lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
+			 "lease_expires FROM projection.feed_partitions "
+			 "WHERE feed_id OPERATOR(pg_catalog.=) $1 "
+			 "AND ($2 OPERATOR(pg_catalog.<) 0 OR partition OPERATOR(pg_catalog.=) $2) "
+			 "ORDER BY position, partition",
+			 2, types, values, NULL, true, SPI_OK_SELECT);
 
 	*next_expiry = 0;
 	parts = palloc(sizeof(FeedPartition) * Max(SPI_processed, 1));
@@ -809,25 +844,28 @@ feed_refresh(FeedRow *row)
  * and, after the first, max_bytes, with the active snapshot, as the
  * bootstrap superuser (the feed's owner may read events: checked).  Rows
  * in "cxt".
+ *
+ * The four forms of the query (with or without a type filter and a
+ * partition filter) are kept plans, one set per backend.  They are planned
+ * with enable_sort off: right after a bulk load the statistics may say the
+ * range holds a few rows, and a bitmap scan sorted afterwards would then
+ * read the whole backlog for every poll; the index scan in position order
+ * stops after max_events.
  */
+static SPIPlanPtr feed_event_plans[4];
+
 static void
 feed_read_events(FeedRow *row, FeedPartition *p, int64 horizon, int max_events,
 				 Size max_bytes, MemoryContext cxt, ProjectionEventRows *rows)
 {
-	StringInfoData sql;
 	Oid			types[6];
 	Datum		values[6];
 	int			nargs = 0;
-	SPIPlanPtr	plan;
+	int			form = (row->types != (Datum) 0 ? 1 : 0) + (row->partitions > 1 ? 2 : 0);
 	Oid			save_userid;
 	int			save_sec_context;
+	int			save_nestlevel;
 
-	initStringInfo(&sql);
-	appendStringInfoString(&sql,
-						   "SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, "
-						   "e.data, e.metadata, e.recorded_at FROM projection.events e "
-						   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-						   "AND e.global_position OPERATOR(pg_catalog.<=) $2");
 	types[nargs] = INT8OID;
 	values[nargs++] = Int64GetDatum(p->position);
 	types[nargs] = INT8OID;
@@ -836,31 +874,52 @@ feed_read_events(FeedRow *row, FeedPartition *p, int64 horizon, int max_events,
 	values[nargs++] = Int32GetDatum(max_events);
 	if (row->types != (Datum) 0)
 	{
-		appendStringInfo(&sql, " AND e.event_type OPERATOR(pg_catalog.=) ANY ($%d)", nargs + 1);
 		types[nargs] = TEXTARRAYOID;
 		values[nargs++] = row->types;
 	}
 	if (row->partitions > 1)
 	{
-		appendStringInfo(&sql, " AND projection.feed_partition(e.stream_id, $%d) OPERATOR(pg_catalog.=) $%d",
-						 nargs + 1, nargs + 2);
 		types[nargs] = INT4OID;
 		values[nargs++] = Int32GetDatum(row->partitions);
 		types[nargs] = INT4OID;
 		values[nargs++] = Int32GetDatum(p->partition);
 	}
-	appendStringInfoString(&sql, " ORDER BY e.global_position LIMIT $3");
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	plan = SPI_prepare(sql.data, nargs, types);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	projection_read_events(plan, nargs, types, values, max_events, max_bytes, cxt, rows);
-	SPI_freeplan(plan);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (feed_event_plans[form] == NULL)
+	{
+		StringInfoData sql;
+		SPIPlanPtr	plan;
+
+		initStringInfo(&sql);
+		appendStringInfoString(&sql,
+							   "SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, "
+							   "e.data, e.metadata, e.recorded_at FROM projection.events e "
+							   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+							   "AND e.global_position OPERATOR(pg_catalog.<=) $2");
+		if (form & 1)
+			appendStringInfoString(&sql, " AND e.event_type OPERATOR(pg_catalog.=) ANY ($4)");
+		if (form & 2)
+			appendStringInfo(&sql, " AND projection.feed_partition(e.stream_id, $%d) OPERATOR(pg_catalog.=) $%d",
+							 nargs - 1, nargs);
+		appendStringInfoString(&sql, " ORDER BY e.global_position LIMIT $3");
+		plan = SPI_prepare(sql.data, nargs, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		feed_event_plans[form] = plan;
+		pfree(sql.data);
+	}
+	projection_read_events(feed_event_plans[form], nargs, types, values, max_events, max_bytes,
+						   cxt, rows);
+	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
-	pfree(sql.data);
 }
 
 /* a new lease token: feed, partition, epoch and random bytes */

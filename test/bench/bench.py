@@ -24,6 +24,9 @@ alternatives; see README.md "Performance" and test/bench/README.md):
             and client-side projector.
   bystander the same latency while an unrelated transaction stays open.
   growth    1, 10 and 50 async projections; N and --big-events events.
+  feeds     commit-to-poll latency of a long-polling feed consumer and backlog
+            drains through poll/ack, vs a client polling every 100 ms
+            (feeds.py).
 
 Every read model is compared with the set-based oracle (and the extension's
 with the PL/pgSQL loop's); any difference fails the run (exit status 1) and is
@@ -45,6 +48,7 @@ import zlib
 
 import asyncpg
 
+import feeds
 import gen
 import models
 from models import PROJECTIONS, SEED
@@ -63,7 +67,7 @@ QUICK = dict(events=5000, append_secs=None, append_tx={1: 300, 100: 10}, inline_
              rate=500, lat_rates=[500], lat_secs=1.5, warmup_secs=0.3, bystander_secs=3.0, growth=[1, 10],
              big_events=20000, stall=60.0, stmt_variant=False)
 
-SECTIONS = ["append", "inline", "catchup", "rebuild", "latency", "bystander", "growth"]
+SECTIONS = ["append", "inline", "catchup", "rebuild", "latency", "bystander", "growth", "feeds"]
 
 LABEL = {"order_summary": "order_summary", "daily_sales": "daily_sales",
          "customer_activity": "customer_activity", "product_search": "product_search",
@@ -1214,6 +1218,12 @@ set multiplot layout %d,1 title "projection benchmark: %s events, seed %d%s"
                     await fn(conn)
                 except Exception as e:
                     self.fail("section %s: %s" % (name, e), traceback.format_exc())
+            if "feeds" in self.only and not self.a.no_extension:
+                self.say("=== feeds")
+                try:
+                    await feeds.sec_feeds(self)
+                except Exception as e:
+                    self.fail("section feeds: %s" % e, traceback.format_exc())
             if "growth" in self.only and not self.a.no_extension:
                 self.say("=== growth")
                 try:
