@@ -181,6 +181,55 @@ SELECT token AS typed FROM typed \gset
 SELECT projection.ack('regress_typed', :'typed') - :base AS acked;
 SELECT global_position - :base AS pos, event_type FROM projection.poll('regress_typed', 10);
 
+-- nack: the events before the failed one are acked, the failed one comes
+-- back first after retry_after; after max_attempts nacks in a row it is
+-- parked and the partition goes on
+SELECT projection.create_feed('regress_nack', start_from => (:base)::text, max_attempts => 2);
+SELECT projection.create_feed('regress_bad', max_attempts => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT token AS n1 FROM projection.poll('regress_nack', 3) LIMIT 1 \gset
+SELECT projection.nack('regress_nack', :'n1', :base + 5, 'boom');
+\echo :LAST_ERROR_SQLSTATE
+SELECT projection.nack('regress_nack', :'n1', :base, 'boom');
+\echo :LAST_ERROR_SQLSTATE
+SELECT projection.nack('regress_nack', :'n1', :base + 2, 'boom', retry_after => '-1 s');
+\echo :LAST_ERROR_SQLSTATE
+SELECT projection.nack('regress_nack', :'n1', :base + 2, 'boom: {"n": 2}', retry_after => '1 h') - :base AS checkpoint;
+SELECT position - :base AS position, failed_position - :base AS failed_position, attempts,
+       retry_at > now() AS backing_off, leased, last_error
+  FROM projection.feed_status WHERE feed = 'regress_nack';
+-- the lease is over: its token is refused
+SELECT projection.ack('regress_nack', :'n1');
+\echo :LAST_ERROR_SQLSTATE
+-- backing off: nothing to poll, not even by number
+SELECT count(*) AS backing_off FROM projection.poll('regress_nack', 3);
+SELECT count(*) AS backing_off FROM projection.poll('regress_nack', 3, partition => 0);
+-- once retry_after has passed (moved here by the superuser), the failed
+-- event comes first
+RESET ROLE;
+UPDATE projection.feed_partitions SET retry_at = now()
+ WHERE feed_id = (SELECT id FROM projection.feeds WHERE name = 'regress_nack');
+SET ROLE regress_feed_member;
+CREATE TEMP TABLE n2 AS SELECT * FROM projection.poll('regress_nack', 3);
+SELECT global_position - :base AS pos, stream_id FROM n2 ORDER BY global_position;
+SELECT token AS n2 FROM n2 LIMIT 1 \gset
+-- the second failure in a row parks it, the checkpoint passes it
+\set VERBOSITY terse
+SELECT projection.nack('regress_nack', :'n2', :base + 2, 'boom again') - :base AS checkpoint;
+\set VERBOSITY default
+SELECT feed, global_position - :base AS pos, stream_id, event_type, attempts, error
+  FROM projection.feed_parked_events;
+SELECT position - :base AS position, failed_position, attempts, retry_at, leased, parked
+  FROM projection.feed_status WHERE feed = 'regress_nack';
+SELECT global_position - :base AS pos FROM projection.poll('regress_nack', 10);
+-- others see neither the error nor the parked events
+SET ROLE regress_feed_other;
+SELECT last_error, parked FROM projection.feed_status WHERE feed = 'regress_nack';
+SELECT count(*) FROM projection.feed_parked_events;
+SET ROLE regress_feed_member;
+SELECT projection.drop_feed('regress_nack');
+DROP TABLE n2;
+
 -- a long-poll that finds nothing returns no rows when wait passes
 SELECT projection.create_feed('regress_quiet', start_from => 'end');
 SELECT count(*) FROM projection.poll('regress_quiet', wait => '10 ms');

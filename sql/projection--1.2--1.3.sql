@@ -23,6 +23,7 @@ CREATE TABLE projection.feeds (
 	partitions		integer NOT NULL
 		CHECK (partitions OPERATOR(pg_catalog.>=) 1 AND partitions OPERATOR(pg_catalog.<=) 1024),
 	paused			boolean NOT NULL DEFAULT false,
+	max_attempts	integer CHECK (max_attempts OPERATOR(pg_catalog.>=) 1),
 	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 ALTER SEQUENCE projection.feeds_id_seq OWNED BY projection.feeds.id;
@@ -30,7 +31,9 @@ COMMENT ON TABLE projection.feeds IS 'feeds for consumers outside the database (
 
 /*
  * One row per partition of a feed: its checkpoint ("position": every event
- * of the partition up to it is acknowledged) and its lease.  lease_epoch
+ * of the partition up to it is acknowledged), its lease, and the event
+ * that nack() reported failing (failed_position, attempts, last_error; no
+ * poll before retry_at).  lease_epoch
  * grows with every lease and every seek, so a poll's view of the row is
  * checked again when it takes the lease (src/feed.c).
  */
@@ -44,15 +47,34 @@ CREATE TABLE projection.feed_partitions (
 	lease_expires	timestamptz,
 	lease_last		bigint,
 	acked_at		timestamptz,
+	failed_position bigint,
+	attempts		integer NOT NULL DEFAULT 0,
+	last_error		text,
+	retry_at		timestamptz,
 	PRIMARY KEY (feed_id, partition)
 );
 CREATE UNIQUE INDEX feed_partitions_token_idx ON projection.feed_partitions (lease_token);
 COMMENT ON TABLE projection.feed_partitions IS 'checkpoint and lease of each feed partition (written only by the extension''s functions)';
 
+/* events a feed parked after max_attempts failed deliveries (nack) */
+CREATE TABLE projection.feed_parked (
+	feed_id			integer NOT NULL REFERENCES projection.feeds (id) ON DELETE CASCADE,
+	global_position bigint NOT NULL,
+	stream_id		text NOT NULL,
+	event_type		text NOT NULL,
+	attempts		integer NOT NULL,
+	error			text,
+	parked_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (feed_id, global_position)
+);
+COMMENT ON TABLE projection.feed_parked IS 'events parked by feeds after repeated failed deliveries (written only by the extension''s functions)';
+
 SELECT pg_catalog.pg_extension_config_dump('projection.feeds', '');
+SELECT pg_catalog.pg_extension_config_dump('projection.feed_parked', '');
 SELECT pg_catalog.pg_extension_config_dump('projection.feeds_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('projection.feed_partitions', '');
-REVOKE ALL ON projection.feeds, projection.feed_partitions, projection.feeds_id_seq FROM PUBLIC;
+REVOKE ALL ON projection.feeds, projection.feed_partitions, projection.feed_parked,
+	projection.feeds_id_seq FROM PUBLIC;
 
 CREATE FUNCTION projection.feed_partition(stream_id text, partitions integer) RETURNS integer
 	LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
@@ -61,10 +83,11 @@ COMMENT ON FUNCTION projection.feed_partition(text, integer) IS 'the partition o
 
 CREATE FUNCTION projection.create_feed(name text, event_types text[] DEFAULT NULL,
 									   start_from text DEFAULT 'beginning',
-									   partitions integer DEFAULT 1) RETURNS void
+									   partitions integer DEFAULT 1,
+									   max_attempts integer DEFAULT NULL) RETURNS void
 	LANGUAGE c VOLATILE PARALLEL UNSAFE
 	AS 'MODULE_PATHNAME', 'projection_create_feed';
-COMMENT ON FUNCTION projection.create_feed(text, text[], text, integer) IS 'creates a feed owned by the caller (needs SELECT on projection.events)';
+COMMENT ON FUNCTION projection.create_feed(text, text[], text, integer, integer) IS 'creates a feed owned by the caller (needs SELECT on projection.events)';
 
 CREATE FUNCTION projection.drop_feed(name text) RETURNS void
 	LANGUAGE c VOLATILE PARALLEL UNSAFE
@@ -86,6 +109,12 @@ CREATE FUNCTION projection.ack(feed text, token text, up_to bigint DEFAULT NULL)
 	AS 'MODULE_PATHNAME', 'projection_ack';
 COMMENT ON FUNCTION projection.ack(text, text, bigint) IS 'moves a leased partition''s checkpoint and ends the lease (owner only; a lost lease is refused with PJF01)';
 
+CREATE FUNCTION projection.nack(feed text, token text, failed_position bigint, error text DEFAULT NULL,
+								retry_after interval DEFAULT '10 s') RETURNS bigint
+	LANGUAGE c VOLATILE PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'projection_nack';
+COMMENT ON FUNCTION projection.nack(text, text, bigint, text, interval) IS 'acks the events of a lease before a failed one, ends the lease and retries the failed one after retry_after, or parks it after max_attempts (owner only)';
+
 CREATE FUNCTION projection.seek(feed text, "position" bigint) RETURNS void
 	LANGUAGE c VOLATILE PARALLEL UNSAFE
 	AS 'MODULE_PATHNAME', 'projection_seek';
@@ -102,8 +131,9 @@ CREATE FUNCTION projection.resume_feed(name text) RETURNS void
 COMMENT ON FUNCTION projection.resume_feed(text) IS 'lets a paused feed hand out events again (owner only)';
 
 /*
- * feed_status: readable by PUBLIC, like projection.status; it shows no
- * event data.  lag_events counts the committed events of the feed's types
+ * feed_status: readable by PUBLIC, like projection.status; last_error (the
+ * consumer's text, which may quote event data) only for members of the
+ * feed's owner role and readers of projection.events.  lag_events counts the committed events of the feed's types
  * in the partition after its checkpoint.
  */
 CREATE VIEW projection.feed_status AS
@@ -111,7 +141,13 @@ SELECT f.name AS feed, p.partition, p."position",
 	   l.lag_events,
 	   COALESCE(EXTRACT(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.oldest)::double precision, 0) AS lag_seconds,
 	   p.lease_expires IS NOT NULL AND p.lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() AS leased,
-	   p.lease_holder, p.lease_expires, p.lease_last, f.paused, f.owner, p.acked_at
+	   p.lease_holder, p.lease_expires, p.lease_last, f.paused, f.owner, p.acked_at,
+	   p.failed_position, p.attempts, p.retry_at,
+	   CASE WHEN pg_catalog.pg_has_role(f.owner, 'USAGE')
+				 OR pg_catalog.has_table_privilege('projection.events', 'SELECT')
+			THEN p.last_error END AS last_error,
+	   (SELECT pg_catalog.count(*) FROM projection.feed_parked k
+		 WHERE k.feed_id OPERATOR(pg_catalog.=) f.id) AS parked
   FROM projection.feeds f
   JOIN projection.feed_partitions p ON p.feed_id OPERATOR(pg_catalog.=) f.id
   CROSS JOIN LATERAL (
@@ -124,22 +160,34 @@ SELECT f.name AS feed, p.partition, p."position",
 COMMENT ON VIEW projection.feed_status IS 'one row per feed partition: checkpoint, lag and lease';
 GRANT SELECT ON projection.feed_status TO PUBLIC;
 
+/* the parked events, for the feed's owner and readers of the events */
+CREATE VIEW projection.feed_parked_events WITH (security_barrier) AS
+SELECT f.name AS feed, k.global_position, k.stream_id, k.event_type, k.attempts, k.error, k.parked_at
+  FROM projection.feed_parked k
+  JOIN projection.feeds f ON f.id OPERATOR(pg_catalog.=) k.feed_id
+ WHERE pg_catalog.pg_has_role(f.owner, 'USAGE')
+	OR pg_catalog.has_table_privilege('projection.events', 'SELECT');
+COMMENT ON VIEW projection.feed_parked_events IS 'events parked by feeds after max_attempts failed deliveries (rows of the caller''s feeds, or all for readers of events)';
+GRANT SELECT ON projection.feed_parked_events TO PUBLIC;
+
 REVOKE ALL ON FUNCTION
 	projection.feed_partition(text, integer),
-	projection.create_feed(text, text[], text, integer),
+	projection.create_feed(text, text[], text, integer, integer),
 	projection.drop_feed(text),
 	projection.poll(text, integer, interval, interval, integer, integer),
 	projection.ack(text, text, bigint),
+	projection.nack(text, text, bigint, text, interval),
 	projection.seek(text, bigint),
 	projection.pause_feed(text),
 	projection.resume_feed(text)
 	FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	projection.feed_partition(text, integer),
-	projection.create_feed(text, text[], text, integer),
+	projection.create_feed(text, text[], text, integer, integer),
 	projection.drop_feed(text),
 	projection.poll(text, integer, interval, interval, integer, integer),
 	projection.ack(text, text, bigint),
+	projection.nack(text, text, bigint, text, interval),
 	projection.seek(text, bigint),
 	projection.pause_feed(text),
 	projection.resume_feed(text)

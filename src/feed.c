@@ -102,6 +102,7 @@ PG_FUNCTION_INFO_V1(projection_create_feed);
 PG_FUNCTION_INFO_V1(projection_drop_feed);
 PG_FUNCTION_INFO_V1(projection_poll);
 PG_FUNCTION_INFO_V1(projection_ack);
+PG_FUNCTION_INFO_V1(projection_nack);
 PG_FUNCTION_INFO_V1(projection_seek);
 PG_FUNCTION_INFO_V1(projection_pause_feed);
 PG_FUNCTION_INFO_V1(projection_resume_feed);
@@ -115,6 +116,7 @@ typedef struct FeedRow
 	int			partitions;
 	Datum		types;			/* text[], or 0 for every type */
 	bool		paused;
+	int			max_attempts;	/* 0: never park */
 } FeedRow;
 
 /* a partition as poll saw it */
@@ -125,6 +127,8 @@ typedef struct FeedPartition
 	int64		epoch;
 	bool		leased;			/* an unexpired lease */
 	TimestampTz expires;		/* its end (0 if none) */
+	bool		backing_off;	/* a nack's retry_after has not passed */
+	TimestampTz retry_at;		/* its end (0 if none) */
 } FeedPartition;
 
 static bool feed_wake_at_commit = false;
@@ -317,10 +321,10 @@ feed_lookup(const char *name, bool lock, MemoryContext cxt)
 
 	values[0] = CStringGetTextDatum(name);
 	feed_exec(lock ?
-			  "SELECT id, owner::pg_catalog.oid, partitions, event_types, paused FROM projection.feeds "
-			  "WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE" :
-			  "SELECT id, owner::pg_catalog.oid, partitions, event_types, paused FROM projection.feeds "
-			  "WHERE name OPERATOR(pg_catalog.=) $1",
+			  "SELECT id, owner::pg_catalog.oid, partitions, event_types, paused, max_attempts "
+			  "FROM projection.feeds WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE" :
+			  "SELECT id, owner::pg_catalog.oid, partitions, event_types, paused, max_attempts "
+			  "FROM projection.feeds WHERE name OPERATOR(pg_catalog.=) $1",
 			  1, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -337,6 +341,8 @@ feed_lookup(const char *name, bool lock, MemoryContext cxt)
 	d = SPI_getbinval(tup, desc, 4, &isnull);
 	row->types = isnull ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
 	row->paused = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	d = SPI_getbinval(tup, desc, 6, &isnull);
+	row->max_attempts = isnull ? 0 : DatumGetInt32(d);
 	MemoryContextSwitchTo(oldcxt);
 	SPI_freetuptable(SPI_tuptable);
 
@@ -463,8 +469,10 @@ feed_check_event_types(ArrayType *types)
 }
 
 /*
- * create_feed(name, event_types, start_from, partitions): a feed owned by
- * the caller, every partition's checkpoint at the start position.
+ * create_feed(name, event_types, start_from, partitions, max_attempts): a
+ * feed owned by the caller, every partition's checkpoint at the start
+ * position.  max_attempts: after that many nacks of one event, it is parked
+ * (NULL: retried for ever).
  * start_from: 'beginning' (0), 'end' (the safe horizon now: events still
  * being committed below the last position are delivered) or a position.
  */
@@ -475,9 +483,9 @@ projection_create_feed(PG_FUNCTION_ARGS)
 	char	   *start_from = feed_text_arg(fcinfo, 2, "start_from");
 	int32		partitions;
 	int64		start;
-	Oid			types[5] = {TEXTOID, OIDOID, TEXTARRAYOID, INT4OID, INT8OID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			types[6] = {TEXTOID, OIDOID, TEXTARRAYOID, INT4OID, INT8OID, INT4OID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
 	feed_require_arg(fcinfo, 3, "partitions");
 	partitions = PG_GETARG_INT32(3);
@@ -487,6 +495,11 @@ projection_create_feed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("partitions must be between 1 and %d", FEED_MAX_PARTITIONS)));
+	if (!PG_ARGISNULL(4) && PG_GETARG_INT32(4) < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_attempts must be at least 1"),
+				 errhint("Pass NULL to retry a failing event for ever.")));
 	if (strcmp(start_from, "beginning") == 0)
 		start = 0;
 	else if (strcmp(start_from, "end") == 0)
@@ -534,11 +547,15 @@ projection_create_feed(PG_FUNCTION_ARGS)
 		values[2] = PG_GETARG_DATUM(1);
 	values[3] = Int32GetDatum(partitions);
 	values[4] = Int64GetDatum(start);
-	feed_exec("WITH f AS (INSERT INTO projection.feeds (name, owner, event_types, partitions) "
-			  "VALUES ($1, $2::pg_catalog.regrole, $3, $4) RETURNING id) "
+	if (PG_ARGISNULL(4))
+		nulls[5] = 'n';
+	else
+		values[5] = PG_GETARG_DATUM(4);
+	feed_exec("WITH f AS (INSERT INTO projection.feeds (name, owner, event_types, partitions, max_attempts) "
+			  "VALUES ($1, $2::pg_catalog.regrole, $3, $4, $6) RETURNING id) "
 			  "INSERT INTO projection.feed_partitions (feed_id, partition, position) "
 			  "SELECT f.id, p, $5 FROM f, pg_catalog.generate_series(0, $4 OPERATOR(pg_catalog.-) 1) p",
-			  5, types, values, nulls, SPI_OK_INSERT);
+			  6, types, values, nulls, SPI_OK_INSERT);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_VOID();
@@ -643,13 +660,64 @@ projection_seek(PG_FUNCTION_ARGS)
 	values[1] = Int64GetDatum(position);
 	feed_exec("UPDATE projection.feed_partitions SET position = $2, "
 			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
-			  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL "
+			  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+			  "failed_position = NULL, attempts = 0, last_error = NULL, retry_at = NULL "
 			  "WHERE feed_id OPERATOR(pg_catalog.=) $1",
 			  2, types, values, NULL, SPI_OK_UPDATE);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	feed_wake_on_commit();
 	PG_RETURN_VOID();
+}
+
+/* the partition a live lease token holds, locked (lease_row) */
+typedef struct FeedLease
+{
+	int			partition;
+	int64		position;
+	int64		last;			/* the last event the poll returned */
+	int64		failed_position;	/* 0 if none */
+	int			attempts;
+} FeedLease;
+
+/*
+ * Find and lock the partition that "token" leases; raise PJF01 if that lease
+ * expired, was taken over, or ended with an ack, a nack or a seek.
+ */
+static void
+feed_lease_row(FeedRow *row, const char *token, FeedLease *lease)
+{
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+	bool		active = false;
+	bool		isnull;
+
+	values[0] = Int32GetDatum(row->id);
+	values[1] = CStringGetTextDatum(token);
+	feed_exec("SELECT partition, position, lease_last, "
+			  "lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), "
+			  "COALESCE(failed_position, 0), attempts "
+			  "FROM projection.feed_partitions "
+			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND lease_token OPERATOR(pg_catalog.=) $2 FOR UPDATE",
+			  2, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		lease->partition = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		lease->position = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		lease->last = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		active = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)) && !isnull;
+		lease->failed_position = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+		lease->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	}
+	if (!active)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROJECTION_LEASE_LOST),
+				 errmsg("lease of feed \"%s\" is no longer held", row->name),
+				 errdetail("The lease expired, or was taken over by another poll, or ended with an ack, a nack or a seek; its unacknowledged events are delivered again."),
+				 errhint("Poll again, and ack before the lease passes (the lease argument of projection.poll).")));
 }
 
 /*
@@ -666,63 +734,141 @@ projection_ack(PG_FUNCTION_ARGS)
 	char	   *token = feed_text_arg(fcinfo, 1, "token");
 	MemoryContext cxt = CurrentMemoryContext;
 	FeedRow    *row;
-	Oid			types[3] = {INT4OID, TEXTOID, INT8OID};
+	FeedLease	lease;
+	Oid			types[3] = {INT4OID, INT4OID, INT8OID};
 	Datum		values[3];
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
-	int			partition;
-	int64		position;
-	int64		last;
-	bool		active;
 	int64		up_to;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	row = feed_lookup(name, false, cxt);
-	values[0] = Int32GetDatum(row->id);
-	values[1] = CStringGetTextDatum(token);
-	feed_exec("SELECT partition, position, lease_last, "
-			  "lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() "
-			  "FROM projection.feed_partitions "
-			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND lease_token OPERATOR(pg_catalog.=) $2 FOR UPDATE",
-			  2, types, values, NULL, SPI_OK_SELECT);
-	active = false;
-	if (SPI_processed > 0)
-	{
-		tup = SPI_tuptable->vals[0];
-		desc = SPI_tuptable->tupdesc;
-		partition = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		position = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		last = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		active = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)) && !isnull;
-	}
-	if (!active)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROJECTION_LEASE_LOST),
-				 errmsg("lease of feed \"%s\" is no longer held", name),
-				 errdetail("The lease expired, or was taken over by another poll, or ended with an ack or a seek; its unacknowledged events are delivered again."),
-				 errhint("Poll again, and ack before the lease passes (the lease argument of projection.poll).")));
-	up_to = PG_ARGISNULL(2) ? last : PG_GETARG_INT64(2);
-	if (up_to < position || up_to > last)
+	feed_lease_row(row, token, &lease);
+	up_to = PG_ARGISNULL(2) ? lease.last : PG_GETARG_INT64(2);
+	if (up_to < lease.position || up_to > lease.last)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("up_to %lld is outside the leased events", (long long) up_to),
 				 errdetail("Partition %d of feed \"%s\" is at %lld; the poll returned events up to %lld.",
-						   partition, name, (long long) position, (long long) last)));
-	values[1] = Int32GetDatum(partition);
+						   lease.partition, name, (long long) lease.position, (long long) lease.last)));
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(lease.partition);
 	values[2] = Int64GetDatum(up_to);
-	types[1] = INT4OID;
 	feed_exec("UPDATE projection.feed_partitions SET position = $3, "
 			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
 			  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
-			  "acked_at = pg_catalog.clock_timestamp() "
+			  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
+			  "attempts = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN attempts ELSE 0 END, "
+			  "last_error = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN last_error END, "
+			  "failed_position = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN failed_position END "
 			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
 			  3, types, values, NULL, SPI_OK_UPDATE);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	feed_wake_on_commit();		/* a partial ack leaves events for others */
 	PG_RETURN_INT64(up_to);
+}
+
+/*
+ * nack(feed, token, failed_position, error, retry_after): the consumer
+ * could not handle the event at failed_position (one the poll returned).
+ * The events before it are acked (the checkpoint moves to just before it),
+ * the lease ends, and the partition is not handed out again before
+ * retry_after has passed; then the failed event comes first.  The number of
+ * nacks of that event in a row is counted (feed_status.attempts); when it
+ * reaches the feed's max_attempts, the event is parked instead: recorded in
+ * projection.feed_parked_events, passed over, and the partition goes on
+ * with the next event at once (the stream's later events are delivered:
+ * as on_error => 'skip' for projections, parking trades that stream's
+ * completeness for the feed's progress).  Returns the new checkpoint.
+ * PJF01 for a lost lease, as ack.
+ */
+Datum
+projection_nack(PG_FUNCTION_ARGS)
+{
+	char	   *name = feed_text_arg(fcinfo, 0, "feed");
+	char	   *token = feed_text_arg(fcinfo, 1, "token");
+	MemoryContext cxt = CurrentMemoryContext;
+	FeedRow    *row;
+	FeedLease	lease;
+	int64		failed;
+	Interval   *retry_after;
+	int			attempts;
+	bool		park;
+	Oid			types[6] = {INT4OID, INT4OID, INT8OID, INT4OID, TEXTOID, INTERVALOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int64		result;
+
+	feed_require_arg(fcinfo, 2, "failed_position");
+	feed_require_arg(fcinfo, 4, "retry_after");
+	failed = PG_GETARG_INT64(2);
+	retry_after = PG_GETARG_INTERVAL_P(4);
+	if (feed_interval_ms(retry_after) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("retry_after must not be negative")));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = feed_lookup(name, false, cxt);
+	feed_lease_row(row, token, &lease);
+	if (failed <= lease.position || failed > lease.last)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("failed_position %lld is not an event of the lease", (long long) failed),
+				 errdetail("Partition %d of feed \"%s\" is at %lld; the poll returned events up to %lld.",
+						   lease.partition, name, (long long) lease.position, (long long) lease.last)));
+	attempts = (lease.failed_position == failed ? lease.attempts : 0) + 1;
+	park = row->max_attempts > 0 && attempts >= row->max_attempts;
+
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(lease.partition);
+	values[2] = Int64GetDatum(failed);
+	values[3] = Int32GetDatum(attempts);
+	if (PG_ARGISNULL(3))
+		nulls[4] = 'n';
+	else
+		values[4] = PG_GETARG_DATUM(3);
+	values[5] = IntervalPGetDatum(retry_after);
+	if (park)
+	{
+		feed_exec("INSERT INTO projection.feed_parked (feed_id, global_position, stream_id, event_type, attempts, error) "
+				  "SELECT $1, e.global_position, e.stream_id, e.event_type, $4, $5 "
+				  "FROM projection.events e WHERE e.global_position OPERATOR(pg_catalog.=) $3 "
+				  "ON CONFLICT (feed_id, global_position) DO UPDATE SET attempts = EXCLUDED.attempts, "
+				  "error = EXCLUDED.error, parked_at = EXCLUDED.parked_at",
+				  5, types, values, nulls, SPI_OK_INSERT);
+		feed_exec("UPDATE projection.feed_partitions SET position = $3, "
+				  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
+				  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+				  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
+				  "failed_position = NULL, attempts = 0, last_error = $5 "
+				  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
+				  5, types, values, nulls, SPI_OK_UPDATE);
+		result = failed;
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("feed \"%s\" parked an event after %d failed attempts", name, attempts),
+				 errdetail("The event at position %lld is passed over; the partition goes on after it.",
+						   (long long) failed),
+				 errhint("The event is listed in projection.feed_parked_events.")));
+	}
+	else
+	{
+		feed_exec("UPDATE projection.feed_partitions SET "
+				  "position = $3 OPERATOR(pg_catalog.-) 1, "
+				  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
+				  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+				  "acked_at = pg_catalog.clock_timestamp(), "
+				  "failed_position = $3, attempts = $4, last_error = $5, "
+				  "retry_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6 "
+				  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
+				  6, types, values, nulls, SPI_OK_UPDATE);
+		result = failed - 1;
+	}
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	feed_wake_on_commit();
+	PG_RETURN_INT64(result);
 }
 
 /* ---------------------------------------------------------------------
@@ -774,7 +920,8 @@ feed_may_release_snapshot(FunctionCallInfo fcinfo)
 /*
  * The feed's partitions as the active snapshot sees them (ordered by
  * checkpoint, then number), or only "partition" if >= 0.  Sets *next_expiry
- * to the soonest end of a lease (0 if none).  Result palloc'd.
+ * to the soonest end of a lease or of a nack's back-off (0 if none).
+ * Result palloc'd.
  */
 static FeedPartition *
 feed_read_partitions(FeedRow *row, int partition, int *count, TimestampTz *next_expiry)
@@ -788,7 +935,9 @@ feed_read_partitions(FeedRow *row, int partition, int *count, TimestampTz *next_
 	values[1] = Int32GetDatum(partition);
 	feed_run("SELECT partition, position, lease_epoch, "
 			 "COALESCE(lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
-			 "lease_expires FROM projection.feed_partitions "
+			 "lease_expires, "
+			 "COALESCE(retry_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
+			 "retry_at FROM projection.feed_partitions "
 			 "WHERE feed_id OPERATOR(pg_catalog.=) $1 "
 			 "AND ($2 OPERATOR(pg_catalog.<) 0 OR partition OPERATOR(pg_catalog.=) $2) "
 			 "ORDER BY position, partition",
@@ -809,8 +958,13 @@ feed_read_partitions(FeedRow *row, int partition, int *count, TimestampTz *next_
 		parts[i].leased = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
 		d = SPI_getbinval(tup, desc, 5, &isnull);
 		parts[i].expires = isnull ? 0 : DatumGetTimestampTz(d);
+		parts[i].backing_off = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		parts[i].retry_at = isnull ? 0 : DatumGetTimestampTz(d);
 		if (parts[i].leased && (*next_expiry == 0 || parts[i].expires < *next_expiry))
 			*next_expiry = parts[i].expires;
+		if (parts[i].backing_off && (*next_expiry == 0 || parts[i].retry_at < *next_expiry))
+			*next_expiry = parts[i].retry_at;
 	}
 	*count = (int) SPI_processed;
 	SPI_freetuptable(SPI_tuptable);
@@ -965,7 +1119,8 @@ feed_take_lease(FeedRow *row, FeedPartition *p, const char *token, Interval *lea
 			  "lease_expires = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6, lease_last = $7 "
 			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2 "
 			  "AND lease_epoch OPERATOR(pg_catalog.=) $3 "
-			  "AND (lease_expires IS NULL OR lease_expires OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())",
+			  "AND (lease_expires IS NULL OR lease_expires OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()) "
+			  "AND (retry_at IS NULL OR retry_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())",
 			  7, types, values, NULL, SPI_OK_UPDATE);
 	return SPI_processed == 1;
 }
@@ -1010,7 +1165,7 @@ feed_look(FeedRow *row, int partition, int max_events, Size max_bytes, Interval 
 		{
 			FeedPartition *p = &parts[i];
 
-			if (p->leased || p->position >= horizon)
+			if (p->leased || p->backing_off || p->position >= horizon)
 				continue;
 			feed_read_events(row, p, horizon, max_events, max_bytes, cxt, rows);
 			if (rows->ntuples == 0)
