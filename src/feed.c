@@ -1319,16 +1319,14 @@ projection_poll(PG_FUNCTION_ARGS)
 
 		for (i = 0; i < rows.ntuples; i++)
 		{
-			Datum		values[9];
-			bool		nulls[9];
-			int			j;
+			Datum		values[2 + Natts_events];
+			bool		nulls[2 + Natts_events];
 
 			values[0] = PointerGetDatum(token_text);
 			nulls[0] = false;
 			values[1] = Int32GetDatum(got.partition);
 			nulls[1] = false;
-			for (j = 0; j < Natts_events; j++)
-				values[2 + j] = heap_getattr(rows.tuples[i], j + 1, rows.tupdesc, &nulls[2 + j]);
+			heap_deform_tuple(rows.tuples[i], rows.tupdesc, values + 2, nulls + 2);
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}
