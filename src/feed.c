@@ -257,18 +257,6 @@ feed_wake_on_commit(void)
 	feed_wake_at_commit = true;
 }
 
-/*
- * Wake every long-poll of a database.  Called from appenders' commit and
- * abort callbacks (trigger.c): a broadcast cannot fail.
- */
-void
-projection_feed_wake(Oid dboid)
-{
-	if (ProjectionShared == NULL)
-		return;
-	ConditionVariableBroadcast(&ProjectionShared->feed_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS]);
-}
-
 /* 32-bit FNV-1a: offset basis 2166136261, prime 16777619 */
 static uint32
 feed_fnv1a(const char *bytes, int len)
@@ -1274,7 +1262,7 @@ projection_poll(PG_FUNCTION_ARGS)
 
 	release = feed_may_release_snapshot(fcinfo);
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
-	cv = &ProjectionShared->feed_cvs[MyDatabaseId % PROJECTION_REGISTRY_GEN_SLOTS];
+	cv = projection_feed_cv(MyDatabaseId);
 	for (;;)
 	{
 		TimestampTz next_expiry;

@@ -12,7 +12,4 @@
 #ifndef PROJECTION_FEED_H
 #define PROJECTION_FEED_H
 
-/* wake the long-polls of a database: appenders' commit and abort callbacks */
-extern void projection_feed_wake(Oid dboid);
-
 #endif							/* PROJECTION_FEED_H */

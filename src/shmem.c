@@ -381,6 +381,27 @@ projection_progress_cv(Oid dboid)
 	return &ProjectionShared->progress_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS];
 }
 
+/* The condition variable feed long-polls sleep on in a database (feed.c). */
+ConditionVariable *
+projection_feed_cv(Oid dboid)
+{
+	return &ProjectionShared->feed_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS];
+}
+
+/*
+ * Wake every feed long-poll of a database: called where appending
+ * transactions end (commit, abort, a subtransaction abort that changes the
+ * lowest position held) and by feed.c after commits that free partitions.
+ * A broadcast cannot fail.
+ */
+void
+projection_feed_wake(Oid dboid)
+{
+	if (ProjectionShared == NULL)
+		return;
+	ConditionVariableBroadcast(projection_feed_cv(dboid));
+}
+
 /*
  * A projection's published checkpoint, or -1 if none is published (or no
  * shared memory).  A cheap test for waiters woken by another projection's

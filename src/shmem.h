@@ -149,6 +149,8 @@ extern bool projection_appender_pending(ProjectionAppenderSeen *appenders, int n
 extern void projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc);
 extern int64 projection_progress_applied(Oid dboid, int32 projection_id);
 extern ConditionVariable *projection_progress_cv(Oid dboid);
+extern ConditionVariable *projection_feed_cv(Oid dboid);
+extern void projection_feed_wake(Oid dboid);
 
 /* cancelling a worker's batch for a management call */
 extern void projection_hold(Oid dboid, int32 projection_id);

@@ -90,7 +90,6 @@
 #include "utils/tuplestore.h"
 
 #include "catalog.h"
-#include "feed.h"
 #include "projection.h"
 #include "shmem.h"
 #include "trigger.h"
