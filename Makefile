@@ -13,7 +13,9 @@ OBJS = \
 	src/eventread.o \
 	src/utility.o \
 	src/depend.o \
-	src/feed.o
+	src/feed.o \
+	src/feedpoll.o \
+	src/feedack.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
 
 DATA = $(wildcard sql/projection--*.sql)
