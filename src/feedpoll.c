@@ -55,6 +55,7 @@
 #include "tcop/pquery.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/portal.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -417,6 +418,8 @@ projection_poll(PG_FUNCTION_ARGS)
 	int32		partition = -1;
 	Size		max_bytes = SIZE_MAX;
 	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext look_cxt;
+	MemoryContext oldcxt;
 	ProjectionFeedRow    *row;
 	TimestampTz deadline;
 	bool		release;
@@ -485,6 +488,15 @@ projection_poll(PG_FUNCTION_ARGS)
 	release = feed_may_release_snapshot(fcinfo);
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
 	cv = projection_feed_cv(MyDatabaseId);
+
+	/*
+	 * Each look allocates (partitions, appenders, the events it read): a
+	 * long-poll woken by many commits of other partitions or types must not
+	 * pile them up.  The rows of the look that found events stay until they
+	 * are copied into the result.
+	 */
+	look_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection poll",
+									 ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
 		TimestampTz next_expiry;
@@ -494,8 +506,11 @@ projection_poll(PG_FUNCTION_ARGS)
 
 		if (wait_ms > 0)
 			ConditionVariablePrepareToSleep(cv);
-		look = feed_look(row, partition, max_events, max_bytes, lease, cxt, &rows, &got,
+		MemoryContextReset(look_cxt);
+		oldcxt = MemoryContextSwitchTo(look_cxt);
+		look = feed_look(row, partition, max_events, max_bytes, lease, look_cxt, &rows, &got,
 						 &token, &next_expiry);
+		MemoryContextSwitchTo(oldcxt);
 		if (look == FEED_LOOK_GOT)
 		{
 			found = true;
