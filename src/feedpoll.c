@@ -57,6 +57,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/portal.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -304,14 +305,10 @@ feed_new_token(ProjectionFeedRow *row, FeedPartition *p)
 	return psprintf("%d.%d.%lld.%s", row->id, p->partition, (long long) p->epoch + 1, hex);
 }
 
-/*
- * Take the lease of partition p if its row is still as we read it (same
- * epoch, no unexpired lease).  In READ COMMITTED the UPDATE waits for a
- * concurrent writer of the row and re-checks the new version.  Returns
- * false if someone else got there first.
- */
+/* the lease UPDATE of feed_take_lease; true if it took the lease */
 static bool
-feed_take_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Interval *lease, int64 last)
+feed_update_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Interval *lease,
+				  int64 last)
 {
 	Oid			types[7] = {INT4OID, INT4OID, INT8OID, TEXTOID, TEXTOID, INTERVALOID, INT8OID};
 	Datum		values[7];
@@ -334,6 +331,49 @@ feed_take_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Int
 			  "AND (retry_at IS NULL OR retry_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())",
 			  7, types, values, NULL, SPI_OK_UPDATE);
 	return SPI_processed == 1;
+}
+
+/*
+ * Take the lease of partition p if its row is still as we read it (same
+ * epoch, no unexpired lease, no back-off).  In READ COMMITTED the UPDATE
+ * waits for a concurrent writer of the row and re-checks the new version;
+ * when the re-check fails, the UPDATE changes nothing but keeps the row
+ * locked to the end of the transaction.  So the UPDATE runs in a
+ * subtransaction that is rolled back when it changed nothing: a poll that
+ * lost a race holds no lock while it tries another partition or sleeps
+ * (two such polls could otherwise deadlock, each holding the row the other
+ * wants).  Returns false if someone else got there first.
+ */
+static bool
+feed_take_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Interval *lease, int64 last)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool taken = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		taken = feed_update_lease(row, p, token, lease, last);
+		if (taken)
+			ReleaseCurrentSubTransaction();
+		else
+			RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		/* leave the subtransaction before the error goes on */
+		MemoryContextSwitchTo(oldcontext);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return taken;
 }
 
 /* what one look at the feed found */
