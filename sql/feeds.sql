@@ -2,6 +2,12 @@
 -- feeds: create_feed, poll, ack, seek, pause/resume, drop_feed, feed_status,
 -- their errors and privileges
 --
+-- In a database of its own, so that the positions in the messages do not
+-- depend on the events the other tests appended.
+\set regress_db :DBNAME
+CREATE DATABASE regress_feeds;
+\c regress_feeds
+CREATE EXTENSION projection;
 \set VERBOSITY default
 CREATE ROLE regress_feed_owner;
 CREATE ROLE regress_feed_other;
@@ -269,4 +275,6 @@ RESET ROLE;
 -- clean up
 SELECT projection.drop_feed('regress_f');
 SELECT count(*) AS feeds FROM projection.feed_status;
+\c :regress_db
+DROP DATABASE regress_feeds;
 DROP ROLE regress_feed_member, regress_feed_other, regress_feed_owner;
