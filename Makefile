@@ -6,13 +6,24 @@ OBJS = \
 	src/projection.o \
 	src/shmem.o \
 	src/catalog.o \
-	src/trigger.o \
-	src/api.o \
+	src/handler.o \
+	src/horizon.o \
+	src/xact.o \
+	src/events.o \
+	src/registry.o \
+	src/checkpoint.o \
+	src/inline.o \
+	src/manage.o \
+	src/replay.o \
+	src/progress.o \
+	src/aggregate.o \
 	src/launcher.o \
 	src/worker.o \
 	src/eventread.o \
 	src/utility.o \
 	src/depend.o \
+	src/spiutil.o \
+	src/lifecycle.o \
 	src/feed.o \
 	src/feedpoll.o \
 	src/feedack.o
@@ -22,7 +33,7 @@ DATA = $(wildcard sql/projection--*.sql)
 PG_CPPFLAGS = -I$(srcdir)/src
 
 # pg_regress: one topic per file in sql/, expected output in expected/
-REGRESS = setup events registry inline security rebuild aggregate aggregate_memory events_subxact privileges manage handler_redefine handler_settings feeds
+REGRESS = setup events registry inline security rebuild aggregate aggregate_memory events_subxact privileges manage handler_redefine handler_settings lifecycle feeds
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/projection.conf
 
 # isolation specs live in test/specs, expected output in test/expected

@@ -79,47 +79,13 @@ typedef struct ProjectionOids
 	Oid			checkpoints;	/* InvalidOid before ALTER EXTENSION ... UPDATE TO '1.1' */
 } ProjectionOids;
 
-/*
- * The checkpoint of projection row "p" (an alias), as an SQL expression: the
- * registry's base position, or the newest entry of projection.checkpoints
- * (version 1.1) if that is further.  The two forms for a database with and
- * without the checkpoints table.
- */
-#define PROJECTION_CHECKPOINT_SQL(p) \
-	"GREATEST(" p ".position, (SELECT c.position FROM projection.checkpoints c " \
-	"WHERE c.projection_id OPERATOR(pg_catalog.=) " p ".id ORDER BY c.position DESC LIMIT 1))"
-#define PROJECTION_CHECKPOINT_SQL_1_0(p) p ".position"
-
-/* the saved identity while running a projection's code as its owner */
-typedef struct ProjectionOwnerScope
-{
-	bool		active;
-	Oid			owner;
-	const char *search_path;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-} ProjectionOwnerScope;
-
 extern const ProjectionOids *projection_oids(void);
 extern ProjectionRegistry *projection_registry_acquire(void);
 extern void projection_registry_release(ProjectionRegistry *registry);
 extern void projection_registry_invalidate(void);
 extern void projection_registry_at_abort(void);
 
-extern int64 projection_sequence_last_value(void);
 extern bool projection_wants(ProjectionDef *def, const char *event_type);
 extern Datum projection_type_filter(ProjectionDef *def);
-extern void projection_owner_enter(ProjectionOwnerScope *scope, ProjectionDef *def);
-extern void projection_owner_leave(ProjectionOwnerScope *scope);
-extern void projection_apply(ProjectionDef *def, Datum event, const char *event_type,
-							 int64 position);
-extern SPIPlanPtr projection_prepare_statement(const char *sql, Oid events_type);
-
-/* api.c */
-extern void projection_replay_at_abort(SubTransactionId subid);
-extern Datum projection_drop(PG_FUNCTION_ARGS);
-
-extern void projection_spi_check(int rc, int expected, const char *what);
 
 #endif							/* PROJECTION_CATALOG_H */

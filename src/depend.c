@@ -39,7 +39,7 @@
  *
  * The registry is read and written as the bootstrap superuser: the roles
  * running these commands need no right on it.  Projections are dropped
- * through projection_drop() (api.c), as a superuser would.
+ * through projection_drop() (manage.c), as a superuser would.
  *
  * IDENTIFICATION
  *	  src/depend.c
@@ -74,7 +74,9 @@
 
 #include "catalog.h"
 #include "depend.h"
+#include "manage.h"
 #include "projection.h"
+#include "spiutil.h"
 
 PG_FUNCTION_INFO_V1(projection_registry_owner_trigger);
 

@@ -34,7 +34,6 @@
 #include "utils/memutils.h"
 
 #include "eventread.h"
-#include "projection.h"
 
 /* the receiver: the rows collected so far and the bounds */
 typedef struct EventReadReceiver

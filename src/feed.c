@@ -58,8 +58,9 @@
 #include "catalog.h"
 #include "feed.h"
 #include "projection.h"
+#include "horizon.h"
 #include "shmem.h"
-#include "trigger.h"
+#include "spiutil.h"
 
 PG_FUNCTION_INFO_V1(projection_feed_partition);
 PG_FUNCTION_INFO_V1(projection_create_feed);
@@ -68,7 +69,6 @@ PG_FUNCTION_INFO_V1(projection_pause_feed);
 PG_FUNCTION_INFO_V1(projection_resume_feed);
 
 static bool feed_wake_at_commit = false;
-static bool feed_callback_registered = false;
 
 /* ---------------------------------------------------------------------
  * Small helpers
@@ -170,26 +170,23 @@ projection_feed_exec(const char *sql, int nargs, Oid *types, Datum *values, cons
 	projection_feed_run(sql, nargs, types, values, nulls, false, expected);
 }
 
-/* the commit callback: wake the long-polls once the transaction is visible */
-static void
-feed_xact_callback(XactEvent event, void *arg)
+/*
+ * Transaction end (xact.c): after a commit of an ack, nack, seek, resume or
+ * drop, wake the long-polls, which may now take a partition.  A broadcast
+ * cannot fail.
+ */
+void
+projection_feed_at_eoxact(bool commit)
 {
-	if (event == XACT_EVENT_COMMIT && feed_wake_at_commit)
+	if (commit && feed_wake_at_commit)
 		projection_feed_wake(MyDatabaseId);
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
-		event == XACT_EVENT_PREPARE)
-		feed_wake_at_commit = false;
+	feed_wake_at_commit = false;
 }
 
 /* Wake this database's long-polls when this transaction commits. */
 void
 projection_feed_wake_on_commit(void)
 {
-	if (!feed_callback_registered)
-	{
-		RegisterXactCallback(feed_xact_callback, NULL);
-		feed_callback_registered = true;
-	}
 	feed_wake_at_commit = true;
 }
 
@@ -311,39 +308,24 @@ projection_feed_require_preloaded(const char *what)
 
 /*
  * The highest position up to which every event is visible in the snapshot
- * this pushes as the active snapshot, or dead for ever (the rule of
- * worker.c, "Which events are safe": last_value, then the appenders, then
- * the snapshot).  Events this transaction appended itself are not yet
- * committed, and may roll back: the horizon stays below them.  An appender
- * caught between publishing its xid and drawing its position holds every
- * gap for microseconds: wait it out with a fresh snapshot.  The caller pops
+ * this pushes as the active snapshot, or dead for ever (horizon.c, read
+ * settled: last_value, then the appenders, then the snapshot).  Events this
+ * transaction appended itself are not yet committed, and may roll back: the
+ * horizon stays below them.  An appender caught between publishing its xid
+ * and drawing its position holds every gap for microseconds: the settled
+ * read waits it out.  The caller pops
  * the active snapshot.  READ COMMITTED only (GetTransactionSnapshot() must
  * be new).
  */
 int64
 projection_feed_horizon(void)
 {
-	int64		last_value;
+	ProjectionHorizon h;
 	int64		horizon;
-	ProjectionAppenderSeen *appenders;
-	int			nappenders;
 
-	for (;;)
-	{
-		last_value = projection_sequence_last_value();
-		appenders = projection_read_appenders(MyDatabaseId, &nappenders);
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (!projection_appender_pending(appenders, nappenders, GetActiveSnapshot()))
-			break;
-		PopActiveSnapshot();
-		pfree(appenders);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-	horizon = projection_gap_bound(last_value, appenders, nappenders, GetActiveSnapshot());
-	pfree(appenders);
+	projection_horizon_read_settled(&h, MyDatabaseId);
+	horizon = projection_horizon_gap_bound(&h);
+	pfree(h.appenders);
 
 	if (projection_appended_in_xact() && MyBackendId != InvalidBackendId &&
 		MyBackendId <= ProjectionNumAppenders)

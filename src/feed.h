@@ -45,4 +45,7 @@ extern void projection_feed_check_events_privilege(Oid role, const char *detail)
 extern void projection_feed_require_preloaded(const char *what);
 extern int64 projection_feed_horizon(void);
 
+/* transaction end (xact.c) */
+extern void projection_feed_at_eoxact(bool commit);
+
 #endif							/* PROJECTION_FEED_H */

@@ -26,6 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "feed.h"
+#include "horizon.h"
 #include "catalog.h"
 #include "projection.h"
 

@@ -6,7 +6,7 @@
  *
  * When the library is not preloaded, only the reloadable GUCs are defined: inline
  * projections work, and functions that need the background worker warn (see
- * api.c).  When it is preloaded, shared memory is requested and the launcher
+ * manage.c).  When it is preloaded, shared memory is requested and the launcher
  * registered.  The utility and object access hooks are installed either way.
  *
  * IDENTIFICATION
@@ -25,6 +25,7 @@
 #include "projection.h"
 #include "shmem.h"
 #include "utility.h"
+#include "xact.h"
 
 PROJECTION_MODULE_MAGIC;
 
@@ -67,6 +68,12 @@ _PG_init(void)
 							8192, 64, MAX_KILOBYTES,
 							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
+
+	/*
+	 * The (sub)transaction callbacks (xact.c) are registered once, here, in
+	 * every backend that loads the library, preloaded or not.
+	 */
+	projection_xact_init();
 
 	/*
 	 * Dependencies of projections (depend.c) are checked by every backend

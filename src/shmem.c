@@ -8,8 +8,7 @@
  * - ProjectionAppenders[MaxBackends]: each backend writes only its own entry
  *   (MyBackendId - 1), with plain atomic stores and memory barriers, from the
  *   position trigger and from its (sub)transaction callbacks; workers read
- *   every entry without a lock.  trigger.c and worker.c state the ordering
- *   rules.
+ *   every entry without a lock.  horizon.c states the ordering rules.
  *
  * - ProjectionShared->dbslots[]: per-database worker slots.  Read and written
  *   only while holding ProjectionShared->lock (exclusive to write, shared to
@@ -19,7 +18,8 @@
  *
  * - The progress hash (ProjectionProgressHash): per-projection checkpoints
  *   published after commit by workers, read by projection.wait() and the
- *   status view.  Protected by ProjectionShared->lock.  Waiters sleep on
+ *   status view (allocated here, used by progress.c).  Protected by
+ *   ProjectionShared->lock.  Waiters sleep on
  *   progress_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS], so a worker's
  *   commit wakes the waiters of its own database (and of the few databases
  *   sharing the slot), not every waiter of the cluster.
@@ -66,7 +66,7 @@ ProjectionAppender *ProjectionAppenders = NULL;
 int			ProjectionNumAppenders = 0;
 static ProjectionHold *ProjectionHolds = NULL;
 static bool hold_exit_registered = false;
-static HTAB *ProjectionProgressHash = NULL;
+HTAB	   *ProjectionProgressHash = NULL;	/* progress.c reads and writes it */
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -309,6 +309,54 @@ projection_wake_database_worker(Oid dboid)
 	}
 }
 
+/* this transaction asks the launcher to look at its database at commit */
+static bool launcher_request_pending = false;
+
+/* Ask the launcher, at commit, to look for this database's worker again. */
+void
+projection_request_launcher_at_commit(void)
+{
+	launcher_request_pending = true;
+}
+
+/*
+ * Transaction end (from xact.c): after a commit, pass the request on to the
+ * launcher and wake this database's workers.  No locks, no errors.
+ */
+void
+projection_launcher_request_at_eoxact(bool commit)
+{
+	if (commit && launcher_request_pending && ProjectionShared != NULL)
+	{
+		pg_atomic_fetch_add_u32(&ProjectionShared->rescan_gen, 1);
+		pg_atomic_write_u32(&ProjectionShared->rescan, 1);
+		projection_wake_launcher();
+		projection_wake_database_worker(MyDatabaseId);
+	}
+	launcher_request_pending = false;
+}
+
+/* The condition variable feed long-polls sleep on in a database (feed.c). */
+ConditionVariable *
+projection_feed_cv(Oid dboid)
+{
+	return &ProjectionShared->feed_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS];
+}
+
+/*
+ * Wake every feed long-poll of a database: called where appending
+ * transactions end (commit, abort, a subtransaction abort that changes the
+ * lowest position held: horizon.c) and by feed.c after commits that free
+ * partitions.  A broadcast cannot fail.
+ */
+void
+projection_feed_wake(Oid dboid)
+{
+	if (ProjectionShared == NULL)
+		return;
+	ConditionVariableBroadcast(projection_feed_cv(dboid));
+}
+
 /*
  * Find the slot of one of a database's workers (with InvalidOid: a free
  * slot); caller holds ProjectionShared->lock.
@@ -326,252 +374,6 @@ projection_find_dbslot(Oid dboid, int index)
 			return slot;
 	}
 	return NULL;
-}
-
-/*
- * The progress entry of a projection, created if missing (applied = -1,
- * nothing published yet).  Caller holds ProjectionShared->lock exclusively.
- * NULL if the hash is full (projection.max_projections): progress is then
- * simply not published.
- */
-static ProjectionProgress *
-progress_entry(Oid dboid, int32 projection_id)
-{
-	ProjectionProgressKey key;
-	ProjectionProgress *entry;
-	bool		found;
-
-	memset(&key, 0, sizeof(key));
-	key.dboid = dboid;
-	key.projection_id = projection_id;
-	entry = hash_search(ProjectionProgressHash, &key, HASH_ENTER_NULL, &found);
-	if (entry != NULL && !found)
-	{
-		entry->applied = -1;
-		entry->rebuild_done = 0;
-		entry->rebuild_total = 0;
-	}
-	return entry;
-}
-
-/*
- * Publish a projection's committed checkpoint and wake every waiter.  Call
- * only after the checkpoint's transaction has committed.
- */
-void
-projection_publish_progress(Oid dboid, int32 projection_id, int64 applied)
-{
-	ProjectionProgress *entry;
-
-	if (ProjectionShared == NULL)
-		return;
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	entry = progress_entry(dboid, projection_id);
-	if (entry != NULL)
-		entry->applied = applied;
-	LWLockRelease(ProjectionShared->lock);
-
-	ConditionVariableBroadcast(projection_progress_cv(dboid));
-}
-
-/* The condition variable projection.wait() sleeps on in a database. */
-ConditionVariable *
-projection_progress_cv(Oid dboid)
-{
-	return &ProjectionShared->progress_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS];
-}
-
-/* The condition variable feed long-polls sleep on in a database (feed.c). */
-ConditionVariable *
-projection_feed_cv(Oid dboid)
-{
-	return &ProjectionShared->feed_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS];
-}
-
-/*
- * Wake every feed long-poll of a database: called where appending
- * transactions end (commit, abort, a subtransaction abort that changes the
- * lowest position held) and by feed.c after commits that free partitions.
- * A broadcast cannot fail.
- */
-void
-projection_feed_wake(Oid dboid)
-{
-	if (ProjectionShared == NULL)
-		return;
-	ConditionVariableBroadcast(projection_feed_cv(dboid));
-}
-
-/*
- * A projection's published checkpoint, or -1 if none is published (or no
- * shared memory).  A cheap test for waiters woken by another projection's
- * commit: they look at the registry only when this (or the registry
- * generation) moved.
- */
-int64
-projection_progress_applied(Oid dboid, int32 projection_id)
-{
-	ProjectionProgressKey key;
-	ProjectionProgress *entry;
-	int64		applied = -1;
-
-	if (ProjectionShared == NULL)
-		return -1;
-	memset(&key, 0, sizeof(key));
-	key.dboid = dboid;
-	key.projection_id = projection_id;
-	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
-	entry = hash_search(ProjectionProgressHash, &key, HASH_FIND, NULL);
-	if (entry != NULL)
-		applied = entry->applied;
-	LWLockRelease(ProjectionShared->lock);
-	return applied;
-}
-
-/* Publish the progress of a running rebuild (0/0 when none runs). */
-void
-projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total)
-{
-	ProjectionProgress *entry;
-
-	if (ProjectionShared == NULL)
-		return;
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	entry = progress_entry(dboid, projection_id);
-	if (entry != NULL)
-	{
-		entry->rebuild_done = done;
-		entry->rebuild_total = total;
-	}
-	LWLockRelease(ProjectionShared->lock);
-}
-
-/* Forget a dropped projection's entry, so that the hash does not fill up. */
-void
-projection_forget_progress(Oid dboid, int32 projection_id)
-{
-	ProjectionProgressKey key;
-
-	if (ProjectionShared == NULL)
-		return;
-	memset(&key, 0, sizeof(key));
-	key.dboid = dboid;
-	key.projection_id = projection_id;
-
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	hash_search(ProjectionProgressHash, &key, HASH_REMOVE, NULL);
-	LWLockRelease(ProjectionShared->lock);
-}
-
-/*
- * Emit (projection_id, applied, rebuild_done, rebuild_total) rows for one
- * database into a materialized SRF tuplestore.  Copies the entries under the
- * lock, then builds tuples without it.
- */
-void
-projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc)
-{
-	HASH_SEQ_STATUS status;
-	ProjectionProgress *entry;
-	ProjectionProgress *copies;
-	int			n = 0;
-	int			i;
-
-	copies = palloc(sizeof(ProjectionProgress) * projection_max_projections);
-	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
-	hash_seq_init(&status, ProjectionProgressHash);
-	while ((entry = hash_seq_search(&status)) != NULL)
-	{
-		if (entry->key.dboid == dboid && n < projection_max_projections)
-			copies[n++] = *entry;
-	}
-	LWLockRelease(ProjectionShared->lock);
-
-	for (i = 0; i < n; i++)
-	{
-		Datum		values[4];
-		bool		nulls[4] = {false, false, false, false};
-
-		values[0] = Int32GetDatum(copies[i].key.projection_id);
-		values[1] = Int64GetDatum(copies[i].applied);
-		nulls[1] = copies[i].applied < 0;
-		values[2] = Int64GetDatum(copies[i].rebuild_done);
-		values[3] = Int64GetDatum(copies[i].rebuild_total);
-		tuplestore_putvalues(store, desc, values, nulls);
-	}
-	pfree(copies);
-}
-
-/*
- * The appending transactions of one database, right now (step 2 of the
- * safe-horizon rule in worker.c: call after reading the sequence's
- * last_value, before taking the snapshot).  Reads without locks; the
- * barriers pair with those in trigger.c.  Result palloc'd.
- */
-ProjectionAppenderSeen *
-projection_read_appenders(Oid dboid, int *count)
-{
-	ProjectionAppenderSeen *result = palloc(sizeof(ProjectionAppenderSeen) * Max(ProjectionNumAppenders, 1));
-	int			n = 0;
-	int			i;
-
-	pg_memory_barrier();
-	for (i = 0; i < ProjectionNumAppenders; i++)
-	{
-		ProjectionAppender *a = &ProjectionAppenders[i];
-		TransactionId xid = pg_atomic_read_u32(&a->xid);
-
-		if (!TransactionIdIsValid(xid))
-			continue;
-		pg_read_barrier();
-		if (pg_atomic_read_u32(&a->dboid) != dboid)
-			continue;
-		result[n].xid = xid;
-		result[n].min_pos = pg_atomic_read_u64(&a->min_pos);
-		n++;
-	}
-	*count = n;
-	return result;
-}
-
-/*
- * The highest position below which every missing position is dead: min(L,
- * lowest position - 1 of every appender still running in the snapshot).
- * An appender whose lowest position is not yet known blocks every gap.
- */
-int64
-projection_gap_bound(int64 last_value, ProjectionAppenderSeen *appenders, int nappenders, Snapshot snapshot)
-{
-	int64		bound = last_value;
-	int			i;
-
-	for (i = 0; i < nappenders; i++)
-	{
-		if (!XidInMVCCSnapshot(appenders[i].xid, snapshot))
-			continue;			/* ended before the snapshot: its rows are visible or dead */
-		if (appenders[i].min_pos == 0)
-			return 0;
-		bound = Min(bound, (int64) appenders[i].min_pos - 1);
-	}
-	return bound;
-}
-
-/*
- * Is an appender still running in the snapshot without a position yet?  It
- * is between publishing its xid and drawing from the sequence, a matter of
- * microseconds, and meanwhile projection_gap_bound() lets no gap pass.  A
- * caller that needs the bound itself (a rebuild stops there) takes a new
- * snapshot and asks again.
- */
-bool
-projection_appender_pending(ProjectionAppenderSeen *appenders, int nappenders, Snapshot snapshot)
-{
-	int			i;
-
-	for (i = 0; i < nappenders; i++)
-		if (appenders[i].min_pos == 0 && XidInMVCCSnapshot(appenders[i].xid, snapshot))
-			return true;
-	return false;
 }
 
 /* ---------------------------------------------------------------------

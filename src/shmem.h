@@ -16,6 +16,7 @@
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/lwlock.h"
+#include "utils/hsearch.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 #include "utils/snapshot.h"
@@ -25,7 +26,7 @@
  * One entry per backend (indexed by MyBackendId - 1): the top-level xid of a
  * transaction that has appended events and not yet ended, and the lowest
  * position it holds.  Written only by its own backend, read without locks by
- * workers (see the ordering rules in trigger.c and worker.c).
+ * workers (see the ordering rules in horizon.c).
  */
 typedef struct ProjectionAppender
 {
@@ -129,28 +130,20 @@ typedef struct ProjectionSharedState
 
 extern ProjectionSharedState *ProjectionShared;
 extern ProjectionAppender *ProjectionAppenders;
+extern HTAB *ProjectionProgressHash;
 extern int	ProjectionNumAppenders;
 
 extern void projection_shmem_install_hooks(void);
 extern void projection_wake_launcher(void);
 extern void projection_wake_database_worker(Oid dboid);
+extern ConditionVariable *projection_feed_cv(Oid dboid);
+extern void projection_feed_wake(Oid dboid);
+extern void projection_request_launcher_at_commit(void);
+extern void projection_launcher_request_at_eoxact(bool commit);
 extern ProjectionDbSlot *projection_find_dbslot(Oid dboid, int index);
 extern void projection_registry_change_begin(Oid dboid);
 extern void projection_registry_change_end(Oid dboid);
 extern bool projection_registry_generation(Oid dboid, uint64 *gen);
-extern void projection_publish_progress(Oid dboid, int32 projection_id, int64 applied);
-extern void projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total);
-extern void projection_forget_progress(Oid dboid, int32 projection_id);
-extern ProjectionAppenderSeen *projection_read_appenders(Oid dboid, int *count);
-extern int64 projection_gap_bound(int64 last_value, ProjectionAppenderSeen *appenders,
-								  int nappenders, Snapshot snapshot);
-extern bool projection_appender_pending(ProjectionAppenderSeen *appenders, int nappenders,
-										Snapshot snapshot);
-extern void projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc);
-extern int64 projection_progress_applied(Oid dboid, int32 projection_id);
-extern ConditionVariable *projection_progress_cv(Oid dboid);
-extern ConditionVariable *projection_feed_cv(Oid dboid);
-extern void projection_feed_wake(Oid dboid);
 
 /* cancelling a worker's batch for a management call */
 extern void projection_hold(Oid dboid, int32 projection_id);

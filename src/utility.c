@@ -63,7 +63,6 @@
 #include "depend.h"
 #include "projection.h"
 #include "shmem.h"
-#include "trigger.h"
 #include "utility.h"
 
 #define WORKER_STOP_TIMEOUT_MS 10000
@@ -73,22 +72,19 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 
 /* this transaction holds its database's workers (DROP EXTENSION) */
 static bool holding_database = false;
-static bool hold_callback_registered = false;
 
-/* End of the transaction that ran DROP EXTENSION: let the workers go on. */
-static void
-utility_xact_callback(XactEvent event, void *arg)
+/*
+ * End of the transaction that ran DROP EXTENSION (commit, abort or
+ * prepare, from xact.c): let the workers go on.
+ */
+void
+projection_utility_at_eoxact(void)
 {
 	if (!holding_database)
 		return;
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
-		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
-		event == XACT_EVENT_PREPARE)
-	{
-		holding_database = false;
-		projection_release_hold();
-		projection_wake_database_worker(MyDatabaseId);
-	}
+	holding_database = false;
+	projection_release_hold();
+	projection_wake_database_worker(MyDatabaseId);
 }
 
 /*
@@ -376,11 +372,6 @@ projection_process_utility(PlannedStmt *pstmt, const char *queryString,
 		/* DROP EXTENSION projection never waits behind a worker's batch */
 		if (ProjectionShared != NULL && utility_drops_our_installed_extension(pstmt->utilityStmt))
 		{
-			if (!hold_callback_registered)
-			{
-				RegisterXactCallback(utility_xact_callback, NULL);
-				hold_callback_registered = true;
-			}
 			projection_hold(MyDatabaseId, 0);
 			holding_database = true;
 			utility_cancel_batches();

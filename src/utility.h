@@ -13,5 +13,6 @@
 #define PROJECTION_UTILITY_H
 
 extern void projection_utility_install_hook(void);
+extern void projection_utility_at_eoxact(void);
 
 #endif							/* PROJECTION_UTILITY_H */

@@ -8,23 +8,12 @@
  * The loop (worker_spi's): WaitLatch, ResetLatch, CHECK_FOR_INTERRUPTS,
  * reload the configuration if asked, then rounds of one short transaction
  * each until nothing is left.  Committing appenders set our latch from their
- * commit callback (trigger.c), so a commit is applied without any polling
- * interval; projection.naptime is only a safety net.
+ * commit callback (xact.c, horizon.c), so a commit is applied without any
+ * polling interval; projection.naptime is only a safety net.
  *
- * Which events are safe to apply (no skipped events):
- *	1. read L, the sequence's last_value;
- *	2. then read W, the appending transactions of this database published in
- *	   ProjectionAppenders, with the lowest position each holds (rule 1 of
- *	   trigger.c: an appender publishes its xid before drawing a position);
- *	3. then take the snapshot S the events are read with.
- * Every position <= L was drawn by a transaction that is in W or had ended
- * before step 2 (then S sees its commit), or in a subtransaction that had
- * rolled back (then its row is dead; trigger.c rule 4).  Events are applied in order while
- * positions are contiguous.  A missing position g <= L is dead (rolled back)
- * unless some member of W that S still sees running could hold it, that is,
- * its lowest position is unknown or <= g; then the round stops before g and
- * waits for that transaction, which wakes us at its commit or abort.  No
- * time-out, and transactions that appended nothing are never waited for.
+ * Which events are safe to apply (no skipped events): the safe-horizon
+ * rule, stated and implemented in horizon.c.  Each round reads the horizon
+ * at its start (worker_begin) and walks its batch with it (worker_horizon).
  *
  * Exactly once: each round locks the registry rows of the projections it
  * applies (FOR UPDATE SKIP LOCKED: a projection being paused, resumed or
@@ -79,10 +68,15 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
+#include "checkpoint.h"
 #include "eventread.h"
+#include "events.h"
+#include "handler.h"
+#include "horizon.h"
+#include "progress.h"
 #include "projection.h"
 #include "shmem.h"
-#include "trigger.h"
+#include "spiutil.h"
 #include "worker.h"
 
 /* events per transaction while looking for a poison event (< 64 subxacts) */
@@ -132,11 +126,6 @@ static int	transient_attempts = 0;
 
 static SPIPlanPtr batch_plan = NULL;
 static SPIPlanPtr filtered_batch_plan = NULL;
-static SPIPlanPtr lock_plan = NULL;
-static SPIPlanPtr lock_plan_1_0 = NULL;
-static SPIPlanPtr checkpoint_plan = NULL;
-static SPIPlanPtr checkpoint_plan_1_0 = NULL;
-static SPIPlanPtr caught_up_plan = NULL;
 
 /* ---------------------------------------------------------------------
  * Slot bookkeeping
@@ -226,27 +215,6 @@ worker_extension_exists(void)
  * Helpers
  * ---------------------------------------------------------------------
  */
-
-static SPIPlanPtr
-worker_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *types)
-{
-	if (*cache != NULL && !SPI_plan_is_valid(*cache))
-	{
-		SPI_freeplan(*cache);
-		*cache = NULL;
-	}
-	if (*cache == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		*cache = plan;
-	}
-	return *cache;
-}
 
 /*
  * What a round does about an error, decided in one place (worker_error_kind)
@@ -399,34 +367,9 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
 	RoundProjection *result;
 	int32	   *restored;
 	int			nrestored = 0;
-	Oid			types[3] = {INT4OID, INT4OID, INT4ARRAYOID};
 	Datum		values[3];
 
-#define LOCK_SQL(checkpoint, restored, hold) \
-	"SELECT id, " checkpoint ", state OPERATOR(pg_catalog.=) 'catching_up', " restored " " \
-	"FROM projection.projections p " \
-	"WHERE mode OPERATOR(pg_catalog.=) 'async' " \
-	"AND state OPERATOR(pg_catalog.=) ANY ('{running,catching_up}') " \
-	"AND id OPERATOR(pg_catalog.%) $1 OPERATOR(pg_catalog.=) $2 " hold \
-	"AND id OPERATOR(pg_catalog.<>) ALL ($3) " \
-	"ORDER BY id FOR UPDATE OF p SKIP LOCKED"
-
-	/*
-	 * One cached plan per version: a plan of 1.0 stays valid after the
-	 * update.  From 1.1, a projection being restored is left alone while
-	 * the restoring session lives.
-	 */
-	if (OidIsValid(projection_oids()->checkpoints))
-		plan = worker_plan(&lock_plan,
-						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL("p"), "restored_pid IS NOT NULL",
-									"AND (restored_pid IS NULL OR NOT EXISTS ("
-									"SELECT FROM pg_catalog.pg_stat_get_activity(restored_pid) a "
-									"WHERE a.backend_start OPERATOR(pg_catalog.=) restored_at)) "),
-						   3, types);
-	else
-		plan = worker_plan(&lock_plan_1_0,
-						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL_1_0("p"), "false", ""),
-						   3, types);
+	plan = projection_checkpoint_lock_plan();
 	values[0] = Int32GetDatum(worker_count);
 	values[1] = Int32GetDatum(worker_index);
 	/* projections a management call is waiting for (manage's cancel requests) */
@@ -513,11 +456,11 @@ worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
 	"ORDER BY e.global_position LIMIT $3"
 
 	if (filter == (Datum) 0)
-		plan = worker_plan(&batch_plan, BATCH_SQL(""), 3, types);
+		plan = projection_kept_plan(&batch_plan, BATCH_SQL(""), 3, types);
 	else
-		plan = worker_plan(&filtered_batch_plan,
-						   BATCH_SQL("AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "),
-						   4, types);
+		plan = projection_kept_plan(&filtered_batch_plan,
+									BATCH_SQL("AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "),
+									4, types);
 	values[0] = Int64GetDatum(from);
 	values[1] = Int64GetDatum(upto);
 	values[2] = Int64GetDatum(max_rows);
@@ -544,92 +487,40 @@ worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
 }
 
 /*
- * How far may this round go?  Walk the batch: contiguous positions are
- * always safe; a gap is safe to pass only if it lies at or below gap_bound.
- * Returns the number of batch events to apply and sets *horizon, the
- * position every participating projection will have reached.  "full": the
- * read stopped at a bound (worker_read_batch).
+ * How far may this round go?  The contiguous walk of horizon.c over the
+ * batch.  Returns the number of batch events to apply and sets *horizon,
+ * the position every participating projection will have reached.  "full":
+ * the read stopped at a bound (worker_read_batch).
  */
 static int
 worker_horizon(BatchEvent *events, int nevents, bool full, int64 from, int64 last_value,
 			   int64 gap_bound, int64 *horizon)
 {
-	int64		expected = from + 1;
+	ProjectionHorizonWalk walk;
 	int			i;
 
+	projection_horizon_walk_begin(&walk, from, gap_bound);
 	for (i = 0; i < nevents; i++)
 	{
-		if (events[i].position > expected && events[i].position - 1 > gap_bound)
+		if (!projection_horizon_walk_step(&walk, events[i].position))
 		{
-			*horizon = expected - 1;
+			*horizon = walk.reached;
 			return i;
 		}
-		expected = events[i].position + 1;
 	}
-	if (full)
-		*horizon = expected - 1;	/* more may follow: stop at the last one */
-	else
-		*horizon = Max(expected - 1, Min(last_value, gap_bound));
+	*horizon = projection_horizon_walk_end(&walk, full, last_value);
 	return nevents;
 }
 
 /*
  * Move a projection's checkpoint to "position" in this round's transaction,
- * and mark it running if it was catching up and has caught up.  From
- * version 1.1 the checkpoint is a new entry in projection.checkpoints (the
- * previous one is deleted); the registry row is only written when the state
- * changes, so that a long transaction elsewhere, which keeps old row
- * versions from being pruned, does not make every round walk more of them.
+ * and mark it running if it was catching up and has caught up
+ * (checkpoint.c).
  */
 static void
 worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
 {
-	Oid			types[3] = {INT4OID, INT8OID, BOOLOID};
-	Datum		values[3];
-	SPIPlanPtr	plan;
-	int			rc;
-
-	values[0] = Int32GetDatum(rp->def->id);
-	values[1] = Int64GetDatum(position);
-	if (!OidIsValid(projection_oids()->checkpoints))
-	{
-		plan = worker_plan(&checkpoint_plan_1_0,
-						   "UPDATE projection.projections SET position = $2, "
-						   "state = CASE WHEN $3 THEN 'running' ELSE state END, "
-						   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
-						   3, types);
-		values[2] = BoolGetDatum(caught_up);
-		rc = SPI_execute_plan(plan, values, NULL, false, 0);
-		projection_spi_check(rc, SPI_OK_UPDATE, "saving a checkpoint");
-		rp->position = position;
-		rp->catching_up = rp->catching_up && !caught_up;
-		return;
-	}
-
-	if (position > rp->position)
-	{
-		types[2] = INT8OID;
-		plan = worker_plan(&checkpoint_plan,
-						   "WITH previous AS (DELETE FROM projection.checkpoints "
-						   "WHERE projection_id OPERATOR(pg_catalog.=) $1 "
-						   "AND position OPERATOR(pg_catalog.=) $3) "
-						   "INSERT INTO projection.checkpoints (projection_id, position) VALUES ($1, $2)",
-						   3, types);
-		values[2] = Int64GetDatum(rp->position);
-		rc = SPI_execute_plan(plan, values, NULL, false, 0);
-		projection_spi_check(rc, SPI_OK_INSERT, "saving a checkpoint");
-		rp->position = position;
-	}
-	if (caught_up)
-	{
-		rp->catching_up = false;
-		plan = worker_plan(&caught_up_plan,
-						   "UPDATE projection.projections SET state = 'running', "
-						   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
-						   1, types);
-		rc = SPI_execute_plan(plan, values, NULL, false, 0);
-		projection_spi_check(rc, SPI_OK_UPDATE, "marking a projection caught up");
-	}
+	projection_checkpoint_save(rp->def->id, &rp->position, &rp->catching_up, position, caught_up);
 }
 
 /* on_error 'stop': the projection fails at this event, keeping its position before it */
@@ -650,14 +541,8 @@ worker_record_failure(RoundProjection *rp, BatchEvent *ev, ErrorData *edata)
 							   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
 							   5, types, values, NULL, false, 0);
 	projection_spi_check(rc, SPI_OK_UPDATE, "recording a failure");
-	if (OidIsValid(projection_oids()->checkpoints))
-	{
-		/* the registry's position is the checkpoint again */
-		rc = SPI_execute_with_args("DELETE FROM projection.checkpoints "
-								   "WHERE projection_id OPERATOR(pg_catalog.=) $1",
-								   1, types, values, NULL, false, 0);
-		projection_spi_check(rc, SPI_OK_DELETE, "recording a failure");
-	}
+	/* the registry's position is the checkpoint again */
+	projection_checkpoint_reset(rp->def->id);
 	rp->failed = true;
 	rp->position = ev->position - 1;
 	ereport(LOG,
@@ -774,11 +659,12 @@ worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
 }
 
 /*
- * Start a round's transaction: snapshot-free start, L, W, then the
- * snapshot.  Returns false if the extension is gone.
+ * Start a round's transaction: snapshot-free start, then the horizon read
+ * (L, W, then the snapshot; horizon.c).  Returns false if the extension is
+ * gone.
  */
 static bool
-worker_begin(int64 *last_value, ProjectionAppenderSeen **appenders, int *nappenders)
+worker_begin(ProjectionHorizon *hz)
 {
 	Oid			sequence;
 
@@ -808,9 +694,7 @@ worker_begin(int64 *last_value, ProjectionAppenderSeen **appenders, int *nappend
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	*last_value = projection_sequence_last_value();	/* step 1 */
-	*appenders = projection_read_appenders(worker_dboid, nappenders);	/* step 2 */
-	PushActiveSnapshot(GetTransactionSnapshot());	/* step 3 */
+	projection_horizon_read(hz, worker_dboid);
 	return true;
 }
 
@@ -963,9 +847,7 @@ worker_round_careful(int64 from, int64 horizon_limit)
 	 */
 	while (cursor < horizon_limit)
 	{
-		int64		last_value;
-		ProjectionAppenderSeen *appenders;
-		int			nappenders;
+		ProjectionHorizon hz;
 		ProjectionRegistry *registry;
 		RoundProjection *rps;
 		int			nrps;
@@ -984,7 +866,7 @@ worker_round_careful(int64 from, int64 horizon_limit)
 			return;
 		}
 		MemoryContextSwitchTo(chunk_cxt);
-		if (!worker_begin(&last_value, &appenders, &nappenders))
+		if (!worker_begin(&hz))
 		{
 			MemoryContextSwitchTo(cxt);
 			MemoryContextDelete(chunk_cxt);
@@ -1019,7 +901,7 @@ worker_round_careful(int64 from, int64 horizon_limit)
 		for (j = 0; j < nrps; j++)
 		{
 			if (!rps[j].failed && rps[j].position >= cursor && rps[j].position < chunk_end)
-				worker_save_checkpoint(&rps[j], chunk_end, rps[j].catching_up && chunk_end >= last_value);
+				worker_save_checkpoint(&rps[j], chunk_end, rps[j].catching_up && chunk_end >= hz.last_value);
 		}
 		projection_registry_release(registry);
 		worker_end(true);
@@ -1063,9 +945,7 @@ worker_pick_laggard(RoundProjection *rps, int nrps, int64 gap_bound)
 static bool
 worker_round(void)
 {
-	int64		last_value;
-	ProjectionAppenderSeen *appenders;
-	int			nappenders;
+	ProjectionHorizon hz;
 	ProjectionRegistry *registry;
 	RoundProjection *rps;
 	int			nrps;
@@ -1090,7 +970,7 @@ worker_round(void)
 	if (projection_database_held(worker_dboid))
 		return false;
 
-	if (!worker_begin(&last_value, &appenders, &nappenders))
+	if (!worker_begin(&hz))
 	{
 		worker_mark_absent();
 		ereport(LOG,
@@ -1115,7 +995,7 @@ worker_round(void)
 			int			nothers = nrps;
 
 			projection_warn_untracked_events();
-			gap_bound = projection_gap_bound(last_value, appenders, nappenders, GetActiveSnapshot());
+			gap_bound = projection_horizon_gap_bound(&hz);
 
 			/*
 			 * The projection furthest behind gets a batch of its own when it
@@ -1148,7 +1028,7 @@ worker_round(void)
 				failed_from = from;
 				failed_to = horizon;
 				worker_apply_fast(rp, 1, events, nevents);
-				worker_save_checkpoint(rp, horizon, rp->catching_up && horizon >= last_value);
+				worker_save_checkpoint(rp, horizon, rp->catching_up && horizon >= hz.last_value);
 			}
 
 			/* the others: the next batch after the lowest of their checkpoints */
@@ -1158,9 +1038,9 @@ worker_round(void)
 				for (j = 1; j < nothers; j++)
 					from = Min(from, rps[j].position);
 
-				nevents = worker_read_batch(from, last_value, (Datum) 0, projection_batch_size,
+				nevents = worker_read_batch(from, hz.last_value, (Datum) 0, projection_batch_size,
 											&events, &full);
-				napply = worker_horizon(events, nevents, full, from, last_value, gap_bound, &horizon);
+				napply = worker_horizon(events, nevents, full, from, hz.last_value, gap_bound, &horizon);
 				more = more || (full && napply == nevents);
 
 				if (horizon > from)
@@ -1179,11 +1059,11 @@ worker_round(void)
 					for (j = 0; j < nothers; j++)
 						if (rps[j].position < horizon)
 							worker_save_checkpoint(&rps[j], horizon,
-												   rps[j].catching_up && horizon >= last_value);
+												   rps[j].catching_up && horizon >= hz.last_value);
 				}
 				/* catching up, and nothing (more) to apply: caught up */
 				for (j = 0; j < nothers; j++)
-					if (rps[j].catching_up && rps[j].position >= last_value)
+					if (rps[j].catching_up && rps[j].position >= hz.last_value)
 						worker_save_checkpoint(&rps[j], rps[j].position, true);
 			}
 			projection_registry_release(registry);

@@ -1,18 +1,17 @@
 /*-------------------------------------------------------------------------
  *
- * trigger.h
- *	  Triggers on the event store and the per-transaction state of an
- *	  appending backend.
+ * events.h
+ *	  The event store (events.c).
  *
  * IDENTIFICATION
- *	  src/trigger.h
+ *	  src/events.h
  *
  *-------------------------------------------------------------------------
  */
-#ifndef PROJECTION_TRIGGER_H
-#define PROJECTION_TRIGGER_H
+#ifndef PROJECTION_EVENTS_H
+#define PROJECTION_EVENTS_H
 
-#include "utils/relcache.h"
+#include "utils/acl.h"
 
 /*
  * projection.append() catches the position the trigger gives its row: begin
@@ -25,15 +24,16 @@ typedef struct ProjectionAppendCapture
 	int64		position;
 } ProjectionAppendCapture;
 
+extern void projection_check_events_privilege(AclMode what, const char *action);
 extern int64 projection_stream_version(text *stream_id);
 extern void projection_append_capture_begin(ProjectionAppendCapture *saved);
 extern int64 projection_append_capture_end(const ProjectionAppendCapture *saved);
-extern void projection_request_launcher_at_commit(void);
-extern bool projection_appended_in_xact(void);
-extern void projection_register_xact_callbacks(void);
+extern bool projection_statement_imported(void);
 extern void projection_warn_untracked_events(void);
 
-/* set by projection.create() while it inserts its registry row */
-extern bool projection_creating;
+extern void projection_events_at_eoxact(void);
+extern void projection_events_at_subxact_abort(SubTransactionId mySubid);
+extern void projection_events_at_subxact_commit(SubTransactionId mySubid,
+												SubTransactionId parentSubid);
 
-#endif							/* PROJECTION_TRIGGER_H */
+#endif							/* PROJECTION_EVENTS_H */

@@ -1,0 +1,301 @@
+/*-------------------------------------------------------------------------
+ *
+ * inline.c
+ *	  Inline projections: applied in the appending transaction.
+ *
+ * Inline projections run in the AFTER INSERT statement trigger, row by row in
+ * position order.  A handler that appends events re-enters the trigger; the
+ * nested call only queues its events, tagged with their subtransaction (a
+ * rollback takes them out again, projection_inline_at_subxact_abort), and
+ * the outermost call applies them after its own, so every projection still
+ * sees global_position order and never an event that was rolled back.  The
+ * queue lives in TopTransactionContext and is cleared by xact.c.
+ *
+ * An inline projection that catches up or rebuilds locks appenders out
+ * (ShareLock on projection.events, projection_lock_out_appenders) until its
+ * transaction ends, so that no append runs its handlers on a half-built
+ * read model.
+ *
+ * IDENTIFICATION
+ *	  src/inline.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+#include "events.h"
+#include "handler.h"
+#include "inline.h"
+#include "projection.h"
+
+PG_FUNCTION_INFO_V1(projection_inline_trigger);
+
+/*
+ * Inline re-entrancy: events appended while inline handlers run are queued
+ * for the outermost inline trigger, tagged with the subtransaction that
+ * inserted them, so that a rolled-back subtransaction takes its events out
+ * of the queue again.
+ */
+typedef struct PendingEvent
+{
+	SubTransactionId subid;
+	HeapTuple	tuple;
+} PendingEvent;
+
+static int	inline_depth = 0;
+static List *inline_pending = NIL;	/* of PendingEvent, in TopTransactionContext */
+
+/*
+ * Block appends until the end of the transaction and wait for in-flight
+ * appenders: inline projections run inside appending transactions, so a
+ * catch-up, pause or rebuild of one must not race them.  Under REPEATABLE
+ * READ the transaction snapshot predates the lock and the catch-up could
+ * miss events, so refuse it.
+ */
+void
+projection_lock_out_appenders(const char *what)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot %s an inline projection in a REPEATABLE READ or SERIALIZABLE transaction", what),
+				 errhint("Run it in a READ COMMITTED transaction.")));
+	LockRelationOid(projection_oids()->events, ShareLock);
+}
+
+/*
+ * Apply one event to every running inline projection that wants it.
+ * "event" is a projection.events composite datum.
+ */
+static void
+inline_apply_event(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
+				   Datum event, int64 position, const char *event_type)
+{
+	int			i;
+
+	for (i = 0; i < registry->nprojections; i++)
+	{
+		ProjectionDef *def = &registry->projections[i];
+
+		if (!def->is_inline || def->state != PROJECTION_RUNNING)
+			continue;
+		if (!projection_wants(def, event_type))
+			continue;
+		projection_owner_enter(scope, def);
+		projection_apply(def, event, event_type, position);
+		CommandCounterIncrement();
+	}
+}
+
+static void
+inline_apply_tuple(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
+				   HeapTuple tuple, TupleDesc desc)
+{
+	bool		isnull;
+	int64		position;
+	char	   *event_type;
+	Datum		event;
+
+	position = DatumGetInt64(heap_getattr(tuple, Anum_events_global_position, desc, &isnull));
+	event_type = TextDatumGetCString(heap_getattr(tuple, Anum_events_event_type, desc, &isnull));
+	event = heap_copy_tuple_as_datum(tuple, desc);
+	inline_apply_event(registry, scope, event, position, event_type);
+}
+
+/*
+ * AFTER INSERT FOR EACH STATEMENT on projection.events, with the inserted
+ * rows as transition table: runs the inline projections, event by event in
+ * position order, inside the appending transaction.  A handler error aborts
+ * the append.
+ */
+Datum
+projection_inline_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	ProjectionRegistry *registry;
+	Tuplestorestate *ts;
+	TupleDesc	desc;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event) ||
+		td->tg_newtable == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired AFTER INSERT FOR EACH STATEMENT with a transition table",
+						"projection._inline")));
+
+	if (projection_statement_imported())
+		return PointerGetDatum(NULL);
+
+	registry = projection_registry_acquire();
+	if (registry->ninline_running == 0)
+	{
+		projection_registry_release(registry);
+		return PointerGetDatum(NULL);
+	}
+
+	ts = td->tg_newtable;
+	desc = RelationGetDescr(td->tg_relation);
+
+	if (inline_depth > 0)
+	{
+		/*
+		 * A handler appended: queue the events for the outermost call, tagged
+		 * with this subtransaction, which inserted them (the statement ran in
+		 * it), so that the subtransaction callback can drop them if it rolls
+		 * back.
+		 */
+		MemoryContext oldcxt;
+		TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+		SubTransactionId subid = GetCurrentSubTransactionId();
+
+		tuplestore_rescan(ts);
+		while (tuplestore_gettupleslot(ts, true, false, slot))
+		{
+			bool		should_free;
+			HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+			PendingEvent *pe;
+
+			oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+			pe = palloc(sizeof(PendingEvent));
+			pe->subid = subid;
+			pe->tuple = heap_copytuple(tup);
+			inline_pending = lappend(inline_pending, pe);
+			MemoryContextSwitchTo(oldcxt);
+			if (should_free)
+				heap_freetuple(tup);
+		}
+		ExecDropSingleTupleTableSlot(slot);
+		projection_registry_release(registry);
+		return PointerGetDatum(NULL);
+	}
+
+	/*
+	 * If a handler fails, the error may be caught by a savepoint and the
+	 * transaction go on: the depth and the queue must not stay behind.
+	 */
+	inline_depth++;
+	PG_TRY();
+	{
+		{
+			ProjectionOwnerScope scope;
+			MemoryContext event_cxt;
+			MemoryContext oldcxt;
+			TupleTableSlot *slot;
+
+			memset(&scope, 0, sizeof(scope));
+			event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection inline event",
+											  ALLOCSET_DEFAULT_SIZES);
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+
+			slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+			tuplestore_rescan(ts);
+			while (tuplestore_gettupleslot(ts, true, false, slot))
+			{
+				bool		should_free;
+				HeapTuple	tup;
+
+				oldcxt = MemoryContextSwitchTo(event_cxt);
+				tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+				inline_apply_tuple(registry, &scope, tup, desc);
+				MemoryContextSwitchTo(oldcxt);
+				MemoryContextReset(event_cxt);
+			}
+			ExecDropSingleTupleTableSlot(slot);
+
+			/*
+			 * Events appended by handlers, in the order they were appended.
+			 * Those of subtransactions that rolled back are gone from the
+			 * queue; the others' subtransactions have all ended (a handler
+			 * cannot return inside one), committed into ours.
+			 */
+			while (inline_pending != NIL)
+			{
+				PendingEvent *pe = linitial(inline_pending);
+
+				Assert(pe->subid == GetCurrentSubTransactionId());
+				inline_pending = list_delete_first(inline_pending);
+				oldcxt = MemoryContextSwitchTo(event_cxt);
+				inline_apply_tuple(registry, &scope, pe->tuple, desc);
+				MemoryContextSwitchTo(oldcxt);
+				MemoryContextReset(event_cxt);
+				heap_freetuple(pe->tuple);
+				pfree(pe);
+			}
+
+			projection_owner_leave(&scope);
+			if (SPI_finish() != SPI_OK_FINISH)
+				elog(ERROR, "SPI_finish failed");
+			MemoryContextDelete(event_cxt);
+		}
+	}
+	PG_FINALLY();
+	{
+		inline_depth--;
+		if (inline_depth == 0)
+		{
+			/* left over only after an error */
+			ListCell   *lc;
+
+			foreach(lc, inline_pending)
+			{
+				PendingEvent *pe = lfirst(lc);
+
+				heap_freetuple(pe->tuple);
+				pfree(pe);
+			}
+			list_free(inline_pending);
+			inline_pending = NIL;
+		}
+		projection_registry_release(registry);
+	}
+	PG_END_TRY();
+	return PointerGetDatum(NULL);
+}
+
+/* Transaction end: the queue lived in TopTransactionContext, now gone. */
+void
+projection_inline_at_eoxact(void)
+{
+	inline_depth = 0;
+	inline_pending = NIL;
+}
+
+/* Subtransaction abort: the events it queued are gone. */
+void
+projection_inline_at_subxact_abort(SubTransactionId mySubid)
+{
+	ListCell   *lc;
+
+	foreach(lc, inline_pending)
+	{
+		PendingEvent *pe = lfirst(lc);
+
+		if (pe->subid == mySubid)
+		{
+			heap_freetuple(pe->tuple);
+			pfree(pe);
+			inline_pending = foreach_delete_current(inline_pending, lc);
+		}
+	}
+}
+
+/* Subtransaction commit: its queued events now belong to its parent. */
+void
+projection_inline_at_subxact_commit(SubTransactionId mySubid, SubTransactionId parentSubid)
+{
+	ListCell   *lc;
+
+	foreach(lc, inline_pending)
+	{
+		PendingEvent *pe = lfirst(lc);
+
+		if (pe->subid == mySubid)
+			pe->subid = parentSubid;
+	}
+}

@@ -1,0 +1,795 @@
+/*-------------------------------------------------------------------------
+ *
+ * lifecycle.c
+ *	  Changing a projection after create(): off() removes statements,
+ *	  alter() changes on_error, event_types and tables, create(...,
+ *	  if_not_exists => true) is a no-op for an identical projection; and the
+ *	  way out of poison events: skip() dead-letters the event a failed
+ *	  projection stopped at and resumes after it, retry_dead_letters()
+ *	  applies dead letters again through the current handlers.
+ *
+ * Locking.  Every call here locks the projection's registry row FOR UPDATE
+ * through projection_registry_lookup() (which cancels a worker batch that
+ * holds it, as pause() does), so it serializes with the other management
+ * calls, with rebuild() and with the worker's batches of this projection.
+ * The registry writes fire the registry-change triggers: inline appenders
+ * and the worker reload their registry cache from the next event after the
+ * commit (the generation rule of shmem.c), so a statement removed or
+ * replaced in one transaction is never half seen.
+ *
+ * Every call validates its arguments and checks ownership before its first
+ * write.  Registry and dead letters are written as the bootstrap superuser
+ * (projection_registry_exec) with our own fixed statements; user code (the
+ * handlers a retry runs) runs as the projection's owner.
+ *
+ * IDENTIFICATION
+ *	  src/lifecycle.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/snapmgr.h"
+
+#include "catalog.h"
+#include "handler.h"
+#include "horizon.h"
+#include "lifecycle.h"
+#include "projection.h"
+#include "registry.h"
+#include "shmem.h"
+#include "spiutil.h"
+
+PG_FUNCTION_INFO_V1(projection_off);
+PG_FUNCTION_INFO_V1(projection_alter);
+PG_FUNCTION_INFO_V1(projection_skip);
+PG_FUNCTION_INFO_V1(projection_retry_dead_letters);
+
+/* dead letters read per round of a retry */
+#define RETRY_BATCH_ROWS 100
+
+static void
+lifecycle_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" must not be null", argname)));
+}
+
+static char *
+lifecycle_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	char	   *s;
+
+	lifecycle_require_arg(fcinfo, argno, argname);
+	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (s[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must not be empty", argname)));
+	return s;
+}
+
+static void
+lifecycle_check_on_error(const char *on_error)
+{
+	if (strcmp(on_error, "stop") != 0 && strcmp(on_error, "skip") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid on_error \"%s\"", on_error),
+				 errhint("Valid values are \"stop\" and \"skip\".")));
+}
+
+static void
+lifecycle_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+static void
+lifecycle_finish(void)
+{
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+}
+
+/* column "col" of the first row of SPI_tuptable as a C string, or NULL */
+static char *
+lifecycle_getcstring(int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col);
+}
+
+/* ---------------------------------------------------------------------
+ * A projection's settings, compared in a normal form
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * The stored settings of projection "name" and, in the same normal form
+ * (event types and tables as sorted sets, printed), the candidate values
+ * "types" (NULL: every type) and "tables".  Equality and ordering come from
+ * the types' default operator classes, never from a search_path.  Caller is
+ * connected to SPI; the values are palloc'd in the SPI procedure context.
+ */
+typedef struct LifecycleSettings
+{
+	bool		found;
+	Oid			handler;		/* InvalidOid: none */
+	char	   *mode;
+	char	   *on_error;
+	char	   *types_shown;	/* as stored, NULL: every type */
+	char	   *tables_shown;
+	char	   *types_norm;		/* sorted distinct, NULL: every type */
+	char	   *tables_norm;
+	char	   *new_types_norm;
+	char	   *new_tables_norm;
+	char	   *new_types_shown;
+	char	   *new_tables_shown;
+} LifecycleSettings;
+
+static void
+lifecycle_read_settings(const char *name, ArrayType *types, ArrayType *tables,
+						LifecycleSettings *s)
+{
+	Oid			argtypes[3] = {TEXTOID, TEXTARRAYOID, OIDARRAYOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+	Datum		d;
+
+	values[0] = CStringGetTextDatum(name);
+	if (types == NULL)
+		nulls[1] = 'n';
+	else
+		values[1] = PointerGetDatum(types);
+	if (tables == NULL)
+		nulls[2] = 'n';
+	else
+		values[2] = PointerGetDatum(tables);
+
+#define NORM_TYPES(a) \
+	"CASE WHEN " a " IS NULL THEN NULL ELSE ARRAY(SELECT DISTINCT t COLLATE \"C\" " \
+	"FROM pg_catalog.unnest(" a ") t ORDER BY 1)::pg_catalog.text END"
+#define NORM_TABLES(a) \
+	"ARRAY(SELECT DISTINCT r FROM pg_catalog.unnest(" a ") r ORDER BY 1)::pg_catalog.text"
+	projection_registry_exec("SELECT p.handler::pg_catalog.oid, p.mode, p.on_error, "
+							 "p.event_types::pg_catalog.text, p.tables::pg_catalog.text, "
+							 NORM_TYPES("p.event_types") ", "
+							 NORM_TABLES("p.tables::pg_catalog.oid[]") ", "
+							 NORM_TYPES("$2") ", "
+							 NORM_TABLES("$3") ", "
+							 "$2::pg_catalog.text, $3::pg_catalog.regclass[]::pg_catalog.text "
+							 "FROM projection.projections p WHERE p.name OPERATOR(pg_catalog.=) $1",
+							 3, argtypes, values, nulls, SPI_OK_SELECT);
+#undef NORM_TYPES
+#undef NORM_TABLES
+	memset(s, 0, sizeof(*s));
+	if (SPI_processed == 0)
+		return;
+	s->found = true;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	s->handler = isnull ? InvalidOid : DatumGetObjectId(d);
+	s->mode = lifecycle_getcstring(2);
+	s->on_error = lifecycle_getcstring(3);
+	s->types_shown = lifecycle_getcstring(4);
+	s->tables_shown = lifecycle_getcstring(5);
+	s->types_norm = lifecycle_getcstring(6);
+	s->tables_norm = lifecycle_getcstring(7);
+	s->new_types_norm = lifecycle_getcstring(8);
+	s->new_tables_norm = lifecycle_getcstring(9);
+	s->new_types_shown = lifecycle_getcstring(10);
+	s->new_tables_shown = lifecycle_getcstring(11);
+}
+
+/* NULL-aware string equality */
+static bool
+lifecycle_same(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+static const char *
+lifecycle_types_text(const char *types)
+{
+	return types ? psprintf("event types %s", types) : "every event type";
+}
+
+static const char *
+lifecycle_handler_text(Oid handler)
+{
+	return OidIsValid(handler) ? format_procedure(handler) : "none";
+}
+
+/* ---------------------------------------------------------------------
+ * create(..., if_not_exists => true)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * create() found projection "name" already there and was told
+ * if_not_exists: a NOTICE if the existing projection has this definition
+ * (handler, event types as a set, mode, tables as a set, on_error), else
+ * DUPLICATE_OBJECT with a DETAIL naming each difference.  start_from and
+ * if_not_empty concern only the first load and are not compared, nor are
+ * statements added with on() (create takes none).  The caller's arguments
+ * were validated and its privileges checked, as for a new projection.
+ * Caller is connected to SPI.
+ */
+void
+projection_create_existing(const char *name, Oid handler, ArrayType *event_types,
+						   bool is_inline, ArrayType *tables, const char *on_error)
+{
+	LifecycleSettings s;
+	StringInfoData diff;
+	const char *mode = is_inline ? "inline" : "async";
+	bool		alterable_only = true;
+
+	lifecycle_read_settings(name, event_types, tables, &s);
+	if (!s.found)
+		elog(ERROR, "projection \"%s\" disappeared", name);	/* we saw it */
+
+	initStringInfo(&diff);
+	if (s.handler != handler)
+	{
+		appendStringInfo(&diff, "Its handler is %s, not %s. ",
+						 lifecycle_handler_text(s.handler), lifecycle_handler_text(handler));
+		alterable_only = false;
+	}
+	if (strcmp(s.mode, mode) != 0)
+	{
+		appendStringInfo(&diff, "Its mode is \"%s\", not \"%s\". ", s.mode, mode);
+		alterable_only = false;
+	}
+	if (!lifecycle_same(s.types_norm, s.new_types_norm))
+		appendStringInfo(&diff, "It handles %s, not %s. ",
+						 lifecycle_types_text(s.types_shown),
+						 lifecycle_types_text(s.new_types_shown));
+	if (!lifecycle_same(s.tables_norm, s.new_tables_norm))
+		appendStringInfo(&diff, "Its tables are %s, not %s. ",
+						 s.tables_shown, s.new_tables_shown);
+	if (strcmp(s.on_error, on_error) != 0)
+		appendStringInfo(&diff, "Its on_error is \"%s\", not \"%s\". ", s.on_error, on_error);
+
+	if (diff.len == 0)
+	{
+		ereport(NOTICE,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("projection \"%s\" already exists, skipping", name)));
+		return;
+	}
+	diff.data[--diff.len] = '\0';	/* the last space */
+	ereport(ERROR,
+			(errcode(ERRCODE_DUPLICATE_OBJECT),
+			 errmsg("projection \"%s\" already exists with a different definition", name),
+			 errdetail_internal("%s", diff.data),
+			 alterable_only ?
+			 errhint("Change it with projection.alter(), or drop it with projection.drop() and create it again.") :
+			 errhint("Drop it with projection.drop() and create it again.")));
+}
+
+/* ---------------------------------------------------------------------
+ * on(): a NOTICE when the event type has statements already
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * on() adds a statement after those the event type has; calling it again
+ * to "correct" a statement runs both.  Say so.  Caller is connected to SPI
+ * and holds the projection's row lock.
+ */
+void
+projection_on_notice_existing(int32 id, const char *name, const char *event_type)
+{
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+	bool		isnull;
+	int64		n;
+
+	values[0] = Int32GetDatum(id);
+	values[1] = CStringGetTextDatum(event_type);
+	projection_registry_exec("SELECT pg_catalog.count(*) FROM projection.handlers "
+							 "WHERE projection_id OPERATOR(pg_catalog.=) $1 "
+							 "AND event_type OPERATOR(pg_catalog.=) $2",
+							 2, types, values, NULL, SPI_OK_SELECT);
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (n > 0)
+		ereport(NOTICE,
+				(errmsg("projection \"%s\" already has %lld %s for event type \"%s\"",
+						name, (long long) n, n == 1 ? "statement" : "statements", event_type),
+				 errdetail("The new statement runs after the existing ones, for every such event."),
+				 errhint("To replace them, call projection.off('%s', '%s') before projection.on(), in the same transaction.",
+						 name, event_type)));
+}
+
+/* ---------------------------------------------------------------------
+ * projection.off
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * off(name, event_type, if_exists): remove every statement added with on()
+ * for that event type.  As DROP does, a missing object is an error
+ * (UNDEFINED_OBJECT) unless if_exists, which makes it a NOTICE.  Owner only.
+ */
+Datum
+projection_off(PG_FUNCTION_ARGS)
+{
+	char	   *name = lifecycle_text_arg(fcinfo, 0, "name");
+	char	   *event_type = lifecycle_text_arg(fcinfo, 1, "event_type");
+	bool		if_exists = false;
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionRow *row;
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+
+	if (PG_NARGS() > 2)
+	{
+		lifecycle_require_arg(fcinfo, 2, "if_exists");
+		if_exists = PG_GETARG_BOOL(2);
+	}
+
+	lifecycle_connect();
+	row = projection_registry_lookup(name, cxt);
+	projection_check_owner(row);
+
+	values[0] = Int32GetDatum(row->id);
+	values[1] = CStringGetTextDatum(event_type);
+	projection_registry_exec("DELETE FROM projection.handlers "
+							 "WHERE projection_id OPERATOR(pg_catalog.=) $1 "
+							 "AND event_type OPERATOR(pg_catalog.=) $2",
+							 2, types, values, NULL, SPI_OK_DELETE);
+	if (SPI_processed == 0)
+	{
+		if (!if_exists)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("projection \"%s\" has no statements for event type \"%s\"",
+							name, event_type),
+					 errhint("Its statements are listed in projection.statements.")));
+		ereport(NOTICE,
+				(errmsg("projection \"%s\" has no statements for event type \"%s\", skipping",
+						name, event_type)));
+	}
+	lifecycle_finish();
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------
+ * projection.alter
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * alter(name, on_error, event_types, tables, reset_event_types): change the
+ * settings given (NULL: unchanged; reset_event_types: back to NULL, every
+ * event type).  Changes apply from the next event; nothing already applied
+ * is replayed or undone, and a NOTICE says so when the event types change
+ * over a non-empty store (rebuild() applies every event with the new
+ * types).  New tables are checked as create() checks them; a rebuild
+ * empties the new set.  Owner only.
+ */
+Datum
+projection_alter(PG_FUNCTION_ARGS)
+{
+	char	   *name = lifecycle_text_arg(fcinfo, 0, "name");
+	char	   *on_error = NULL;
+	ArrayType  *event_types = NULL;
+	ArrayType  *tables = NULL;
+	bool		reset_types;
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionRow *row;
+	LifecycleSettings s;
+	bool		types_change;
+
+	if (!PG_ARGISNULL(1))
+	{
+		on_error = lifecycle_text_arg(fcinfo, 1, "on_error");
+		lifecycle_check_on_error(on_error);
+	}
+	if (!PG_ARGISNULL(2))
+	{
+		event_types = PG_GETARG_ARRAYTYPE_P(2);
+		projection_check_event_types(event_types);
+	}
+	if (!PG_ARGISNULL(3))
+	{
+		tables = PG_GETARG_ARRAYTYPE_P(3);
+		projection_check_tables(tables);
+	}
+	lifecycle_require_arg(fcinfo, 4, "reset_event_types");
+	reset_types = PG_GETARG_BOOL(4);
+	if (reset_types && event_types != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot pass both event_types and reset_event_types"),
+				 errhint("Pass event_types to handle those types, or reset_event_types => true to handle every type.")));
+	if (on_error == NULL && event_types == NULL && tables == NULL && !reset_types)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("no change given for projection \"%s\"", name),
+				 errhint("Pass on_error, event_types, tables or reset_event_types.")));
+
+	lifecycle_connect();
+	row = projection_registry_lookup(name, cxt);
+	projection_check_owner(row);
+
+	lifecycle_read_settings(name, event_types, NULL, &s);
+	types_change = reset_types ? s.types_norm != NULL :
+		(event_types != NULL && !lifecycle_same(s.types_norm, s.new_types_norm));
+
+	{
+		Oid			types[5] = {INT4OID, TEXTOID, TEXTARRAYOID, OIDARRAYOID, BOOLOID};
+		Datum		values[5];
+		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+		values[0] = Int32GetDatum(row->id);
+		if (on_error)
+			values[1] = CStringGetTextDatum(on_error);
+		else
+			nulls[1] = 'n';
+		if (event_types)
+			values[2] = PointerGetDatum(event_types);
+		else
+			nulls[2] = 'n';
+		if (tables)
+			values[3] = PointerGetDatum(tables);
+		else
+			nulls[3] = 'n';
+		values[4] = BoolGetDatum(reset_types);
+		projection_registry_exec("UPDATE projection.projections SET "
+								 "on_error = COALESCE($2, on_error), "
+								 "event_types = CASE WHEN $5 THEN NULL ELSE COALESCE($3, event_types) END, "
+								 "tables = COALESCE($4::pg_catalog.regclass[], tables), "
+								 "updated_at = pg_catalog.now() "
+								 "WHERE id OPERATOR(pg_catalog.=) $1",
+								 5, types, values, nulls, SPI_OK_UPDATE);
+	}
+
+	if (types_change && projection_sequence_last_value() > 0)
+		ereport(NOTICE,
+				(errmsg("projection \"%s\" handles its new event types from the next event on", name),
+				 errdetail("Events already passed were handled with the old event types, and the rows they made stay."),
+				 errhint("Call projection.rebuild('%s') to apply every event with the new event types.", name)));
+	if (on_error != NULL && row->is_inline && strcmp(on_error, "skip") == 0)
+		ereport(NOTICE,
+				(errmsg("on_error applies to the catch-up and rebuild of inline projection \"%s\" only", name),
+				 errdetail("An error in an inline projection's handler aborts the appending transaction.")));
+	lifecycle_finish();
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------
+ * projection.skip
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * skip(name): a failed projection records the event it failed at in
+ * projection.dead_letters, with the error it failed with, and resumes
+ * after it.  Returns the event's position.  An inline projection is never
+ * failed (an error in its handler aborts the append, so no failing event is
+ * stored), and neither is any other state: OBJECT_NOT_IN_PREREQUISITE_STATE.
+ * Owner only.  LOG line.
+ */
+Datum
+projection_skip(PG_FUNCTION_ARGS)
+{
+	char	   *name = lifecycle_text_arg(fcinfo, 0, "name");
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionRow *row;
+	int64		position;
+	char	   *sqlstate;
+	char	   *error;
+	bool		isnull;
+	Datum		d;
+
+	lifecycle_connect();
+	row = projection_registry_lookup(name, cxt);
+	projection_check_owner(row);
+	if (strcmp(row->state, "failed") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("projection \"%s\" is not failed", name),
+				 row->is_inline ?
+				 errdetail("An inline projection never fails: an error in its handler aborts the appending transaction, so the failing event is not stored.") :
+				 errdetail("Its state is \"%s\".", row->state),
+				 errhint("skip() passes the event a failed projection stopped at; projection.status shows its state.")));
+
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		values[1];
+
+		values[0] = Int32GetDatum(row->id);
+		projection_registry_exec("SELECT last_error_position, COALESCE(last_error_sqlstate, 'XX000'), "
+								 "COALESCE(last_error, 'unknown error') "
+								 "FROM projection.projections WHERE id OPERATOR(pg_catalog.=) $1",
+								 1, types, values, NULL, SPI_OK_SELECT);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("failed projection \"%s\" records no failing event", name),
+					 errhint("Call projection.resume('%s') to retry it.", name)));
+		position = DatumGetInt64(d);
+		sqlstate = lifecycle_getcstring(2);
+		error = lifecycle_getcstring(3);
+	}
+
+	{
+		Oid			types[4] = {TEXTOID, INT8OID, TEXTOID, TEXTOID};
+		Datum		values[4];
+
+		values[0] = CStringGetTextDatum(name);
+		values[1] = Int64GetDatum(position);
+		values[2] = CStringGetTextDatum(sqlstate);
+		values[3] = CStringGetTextDatum(error);
+		projection_registry_exec("INSERT INTO projection.dead_letters "
+								 "(name, global_position, event_type, stream_id, sqlstate, error) "
+								 "SELECT $1, e.global_position, e.event_type, e.stream_id, $3, $4 "
+								 "FROM projection.events e WHERE e.global_position OPERATOR(pg_catalog.=) $2",
+								 4, types, values, NULL, SPI_OK_INSERT);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("event %lld, where projection \"%s\" failed, is not in the store",
+							(long long) position, name)));
+	}
+	projection_registry_set_state(row->id, "running", true, position, true);
+	projection_request_launcher_at_commit();
+	ereport(LOG,
+			(errmsg("projection \"%s\" skipped event %lld with projection.skip(); it is in projection.dead_letters",
+					name, (long long) position),
+			 errdetail("The event had failed with SQLSTATE %s.", sqlstate)));
+	lifecycle_finish();
+	PG_RETURN_INT64(position);
+}
+
+/* ---------------------------------------------------------------------
+ * projection.retry_dead_letters
+ * ---------------------------------------------------------------------
+ */
+
+/* one dead-lettered event, copied out of SPI */
+typedef struct RetryEvent
+{
+	int64		position;
+	char	   *event_type;
+	Datum		event;
+} RetryEvent;
+
+/*
+ * Errors a retry must not record as a new failure of the event (a cancel,
+ * a shutdown, a deadlock, resources, the system): they abort the call, as
+ * they would any statement.  The same classes as a replay's.
+ */
+static bool
+retry_error_is_fatal(ErrorData *edata)
+{
+	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	return class == ERRCODE_TO_CATEGORY(ERRCODE_QUERY_CANCELED) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_INTERNAL_ERROR) ||
+		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
+/*
+ * The next dead-lettered events of projection "name" after position
+ * "after", one per position (a position dead-lettered twice is applied
+ * once), in position order, copied into "cxt".  Read as the bootstrap
+ * superuser.  Returns the number read.
+ */
+static int
+retry_fetch(const char *name, int64 after, MemoryContext cxt, RetryEvent *out)
+{
+	Oid			types[3] = {TEXTOID, INT8OID, INT4OID};
+	Datum		values[3];
+	MemoryContext oldcxt;
+	uint64		i;
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int64GetDatum(after);
+	values[2] = Int32GetDatum(RETRY_BATCH_ROWS);
+	projection_registry_exec("SELECT e, e.global_position, e.event_type FROM projection.events e "
+							 "WHERE e.global_position IN (SELECT d.global_position FROM projection.dead_letters d "
+							 "WHERE d.name OPERATOR(pg_catalog.=) $1 AND d.global_position OPERATOR(pg_catalog.>) $2) "
+							 "ORDER BY e.global_position LIMIT $3",
+							 3, types, values, NULL, SPI_OK_SELECT);
+	oldcxt = MemoryContextSwitchTo(cxt);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		out[i].event = datumCopy(SPI_getbinval(tup, desc, 1, &isnull), false, -1);
+		out[i].position = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		out[i].event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+	}
+	MemoryContextSwitchTo(oldcxt);
+	return (int) SPI_processed;
+}
+
+/*
+ * Apply one event through the projection's current handlers as its owner,
+ * in a subtransaction.  Returns NULL on success, else the error (in the
+ * caller's context) after rolling the subtransaction back; fatal errors
+ * are re-thrown.
+ */
+static ErrorData *
+retry_one(ProjectionDef *def, RetryEvent *ev)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		ProjectionOwnerScope scope;
+
+		memset(&scope, 0, sizeof(scope));
+		if (projection_wants(def, ev->event_type))
+		{
+			projection_owner_enter(&scope, def);
+			projection_apply(def, ev->event, ev->event_type, ev->position);
+			CommandCounterIncrement();
+			projection_owner_leave(&scope);
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
+	if (edata != NULL && retry_error_is_fatal(edata))
+		ReThrowError(edata);
+	return edata;
+}
+
+/* After a retry: the dead letters of an event are removed, or get its new error. */
+static void
+retry_record(const char *name, RetryEvent *ev, ErrorData *edata)
+{
+	Oid			types[6] = {TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int64GetDatum(ev->position);
+	if (edata == NULL)
+	{
+		projection_registry_exec("DELETE FROM projection.dead_letters "
+								 "WHERE name OPERATOR(pg_catalog.=) $1 "
+								 "AND global_position OPERATOR(pg_catalog.=) $2",
+								 2, types, values, NULL, SPI_OK_DELETE);
+		return;
+	}
+	values[2] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+	values[3] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
+	if (edata->detail)
+		values[4] = CStringGetTextDatum(edata->detail);
+	else
+		nulls[4] = 'n';
+	if (edata->context)
+		values[5] = CStringGetTextDatum(edata->context);
+	else
+		nulls[5] = 'n';
+	projection_registry_exec("UPDATE projection.dead_letters SET sqlstate = $3, error = $4, "
+							 "detail = $5, context = $6, failed_at = pg_catalog.now() "
+							 "WHERE name OPERATOR(pg_catalog.=) $1 "
+							 "AND global_position OPERATOR(pg_catalog.=) $2",
+							 6, types, values, nulls, SPI_OK_UPDATE);
+}
+
+/*
+ * retry_dead_letters(name, OUT retried, OUT applied, OUT failed): apply the
+ * projection's dead-lettered events again, in position order, through its
+ * current handlers (an event of a type it no longer handles passes: its
+ * handlers have nothing to do), as its owner, each in a subtransaction.
+ * Those applied leave projection.dead_letters; those that fail again stay,
+ * with their new error.  Runs in the caller's transaction, holding the
+ * projection's row lock (the worker applies nothing of it meanwhile).
+ * Owner only.  NOTICE and LOG with the counts.
+ */
+Datum
+projection_retry_dead_letters(PG_FUNCTION_ARGS)
+{
+	char	   *name = lifecycle_text_arg(fcinfo, 0, "name");
+	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext batch_cxt;
+	ProjectionRow *row;
+	ProjectionRegistry *registry;
+	ProjectionDef *def;
+	TupleDesc	tupdesc;
+	Datum		result[3];
+	bool		result_nulls[3] = {false, false, false};
+	int64		applied = 0;
+	int64		failed = 0;
+	int64		after = 0;
+	RetryEvent *events;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+
+	lifecycle_connect();
+	row = projection_registry_lookup(name, cxt);
+	projection_check_owner(row);
+
+	registry = projection_registry_acquire();
+	def = projection_registry_def(registry, row->id);
+	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection retry batch",
+									  ALLOCSET_DEFAULT_SIZES);
+	events = palloc(sizeof(RetryEvent) * RETRY_BATCH_ROWS);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	for (;;)
+	{
+		int			n = retry_fetch(name, after, batch_cxt, events);
+		int			i;
+
+		if (n == 0)
+			break;
+		for (i = 0; i < n; i++)
+		{
+			ErrorData  *edata;
+
+			CHECK_FOR_INTERRUPTS();
+			edata = retry_one(def, &events[i]);
+			retry_record(name, &events[i], edata);
+			if (edata == NULL)
+				applied++;
+			else
+			{
+				failed++;
+				FreeErrorData(edata);
+			}
+			after = events[i].position;
+		}
+		MemoryContextReset(batch_cxt);
+	}
+	PopActiveSnapshot();
+	MemoryContextDelete(batch_cxt);
+	projection_registry_release(registry);
+
+	ereport(NOTICE,
+			(errmsg("projection \"%s\": %lld dead letters retried, %lld applied, %lld still failing",
+					name, (long long) (applied + failed), (long long) applied, (long long) failed)));
+	if (applied + failed > 0)
+		ereport(LOG,
+				(errmsg("projection \"%s\": %lld dead letters retried with projection.retry_dead_letters(), %lld applied, %lld still failing",
+						name, (long long) (applied + failed), (long long) applied, (long long) failed)));
+	lifecycle_finish();
+
+	result[0] = Int64GetDatum(applied + failed);
+	result[1] = Int64GetDatum(applied);
+	result[2] = Int64GetDatum(failed);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, result_nulls)));
+}

@@ -1,0 +1,689 @@
+/*-------------------------------------------------------------------------
+ *
+ * progress.c
+ *	  Published progress and what sessions see of it: the shared progress
+ *	  hash (publish, forget, report, the condition variable),
+ *	  projection.wait(), projection.status's C part, the worker list, and
+ *	  the launcher notification of CREATE EXTENSION.
+ *
+ * Locking: the progress hash (allocated by shmem.c) is read and written
+ * only under ProjectionShared->lock, never across anything that can raise.
+ * Workers publish after each commit; rebuilds publish their progress while
+ * they run.  Waiters sleep on progress_cvs[dboid %
+ * PROJECTION_REGISTRY_GEN_SLOTS].  Progress is also read from the
+ * checkpoints; wait() sleeps on the progress condition variable and never
+ * holds a lock or a snapshot while it sleeps (wait_may_release_snapshot).
+ *
+ * IDENTIFICATION
+ *	  src/progress.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "postgres.h"
+
+#include "catalog/pg_authid.h"
+#include "funcapi.h"
+#include "pgstat.h"
+#include "storage/proc.h"
+#include "tcop/pquery.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+
+#include "catalog.h"
+#include "checkpoint.h"
+#include "horizon.h"
+#include "progress.h"
+#include "projection.h"
+#include "spiutil.h"
+
+PG_FUNCTION_INFO_V1(projection_wait);
+PG_FUNCTION_INFO_V1(projection_notify_launcher);
+PG_FUNCTION_INFO_V1(projection_worker_info);
+PG_FUNCTION_INFO_V1(projection_status);
+
+/* ---------------------------------------------------------------------
+ * projection.wait
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Why no worker can apply this database's async projections, or NULL if
+ * one can (or may soon: the launcher has not given the database a slot
+ * yet).  *hint gets what to do.  On a standby no worker runs, but replay
+ * brings the primary's progress, so that is not a reason.
+ */
+static const char *
+wait_no_worker_reason(const char **hint)
+{
+	bool		slot_for_db = false;
+	bool		all_failed = true;
+	bool		free_slot = false;
+	int			i;
+
+	if (ProjectionShared == NULL)
+	{
+		*hint = "Add \"projection\" to shared_preload_libraries and restart the server.";
+		return "the projection library is not preloaded";
+	}
+	if (RecoveryInProgress())
+		return NULL;
+	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (!OidIsValid(slot->dboid))
+			free_slot = true;
+		else if (slot->dboid == MyDatabaseId)
+		{
+			slot_for_db = true;
+			if (!slot->start_failed)
+				all_failed = false;
+		}
+	}
+	LWLockRelease(ProjectionShared->lock);
+	if (slot_for_db && all_failed)
+	{
+		*hint = psprintf("Raise max_worker_processes (now %d) and restart the server.", max_worker_processes);
+		return "no background worker could be started for this database";
+	}
+	if (!slot_for_db && !free_slot)
+	{
+		*hint = psprintf("Raise projection.max_workers (now %d) and restart the server.", projection_max_workers);
+		return "every projection worker slot is in use";
+	}
+	return NULL;
+}
+
+/*
+ * May wait() stop advertising an xmin while it sleeps?  Only if nothing
+ * will read with this backend's older snapshots after it returns: the
+ * statement is a plain "SELECT projection.wait(...)" (a Result node whose
+ * targets are calls of wait with constant or parameter arguments, no
+ * subqueries), at the top level, no other portal of the transaction is
+ * open (a cursor keeps its snapshot), and the isolation level is READ
+ * COMMITTED (in REPEATABLE READ the transaction's snapshot serves every
+ * later statement).  Anywhere else wait() keeps the statement's snapshot,
+ * as any function does.
+ */
+static bool
+wait_may_release_snapshot(FunctionCallInfo fcinfo)
+{
+	Portal		portal = ActivePortal;
+	PlannedStmt *stmt;
+	ListCell   *lc;
+
+	if (IsolationUsesXactSnapshot() || portal == NULL || list_length(portal->stmts) != 1 ||
+		!ThereAreNoReadyPortals())
+		return false;
+	stmt = linitial_node(PlannedStmt, portal->stmts);
+	if (stmt->commandType != CMD_SELECT || stmt->utilityStmt != NULL ||
+		stmt->subplans != NIL || stmt->planTree == NULL ||
+		!IsA(stmt->planTree, Result) || stmt->planTree->lefttree != NULL ||
+		stmt->planTree->initPlan != NIL ||
+		((Result *) stmt->planTree)->resconstantqual != NULL)
+		return false;
+	foreach(lc, stmt->planTree->targetlist)
+	{
+		TargetEntry *te = lfirst_node(TargetEntry, lc);
+		FuncExpr   *call = (FuncExpr *) te->expr;
+		ListCell   *arg;
+
+		if (!IsA(call, FuncExpr) || call->funcid != fcinfo->flinfo->fn_oid)
+			return false;
+		foreach(arg, call->args)
+			if (!IsA(lfirst(arg), Const) && !IsA(lfirst(arg), Param))
+				return false;
+	}
+	return true;
+}
+
+/* what wait() reads of its projection */
+typedef struct WaitSeen
+{
+	bool		reached;
+	bool		failed;
+	int64		position;
+	int64		error_position;
+	char	   *last_error;		/* NULL unless the caller may see it */
+} WaitSeen;
+
+/*
+ * Read the projection's committed registry row with a fresh snapshot (so
+ * it works in any isolation level, and so that, once wait() has stopped
+ * advertising the statement's xmin, only a recent one is advertised, and
+ * only for this read).  A running inline projection has applied every
+ * committed event.  Raises UNDEFINED_OBJECT if it was dropped.
+ */
+static void
+wait_read(SPIPlanPtr plan, int32 id, const char *name, int64 up_to, WaitSeen *seen)
+{
+	Datum		values[2];
+	Oid			save_userid;
+	int			save_sec_context;
+	Snapshot	snapshot;
+	int			rc;
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
+
+	values[0] = Int32GetDatum(id);
+	values[1] = Int64GetDatum(up_to);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	rc = SPI_execute_snapshot(plan, values, NULL, snapshot, InvalidSnapshot, true, false, 1);
+	UnregisterSnapshot(snapshot);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	projection_spi_check(rc, SPI_OK_SELECT, "reading a checkpoint");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("projection \"%s\" was dropped while waiting", name)));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	seen->reached = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));
+	seen->failed = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+	seen->position = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	seen->error_position = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+	if (isnull)
+		seen->error_position = seen->position + 1;
+	seen->last_error = NULL;
+	if (seen->failed)
+	{
+		Oid			owner = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
+
+		/* event data: only for the owner and readers of the events (D9) */
+		if (has_privs_of_role(GetUserId(), owner) ||
+			pg_class_aclcheck(projection_oids()->events, GetUserId(), ACL_SELECT) == ACLCHECK_OK)
+			seen->last_error = SPI_getvalue(tup, desc, 5);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * wait(name, up_to, timeout) RETURNS boolean: true once the projection has
+ * applied every event up to position up_to, false when the timeout passes.
+ *
+ * What cannot move is an error at once (55000), not a silent time-out: a
+ * projection failed before up_to, or an async projection that no worker
+ * can run.  A paused projection is waited for (pausing is an operator's
+ * deliberate, temporary act; resume() wakes the wait).  Inside a
+ * transaction that appended an event at or below up_to, the worker cannot
+ * get there before this transaction commits: a WARNING, and false at once.
+ *
+ * Sleeps on its database's condition variable, which workers broadcast
+ * after each commit (prepared before each check, so that no broadcast is
+ * missed).  A wake-up reads the registry only when the projection's
+ * published checkpoint or the registry generation moved (or once a second,
+ * as a safety net), so other projections' commits cost a hash lookup.
+ * While it sleeps it advertises no xmin, where it may (see
+ * wait_may_release_snapshot), so it does not hold back vacuum or the
+ * worker's pruning.
+ */
+Datum
+projection_wait(PG_FUNCTION_ARGS)
+{
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
+	int64		up_to;
+	Interval   *timeout;
+	int32		id;
+	bool		is_inline;
+	TimestampTz deadline;
+	bool		result = false;
+	int64		timeout_ms;
+	bool		release;
+	SPIPlanPtr	plan;
+	Oid			types[2] = {INT4OID, INT8OID};
+	ConditionVariable *cv = NULL;
+	int64		seen_applied = -2;
+	uint64		seen_gen = 0;
+	TimestampTz last_read = 0;
+	bool		first = true;
+
+	projection_require_arg(fcinfo, 1, "up_to");
+	projection_require_arg(fcinfo, 2, "timeout");
+	up_to = PG_GETARG_INT64(1);
+	timeout = PG_GETARG_INTERVAL_P(2);
+	timeout_ms = (int64) (timeout->time / 1000) +
+		(int64) timeout->day * 86400000 + (int64) timeout->month * 30 * 86400000;
+	if (timeout_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative")));
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	release = wait_may_release_snapshot(fcinfo);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* check existence without keeping the row locked while we sleep */
+	{
+		Oid			ntypes[1] = {TEXTOID};
+		Datum		values[1];
+		bool		isnull;
+
+		values[0] = CStringGetTextDatum(name);
+		projection_registry_exec("SELECT id, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
+								 "WHERE name OPERATOR(pg_catalog.=) $1",
+								 1, ntypes, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("projection \"%s\" does not exist", name)));
+		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		is_inline = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+
+	{
+		Oid			save_userid;
+		int			save_sec_context;
+
+		GetUserIdAndSecContext(&save_userid, &save_sec_context);
+		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		plan = SPI_prepare(psprintf("SELECT %s OPERATOR(pg_catalog.>=) $2 OR "
+									"(mode OPERATOR(pg_catalog.=) 'inline' AND state OPERATOR(pg_catalog.=) 'running'), "
+									"state OPERATOR(pg_catalog.=) 'failed', %s, last_error_position, "
+									"last_error, owner::pg_catalog.oid "
+									"FROM projection.projections p WHERE id OPERATOR(pg_catalog.=) $1",
+									projection_checkpoint_sql(), projection_checkpoint_sql()),
+						   2, types);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	}
+	if (ProjectionShared != NULL)
+		cv = projection_progress_cv(MyDatabaseId);
+
+	for (;;)
+	{
+		long		remaining;
+		TimestampTz now;
+		int64		applied = projection_progress_applied(MyDatabaseId, id);
+		uint64		gen = 0;
+
+		(void) projection_registry_generation(MyDatabaseId, &gen);
+		if (cv != NULL)
+			ConditionVariablePrepareToSleep(cv);
+		now = GetCurrentTimestamp();
+		if (first || applied != seen_applied || gen != seen_gen ||
+			TimestampDifferenceExceeds(last_read, now, 1000))
+		{
+			WaitSeen	seen;
+
+			wait_read(plan, id, name, up_to, &seen);
+			seen_applied = applied;
+			seen_gen = gen;
+			last_read = now;
+			if (seen.reached)
+			{
+				result = true;
+				break;
+			}
+			if (seen.failed)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("projection \"%s\" failed at event %lld and cannot reach position %lld",
+								name, (long long) seen.error_position, (long long) up_to),
+						 seen.last_error ? errdetail("The error was: %s", seen.last_error) : 0,
+						 errhint("Fix the cause, then call projection.resume('%s').", name)));
+			if (!is_inline)
+			{
+				const char *hint = NULL;
+				const char *reason = wait_no_worker_reason(&hint);
+
+				if (reason != NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							 errmsg("no worker can run async projection \"%s\": %s", name, reason),
+							 errhint("%s", hint)));
+			}
+			if (first && !is_inline && projection_appended_in_xact() &&
+				ProjectionAppenders != NULL && MyBackendId != InvalidBackendId &&
+				MyBackendId <= ProjectionNumAppenders)
+			{
+				uint64		own = pg_atomic_read_u64(&ProjectionAppenders[MyBackendId - 1].min_pos);
+
+				if (own == 0 || (uint64) up_to >= own)
+				{
+					ereport(WARNING,
+							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							 errmsg("waiting for projection \"%s\" inside a transaction that appended events", name),
+							 errdetail("The worker cannot apply this transaction's events before it commits."),
+							 errhint("Commit first, then call projection.wait().")));
+					break;
+				}
+			}
+			first = false;
+		}
+		remaining = (long) ((deadline - now) / 1000);
+		if (remaining <= 0)
+			break;
+
+		/* sleep holding no snapshot (our reads use fresh ones) */
+		if (release)
+		{
+			InvalidateCatalogSnapshot();
+			MyProc->xmin = InvalidTransactionId;
+		}
+		if (cv != NULL && !RecoveryInProgress())
+			(void) ConditionVariableTimedSleep(cv, Min(remaining, 1000), PG_WAIT_EXTENSION);
+		else
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(remaining, 100), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			last_read = 0;		/* nothing is broadcast: read every time */
+		}
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (cv != NULL)
+		ConditionVariableCancelSleep();
+	SPI_freeplan(plan);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_BOOL(result);
+}
+
+/* ---------------------------------------------------------------------
+ * Internal helpers
+ * ---------------------------------------------------------------------
+ */
+
+/* _notify_launcher(): at commit, ask the launcher to start this database's worker */
+Datum
+projection_notify_launcher(PG_FUNCTION_ARGS)
+{
+	projection_request_launcher_at_commit();
+	PG_RETURN_VOID();
+}
+
+/* _worker_info(): progress of this database's projections from shared memory */
+Datum
+projection_worker_info(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (ProjectionShared != NULL)
+		projection_progress_report(MyDatabaseId, rsinfo->setResult, rsinfo->setDesc);
+	return (Datum) 0;
+}
+
+/* ---------------------------------------------------------------------
+ * projection.status
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Positions after the checkpoint that the status view reads to count a
+ * projection's lag exactly.  A projection further behind gets an estimate
+ * from that window (lag_exact false), so that reading the view costs at
+ * most this many index entries per lagging projection, however long the
+ * store or the lag.
+ */
+#define PROJECTION_STATUS_LAG_WINDOW 100
+
+/*
+ * One row per projection (the columns of projection.status), in one query
+ * as the bootstrap superuser, with jit off: the view is read by monitoring
+ * every few seconds, and an LLVM compile costs more than the query (with
+ * thousands of projections the planner's estimate passes jit_above_cost).
+ *
+ * lag_events counts the events after the checkpoint that the projection
+ * handles (its handler's event_types, or every type, plus the types of its
+ * statements), exactly within PROJECTION_STATUS_LAG_WINDOW positions; past
+ * that, the window's count is extrapolated to the last visible event.
+ * lag_seconds is the age of the oldest of them (of the first event after
+ * the checkpoint when the window holds none it handles).
+ *
+ * last_error quotes event data: it is NULL unless the caller is a member of
+ * the owner's role or may SELECT projection.events.  This function masks it
+ * itself (as the caller: a view runs functions as its user), so calling it
+ * directly shows no more than the view.
+ */
+Datum
+projection_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		reads_events;
+	int			nest;
+	uint64		i;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			rc;
+	const char *ck = projection_checkpoint_sql();
+
+	InitMaterializedSRF(fcinfo, 0);
+	reads_events = pg_class_aclcheck(projection_oids()->events, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest = NewGUCNestLevel();
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	rc = SPI_execute(psprintf(
+							  "SELECT p.name, p.mode, "
+							  "CASE WHEN w.rebuild_total OPERATOR(pg_catalog.>) 0 THEN 'rebuilding' ELSE p.state END, "
+							  "CASE WHEN f.live THEN t.top ELSE f.ck END, "
+							  "CASE WHEN f.live OR f.ck OPERATOR(pg_catalog.>=) t.top THEN 0::bigint "
+							  "     WHEN t.top OPERATOR(pg_catalog.<=) (f.ck OPERATOR(pg_catalog.+) %d) THEN l.n "
+							  "     WHEN f.all_types THEN l.n OPERATOR(pg_catalog.+) ((t.top OPERATOR(pg_catalog.-) f.ck) OPERATOR(pg_catalog.-) %d) "
+							  "     ELSE pg_catalog.round((l.n::numeric OPERATOR(pg_catalog.*) (t.top OPERATOR(pg_catalog.-) f.ck)) OPERATOR(pg_catalog./) %d)::bigint END, "
+							  "CASE WHEN f.live OR f.ck OPERATOR(pg_catalog.>=) t.top THEN 0::double precision "
+							  "     ELSE COALESCE(pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) "
+							  "          COALESCE(l.first_at, CASE WHEN t.top OPERATOR(pg_catalog.>) (f.ck OPERATOR(pg_catalog.+) %d) THEN l.any_first_at END)), 0) END, "
+							  "p.last_error, p.last_error_sqlstate, p.last_error_position, p.handler, p.event_types, "
+							  "p.tables, p.on_error, p.owner, w.rebuild_done, w.rebuild_total, "
+							  "%s, "
+							  "f.live OR t.top OPERATOR(pg_catalog.<=) (f.ck OPERATOR(pg_catalog.+) %d) "
+							  "FROM projection.projections p "
+							  "CROSS JOIN (SELECT COALESCE(pg_catalog.max(global_position), 0) AS top FROM projection.events) t "
+							  "LEFT JOIN projection._worker_info() w ON w.projection_id OPERATOR(pg_catalog.=) p.id "
+							  "CROSS JOIN LATERAL (SELECT %s AS ck, "
+							  "  p.mode OPERATOR(pg_catalog.=) 'inline' AND p.state OPERATOR(pg_catalog.=) 'running' AS live, "
+							  "  p.handler IS NOT NULL AND p.event_types IS NULL AS all_types, "
+							  "  COALESCE(CASE WHEN p.handler IS NOT NULL THEN p.event_types END, '{}'::text[]) OPERATOR(pg_catalog.||) "
+							  "  ARRAY(SELECT h.event_type FROM projection.handlers h WHERE h.projection_id OPERATOR(pg_catalog.=) p.id) AS types) f "
+							  "LEFT JOIN LATERAL (SELECT "
+							  "  pg_catalog.count(*) FILTER (WHERE f.all_types OR e.event_type OPERATOR(pg_catalog.=) ANY (f.types)) AS n, "
+							  "  pg_catalog.min(e.recorded_at) FILTER (WHERE f.all_types OR e.event_type OPERATOR(pg_catalog.=) ANY (f.types)) AS first_at, "
+							  "  pg_catalog.min(e.recorded_at) AS any_first_at "
+							  "  FROM projection.events e "
+							  "  WHERE NOT f.live AND f.ck OPERATOR(pg_catalog.<) t.top "
+							  "  AND e.global_position OPERATOR(pg_catalog.>) f.ck "
+							  "  AND e.global_position OPERATOR(pg_catalog.<=) LEAST(f.ck OPERATOR(pg_catalog.+) %d, t.top)) l ON true",
+							  PROJECTION_STATUS_LAG_WINDOW, PROJECTION_STATUS_LAG_WINDOW,
+							  PROJECTION_STATUS_LAG_WINDOW, PROJECTION_STATUS_LAG_WINDOW,
+							  projection_checkpoint_saved_at_sql(),
+							  PROJECTION_STATUS_LAG_WINDOW, ck, PROJECTION_STATUS_LAG_WINDOW),
+					 true, 0);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	projection_spi_check(rc, SPI_OK_SELECT, "reading the status");
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		Datum		values[18];
+		bool		nulls[18];
+		int			k;
+		bool		isnull;
+		Oid			owner;
+
+		for (k = 0; k < 18; k++)
+			values[k] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, k + 1, &nulls[k]);
+		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 14, &isnull));
+		/* column 7, last_error, can quote event data (review D9) */
+		if (!reads_events && !has_privs_of_role(GetUserId(), owner))
+			nulls[6] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	AtEOXact_GUC(true, nest);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	return (Datum) 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Published progress (the shared progress hash, under ProjectionShared->lock)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * The progress entry of a projection, created if missing (applied = -1,
+ * nothing published yet).  Caller holds ProjectionShared->lock exclusively.
+ * NULL if the hash is full (projection.max_projections): progress is then
+ * simply not published.
+ */
+static ProjectionProgress *
+progress_entry(Oid dboid, int32 projection_id)
+{
+	ProjectionProgressKey key;
+	ProjectionProgress *entry;
+	bool		found;
+
+	memset(&key, 0, sizeof(key));
+	key.dboid = dboid;
+	key.projection_id = projection_id;
+	entry = hash_search(ProjectionProgressHash, &key, HASH_ENTER_NULL, &found);
+	if (entry != NULL && !found)
+	{
+		entry->applied = -1;
+		entry->rebuild_done = 0;
+		entry->rebuild_total = 0;
+	}
+	return entry;
+}
+
+/*
+ * Publish a projection's committed checkpoint and wake every waiter.  Call
+ * only after the checkpoint's transaction has committed.
+ */
+void
+projection_publish_progress(Oid dboid, int32 projection_id, int64 applied)
+{
+	ProjectionProgress *entry;
+
+	if (ProjectionShared == NULL)
+		return;
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	entry = progress_entry(dboid, projection_id);
+	if (entry != NULL)
+		entry->applied = applied;
+	LWLockRelease(ProjectionShared->lock);
+
+	ConditionVariableBroadcast(projection_progress_cv(dboid));
+}
+
+/* The condition variable projection.wait() sleeps on in a database. */
+ConditionVariable *
+projection_progress_cv(Oid dboid)
+{
+	return &ProjectionShared->progress_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS];
+}
+
+/*
+ * A projection's published checkpoint, or -1 if none is published (or no
+ * shared memory).  A cheap test for waiters woken by another projection's
+ * commit: they look at the registry only when this (or the registry
+ * generation) moved.
+ */
+int64
+projection_progress_applied(Oid dboid, int32 projection_id)
+{
+	ProjectionProgressKey key;
+	ProjectionProgress *entry;
+	int64		applied = -1;
+
+	if (ProjectionShared == NULL)
+		return -1;
+	memset(&key, 0, sizeof(key));
+	key.dboid = dboid;
+	key.projection_id = projection_id;
+	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+	entry = hash_search(ProjectionProgressHash, &key, HASH_FIND, NULL);
+	if (entry != NULL)
+		applied = entry->applied;
+	LWLockRelease(ProjectionShared->lock);
+	return applied;
+}
+
+/* Publish the progress of a running rebuild (0/0 when none runs). */
+void
+projection_publish_rebuild(Oid dboid, int32 projection_id, int64 done, int64 total)
+{
+	ProjectionProgress *entry;
+
+	if (ProjectionShared == NULL)
+		return;
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	entry = progress_entry(dboid, projection_id);
+	if (entry != NULL)
+	{
+		entry->rebuild_done = done;
+		entry->rebuild_total = total;
+	}
+	LWLockRelease(ProjectionShared->lock);
+}
+
+/* Forget a dropped projection's entry, so that the hash does not fill up. */
+void
+projection_forget_progress(Oid dboid, int32 projection_id)
+{
+	ProjectionProgressKey key;
+
+	if (ProjectionShared == NULL)
+		return;
+	memset(&key, 0, sizeof(key));
+	key.dboid = dboid;
+	key.projection_id = projection_id;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	hash_search(ProjectionProgressHash, &key, HASH_REMOVE, NULL);
+	LWLockRelease(ProjectionShared->lock);
+}
+
+/*
+ * Emit (projection_id, applied, rebuild_done, rebuild_total) rows for one
+ * database into a materialized SRF tuplestore.  Copies the entries under the
+ * lock, then builds tuples without it.
+ */
+void
+projection_progress_report(Oid dboid, Tuplestorestate *store, TupleDesc desc)
+{
+	HASH_SEQ_STATUS status;
+	ProjectionProgress *entry;
+	ProjectionProgress *copies;
+	int			n = 0;
+	int			i;
+
+	copies = palloc(sizeof(ProjectionProgress) * projection_max_projections);
+	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+	hash_seq_init(&status, ProjectionProgressHash);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (entry->key.dboid == dboid && n < projection_max_projections)
+			copies[n++] = *entry;
+	}
+	LWLockRelease(ProjectionShared->lock);
+
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = Int32GetDatum(copies[i].key.projection_id);
+		values[1] = Int64GetDatum(copies[i].applied);
+		nulls[1] = copies[i].applied < 0;
+		values[2] = Int64GetDatum(copies[i].rebuild_done);
+		values[3] = Int64GetDatum(copies[i].rebuild_total);
+		tuplestore_putvalues(store, desc, values, nulls);
+	}
+	pfree(copies);
+}

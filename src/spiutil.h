@@ -1,0 +1,27 @@
+/*-------------------------------------------------------------------------
+ *
+ * spiutil.h
+ *	  Argument checks, extension statements as the bootstrap superuser,
+ *	  SPI checks and kept plans (spiutil.c).
+ *
+ * IDENTIFICATION
+ *	  src/spiutil.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PROJECTION_SPIUTIL_H
+#define PROJECTION_SPIUTIL_H
+
+#include "executor/spi.h"
+#include "fmgr.h"
+
+extern void projection_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern char *projection_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern void projection_extension_exec(const char *sql, int nargs, Oid *types, Datum *values,
+									  const char *nulls, bool read_only, int expected);
+extern void projection_registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
+									 const char *nulls, int expected);
+extern void projection_spi_check(int rc, int expected, const char *what);
+extern SPIPlanPtr projection_kept_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *types);
+
+#endif							/* PROJECTION_SPIUTIL_H */
