@@ -147,3 +147,187 @@ CREATE FUNCTION projection.off_batch(name text)
 COMMENT ON FUNCTION projection.off_batch(text) IS 'removes the set-based statement handlers of a projection, returning how many';
 REVOKE ALL ON FUNCTION projection.off_batch(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION projection.off_batch(text) TO PUBLIC;
+
+/* ------------------------------------------------------------------------
+ * Feeds (issue 13): events handed, in order and without gaps, to consumers
+ * outside the database, with leases and checkpoints kept here (src/feed.c).
+ * ------------------------------------------------------------------------
+ */
+CREATE SEQUENCE projection.feeds_id_seq AS integer;
+CREATE TABLE projection.feeds (
+	id				integer PRIMARY KEY DEFAULT pg_catalog.nextval('projection.feeds_id_seq'),
+	name			text NOT NULL UNIQUE,
+	owner			regrole NOT NULL,
+	event_types		text[],
+	partitions		integer NOT NULL
+		CHECK (partitions OPERATOR(pg_catalog.>=) 1 AND partitions OPERATOR(pg_catalog.<=) 1024),
+	paused			boolean NOT NULL DEFAULT false,
+	max_attempts	integer CHECK (max_attempts OPERATOR(pg_catalog.>=) 1),
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+ALTER SEQUENCE projection.feeds_id_seq OWNED BY projection.feeds.id;
+COMMENT ON TABLE projection.feeds IS 'feeds for consumers outside the database (written only by the extension''s functions)';
+
+/*
+ * One row per partition of a feed: its checkpoint ("position": every event
+ * of the partition up to it is acknowledged), its lease, and the event
+ * that nack() reported failing (failed_position, attempts, last_error; no
+ * poll before retry_at).  lease_epoch
+ * grows with every lease and every seek, so a poll's view of the row is
+ * checked again when it takes the lease (src/feed.c).
+ */
+CREATE TABLE projection.feed_partitions (
+	feed_id			integer NOT NULL REFERENCES projection.feeds (id) ON DELETE CASCADE,
+	partition		integer NOT NULL,
+	position		bigint NOT NULL DEFAULT 0,
+	lease_epoch		bigint NOT NULL DEFAULT 0,
+	lease_token		text,
+	lease_holder	text,
+	lease_expires	timestamptz,
+	lease_last		bigint,
+	acked_at		timestamptz,
+	failed_position bigint,
+	attempts		integer NOT NULL DEFAULT 0,
+	last_error		text,
+	retry_at		timestamptz,
+	PRIMARY KEY (feed_id, partition)
+);
+CREATE UNIQUE INDEX feed_partitions_token_idx ON projection.feed_partitions (lease_token);
+COMMENT ON TABLE projection.feed_partitions IS 'checkpoint and lease of each feed partition (written only by the extension''s functions)';
+
+/* events a feed parked after max_attempts failed deliveries (nack) */
+CREATE TABLE projection.feed_parked (
+	feed_id			integer NOT NULL REFERENCES projection.feeds (id) ON DELETE CASCADE,
+	global_position bigint NOT NULL,
+	stream_id		text NOT NULL,
+	event_type		text NOT NULL,
+	attempts		integer NOT NULL,
+	error			text,
+	parked_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (feed_id, global_position)
+);
+COMMENT ON TABLE projection.feed_parked IS 'events parked by feeds after repeated failed deliveries (written only by the extension''s functions)';
+
+SELECT pg_catalog.pg_extension_config_dump('projection.feeds', '');
+SELECT pg_catalog.pg_extension_config_dump('projection.feed_parked', '');
+SELECT pg_catalog.pg_extension_config_dump('projection.feeds_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('projection.feed_partitions', '');
+REVOKE ALL ON projection.feeds, projection.feed_partitions, projection.feed_parked,
+	projection.feeds_id_seq FROM PUBLIC;
+
+CREATE FUNCTION projection.feed_partition(stream_id text, partitions integer) RETURNS integer
+	LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+	AS 'MODULE_PATHNAME', 'projection_feed_partition';
+COMMENT ON FUNCTION projection.feed_partition(text, integer) IS 'the partition of a stream in a feed of that many partitions (32-bit FNV-1a of the stream id''s bytes, modulo partitions)';
+
+CREATE FUNCTION projection.create_feed(name text, event_types text[] DEFAULT NULL,
+									   start_from text DEFAULT 'beginning',
+									   partitions integer DEFAULT 1,
+									   max_attempts integer DEFAULT NULL) RETURNS void
+	LANGUAGE c VOLATILE PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'projection_create_feed';
+COMMENT ON FUNCTION projection.create_feed(text, text[], text, integer, integer) IS 'creates a feed owned by the caller (needs SELECT on projection.events)';
+
+CREATE FUNCTION projection.drop_feed(name text) RETURNS void
+	LANGUAGE c VOLATILE PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'projection_drop_feed';
+COMMENT ON FUNCTION projection.drop_feed(text) IS 'drops a feed with its checkpoints and leases (owner only)';
+
+CREATE FUNCTION projection.poll(feed text, max_events integer DEFAULT 100,
+								wait interval DEFAULT '0 s', lease interval DEFAULT '30 s',
+								partition integer DEFAULT NULL, max_bytes integer DEFAULT NULL)
+	RETURNS TABLE (token text, partition integer, global_position bigint, stream_id text,
+				   stream_version bigint, event_type text, data jsonb, metadata jsonb,
+				   recorded_at timestamptz)
+	LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 100
+	AS 'MODULE_PATHNAME', 'projection_poll';
+COMMENT ON FUNCTION projection.poll(text, integer, interval, interval, integer, integer) IS 'leases a feed partition and returns its next events up to the safe horizon (owner only)';
+
+CREATE FUNCTION projection.ack(feed text, token text, up_to bigint DEFAULT NULL) RETURNS bigint
+	LANGUAGE c VOLATILE PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'projection_ack';
+COMMENT ON FUNCTION projection.ack(text, text, bigint) IS 'moves a leased partition''s checkpoint and ends the lease (owner only; a lost lease is refused with PJF01)';
+
+CREATE FUNCTION projection.nack(feed text, token text, failed_position bigint, error text DEFAULT NULL,
+								retry_after interval DEFAULT '10 s') RETURNS bigint
+	LANGUAGE c VOLATILE PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'projection_nack';
+COMMENT ON FUNCTION projection.nack(text, text, bigint, text, interval) IS 'acks the events of a lease before a failed one, ends the lease and retries the failed one after retry_after, or parks it after max_attempts (owner only)';
+
+CREATE FUNCTION projection.seek(feed text, "position" bigint) RETURNS void
+	LANGUAGE c VOLATILE PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'projection_seek';
+COMMENT ON FUNCTION projection.seek(text, bigint) IS 'moves every partition''s checkpoint of a feed and ends its leases (owner only)';
+
+CREATE FUNCTION projection.pause_feed(name text) RETURNS void
+	LANGUAGE c VOLATILE PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'projection_pause_feed';
+COMMENT ON FUNCTION projection.pause_feed(text) IS 'stops a feed''s polls from handing out events (owner only)';
+
+CREATE FUNCTION projection.resume_feed(name text) RETURNS void
+	LANGUAGE c VOLATILE PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'projection_resume_feed';
+COMMENT ON FUNCTION projection.resume_feed(text) IS 'lets a paused feed hand out events again (owner only)';
+
+/*
+ * feed_status: readable by PUBLIC, like projection.status; last_error (the
+ * consumer's text, which may quote event data) only for members of the
+ * feed's owner role and readers of projection.events.  lag_events counts the committed events of the feed's types
+ * in the partition after its checkpoint.
+ */
+CREATE VIEW projection.feed_status AS
+SELECT f.name AS feed, p.partition, p."position",
+	   l.lag_events,
+	   COALESCE(EXTRACT(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.oldest)::double precision, 0) AS lag_seconds,
+	   p.lease_expires IS NOT NULL AND p.lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() AS leased,
+	   p.lease_holder, p.lease_expires, p.lease_last, f.paused, f.owner, p.acked_at,
+	   p.failed_position, p.attempts, p.retry_at,
+	   CASE WHEN pg_catalog.pg_has_role(f.owner, 'USAGE')
+				 OR pg_catalog.has_table_privilege('projection.events', 'SELECT')
+			THEN p.last_error END AS last_error,
+	   (SELECT pg_catalog.count(*) FROM projection.feed_parked k
+		 WHERE k.feed_id OPERATOR(pg_catalog.=) f.id) AS parked
+  FROM projection.feeds f
+  JOIN projection.feed_partitions p ON p.feed_id OPERATOR(pg_catalog.=) f.id
+  CROSS JOIN LATERAL (
+	SELECT pg_catalog.count(*) AS lag_events, pg_catalog.min(e.recorded_at) AS oldest
+	  FROM projection.events e
+	 WHERE e.global_position OPERATOR(pg_catalog.>) p."position"
+	   AND (f.event_types IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY (f.event_types))
+	   AND (f.partitions OPERATOR(pg_catalog.=) 1
+			OR projection.feed_partition(e.stream_id, f.partitions) OPERATOR(pg_catalog.=) p.partition)) l;
+COMMENT ON VIEW projection.feed_status IS 'one row per feed partition: checkpoint, lag and lease';
+GRANT SELECT ON projection.feed_status TO PUBLIC;
+
+/* the parked events, for the feed's owner and readers of the events */
+CREATE VIEW projection.feed_parked_events WITH (security_barrier) AS
+SELECT f.name AS feed, k.global_position, k.stream_id, k.event_type, k.attempts, k.error, k.parked_at
+  FROM projection.feed_parked k
+  JOIN projection.feeds f ON f.id OPERATOR(pg_catalog.=) k.feed_id
+ WHERE pg_catalog.pg_has_role(f.owner, 'USAGE')
+	OR pg_catalog.has_table_privilege('projection.events', 'SELECT');
+COMMENT ON VIEW projection.feed_parked_events IS 'events parked by feeds after max_attempts failed deliveries (rows of the caller''s feeds, or all for readers of events)';
+GRANT SELECT ON projection.feed_parked_events TO PUBLIC;
+
+REVOKE ALL ON FUNCTION
+	projection.feed_partition(text, integer),
+	projection.create_feed(text, text[], text, integer, integer),
+	projection.drop_feed(text),
+	projection.poll(text, integer, interval, interval, integer, integer),
+	projection.ack(text, text, bigint),
+	projection.nack(text, text, bigint, text, interval),
+	projection.seek(text, bigint),
+	projection.pause_feed(text),
+	projection.resume_feed(text)
+	FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	projection.feed_partition(text, integer),
+	projection.create_feed(text, text[], text, integer, integer),
+	projection.drop_feed(text),
+	projection.poll(text, integer, interval, interval, integer, integer),
+	projection.ack(text, text, bigint),
+	projection.nack(text, text, bigint, text, interval),
+	projection.seek(text, bigint),
+	projection.pause_feed(text),
+	projection.resume_feed(text)
+	TO PUBLIC;

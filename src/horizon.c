@@ -178,6 +178,7 @@ projection_appender_forget(int64 min_pos)
 		appended_in_xact = false;
 		/* a worker may be waiting for our positions: they are dead now */
 		projection_wake_database_worker(MyDatabaseId);
+		projection_feed_wake(MyDatabaseId);
 	}
 	else if (ProjectionAppenders != NULL && MyBackendId != InvalidBackendId &&
 			 MyBackendId <= ProjectionNumAppenders)
@@ -189,6 +190,7 @@ projection_appender_forget(int64 min_pos)
 			pg_atomic_write_u64(&a->min_pos, (uint64) min_pos);
 			pg_memory_barrier();
 			projection_wake_database_worker(MyDatabaseId);
+			projection_feed_wake(MyDatabaseId);
 		}
 	}
 }
@@ -214,6 +216,7 @@ projection_appender_at_eoxact(void)
 	{
 		appender_clear();
 		projection_wake_database_worker(MyDatabaseId);
+		projection_feed_wake(MyDatabaseId);
 	}
 	appended_in_xact = false;
 }

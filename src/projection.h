@@ -43,6 +43,9 @@
 #define ERRCODE_PROJECTION_APPEND_ONLY			MAKE_SQLSTATE('P','J','0','0','2')
 #define ERRCODE_PROJECTION_PREPARE_APPENDED		MAKE_SQLSTATE('P','J','0','0','3')
 
+/* feeds (feed.c): an ack whose lease expired or was taken over */
+#define ERRCODE_PROJECTION_LEASE_LOST			MAKE_SQLSTATE('P','J','F','0','1')
+
 /* GUCs (projection.c) */
 extern int	projection_max_workers;
 extern int	projection_workers_per_database;

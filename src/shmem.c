@@ -146,6 +146,8 @@ projection_shmem_startup(void)
 		ProjectionShared->launcher_pid = 0;
 		for (i = 0; i < PROJECTION_REGISTRY_GEN_SLOTS; i++)
 			ConditionVariableInit(&ProjectionShared->progress_cvs[i]);
+		for (i = 0; i < PROJECTION_REGISTRY_GEN_SLOTS; i++)
+			ConditionVariableInit(&ProjectionShared->feed_cvs[i]);
 		ProjectionShared->ndbslots = projection_max_workers;
 		for (i = 0; i < projection_max_workers; i++)
 		{
@@ -332,6 +334,27 @@ projection_launcher_request_at_eoxact(bool commit)
 		projection_wake_database_worker(MyDatabaseId);
 	}
 	launcher_request_pending = false;
+}
+
+/* The condition variable feed long-polls sleep on in a database (feed.c). */
+ConditionVariable *
+projection_feed_cv(Oid dboid)
+{
+	return &ProjectionShared->feed_cvs[dboid % PROJECTION_REGISTRY_GEN_SLOTS];
+}
+
+/*
+ * Wake every feed long-poll of a database: called where appending
+ * transactions end (commit, abort, a subtransaction abort that changes the
+ * lowest position held: horizon.c) and by feed.c after commits that free
+ * partitions.  A broadcast cannot fail.
+ */
+void
+projection_feed_wake(Oid dboid)
+{
+	if (ProjectionShared == NULL)
+		return;
+	ConditionVariableBroadcast(projection_feed_cv(dboid));
 }
 
 /*

@@ -122,6 +122,8 @@ typedef struct ProjectionSharedState
 	pid_t		launcher_pid;
 	/* broadcast after every checkpoint commit, per database (oid modulo) */
 	ConditionVariable progress_cvs[PROJECTION_REGISTRY_GEN_SLOTS];
+	/* broadcast at every appender's commit or abort, per database (feed.c) */
+	ConditionVariable feed_cvs[PROJECTION_REGISTRY_GEN_SLOTS];
 	int			ndbslots;
 	ProjectionDbSlot dbslots[FLEXIBLE_ARRAY_MEMBER];
 } ProjectionSharedState;
@@ -134,6 +136,8 @@ extern int	ProjectionNumAppenders;
 extern void projection_shmem_install_hooks(void);
 extern void projection_wake_launcher(void);
 extern void projection_wake_database_worker(Oid dboid);
+extern ConditionVariable *projection_feed_cv(Oid dboid);
+extern void projection_feed_wake(Oid dboid);
 extern void projection_request_launcher_at_commit(void);
 extern void projection_launcher_request_at_eoxact(bool commit);
 extern ProjectionDbSlot *projection_find_dbslot(Oid dboid, int index);

@@ -26,6 +26,7 @@
 #include "access/xact.h"
 
 #include "events.h"
+#include "feed.h"
 #include "handler.h"
 #include "horizon.h"
 #include "inline.h"
@@ -72,6 +73,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			xact_reset();
 			projection_handler_at_eoxact();
 			projection_utility_at_eoxact();
+			projection_feed_at_eoxact(true);
 			break;
 		case XACT_EVENT_ABORT:
 			projection_registry_at_eoxact();
@@ -83,6 +85,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			projection_replay_at_abort(InvalidSubTransactionId);
 			projection_handler_at_eoxact();
 			projection_utility_at_eoxact();
+			projection_feed_at_eoxact(false);
 			break;
 		case XACT_EVENT_PREPARE:
 			/* PRE_PREPARE refused appends and registry changes */
@@ -92,6 +95,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			xact_reset();
 			projection_handler_at_eoxact();
 			projection_utility_at_eoxact();
+			projection_feed_at_eoxact(false);
 			break;
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:

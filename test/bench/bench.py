@@ -29,6 +29,9 @@ alternatives; see README.md "Performance" and test/bench/README.md):
             handlers and the PL/pgSQL loop; a hot-key rebuild (one row
             updated by every event) per-event vs batch; inline appends of
             100 events per statement, per-event handler vs batch statements.
+  feeds     commit-to-poll latency of a long-polling feed consumer and backlog
+            drains through poll/ack, vs a client polling every 100 ms
+            (feeds.py).
 
 Every read model is compared with the set-based oracle (and the extension's
 with the PL/pgSQL loop's); any difference fails the run (exit status 1) and is
@@ -50,6 +53,7 @@ import zlib
 
 import asyncpg
 
+import feeds
 import gen
 import models
 from models import PROJECTIONS, SEED
@@ -72,7 +76,7 @@ QUICK = dict(events=5000, append_secs=None, append_tx={1: 300, 100: 10}, inline_
              hot_per_event=[2000, 4000], hot_batch=[2000, 4000, 16000], inline_batch_secs=None,
              inline_batch_tx=20)
 
-SECTIONS = ["append", "inline", "catchup", "rebuild", "batch", "latency", "bystander", "growth"]
+SECTIONS = ["append", "inline", "catchup", "rebuild", "batch", "latency", "bystander", "growth", "feeds"]
 
 LABEL = {"order_summary": "order_summary", "daily_sales": "daily_sales",
          "customer_activity": "customer_activity", "product_search": "product_search",
@@ -1415,6 +1419,12 @@ set multiplot layout %d,1 title "projection benchmark: %s events, seed %d%s"
                     await fn(conn)
                 except Exception as e:
                     self.fail("section %s: %s" % (name, e), traceback.format_exc())
+            if "feeds" in self.only and not self.a.no_extension:
+                self.say("=== feeds")
+                try:
+                    await feeds.sec_feeds(self)
+                except Exception as e:
+                    self.fail("section feeds: %s" % e, traceback.format_exc())
             if "growth" in self.only and not self.a.no_extension:
                 self.say("=== growth")
                 try:

@@ -1,0 +1,51 @@
+/*-------------------------------------------------------------------------
+ *
+ * feed.h
+ *	  Feeds: events handed in order, without gaps, to consumers outside the
+ *	  database, through poll/ack with leases and checkpoints kept here
+ *	  (feed.c: the feeds and their management; feedpoll.c: poll; feedack.c:
+ *	  ack, nack, seek).
+ *
+ * IDENTIFICATION
+ *	  src/feed.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PROJECTION_FEED_H
+#define PROJECTION_FEED_H
+
+#include "fmgr.h"
+#include "utils/timestamp.h"
+
+#define FEED_MAX_PARTITIONS 1024
+
+/* a feed's registry row */
+typedef struct ProjectionFeedRow
+{
+	int32		id;
+	char	   *name;
+	Oid			owner;
+	int			partitions;
+	Datum		types;			/* text[], or 0 for every type */
+	bool		paused;
+	int			max_attempts;	/* 0: never park */
+} ProjectionFeedRow;
+
+/* feed.c: shared by the feed files */
+extern void projection_feed_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern char *projection_feed_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern int64 projection_feed_interval_ms(Interval *iv);
+extern void projection_feed_run(const char *sql, int nargs, Oid *types, Datum *values,
+								const char *nulls, bool read_only, int expected);
+extern void projection_feed_exec(const char *sql, int nargs, Oid *types, Datum *values,
+								 const char *nulls, int expected);
+extern void projection_feed_wake_on_commit(void);
+extern ProjectionFeedRow *projection_feed_lookup(const char *name, bool lock, MemoryContext cxt);
+extern void projection_feed_check_events_privilege(Oid role, const char *detail);
+extern void projection_feed_require_preloaded(const char *what);
+extern int64 projection_feed_horizon(void);
+
+/* transaction end (xact.c) */
+extern void projection_feed_at_eoxact(bool commit);
+
+#endif							/* PROJECTION_FEED_H */

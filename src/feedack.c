@@ -1,0 +1,284 @@
+/*-------------------------------------------------------------------------
+ *
+ * feedack.c
+ *	  The end of a feed lease: ack (the checkpoint moves), nack (the events
+ *	  before a failed one are acked, the failed one is retried after a
+ *	  back-off or parked), and seek (every checkpoint moves, every lease
+ *	  ends).
+ *
+ * ack and nack find the partition by its lease token (FOR UPDATE) and
+ * refuse with PJF01, changing nothing, unless that lease is still live:
+ * one that expired, was taken over by another poll, or ended with an ack,
+ * a nack or a seek belongs to its next holder.  Every write here bumps
+ * lease_epoch, so a poll that read the row before fails to take its lease
+ * and looks again (feedpoll.c).  Row locks only.
+ *
+ * IDENTIFICATION
+ *	  src/feedack.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "feed.h"
+#include "horizon.h"
+#include "catalog.h"
+#include "projection.h"
+
+PG_FUNCTION_INFO_V1(projection_ack);
+PG_FUNCTION_INFO_V1(projection_nack);
+PG_FUNCTION_INFO_V1(projection_seek);
+
+/* ---------------------------------------------------------------------
+ * seek, ack
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * seek(feed, position): every partition's checkpoint to position, every
+ * lease ended (their acks are refused).  Back to replay, ahead to skip;
+ * not past the last position drawn.
+ */
+Datum
+projection_seek(PG_FUNCTION_ARGS)
+{
+	char	   *name = projection_feed_text_arg(fcinfo, 0, "feed");
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionFeedRow    *row;
+	int64		position;
+	int64		last;
+	Oid			types[2] = {INT4OID, INT8OID};
+	Datum		values[2];
+
+	projection_feed_require_arg(fcinfo, 1, "position");
+	position = PG_GETARG_INT64(1);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = projection_feed_lookup(name, true, cxt);
+	last = projection_sequence_last_value();
+	if (position < 0 || position > last)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("position %lld is out of range", (long long) position),
+				 errdetail("Positions go from 0 (before the first event) to %lld (the last event).",
+						   (long long) last)));
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int64GetDatum(position);
+	projection_feed_exec("UPDATE projection.feed_partitions SET position = $2, "
+			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
+			  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+			  "failed_position = NULL, attempts = 0, last_error = NULL, retry_at = NULL "
+			  "WHERE feed_id OPERATOR(pg_catalog.=) $1",
+			  2, types, values, NULL, SPI_OK_UPDATE);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	projection_feed_wake_on_commit();
+	PG_RETURN_VOID();
+}
+
+/* the partition a live lease token holds, locked (lease_row) */
+typedef struct FeedLease
+{
+	int			partition;
+	int64		position;
+	int64		last;			/* the last event the poll returned */
+	int64		failed_position;	/* 0 if none */
+	int			attempts;
+} FeedLease;
+
+/*
+ * Find and lock the partition that "token" leases; raise PJF01 if that lease
+ * expired, was taken over, or ended with an ack, a nack or a seek.
+ */
+static void
+feed_lease_row(ProjectionFeedRow *row, const char *token, FeedLease *lease)
+{
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+	bool		active = false;
+	bool		isnull;
+
+	values[0] = Int32GetDatum(row->id);
+	values[1] = CStringGetTextDatum(token);
+	projection_feed_exec("SELECT partition, position, lease_last, "
+			  "lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), "
+			  "COALESCE(failed_position, 0), attempts "
+			  "FROM projection.feed_partitions "
+			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND lease_token OPERATOR(pg_catalog.=) $2 FOR UPDATE",
+			  2, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		lease->partition = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		lease->position = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		lease->last = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		active = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)) && !isnull;
+		lease->failed_position = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+		lease->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	}
+	if (!active)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROJECTION_LEASE_LOST),
+				 errmsg("lease of feed \"%s\" is no longer held", row->name),
+				 errdetail("The lease expired, or was taken over by another poll, or ended with an ack, a nack or a seek; its unacknowledged events are delivered again."),
+				 errhint("Poll again, and ack before the lease passes (the lease argument of projection.poll).")));
+}
+
+/*
+ * ack(feed, token, up_to): the leased partition's checkpoint to up_to
+ * (default: the last event the poll returned), the lease ended; returns the
+ * new checkpoint.  up_to lies between the checkpoint (ack nothing, just end
+ * the lease) and the poll's last event.  A lease that expired or was taken
+ * over is refused with PJF01 and nothing changes: its events go out again.
+ */
+Datum
+projection_ack(PG_FUNCTION_ARGS)
+{
+	char	   *name = projection_feed_text_arg(fcinfo, 0, "feed");
+	char	   *token = projection_feed_text_arg(fcinfo, 1, "token");
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionFeedRow    *row;
+	FeedLease	lease;
+	Oid			types[3] = {INT4OID, INT4OID, INT8OID};
+	Datum		values[3];
+	int64		up_to;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = projection_feed_lookup(name, false, cxt);
+	feed_lease_row(row, token, &lease);
+	up_to = PG_ARGISNULL(2) ? lease.last : PG_GETARG_INT64(2);
+	if (up_to < lease.position || up_to > lease.last)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("up_to %lld is outside the leased events", (long long) up_to),
+				 errdetail("Partition %d of feed \"%s\" is at %lld; the poll returned events up to %lld.",
+						   lease.partition, name, (long long) lease.position, (long long) lease.last)));
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(lease.partition);
+	values[2] = Int64GetDatum(up_to);
+	projection_feed_exec("UPDATE projection.feed_partitions SET position = $3, "
+			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
+			  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+			  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
+			  "attempts = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN attempts ELSE 0 END, "
+			  "last_error = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN last_error END, "
+			  "failed_position = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN failed_position END "
+			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
+			  3, types, values, NULL, SPI_OK_UPDATE);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	projection_feed_wake_on_commit();		/* a partial ack leaves events for others */
+	PG_RETURN_INT64(up_to);
+}
+
+/*
+ * nack(feed, token, failed_position, error, retry_after): the consumer
+ * could not handle the event at failed_position (one the poll returned).
+ * The events before it are acked (the checkpoint moves to just before it),
+ * the lease ends, and the partition is not handed out again before
+ * retry_after has passed; then the failed event comes first.  The number of
+ * nacks of that event in a row is counted (feed_status.attempts); when it
+ * reaches the feed's max_attempts, the event is parked instead: recorded in
+ * projection.feed_parked_events, passed over, and the partition goes on
+ * with the next event at once (the stream's later events are delivered:
+ * as on_error => 'skip' for projections, parking trades that stream's
+ * completeness for the feed's progress).  Returns the new checkpoint.
+ * PJF01 for a lost lease, as ack.
+ */
+Datum
+projection_nack(PG_FUNCTION_ARGS)
+{
+	char	   *name = projection_feed_text_arg(fcinfo, 0, "feed");
+	char	   *token = projection_feed_text_arg(fcinfo, 1, "token");
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionFeedRow    *row;
+	FeedLease	lease;
+	int64		failed;
+	Interval   *retry_after;
+	int			attempts;
+	bool		park;
+	Oid			types[6] = {INT4OID, INT4OID, INT8OID, INT4OID, TEXTOID, INTERVALOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int64		result;
+
+	projection_feed_require_arg(fcinfo, 2, "failed_position");
+	projection_feed_require_arg(fcinfo, 4, "retry_after");
+	failed = PG_GETARG_INT64(2);
+	retry_after = PG_GETARG_INTERVAL_P(4);
+	if (projection_feed_interval_ms(retry_after) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("retry_after must not be negative")));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = projection_feed_lookup(name, false, cxt);
+	feed_lease_row(row, token, &lease);
+	if (failed <= lease.position || failed > lease.last)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("failed_position %lld is not an event of the lease", (long long) failed),
+				 errdetail("Partition %d of feed \"%s\" is at %lld; the poll returned events up to %lld.",
+						   lease.partition, name, (long long) lease.position, (long long) lease.last)));
+	attempts = (lease.failed_position == failed ? lease.attempts : 0) + 1;
+	park = row->max_attempts > 0 && attempts >= row->max_attempts;
+
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(lease.partition);
+	values[2] = Int64GetDatum(failed);
+	values[3] = Int32GetDatum(attempts);
+	if (PG_ARGISNULL(3))
+		nulls[4] = 'n';
+	else
+		values[4] = PG_GETARG_DATUM(3);
+	values[5] = IntervalPGetDatum(retry_after);
+	if (park)
+	{
+		projection_feed_exec("INSERT INTO projection.feed_parked (feed_id, global_position, stream_id, event_type, attempts, error) "
+				  "SELECT $1, e.global_position, e.stream_id, e.event_type, $4, $5 "
+				  "FROM projection.events e WHERE e.global_position OPERATOR(pg_catalog.=) $3 "
+				  "ON CONFLICT (feed_id, global_position) DO UPDATE SET attempts = EXCLUDED.attempts, "
+				  "error = EXCLUDED.error, parked_at = EXCLUDED.parked_at",
+				  5, types, values, nulls, SPI_OK_INSERT);
+		projection_feed_exec("UPDATE projection.feed_partitions SET position = $3, "
+				  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
+				  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+				  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
+				  "failed_position = NULL, attempts = 0, last_error = $5 "
+				  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
+				  5, types, values, nulls, SPI_OK_UPDATE);
+		result = failed;
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("feed \"%s\" parked an event after %d failed attempts", name, attempts),
+				 errdetail("The event at position %lld is passed over; the partition goes on after it.",
+						   (long long) failed),
+				 errhint("The event is listed in projection.feed_parked_events.")));
+	}
+	else
+	{
+		projection_feed_exec("UPDATE projection.feed_partitions SET "
+				  "position = $3 OPERATOR(pg_catalog.-) 1, "
+				  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
+				  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+				  "acked_at = pg_catalog.clock_timestamp(), "
+				  "failed_position = $3, attempts = $4, last_error = $5, "
+				  "retry_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6 "
+				  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
+				  6, types, values, nulls, SPI_OK_UPDATE);
+		result = failed - 1;
+	}
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	projection_feed_wake_on_commit();
+	PG_RETURN_INT64(result);
+}
+

@@ -1,0 +1,601 @@
+/*-------------------------------------------------------------------------
+ *
+ * feedpoll.c
+ *	  projection.poll: lease a feed partition and hand out its next events,
+ *	  never past the safe horizon, long-polling woken at commit.
+ *
+ * poll, in one READ COMMITTED statement:
+ *	1. compute the safe horizon H (projection_feed_horizon in feed.c, the
+ *	   rule the worker follows): read the sequence's last_value, then the appending
+ *	   transactions, then take a snapshot S; every position <= H is visible
+ *	   in S or dead for ever.  Positions this transaction appended itself
+ *	   (not yet committed) are excluded too;
+ *	2. with S, read the feed's partitions and pick a free one (no live
+ *	   lease, no nack back-off) that has events in (position, H]: the given
+ *	   one, or the free one with the lowest checkpoint; read its next events
+ *	   there;
+ *	3. take the lease with one UPDATE that succeeds only if the row is
+ *	   unchanged since step 2 (same lease_epoch, still free): a concurrent
+ *	   poll, ack, nack or seek makes it fail, and poll starts over.  No row
+ *	   lock is held by a poll that returns nothing, so a long-poll blocks
+ *	   no one.
+ * A poll that finds nothing returns no rows and holds no lease.  With wait,
+ * it sleeps on the database's feed condition variable (broadcast by every
+ * appending transaction's commit or abort, and by ack, nack, seek, resume
+ * and drop at commit) and tries again, until events come or wait passes.
+ * A lease's end and a back-off's end wake it too (it sleeps no longer than
+ * that), and projection.naptime bounds every sleep as the worker's safety
+ * net.  While it sleeps it advertises no xmin when the statement is a plain
+ * "SELECT ... FROM projection.poll(...)" in READ COMMITTED (the rule of
+ * projection.wait, feed_may_release_snapshot): every read after a sleep
+ * uses a new snapshot.
+ *
+ * Locking: the lease UPDATE's row lock, held to the end of the poll's
+ * transaction; no LWLock.  The appenders' registry is read lock-free.
+ *
+ * IDENTIFICATION
+ *	  src/feedpoll.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/plannodes.h"
+#include "pgstat.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/pquery.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/portal.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "catalog.h"
+#include "eventread.h"
+#include "feed.h"
+#include "projection.h"
+#include "shmem.h"
+
+#define FEED_TOKEN_RANDOM_BYTES 12
+
+PG_FUNCTION_INFO_V1(projection_poll);
+
+/* a partition as poll saw it */
+typedef struct FeedPartition
+{
+	int			partition;
+	int64		position;
+	int64		epoch;
+	bool		leased;			/* an unexpired lease */
+	TimestampTz expires;		/* its end (0 if none) */
+	bool		backing_off;	/* a nack's retry_after has not passed */
+	TimestampTz retry_at;		/* its end (0 if none) */
+} FeedPartition;
+
+/* ---------------------------------------------------------------------
+ * poll
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * May poll stop advertising an xmin while it sleeps?  Only if nothing will
+ * read with this backend's older snapshots after it returns: the statement
+ * is a plain "SELECT ... FROM projection.poll(...)" (a function scan of
+ * poll alone, constant or parameter arguments, no subqueries), at the top
+ * level, with no other portal open, in READ COMMITTED (poll refuses the
+ * other levels).  Anywhere else poll keeps the statement's snapshot while
+ * it sleeps, as any function does.  The rule of projection.wait.
+ */
+static bool
+feed_may_release_snapshot(FunctionCallInfo fcinfo)
+{
+	Portal		portal = ActivePortal;
+	PlannedStmt *stmt;
+	FunctionScan *scan;
+	RangeTblFunction *rtf;
+	FuncExpr   *call;
+	ListCell   *arg;
+
+	if (IsolationUsesXactSnapshot() || portal == NULL || list_length(portal->stmts) != 1 ||
+		!ThereAreNoReadyPortals())
+		return false;
+	stmt = linitial_node(PlannedStmt, portal->stmts);
+	if (stmt->commandType != CMD_SELECT || stmt->utilityStmt != NULL ||
+		stmt->subplans != NIL || stmt->planTree == NULL ||
+		!IsA(stmt->planTree, FunctionScan) || stmt->planTree->lefttree != NULL ||
+		stmt->planTree->initPlan != NIL)
+		return false;
+	scan = (FunctionScan *) stmt->planTree;
+	if (list_length(scan->functions) != 1)
+		return false;
+	rtf = linitial_node(RangeTblFunction, scan->functions);
+	call = (FuncExpr *) rtf->funcexpr;
+	if (call == NULL || !IsA(call, FuncExpr) || call->funcid != fcinfo->flinfo->fn_oid)
+		return false;
+	foreach(arg, call->args)
+		if (!IsA(lfirst(arg), Const) && !IsA(lfirst(arg), Param))
+			return false;
+	return true;
+}
+
+/*
+ * The feed's partitions as the active snapshot sees them (ordered by
+ * checkpoint, then number), or only "partition" if >= 0.  Sets *next_expiry
+ * to the soonest end of a lease or of a nack's back-off (0 if none).
+ * Result palloc'd.
+ */
+static FeedPartition *
+feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, TimestampTz *next_expiry)
+{
+	Oid			types[2] = {INT4OID, INT4OID};
+	Datum		values[2];
+	FeedPartition *parts;
+	uint64		i;
+
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(partition);
+	projection_feed_run("SELECT partition, position, lease_epoch, "
+			 "COALESCE(lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
+			 "lease_expires, "
+			 "COALESCE(retry_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
+			 "retry_at FROM projection.feed_partitions "
+			 "WHERE feed_id OPERATOR(pg_catalog.=) $1 "
+			 "AND ($2 OPERATOR(pg_catalog.<) 0 OR partition OPERATOR(pg_catalog.=) $2) "
+			 "ORDER BY position, partition",
+			 2, types, values, NULL, true, SPI_OK_SELECT);
+
+	*next_expiry = 0;
+	parts = palloc(sizeof(FeedPartition) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+
+		parts[i].partition = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		parts[i].position = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		parts[i].epoch = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		parts[i].leased = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		parts[i].expires = isnull ? 0 : DatumGetTimestampTz(d);
+		parts[i].backing_off = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		parts[i].retry_at = isnull ? 0 : DatumGetTimestampTz(d);
+		if (parts[i].leased && (*next_expiry == 0 || parts[i].expires < *next_expiry))
+			*next_expiry = parts[i].expires;
+		if (parts[i].backing_off && (*next_expiry == 0 || parts[i].retry_at < *next_expiry))
+			*next_expiry = parts[i].retry_at;
+	}
+	*count = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return parts;
+}
+
+/*
+ * Re-read the feed's row with a new snapshot: it may have been dropped,
+ * paused or resumed while we slept.  Raises UNDEFINED_OBJECT if dropped.
+ */
+static void
+feed_refresh(ProjectionFeedRow *row)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		values[1];
+	bool		isnull;
+
+	values[0] = Int32GetDatum(row->id);
+	projection_feed_exec("SELECT paused FROM projection.feeds WHERE id OPERATOR(pg_catalog.=) $1",
+			  1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("feed \"%s\" was dropped while polling", row->name)));
+	row->paused = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * Read partition "p"'s events in (p->position, horizon], at most max_events
+ * and, after the first, max_bytes, with the active snapshot, as the
+ * bootstrap superuser (the feed's owner may read events: checked).  Rows
+ * in "cxt".
+ *
+ * The four forms of the query (with or without a type filter and a
+ * partition filter) are kept plans, one set per backend.  They are planned
+ * with enable_sort off: right after a bulk load the statistics may say the
+ * range holds a few rows, and a bitmap scan sorted afterwards would then
+ * read the whole backlog for every poll; the index scan in position order
+ * stops after max_events.
+ */
+static SPIPlanPtr feed_event_plans[4];
+
+static void
+feed_read_events(ProjectionFeedRow *row, FeedPartition *p, int64 horizon, int max_events,
+				 Size max_bytes, MemoryContext cxt, ProjectionEventRows *rows)
+{
+	Oid			types[6];
+	Datum		values[6];
+	int			nargs = 0;
+	int			form = (row->types != (Datum) 0 ? 1 : 0) + (row->partitions > 1 ? 2 : 0);
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+
+	types[nargs] = INT8OID;
+	values[nargs++] = Int64GetDatum(p->position);
+	types[nargs] = INT8OID;
+	values[nargs++] = Int64GetDatum(horizon);
+	types[nargs] = INT4OID;
+	values[nargs++] = Int32GetDatum(max_events);
+	if (row->types != (Datum) 0)
+	{
+		types[nargs] = TEXTARRAYOID;
+		values[nargs++] = row->types;
+	}
+	if (row->partitions > 1)
+	{
+		types[nargs] = INT4OID;
+		values[nargs++] = Int32GetDatum(row->partitions);
+		types[nargs] = INT4OID;
+		values[nargs++] = Int32GetDatum(p->partition);
+	}
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (feed_event_plans[form] == NULL)
+	{
+		StringInfoData sql;
+		SPIPlanPtr	plan;
+
+		initStringInfo(&sql);
+		appendStringInfoString(&sql,
+							   "SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, "
+							   "e.data, e.metadata, e.recorded_at FROM projection.events e "
+							   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+							   "AND e.global_position OPERATOR(pg_catalog.<=) $2");
+		if (form & 1)
+			appendStringInfoString(&sql, " AND e.event_type OPERATOR(pg_catalog.=) ANY ($4)");
+		if (form & 2)
+			appendStringInfo(&sql, " AND projection.feed_partition(e.stream_id, $%d) OPERATOR(pg_catalog.=) $%d",
+							 nargs - 1, nargs);
+		appendStringInfoString(&sql, " ORDER BY e.global_position LIMIT $3");
+		plan = SPI_prepare(sql.data, nargs, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		feed_event_plans[form] = plan;
+		pfree(sql.data);
+	}
+	projection_read_events(feed_event_plans[form], nargs, types, values, max_events, max_bytes,
+						   cxt, rows);
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/* a new lease token: feed, partition, epoch and random bytes */
+static char *
+feed_new_token(ProjectionFeedRow *row, FeedPartition *p)
+{
+	uint8		bytes[FEED_TOKEN_RANDOM_BYTES];
+	char		hex[FEED_TOKEN_RANDOM_BYTES * 2 + 1];
+	int			i;
+
+	if (!pg_strong_random(bytes, sizeof(bytes)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random lease token")));
+	for (i = 0; i < FEED_TOKEN_RANDOM_BYTES; i++)
+		sprintf(hex + 2 * i, "%02x", bytes[i]);
+	return psprintf("%d.%d.%lld.%s", row->id, p->partition, (long long) p->epoch + 1, hex);
+}
+
+/* the lease UPDATE of feed_take_lease; true if it took the lease */
+static bool
+feed_update_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Interval *lease,
+				  int64 last)
+{
+	Oid			types[7] = {INT4OID, INT4OID, INT8OID, TEXTOID, TEXTOID, INTERVALOID, INT8OID};
+	Datum		values[7];
+
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(p->partition);
+	values[2] = Int64GetDatum(p->epoch);
+	values[3] = CStringGetTextDatum(token);
+	values[4] = CStringGetTextDatum(psprintf("%s (pid %d)",
+											 application_name ? application_name : "",
+											 MyProcPid));
+	values[5] = IntervalPGetDatum(lease);
+	values[6] = Int64GetDatum(last);
+	projection_feed_exec("UPDATE projection.feed_partitions SET "
+			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = $4, lease_holder = $5, "
+			  "lease_expires = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6, lease_last = $7 "
+			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2 "
+			  "AND lease_epoch OPERATOR(pg_catalog.=) $3 "
+			  "AND (lease_expires IS NULL OR lease_expires OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()) "
+			  "AND (retry_at IS NULL OR retry_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())",
+			  7, types, values, NULL, SPI_OK_UPDATE);
+	return SPI_processed == 1;
+}
+
+/*
+ * Take the lease of partition p if its row is still as we read it (same
+ * epoch, no unexpired lease, no back-off).  In READ COMMITTED the UPDATE
+ * waits for a concurrent writer of the row and re-checks the new version;
+ * when the re-check fails, the UPDATE changes nothing but keeps the row
+ * locked to the end of the transaction.  So the UPDATE runs in a
+ * subtransaction that is rolled back when it changed nothing: a poll that
+ * lost a race holds no lock while it tries another partition or sleeps
+ * (two such polls could otherwise deadlock, each holding the row the other
+ * wants).  Returns false if someone else got there first.
+ */
+static bool
+feed_take_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Interval *lease, int64 last)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool taken = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		taken = feed_update_lease(row, p, token, lease, last);
+		if (taken)
+			ReleaseCurrentSubTransaction();
+		else
+			RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		/* leave the subtransaction before the error goes on */
+		MemoryContextSwitchTo(oldcontext);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return taken;
+}
+
+/* what one look at the feed found */
+typedef enum FeedLook
+{
+	FEED_LOOK_GOT,				/* leased a partition, events in *rows */
+	FEED_LOOK_EMPTY,			/* nothing to hand out now */
+	FEED_LOOK_RACE				/* lost a lease to a concurrent poll: look again */
+} FeedLook;
+
+/*
+ * One look: horizon, partitions, events, lease (steps 1-3 of the file
+ * header).  With a given partition whose lease is held, raises
+ * OBJECT_IN_USE.  Sets *next_expiry for the long-poll's sleep.
+ */
+static FeedLook
+feed_look(ProjectionFeedRow *row, int partition, int max_events, Size max_bytes, Interval *lease,
+		  MemoryContext cxt, ProjectionEventRows *rows, FeedPartition *got, char **token,
+		  TimestampTz *next_expiry)
+{
+	int64		horizon;
+	FeedPartition *parts;
+	int			nparts;
+	int			i;
+	FeedLook	result = FEED_LOOK_EMPTY;
+	int64		last;
+	bool		isnull;
+
+	*next_expiry = 0;
+	horizon = projection_feed_horizon();
+	{
+		parts = feed_read_partitions(row, partition, &nparts, next_expiry);
+		if (partition >= 0 && nparts == 1 && parts[0].leased)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("partition %d of feed \"%s\" is leased", partition, row->name),
+					 errdetail("The lease ends at %s.", timestamptz_to_str(parts[0].expires)),
+					 errhint("Ack the events of the lease first, or poll another partition.")));
+		for (i = 0; i < nparts && !row->paused; i++)
+		{
+			FeedPartition *p = &parts[i];
+
+			if (p->leased || p->backing_off || p->position >= horizon)
+				continue;
+			feed_read_events(row, p, horizon, max_events, max_bytes, cxt, rows);
+			if (rows->ntuples == 0)
+				continue;
+			last = DatumGetInt64(heap_getattr(rows->tuples[rows->ntuples - 1],
+											  Anum_events_global_position, rows->tupdesc, &isnull));
+			*token = feed_new_token(row, p);
+			if (feed_take_lease(row, p, *token, lease, last))
+			{
+				*got = *p;
+				result = FEED_LOOK_GOT;
+			}
+			else
+				result = FEED_LOOK_RACE;
+			break;
+		}
+	}
+	PopActiveSnapshot();
+	return result;
+}
+
+/*
+ * poll(feed, max_events, wait, lease, partition, max_bytes): lease one
+ * partition (the given one, or any free one with events) and return its
+ * next events after its checkpoint, in position order, up to the safe
+ * horizon, each row with the lease token and the partition.  Nothing to
+ * return: no rows, no lease.  With wait, an empty poll sleeps until events
+ * come or wait passes (see the file header).  Owner only; the owner must
+ * still be allowed to read projection.events.
+ */
+Datum
+projection_poll(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *name = projection_feed_text_arg(fcinfo, 0, "feed");
+	int32		max_events;
+	int64		wait_ms;
+	Interval   *lease;
+	int32		partition = -1;
+	Size		max_bytes = SIZE_MAX;
+	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext look_cxt;
+	MemoryContext oldcxt;
+	ProjectionFeedRow    *row;
+	TimestampTz deadline;
+	bool		release;
+	ConditionVariable *cv;
+	ProjectionEventRows rows;
+	FeedPartition got;
+	char	   *token = NULL;
+	bool		found = false;
+	int			i;
+
+	projection_feed_require_arg(fcinfo, 1, "max_events");
+	projection_feed_require_arg(fcinfo, 2, "wait");
+	projection_feed_require_arg(fcinfo, 3, "lease");
+	max_events = PG_GETARG_INT32(1);
+	wait_ms = projection_feed_interval_ms(PG_GETARG_INTERVAL_P(2));
+	lease = PG_GETARG_INTERVAL_P(3);
+	if (max_events < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_events must be at least 1")));
+	if (wait_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wait must not be negative")));
+	if (projection_feed_interval_ms(lease) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease must be positive")));
+	if (!PG_ARGISNULL(4))
+	{
+		partition = PG_GETARG_INT32(4);
+		if (partition < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("partition must not be negative")));
+	}
+	if (!PG_ARGISNULL(5))
+	{
+		if (PG_GETARG_INT32(5) < 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_bytes must be at least 1")));
+		max_bytes = (Size) PG_GETARG_INT32(5);
+	}
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot poll a feed in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errdetail("The safe horizon needs a snapshot taken after the appending transactions are read."),
+				 errhint("Run it in a READ COMMITTED transaction.")));
+	projection_feed_require_preloaded("poll a feed");
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = projection_feed_lookup(name, false, cxt);
+	projection_feed_check_events_privilege(row->owner,
+								psprintf("The owner of feed \"%s\" needs the SELECT privilege on projection.events for polls.",
+										 name));
+	if (partition >= row->partitions)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("feed \"%s\" has no partition %d", name, partition),
+				 errdetail("Its partitions are 0 to %d.", row->partitions - 1)));
+
+	release = feed_may_release_snapshot(fcinfo);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+	cv = projection_feed_cv(MyDatabaseId);
+
+	/*
+	 * Each look allocates (partitions, appenders, the events it read): a
+	 * long-poll woken by many commits of other partitions or types must not
+	 * pile them up.  The rows of the look that found events stay until they
+	 * are copied into the result.
+	 */
+	look_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection poll",
+									 ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		TimestampTz next_expiry;
+		TimestampTz now;
+		long		sleep_ms;
+		FeedLook	look;
+
+		if (wait_ms > 0)
+			ConditionVariablePrepareToSleep(cv);
+		MemoryContextReset(look_cxt);
+		oldcxt = MemoryContextSwitchTo(look_cxt);
+		look = feed_look(row, partition, max_events, max_bytes, lease, look_cxt, &rows, &got,
+						 &token, &next_expiry);
+		MemoryContextSwitchTo(oldcxt);
+		if (look == FEED_LOOK_GOT)
+		{
+			found = true;
+			break;
+		}
+		if (look == FEED_LOOK_RACE)
+			continue;
+		now = GetCurrentTimestamp();
+		if (now >= deadline)
+			break;
+		/* projection.naptime is the safety net, as for the worker */
+		sleep_ms = (long) Min((deadline - now) / 1000, projection_naptime);
+		if (next_expiry != 0 && next_expiry > now)
+			sleep_ms = Min(sleep_ms, (long) ((next_expiry - now) / 1000) + 1);
+		/* sleep holding no snapshot (every look uses a new one) */
+		if (release)
+		{
+			InvalidateCatalogSnapshot();
+			MyProc->xmin = InvalidTransactionId;
+		}
+		(void) ConditionVariableTimedSleep(cv, Max(sleep_ms, 1), PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+		feed_refresh(row);
+	}
+	if (wait_ms > 0)
+		ConditionVariableCancelSleep();
+
+	if (found)
+	{
+		text	   *token_text = cstring_to_text(token);
+
+		for (i = 0; i < rows.ntuples; i++)
+		{
+			Datum		values[2 + Natts_events];
+			bool		nulls[2 + Natts_events];
+
+			values[0] = PointerGetDatum(token_text);
+			nulls[0] = false;
+			values[1] = Int32GetDatum(got.partition);
+			nulls[1] = false;
+			heap_deform_tuple(rows.tuples[i], rows.tupdesc, values + 2, nulls + 2);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	return (Datum) 0;
+}
