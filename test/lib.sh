@@ -20,6 +20,7 @@ PJ_PACKAGES=(
     build-essential
     python3-asyncpg
     gnuplot-nox
+    prometheus-postgres-exporter
 )
 
 
