@@ -21,6 +21,9 @@ PJ_PACKAGES=(
     python3-asyncpg
     gnuplot-nox
     prometheus-postgres-exporter
+    sphinxsearch
+    python3-pymysql
+    python3-psycopg
 )
 
 
