@@ -142,8 +142,8 @@ class Indexer:
             return 0
         cur = self.sx.cursor()
         ids = [doc_id(p) for _, _, p in docs]
-        cur.execute("SELECT id, version FROM products WHERE id IN (%s) LIMIT %d "
-                    "OPTION max_matches = %d" % (",".join(str(i) for i in ids), len(ids), len(ids)))
+        cur.execute("SELECT id, version FROM %s WHERE id IN (%s) LIMIT %d "
+                    "OPTION max_matches = %d" % (self.a.index, ",".join(str(i) for i in ids), len(ids), len(ids)))
         stored = dict(cur.fetchall())
         written = 0
         cur.execute("BEGIN")
@@ -152,7 +152,7 @@ class Indexer:
                 continue        # already as new (a redelivery): never go backwards
             d = doc or {}
             cur.execute(
-                "REPLACE INTO products (id, name, description, category, tags, product_id, "
+                "REPLACE INTO " + self.a.index + " (id, name, description, category, tags, product_id, "
                 "category_name, price_cents, version, deleted, doc) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (i, d.get("name", ""), d.get("description", ""), d.get("category", ""),
@@ -203,8 +203,8 @@ class Indexer:
         cur = self.sx.cursor()
         last = 0
         while True:
-            cur.execute("SELECT id, product_id, version, deleted, doc FROM products WHERE id > %d "
-                        "ORDER BY id ASC LIMIT 1000 OPTION max_matches = 1000" % last)
+            cur.execute("SELECT id, product_id, version, deleted, doc FROM %s WHERE id > %d "
+                        "ORDER BY id ASC LIMIT 1000 OPTION max_matches = 1000" % (self.a.index, last))
             rows = cur.fetchall()
             if not rows:
                 return
@@ -215,7 +215,7 @@ class Indexer:
     def search(self, query):
         """Prints the product ids of the live documents matching query."""
         cur = self.sx.cursor()
-        cur.execute("SELECT product_id FROM products WHERE MATCH(%s) AND deleted = 0 "
+        cur.execute("SELECT product_id FROM " + self.a.index + " WHERE MATCH(%s) AND deleted = 0 "
                     "LIMIT 100000 OPTION max_matches = 100000", (query,))
         for (product_id,) in cur.fetchall():
             print(product_id)
@@ -232,6 +232,7 @@ def main():
     p.add_argument("--pg", default="", help="libpq connection string (default: libpq's defaults)")
     p.add_argument("--sphinx", default="127.0.0.1:9306", help="SphinxQL host:port")
     p.add_argument("--feed", default="product_search")
+    p.add_argument("--index", default="products", help="the Sphinx RT index to write")
     p.add_argument("--create", action="store_true", help="create the feed if it does not exist")
     p.add_argument("--partitions", type=int, default=4, help="partitions of a feed made by --create")
     p.add_argument("--partition", type=int, default=None, help="poll only this partition")

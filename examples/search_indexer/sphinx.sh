@@ -3,14 +3,18 @@
 # for the search indexer: an unprivileged searchd on a port of your choice,
 # with one real-time index, "products", written over SphinxQL.
 #
-#     sphinx.sh start DIR PORT    writes DIR/sphinx.conf, starts searchd
+#     sphinx.sh start DIR PORT [INDEX...]
+#                                 writes DIR/sphinx.conf, starts searchd with
+#                                 the real-time indexes INDEX... (default:
+#                                 products; a second one for a blue/green
+#                                 re-index, e.g. products products_v2)
 #     sphinx.sh stop DIR          stops it (and waits until it has exited)
 #
 # Everything (config, index files, binlog, logs, pid file) lives in DIR, so
 # any user can run it; nothing of the system's sphinxsearch service is used.
 set -eu
 
-cmd=${1:?usage: sphinx.sh start DIR PORT | stop DIR}
+cmd=${1:?usage: sphinx.sh start DIR PORT [INDEX...] | stop DIR}
 dir=${2:?usage: sphinx.sh start DIR PORT | stop DIR}
 
 case "$cmd" in
@@ -18,12 +22,16 @@ start)
 	port=${3:?usage: sphinx.sh start DIR PORT}
 	mkdir -p "$dir/data" "$dir/binlog"
 	dir=$(cd "$dir" && pwd)
-	cat >"$dir/sphinx.conf" <<CONF
+	shift 3
+	[ $# -gt 0 ] || set -- products
+	: >"$dir/sphinx.conf"
+	for index in "$@"; do
+		cat >>"$dir/sphinx.conf" <<CONF
 # the product search index: whole documents, one per product
-index products
+index $index
 {
 	type			= rt
-	path			= $dir/data/products
+	path			= $dir/data/$index
 	# full-text fields (indexed, not stored)
 	rt_field		= name
 	rt_field		= description
@@ -43,6 +51,9 @@ index products
 	rt_mem_limit	= 64M
 }
 
+CONF
+	done
+	cat >>"$dir/sphinx.conf" <<CONF
 searchd
 {
 	listen			= 127.0.0.1:$port:mysql41

@@ -130,7 +130,7 @@ END
 	system("$example/sphinx.sh", 'stop', $sx_dir) if defined $sx_dir && -e "$sx_dir/searchd.pid";
 }
 ok( IPC::Run::run(
-		[ "$example/sphinx.sh", 'start', $sx_dir, $sx_port ],
+		[ "$example/sphinx.sh", 'start', $sx_dir, $sx_port, 'products', 'products_v2' ],
 		'>', \$sx_out, '2>', \$sx_err),
 	'searchd started') or diag("$sx_out\n$sx_err");
 
@@ -238,9 +238,10 @@ sub canon
 
 sub compare_with_oracle
 {
-	my ($what) = @_;
+	my ($what, $index) = @_;
 	my ($out, $err) = ('', '');
-	IPC::Run::run([ $python, "$example/indexer.py", '--sphinx', "127.0.0.1:$sx_port", '--pg', $pg, '--dump' ],
+	IPC::Run::run([ $python, "$example/indexer.py", '--sphinx', "127.0.0.1:$sx_port", '--pg', $pg, '--dump',
+			'--index', $index // 'products' ],
 		'>', \$out, '2>', \$err)
 	  or die "indexer.py --dump failed: $err";
 	my @index = sort map { canon($_) } split /\n/, $out;
@@ -282,6 +283,29 @@ $c = start_consumer(['--once']);
 $c->{h}->finish;
 is($c->{h}->full_result || 0, 0, 'the replay finished') or diag(${ $c->{err} });
 compare_with_oracle('after the replay');
+
+# ---------------------------------------------------------------------
+# blue/green: a second feed from the beginning into a second index, then
+# the old feed dropped
+# ---------------------------------------------------------------------
+$node->safe_psql($db, q{
+SET ROLE search_indexer;
+SELECT projection.create_feed('product_search_v2',
+         event_types => '{ProductCreated,ProductUpdated,ProductPriceChanged,ProductDeleted}',
+         start_from => 'beginning', partitions => 2);
+});
+$node->safe_psql($db, "SELECT product_event(5, i) FROM generate_series(1, 40) i");
+$c = start_consumer([ '--once', '--feed', 'product_search_v2', '--index', 'products_v2' ]);
+$c->{h}->finish;
+is($c->{h}->full_result || 0, 0, 'the green index caught up') or diag(${ $c->{err} });
+compare_with_oracle('green index', 'products_v2');
+$c = start_consumer(['--once']);
+$c->{h}->finish;
+is($c->{h}->full_result || 0, 0, 'the blue index caught up too') or diag(${ $c->{err} });
+compare_with_oracle('blue index before the switch');
+$node->safe_psql($db, "SET ROLE search_indexer; SELECT projection.drop_feed('product_search')");
+is($node->safe_psql($db, "SELECT string_agg(DISTINCT feed, ',') FROM projection.feed_status"),
+	'product_search_v2', 'after the switch only the green feed is left');
 
 $node->stop;
 done_testing();
