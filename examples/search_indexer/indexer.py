@@ -64,21 +64,30 @@ def doc_id(product_id):
     return (h & 0x7FFFFFFFFFFFFFFF) or 1
 
 
+def text(value):
+    """A payload value as the document keeps it: text, or None."""
+    return None if value is None else str(value)
+
+
 def fold(events):
     """The product-search document of one product stream, from its events in
-    version order: (document or None if deleted, version)."""
+    version order: (document or None if deleted, version, product_id).  A
+    malformed event (a payload that is no object, a missing field) never
+    stops the indexer: missing fields stay empty, as in the read model."""
     doc, deleted, version = None, False, 0
     for position, event_type, data in events:
         version = position
+        if not isinstance(data, dict):
+            continue
         if event_type == "ProductCreated":
             doc = {
-                "product_id": data["product_id"],
-                "name": data["name"],
-                "description": data["description"],
-                "category": data["category"],
-                "price": str(data["price"]),
-                "tags": list(data.get("tags") or []),
-                "created_at": data.get("created_at"),
+                "product_id": text(data.get("product_id")),
+                "name": text(data.get("name")),
+                "description": text(data.get("description")),
+                "category": text(data.get("category")),
+                "price": text(data.get("price")),
+                "tags": [str(t) for t in (data.get("tags") or [])],
+                "created_at": text(data.get("created_at")),
                 "updated_at": None,
                 "price_updated_at": None,
             }
@@ -86,14 +95,22 @@ def fold(events):
         elif doc is None:
             continue
         elif event_type == "ProductUpdated":
-            doc.update(name=data["name"], description=data["description"],
-                       category=data["category"], tags=list(data.get("tags") or []),
-                       updated_at=data.get("updated_at"))
+            doc.update(name=text(data.get("name")), description=text(data.get("description")),
+                       category=text(data.get("category")),
+                       tags=[str(t) for t in (data.get("tags") or [])],
+                       updated_at=text(data.get("updated_at")))
         elif event_type == "ProductPriceChanged":
-            doc.update(price=str(data["new_price"]), price_updated_at=data.get("changed_at"))
+            doc.update(price=text(data.get("new_price")), price_updated_at=text(data.get("changed_at")))
         elif event_type == "ProductDeleted":
             deleted = True
     return (None if deleted else doc), version, (doc or {}).get("product_id")
+
+
+def cents(price):
+    try:
+        return int(decimal.Decimal(price) * 100)
+    except (TypeError, ValueError, ArithmeticError):
+        return 0
 
 
 class Indexer:
@@ -155,9 +172,9 @@ class Indexer:
                 "REPLACE INTO " + self.a.index + " (id, name, description, category, tags, product_id, "
                 "category_name, price_cents, version, deleted, doc) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (i, d.get("name", ""), d.get("description", ""), d.get("category", ""),
-                 " ".join(d.get("tags", [])), product_id, d.get("category", ""),
-                 int(decimal.Decimal(d.get("price", "0")) * 100), version,
+                (i, d.get("name") or "", d.get("description") or "", d.get("category") or "",
+                 " ".join(d.get("tags") or []), product_id, d.get("category") or "",
+                 cents(d.get("price")), version,
                  0 if doc else 1, json.dumps(doc, sort_keys=True) if doc else ""))
             written += 1
         cur.execute("COMMIT")
