@@ -66,6 +66,8 @@ SELECT projection.create('failing', 'h');
 SELECT projection.create('skipping', 'h', on_error => 'skip');
 SELECT projection.create('inline_one', 'h', event_types => '{Good}', mode => 'inline');
 
+SELECT projection.create_feed('search', partitions => 2);
+
 CREATE ROLE projection_exporter LOGIN;
 GRANT pg_monitor TO projection_exporter;
 GRANT SELECT (name) ON projection.dead_letters TO projection_exporter;
@@ -206,13 +208,32 @@ while (time < $deadline)
 }
 ok($same, 'worker count stable across one scrape');
 my ($here, $all) = split /\|/, $before;
-cmp_ok($here, '>', 0, 'the database has workers');
+# (how many there are is the pool's business: idle workers may leave)
 is(metric('projection_workers_running'), $here, "workers of the database: $here");
 is(metric('projection_workers_server_running'), $all, "workers of the server: $all");
 is(metric('projection_workers_launchers'), 1, 'one launcher');
 is( metric('projection_workers_slots'),
 	$node->safe_psql($db, 'SHOW projection.max_workers'),
 	'worker slots');
+
+# the feed: nothing acknowledged yet, so each partition lags by its events
+my %feed = map { my @f = split /\|/; $f[0] => [@f] } split /\n/,
+  $node->safe_psql($db,
+	"SELECT partition, position, lag_events, leased::int FROM projection.feed_status WHERE feed = 'search'");
+is(scalar keys %feed, 2, 'the feed has two partitions');
+my $feed_lag = 0;
+for my $part (sort keys %feed)
+{
+	my (undef, $position, $lag, $leased) = @{ $feed{$part} };
+	$feed_lag += $lag;
+	is(metric('projection_feed_position', feed => 'search', partition => $part),
+		$position, "feed partition $part: position $position");
+	is(metric('projection_feed_lag_events', feed => 'search', partition => $part),
+		$lag, "feed partition $part: lag_events $lag");
+	is(metric('projection_feed_leased', feed => 'search', partition => $part),
+		$leased, "feed partition $part: leased $leased");
+}
+is($feed_lag, 4, 'the feed lags by the four events over its partitions');
 
 unlike($text, qr/secret-card/, 'no event data in the metrics');
 unlike($err, qr/level=error/, 'the exporter logged no error')
