@@ -234,6 +234,8 @@ for my $part (sort keys %feed)
 		$leased, "feed partition $part: leased $leased");
 }
 is($feed_lag, 4, 'the feed lags by the four events over its partitions');
+is(metric('projection_feed_parked', feed => 'search', partition => 0), 0, 'nothing parked');
+is(metric('projection_feed_attempts', feed => 'search', partition => 0), 0, 'no failed attempt');
 
 unlike($text, qr/secret-card/, 'no event data in the metrics');
 unlike($err, qr/level=error/, 'the exporter logged no error')
