@@ -20,6 +20,10 @@ PJ_PACKAGES=(
     build-essential
     python3-asyncpg
     gnuplot-nox
+    prometheus-postgres-exporter
+    sphinxsearch
+    python3-pymysql
+    python3-psycopg
 )
 
 
