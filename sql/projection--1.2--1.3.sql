@@ -147,3 +147,20 @@ CREATE FUNCTION projection.off_batch(name text)
 COMMENT ON FUNCTION projection.off_batch(text) IS 'removes the set-based statement handlers of a projection, returning how many';
 REVOKE ALL ON FUNCTION projection.off_batch(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION projection.off_batch(text) TO PUBLIC;
+
+/* ------------------------------------------------------------------------
+ * Privileges: owners and dependencies that survive every way in (issue 10)
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * pg_upgrade and a restore with triggers disabled load registry rows
+ * without their pg_shdepend owner entries; a projection whose owner was
+ * dropped where nothing refused it must not run.  The worker checks both
+ * whenever the registry changed; this runs the same check on demand.
+ */
+CREATE FUNCTION projection.repair_dependencies() RETURNS integer
+	LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'projection_repair_dependencies';
+COMMENT ON FUNCTION projection.repair_dependencies() IS 'records missing owner entries of projections in pg_shdepend and stops projections whose owner is gone (superuser)';
+REVOKE ALL ON FUNCTION projection.repair_dependencies() FROM PUBLIC;
