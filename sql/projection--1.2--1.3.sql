@@ -164,3 +164,23 @@ CREATE FUNCTION projection.repair_dependencies() RETURNS integer
 	AS 'MODULE_PATHNAME', 'projection_repair_dependencies';
 COMMENT ON FUNCTION projection.repair_dependencies() IS 'records missing owner entries of projections in pg_shdepend and stops projections whose owner is gone (superuser)';
 REVOKE ALL ON FUNCTION projection.repair_dependencies() FROM PUBLIC;
+
+/*
+ * A backend that has not loaded the library (no shared_preload_libraries)
+ * runs DROP FUNCTION, DROP TABLE, DROP OWNED and DROP EXTENSION without our
+ * hooks.  This event trigger fires there too: it loads the library, whose
+ * hooks then refuse or cascade the drop of a handler or table in use, drop
+ * the projections of DROP OWNED, and remove the owner entries with the
+ * registry at DROP EXTENSION (src/depend.c).  ENABLE ALWAYS: also with
+ * session_replication_role = replica.
+ */
+CREATE FUNCTION projection._ddl_command_start() RETURNS event_trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'projection_ddl_command_start';
+COMMENT ON FUNCTION projection._ddl_command_start() IS 'event trigger: dependencies of projections in backends that had not loaded the library';
+REVOKE ALL ON FUNCTION projection._ddl_command_start() FROM PUBLIC;
+CREATE EVENT TRIGGER projection_dependencies ON ddl_command_start
+	WHEN TAG IN ('DROP AGGREGATE', 'DROP DOMAIN', 'DROP EXTENSION', 'DROP FUNCTION',
+				 'DROP LANGUAGE', 'DROP OWNED', 'DROP PROCEDURE', 'DROP ROUTINE',
+				 'DROP SCHEMA', 'DROP TABLE', 'DROP TYPE')
+	EXECUTE FUNCTION projection._ddl_command_start();
+ALTER EVENT TRIGGER projection_dependencies ENABLE ALWAYS;

@@ -50,6 +50,7 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "access/table.h"
 #include "catalog/dependency.h"
 #include "catalog/indexing.h"
@@ -60,6 +61,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_shdepend.h"
+#include "commands/event_trigger.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -93,6 +95,13 @@ static int	depend_behavior = -1;
 
 /* DROP EXTENSION projection is running: the registry is going away too */
 static bool depend_dropping_extension = false;
+
+/*
+ * Utility statements the utility hook is running (nested ones count:
+ * SPI, DO blocks).  Zero while a statement runs that began before the
+ * library was loaded: the event trigger below then stands in for the hook.
+ */
+static int	depend_utility_depth = 0;
 
 /*
  * The registry table of this database, or InvalidOid if the extension is
@@ -367,6 +376,52 @@ depend_drop_owned(DropOwnedStmt *stmt)
 	}
 }
 
+/*
+ * REASSIGN OWNED gives "oldrole"'s projections to "newrole": warn about
+ * those the new owner could not create (SELECT on projection.events, and
+ * TRIGGER for inline ones), as the update to 1.2 does.  They keep running.
+ * The caller is connected to SPI.
+ */
+static void
+depend_warn_new_owner(Oid oldrole, Oid newrole)
+{
+	Oid			events = get_relname_relid(PROJECTION_EVENTS_TABLE,
+										   get_namespace_oid(PROJECTION_SCHEMA_NAME, false));
+	bool		can_select = pg_class_aclcheck(events, newrole, ACL_SELECT) == ACLCHECK_OK;
+	bool		can_trigger = pg_class_aclcheck(events, newrole, ACL_TRIGGER) == ACLCHECK_OK;
+	char	   *rolname;
+	uint64		i;
+
+	if (can_select && can_trigger)
+		return;
+	rolname = GetUserNameFromId(newrole, false);
+	depend_exec("SELECT name, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
+				"WHERE owner::pg_catalog.oid OPERATOR(pg_catalog.=) $1 ORDER BY name COLLATE \"C\"",
+				oldrole, InvalidOid, SPI_OK_SELECT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		bool		is_inline = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 2, &isnull));
+		const char *missing;
+
+		if (!can_select && is_inline && !can_trigger)
+			missing = "SELECT, TRIGGER";
+		else if (!can_select)
+			missing = "SELECT";
+		else if (is_inline && !can_trigger)
+			missing = "TRIGGER";
+		else
+			continue;
+		ereport(WARNING,
+				(errmsg("new owner \"%s\" of projection \"%s\" lacks %s on projection.events",
+						rolname, name, missing),
+				 errdetail("Creating this projection requires it. The projection keeps running."),
+				 errhint("Run GRANT %s ON projection.events TO %s;", missing, quote_identifier(rolname))));
+	}
+}
+
 /* REASSIGN OWNED BY ... TO: the roles' projections change owner first */
 static void
 depend_reassign_owned(ReassignOwnedStmt *stmt)
@@ -391,6 +446,7 @@ depend_reassign_owned(ReassignOwnedStmt *stmt)
 	{
 		if (lfirst_oid(lc) == newrole)
 			continue;
+		depend_warn_new_owner(lfirst_oid(lc), newrole);
 		/* the registry's trigger moves the pg_shdepend entries */
 		depend_exec("UPDATE projection.projections SET owner = $2::pg_catalog.regrole, "
 					"updated_at = pg_catalog.now() "
@@ -413,6 +469,7 @@ projection_depend_before_utility(Node *parsetree, ProjectionDependState *saved)
 {
 	saved->behavior = depend_behavior;
 	saved->dropping_extension = depend_dropping_extension;
+	depend_utility_depth++;
 
 	switch (nodeTag(parsetree))
 	{
@@ -454,6 +511,7 @@ projection_depend_after_utility(ProjectionDependState *saved)
 {
 	depend_behavior = saved->behavior;
 	depend_dropping_extension = saved->dropping_extension;
+	depend_utility_depth--;
 }
 
 /* ---------------------------------------------------------------------
@@ -711,4 +769,74 @@ projection_repair_dependencies(PG_FUNCTION_ARGS)
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_INT32(recorded);
+}
+
+/* ---------------------------------------------------------------------
+ * Backends that had not loaded the library (version 1.3)
+ *
+ * Without shared_preload_libraries, a backend loads the library only when
+ * it first calls one of our functions: before that, neither hook sees its
+ * DROP FUNCTION, DROP TABLE, DROP OWNED or DROP EXTENSION.  An event
+ * trigger is a catalog object and fires whatever is loaded: on
+ * ddl_command_start of those commands it calls this function, which loads
+ * the library (installing the hooks: the object access hook then sees the
+ * drops of this very statement) and does what the utility hook would have
+ * done before the statement.  In a backend whose hook runs the statement
+ * it does nothing.  The statement's state is reset at the end of the
+ * transaction (the utility hook saves and restores it around every later
+ * statement, so a leftover value only lasts until then).
+ * Commands that fire no event trigger (DROP ROLE, REASSIGN OWNED) still
+ * need the library: the README says so.
+ * ---------------------------------------------------------------------
+ */
+
+PG_FUNCTION_INFO_V1(projection_ddl_command_start);
+
+static bool depend_event_xact_callback_registered = false;
+
+static void
+depend_event_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		if (depend_utility_depth == 0)
+		{
+			depend_behavior = -1;
+			depend_dropping_extension = false;
+		}
+	}
+}
+
+Datum
+projection_ddl_command_start(PG_FUNCTION_ARGS)
+{
+	EventTriggerData *trigdata;
+	ProjectionDependState saved;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired by an event trigger",
+						"projection._ddl_command_start")));
+	if (depend_utility_depth > 0)
+		PG_RETURN_VOID();		/* the utility hook runs this statement */
+	trigdata = (EventTriggerData *) fcinfo->context;
+	if (!depend_event_xact_callback_registered)
+	{
+		RegisterXactCallback(depend_event_xact_callback, NULL);
+		depend_event_xact_callback_registered = true;
+	}
+	PG_TRY();
+	{
+		projection_depend_before_utility(trigdata->parsetree, &saved);
+	}
+	PG_FINALLY();
+	{
+		/* the statement goes on: keep its state, but not the depth */
+		depend_utility_depth--;
+	}
+	PG_END_TRY();
+	PG_RETURN_VOID();
 }
