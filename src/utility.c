@@ -83,7 +83,7 @@ projection_utility_at_eoxact(void)
 	if (!holding_database)
 		return;
 	holding_database = false;
-	projection_release_hold();
+	projection_release_database_hold();
 	projection_wake_database_worker(MyDatabaseId);
 }
 
