@@ -687,8 +687,8 @@ int
 projection_depend_check_owners(void)
 {
 	Oid			registry = depend_registry_relid();
-	Oid			types[2] = {OIDOID, OIDOID};
-	Datum		values[2];
+	Oid			types[3] = {OIDOID, OIDOID, OIDOID};
+	Datum		values[3];
 	SPITupleTable *tt;
 	uint64		i;
 	int			rc;
@@ -699,22 +699,25 @@ projection_depend_check_owners(void)
 
 	/*
 	 * Candidates first, without locks (normally none): rows without an
-	 * entry naming their owner.  Then lock those and look again, with the
-	 * catalog as of the lock.
+	 * entry naming their owner.  The bootstrap superuser is pinned: no
+	 * entry is ever recorded for it.  Then lock those and look again, with
+	 * the catalog as of the lock.
 	 */
 	values[0] = ObjectIdGetDatum(MyDatabaseId);
 	values[1] = ObjectIdGetDatum(registry);
+	values[2] = ObjectIdGetDatum(BOOTSTRAP_SUPERUSERID);
 	rc = SPI_execute_with_args("SELECT p.id, p.name, p.owner::pg_catalog.oid, "
 							   "p.state OPERATOR(pg_catalog.=) 'failed' "
 							   "FROM projection.projections p WHERE p.id IN ("
-							   "SELECT c.id FROM projection.projections c WHERE NOT EXISTS ("
+							   "SELECT c.id FROM projection.projections c "
+							   "WHERE c.owner::pg_catalog.oid OPERATOR(pg_catalog.<>) $3 AND NOT EXISTS ("
 							   "SELECT FROM pg_catalog.pg_shdepend d "
 							   "WHERE d.dbid OPERATOR(pg_catalog.=) $1 AND d.classid OPERATOR(pg_catalog.=) $2 "
 							   "AND d.objid OPERATOR(pg_catalog.=) c.id::pg_catalog.oid "
 							   "AND d.refobjid OPERATOR(pg_catalog.=) c.owner::pg_catalog.oid "
 							   "AND d.deptype OPERATOR(pg_catalog.=) 'o')) "
 							   "ORDER BY p.id FOR NO KEY UPDATE OF p SKIP LOCKED",
-							   2, types, values, NULL, false, 0);
+							   3, types, values, NULL, false, 0);
 	projection_spi_check(rc, SPI_OK_SELECT, "checking the owners of projections");
 	if (SPI_processed == 0)
 		return 0;
