@@ -331,3 +331,40 @@ GRANT EXECUTE ON FUNCTION
 	projection.pause_feed(text),
 	projection.resume_feed(text)
 	TO PUBLIC;
+
+/* ------------------------------------------------------------------------
+ * Privileges: owners and dependencies that survive every way in (issue 10)
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * pg_upgrade and a restore with triggers disabled load registry rows
+ * without their pg_shdepend owner entries; a projection whose owner was
+ * dropped where nothing refused it must not run.  The worker checks both
+ * whenever the registry changed; this runs the same check on demand.
+ */
+CREATE FUNCTION projection.repair_dependencies() RETURNS integer
+	LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'projection_repair_dependencies';
+COMMENT ON FUNCTION projection.repair_dependencies() IS 'records missing owner entries of projections in pg_shdepend and stops projections whose owner is gone (superuser)';
+REVOKE ALL ON FUNCTION projection.repair_dependencies() FROM PUBLIC;
+
+/*
+ * A backend that has not loaded the library (no shared_preload_libraries)
+ * runs DROP FUNCTION, DROP TABLE, DROP OWNED and DROP EXTENSION without our
+ * hooks.  This event trigger fires there too: it loads the library, whose
+ * hooks then refuse or cascade the drop of a handler or table in use, drop
+ * the projections of DROP OWNED, and remove the owner entries with the
+ * registry at DROP EXTENSION (src/depend.c).  ENABLE ALWAYS: also with
+ * session_replication_role = replica.
+ */
+CREATE FUNCTION projection._ddl_command_start() RETURNS event_trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'projection_ddl_command_start';
+COMMENT ON FUNCTION projection._ddl_command_start() IS 'event trigger: dependencies of projections in backends that had not loaded the library';
+REVOKE ALL ON FUNCTION projection._ddl_command_start() FROM PUBLIC;
+CREATE EVENT TRIGGER projection_dependencies ON ddl_command_start
+	WHEN TAG IN ('DROP AGGREGATE', 'DROP DOMAIN', 'DROP EXTENSION', 'DROP FUNCTION',
+				 'DROP LANGUAGE', 'DROP OWNED', 'DROP PROCEDURE', 'DROP ROUTINE',
+				 'DROP SCHEMA', 'DROP TABLE', 'DROP TYPE')
+	EXECUTE FUNCTION projection._ddl_command_start();
+ALTER EVENT TRIGGER projection_dependencies ENABLE ALWAYS;

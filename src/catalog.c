@@ -61,6 +61,7 @@ static ProjectionRegistry *current_registry = NULL;
 static bool registry_valid = false;
 static ProjectionRegistry *retired_registries = NULL;
 static int	registry_users = 0;
+static uint64 registry_loads = 0;
 
 /*
  * Relcache callback: any change to one of our relations (including DROP
@@ -82,6 +83,13 @@ catalog_relcache_callback(Datum arg, Oid relid)
 	}
 }
 
+/* a role was changed or dropped: its projections may have lost their owner */
+static void
+catalog_authid_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	registry_valid = false;
+}
+
 /* Register the relcache callback of the registry cache, once per backend. */
 static void
 catalog_register_callback(void)
@@ -89,6 +97,8 @@ catalog_register_callback(void)
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(catalog_relcache_callback, (Datum) 0);
+		/* a dropped owner makes its projections stop (depend.c) */
+		CacheRegisterSyscacheCallback(AUTHOID, catalog_authid_callback, (Datum) 0);
 		callback_registered = true;
 	}
 }
@@ -303,6 +313,7 @@ registry_load(void)
 								ALLOCSET_SMALL_SIZES);
 	registry = MemoryContextAllocZero(cxt, sizeof(ProjectionRegistry));
 	registry->cxt = cxt;
+	registry->serial = ++registry_loads;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,

@@ -50,6 +50,7 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "access/table.h"
 #include "catalog/dependency.h"
 #include "catalog/indexing.h"
@@ -60,6 +61,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_shdepend.h"
+#include "commands/event_trigger.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -68,8 +70,10 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "catalog.h"
@@ -91,6 +95,13 @@ static int	depend_behavior = -1;
 
 /* DROP EXTENSION projection is running: the registry is going away too */
 static bool depend_dropping_extension = false;
+
+/*
+ * Utility statements the utility hook is running (nested ones count:
+ * SPI, DO blocks).  Zero while a statement runs that began before the
+ * library was loaded: the event trigger below then stands in for the hook.
+ */
+static int	depend_utility_depth = 0;
 
 /*
  * The registry table of this database, or InvalidOid if the extension is
@@ -365,6 +376,52 @@ depend_drop_owned(DropOwnedStmt *stmt)
 	}
 }
 
+/*
+ * REASSIGN OWNED gives "oldrole"'s projections to "newrole": warn about
+ * those the new owner could not create (SELECT on projection.events, and
+ * TRIGGER for inline ones), as the update to 1.2 does.  They keep running.
+ * The caller is connected to SPI.
+ */
+static void
+depend_warn_new_owner(Oid oldrole, Oid newrole)
+{
+	Oid			events = get_relname_relid(PROJECTION_EVENTS_TABLE,
+										   get_namespace_oid(PROJECTION_SCHEMA_NAME, false));
+	bool		can_select = pg_class_aclcheck(events, newrole, ACL_SELECT) == ACLCHECK_OK;
+	bool		can_trigger = pg_class_aclcheck(events, newrole, ACL_TRIGGER) == ACLCHECK_OK;
+	char	   *rolname;
+	uint64		i;
+
+	if (can_select && can_trigger)
+		return;
+	rolname = GetUserNameFromId(newrole, false);
+	depend_exec("SELECT name, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
+				"WHERE owner::pg_catalog.oid OPERATOR(pg_catalog.=) $1 ORDER BY name COLLATE \"C\"",
+				oldrole, InvalidOid, SPI_OK_SELECT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		bool		is_inline = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 2, &isnull));
+		const char *missing;
+
+		if (!can_select && is_inline && !can_trigger)
+			missing = "SELECT, TRIGGER";
+		else if (!can_select)
+			missing = "SELECT";
+		else if (is_inline && !can_trigger)
+			missing = "TRIGGER";
+		else
+			continue;
+		ereport(WARNING,
+				(errmsg("new owner \"%s\" of projection \"%s\" lacks %s on projection.events",
+						rolname, name, missing),
+				 errdetail("Creating this projection requires it. The projection keeps running."),
+				 errhint("Run GRANT %s ON projection.events TO %s;", missing, quote_identifier(rolname))));
+	}
+}
+
 /* REASSIGN OWNED BY ... TO: the roles' projections change owner first */
 static void
 depend_reassign_owned(ReassignOwnedStmt *stmt)
@@ -389,6 +446,7 @@ depend_reassign_owned(ReassignOwnedStmt *stmt)
 	{
 		if (lfirst_oid(lc) == newrole)
 			continue;
+		depend_warn_new_owner(lfirst_oid(lc), newrole);
 		/* the registry's trigger moves the pg_shdepend entries */
 		depend_exec("UPDATE projection.projections SET owner = $2::pg_catalog.regrole, "
 					"updated_at = pg_catalog.now() "
@@ -411,6 +469,7 @@ projection_depend_before_utility(Node *parsetree, ProjectionDependState *saved)
 {
 	saved->behavior = depend_behavior;
 	saved->dropping_extension = depend_dropping_extension;
+	depend_utility_depth++;
 
 	switch (nodeTag(parsetree))
 	{
@@ -452,6 +511,7 @@ projection_depend_after_utility(ProjectionDependState *saved)
 {
 	depend_behavior = saved->behavior;
 	depend_dropping_extension = saved->dropping_extension;
+	depend_utility_depth--;
 }
 
 /* ---------------------------------------------------------------------
@@ -528,4 +588,258 @@ projection_registry_owner_trigger(PG_FUNCTION_ARGS)
 			recordDependencyOnOwner(registry, id, owner);
 	}
 	return PointerGetDatum(NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * Owners that vanished, entries that went missing (version 1.3)
+ *
+ * The owner entries are written by a row trigger, so whatever loads the
+ * registry without it has none: pg_upgrade (pg_shdepend is not carried
+ * over), pg_restore --disable-triggers, session_replication_role =
+ * replica.  And an owner can vanish where nothing refused its DROP ROLE:
+ * a registry without entries, in a backend that has not loaded the
+ * library.  projection_depend_check_owners() repairs the first and stops
+ * projections of the second; the worker runs it whenever its registry
+ * cache was reloaded (catalog.c reloads it after any role change and any
+ * change to the registry table, triggers disabled or not), and
+ * projection.repair_dependencies() runs it on demand.
+ * ---------------------------------------------------------------------
+ */
+
+PG_FUNCTION_INFO_V1(projection_repair_dependencies);
+
+/* Does this database's extension keep owner entries (version 1.2 on)? */
+static bool
+depend_entries_kept(Oid registry)
+{
+	return OidIsValid(get_trigger_oid(registry, "_registry_owner", true));
+}
+
+/* Is there an owner entry for projection "id" naming "owner"?  Fresh catalog snapshot. */
+static bool
+depend_has_owner_entry(Oid registry, int32 id, Oid owner)
+{
+	Relation	rel;
+	ScanKeyData key[3];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	InvalidateCatalogSnapshot();
+	rel = table_open(SharedDependRelationId, AccessShareLock);
+	ScanKeyInit(&key[0], Anum_pg_shdepend_dbid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(MyDatabaseId));
+	ScanKeyInit(&key[1], Anum_pg_shdepend_classid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(registry));
+	ScanKeyInit(&key[2], Anum_pg_shdepend_objid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum((Oid) id));
+	scan = systable_beginscan(rel, SharedDependDependerIndexId, true, NULL, 3, key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_shdepend dep = (Form_pg_shdepend) GETSTRUCT(tup);
+
+		if (dep->refclassid == AuthIdRelationId && dep->refobjid == owner &&
+			dep->deptype == SHARED_DEPENDENCY_OWNER)
+			found = true;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
+ * Stop a projection whose owner role no longer exists: nobody may run code
+ * as a role that is gone (its oid could even be reused by a new role).
+ * The row must be locked by the caller (connected to SPI, as a superuser).
+ */
+void
+projection_depend_fail_ownerless(int32 id, const char *name, Oid owner)
+{
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+	char	   *msg;
+	int			rc;
+
+	msg = psprintf("owner of projection \"%s\" does not exist (role %u was dropped)", name, owner);
+	values[0] = Int32GetDatum(id);
+	values[1] = CStringGetTextDatum(msg);
+	rc = SPI_execute_with_args("UPDATE projection.projections SET state = 'failed', "
+							   "last_error = $2, last_error_sqlstate = '42704', last_error_position = NULL, "
+							   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+							   2, types, values, NULL, false, 0);
+	projection_spi_check(rc, SPI_OK_UPDATE, "stopping a projection without owner");
+	ereport(WARNING,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("%s", msg),
+			 errdetail("The projection was stopped; nothing runs as a dropped role."),
+			 errhint("Drop it with SELECT projection.drop('%s') and create it again.", name)));
+}
+
+/*
+ * Check every projection's owner: record the owner entries that are
+ * missing, and stop (fail_ownerless) the projections whose owner is gone.
+ * The caller is connected to SPI, in a transaction that may write, with an
+ * active snapshot, as a superuser.  Rows another transaction has locked are
+ * left for the next check (their writer's trigger keeps their entries).
+ * Returns the number of entries recorded.
+ */
+int
+projection_depend_check_owners(void)
+{
+	Oid			registry = depend_registry_relid();
+	Oid			types[3] = {OIDOID, OIDOID, OIDOID};
+	Datum		values[3];
+	SPITupleTable *tt;
+	uint64		i;
+	int			rc;
+	int			recorded = 0;
+
+	if (!OidIsValid(registry) || !depend_entries_kept(registry))
+		return 0;
+
+	/*
+	 * Candidates first, without locks (normally none): rows without an
+	 * entry naming their owner.  The bootstrap superuser is pinned: no
+	 * entry is ever recorded for it.  Then lock those and look again, with
+	 * the catalog as of the lock.
+	 */
+	values[0] = ObjectIdGetDatum(MyDatabaseId);
+	values[1] = ObjectIdGetDatum(registry);
+	values[2] = ObjectIdGetDatum(BOOTSTRAP_SUPERUSERID);
+	rc = SPI_execute_with_args("SELECT p.id, p.name, p.owner::pg_catalog.oid, "
+							   "p.state OPERATOR(pg_catalog.=) 'failed' "
+							   "FROM projection.projections p WHERE p.id IN ("
+							   "SELECT c.id FROM projection.projections c "
+							   "WHERE c.owner::pg_catalog.oid OPERATOR(pg_catalog.<>) $3 AND NOT EXISTS ("
+							   "SELECT FROM pg_catalog.pg_shdepend d "
+							   "WHERE d.dbid OPERATOR(pg_catalog.=) $1 AND d.classid OPERATOR(pg_catalog.=) $2 "
+							   "AND d.objid OPERATOR(pg_catalog.=) c.id::pg_catalog.oid "
+							   "AND d.refobjid OPERATOR(pg_catalog.=) c.owner::pg_catalog.oid "
+							   "AND d.deptype OPERATOR(pg_catalog.=) 'o')) "
+							   "ORDER BY p.id FOR NO KEY UPDATE OF p SKIP LOCKED",
+							   3, types, values, NULL, false, 0);
+	projection_spi_check(rc, SPI_OK_SELECT, "checking the owners of projections");
+	if (SPI_processed == 0)
+		return 0;
+	tt = SPI_tuptable;
+	AcceptInvalidationMessages();
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int32		id = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		char	   *name = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
+		Oid			owner = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull));
+		bool		failed = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull));
+
+		if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
+		{
+			if (!failed)
+				projection_depend_fail_ownerless(id, name, owner);
+			continue;
+		}
+		if (depend_has_owner_entry(registry, id, owner))
+			continue;
+		deleteSharedDependencyRecordsFor(registry, (Oid) id, 0);
+		recordDependencyOnOwner(registry, (Oid) id, owner);
+		recorded++;
+		ereport(LOG,
+				(errmsg("recorded the owner of projection \"%s\" in pg_shdepend, which had no entry for it",
+						name),
+				 errdetail("The registry row was loaded without its trigger (pg_upgrade, or a restore with triggers disabled).")));
+	}
+	SPI_freetuptable(tt);
+	if (recorded > 0 || SPI_processed > 0)
+		CommandCounterIncrement();
+	return recorded;
+}
+
+/*
+ * projection.repair_dependencies() (1.3): the check above, on demand, for a
+ * superuser; returns the number of owner entries recorded.
+ */
+Datum
+projection_repair_dependencies(PG_FUNCTION_ARGS)
+{
+	int			recorded;
+
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be superuser to repair the dependencies of projections")));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	recorded = projection_depend_check_owners();
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_INT32(recorded);
+}
+
+/* ---------------------------------------------------------------------
+ * Backends that had not loaded the library (version 1.3)
+ *
+ * Without shared_preload_libraries, a backend loads the library only when
+ * it first calls one of our functions: before that, neither hook sees its
+ * DROP FUNCTION, DROP TABLE, DROP OWNED or DROP EXTENSION.  An event
+ * trigger is a catalog object and fires whatever is loaded: on
+ * ddl_command_start of those commands it calls this function, which loads
+ * the library (installing the hooks: the object access hook then sees the
+ * drops of this very statement) and does what the utility hook would have
+ * done before the statement.  In a backend whose hook runs the statement
+ * it does nothing.  The statement's state is reset at the end of the
+ * transaction (the utility hook saves and restores it around every later
+ * statement, so a leftover value only lasts until then).
+ * Commands that fire no event trigger (DROP ROLE, REASSIGN OWNED) still
+ * need the library: the README says so.
+ * ---------------------------------------------------------------------
+ */
+
+PG_FUNCTION_INFO_V1(projection_ddl_command_start);
+
+static bool depend_event_xact_callback_registered = false;
+
+static void
+depend_event_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		if (depend_utility_depth == 0)
+		{
+			depend_behavior = -1;
+			depend_dropping_extension = false;
+		}
+	}
+}
+
+Datum
+projection_ddl_command_start(PG_FUNCTION_ARGS)
+{
+	EventTriggerData *trigdata;
+	ProjectionDependState saved;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired by an event trigger",
+						"projection._ddl_command_start")));
+	if (depend_utility_depth > 0)
+		PG_RETURN_VOID();		/* the utility hook runs this statement */
+	trigdata = (EventTriggerData *) fcinfo->context;
+	if (!depend_event_xact_callback_registered)
+	{
+		RegisterXactCallback(depend_event_xact_callback, NULL);
+		depend_event_xact_callback_registered = true;
+	}
+	PG_TRY();
+	{
+		projection_depend_before_utility(trigdata->parsetree, &saved);
+	}
+	PG_FINALLY();
+	{
+		/* the statement goes on: keep its state, but not the depth */
+		depend_utility_depth--;
+	}
+	PG_END_TRY();
+	PG_RETURN_VOID();
 }

@@ -24,5 +24,7 @@ typedef struct ProjectionDependState
 extern void projection_depend_install_hook(void);
 extern void projection_depend_before_utility(Node *parsetree, ProjectionDependState *saved);
 extern void projection_depend_after_utility(ProjectionDependState *saved);
+extern void projection_depend_fail_ownerless(int32 id, const char *name, Oid owner);
+extern int	projection_depend_check_owners(void);
 
 #endif							/* PROJECTION_DEPEND_H */

@@ -177,9 +177,10 @@ warn_if_no_worker(void)
 
 /*
  * The first of "tables" that holds a row, as a qualified name, or NULL.
- * Looked at as the bootstrap superuser: the creator may write the tables
- * without being allowed to read them, and learns only that a row exists.
- * Caller is connected to SPI.
+ * Looked at as the caller, who must be allowed to read the tables (even
+ * whether a table holds a row is not told to a role that may not read
+ * it; row-level security applies as to any read).  Caller is connected to
+ * SPI.
  */
 static char *
 first_nonempty_table(ArrayType *tables)
@@ -196,8 +197,16 @@ first_nonempty_table(ArrayType *tables)
 		char	   *qualified = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 														   get_rel_name(relid));
 
-		projection_extension_exec(psprintf("SELECT FROM %s LIMIT 1", qualified),
-								  0, NULL, NULL, NULL, false, SPI_OK_SELECT);
+		int			rc;
+
+		if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for table %s", get_rel_name(relid)),
+					 errdetail("Creating a projection from the beginning checks that its tables are empty, which needs the SELECT privilege on table %s.", qualified),
+					 errhint("Grant SELECT on the table, or pass if_not_empty => 'keep' or if_not_empty => 'empty'.")));
+		rc = SPI_execute(psprintf("SELECT FROM %s LIMIT 1", qualified), true, 1);
+		projection_spi_check(rc, SPI_OK_SELECT, "checking that a table is empty");
 		if (SPI_processed > 0)
 			return qualified;
 	}

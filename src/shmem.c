@@ -165,6 +165,7 @@ projection_shmem_startup(void)
 		{
 			pg_atomic_init_u32(&ProjectionHolds[i].dboid, InvalidOid);
 			pg_atomic_init_u32(&ProjectionHolds[i].projection_id, 0);
+			pg_atomic_init_u32(&ProjectionHolds[i].database, InvalidOid);
 		}
 	}
 	if (!found_appenders)
@@ -396,11 +397,14 @@ static void
 hold_at_exit(int code, Datum arg)
 {
 	projection_release_hold();
+	projection_release_database_hold();
 }
 
 /*
- * Ask this database's workers to leave a projection (0: every projection)
- * alone until projection_release_hold().  Cannot fail once registered.
+ * Ask this database's workers to leave a projection alone until
+ * projection_release_hold(), or (projection_id 0) every projection until
+ * projection_release_database_hold().  The two holds of a backend are
+ * independent.  Cannot fail once registered.
  */
 void
 projection_hold(Oid dboid, int32 projection_id)
@@ -416,6 +420,12 @@ projection_hold(Oid dboid, int32 projection_id)
 		hold_exit_registered = true;
 	}
 	h = &ProjectionHolds[MyBackendId - 1];
+	if (projection_id == 0)
+	{
+		pg_atomic_write_u32(&h->database, dboid);
+		pg_memory_barrier();
+		return;
+	}
 	pg_atomic_write_u32(&h->projection_id, (uint32) projection_id);
 	pg_write_barrier();
 	pg_atomic_write_u32(&h->dboid, dboid);
@@ -429,6 +439,17 @@ projection_release_hold(void)
 		MyBackendId > ProjectionNumAppenders)
 		return;
 	pg_atomic_write_u32(&ProjectionHolds[MyBackendId - 1].dboid, InvalidOid);
+	pg_memory_barrier();
+}
+
+/* Release this backend's database hold (DROP EXTENSION's transaction ended) */
+void
+projection_release_database_hold(void)
+{
+	if (ProjectionHolds == NULL || MyBackendId == InvalidBackendId ||
+		MyBackendId > ProjectionNumAppenders)
+		return;
+	pg_atomic_write_u32(&ProjectionHolds[MyBackendId - 1].database, InvalidOid);
 	pg_memory_barrier();
 }
 
@@ -469,12 +490,7 @@ projection_database_held(Oid dboid)
 	pg_memory_barrier();
 	for (i = 0; ProjectionHolds != NULL && i < ProjectionNumAppenders; i++)
 	{
-		ProjectionHold *h = &ProjectionHolds[i];
-
-		if (pg_atomic_read_u32(&h->dboid) != dboid)
-			continue;
-		pg_read_barrier();
-		if (pg_atomic_read_u32(&h->projection_id) == 0)
+		if (pg_atomic_read_u32(&ProjectionHolds[i].database) == dboid)
 			return true;
 	}
 	return false;

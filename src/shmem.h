@@ -70,8 +70,14 @@ typedef struct ProjectionDbSlot
  */
 typedef struct ProjectionHold
 {
-	pg_atomic_uint32 dboid;		/* InvalidOid: no hold */
+	pg_atomic_uint32 dboid;		/* InvalidOid: no projection hold */
 	pg_atomic_uint32 projection_id;
+	/*
+	 * A DROP EXTENSION's hold on a whole database, kept apart: a management
+	 * call later in the same transaction posts and releases its projection
+	 * hold without touching it.
+	 */
+	pg_atomic_uint32 database;	/* InvalidOid: no database hold */
 } ProjectionHold;
 
 /* what projection_cancel_batch() found holding a registry row */
@@ -148,6 +154,7 @@ extern bool projection_registry_generation(Oid dboid, uint64 *gen);
 /* cancelling a worker's batch for a management call */
 extern void projection_hold(Oid dboid, int32 projection_id);
 extern void projection_release_hold(void);
+extern void projection_release_database_hold(void);
 extern Datum projection_held_projections(Oid dboid);
 extern bool projection_database_held(Oid dboid);
 extern ProjectionCancelResult projection_cancel_batch(Oid dboid, TransactionId xid);

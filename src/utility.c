@@ -83,7 +83,7 @@ projection_utility_at_eoxact(void)
 	if (!holding_database)
 		return;
 	holding_database = false;
-	projection_release_hold();
+	projection_release_database_hold();
 	projection_wake_database_worker(MyDatabaseId);
 }
 
@@ -319,6 +319,19 @@ utility_drops_our_installed_extension(Node *parsetree)
 }
 
 /*
+ * ALTER EXTENSION projection UPDATE, by a role that may run it: its script
+ * may lock the registry and its rows, so it must not wait behind a batch
+ * either (the workers go on with the new version once it commits).
+ */
+static bool
+utility_updates_our_installed_extension(Node *parsetree)
+{
+	return IsA(parsetree, AlterExtensionStmt) &&
+		strcmp(((AlterExtensionStmt *) parsetree)->extname, PROJECTION_EXTENSION_NAME) == 0 &&
+		utility_may_drop_our_extension();
+}
+
+/*
  * Cancel the batches of this database's workers and wait (interruptibly,
  * WORKER_STOP_TIMEOUT_MS at most) until none is in a batch; the caller holds
  * the database, so no new batch starts.
@@ -369,8 +382,10 @@ projection_process_utility(PlannedStmt *pstmt, const char *queryString,
 	{
 		/* sets depend_saved before anything that can fail */
 		projection_depend_before_utility(pstmt->utilityStmt, &depend_saved);
-		/* DROP EXTENSION projection never waits behind a worker's batch */
-		if (ProjectionShared != NULL && utility_drops_our_installed_extension(pstmt->utilityStmt))
+		/* DROP EXTENSION / ALTER EXTENSION UPDATE never wait behind a worker's batch */
+		if (ProjectionShared != NULL &&
+			(utility_drops_our_installed_extension(pstmt->utilityStmt) ||
+			 utility_updates_our_installed_extension(pstmt->utilityStmt)))
 		{
 			projection_hold(MyDatabaseId, 0);
 			holding_database = true;

@@ -70,6 +70,7 @@
 #include "batch.h"
 #include "catalog.h"
 #include "checkpoint.h"
+#include "depend.h"
 #include "eventread.h"
 #include "events.h"
 #include "handler.h"
@@ -369,6 +370,8 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
 	int32	   *restored;
 	int			nrestored = 0;
 	Datum		values[3];
+	List	   *ownerless = NIL;
+	ListCell   *lc;
 
 	plan = projection_checkpoint_lock_plan();
 	values[0] = Int32GetDatum(worker_count);
@@ -404,6 +407,12 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
 				 registry->projections[j].nstatements > 0 ||
 				 registry->projections[j].nbatch_statements > 0))
 			{
+				/* nothing runs as a dropped role: stop it (depend.c) */
+				if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(registry->projections[j].owner)))
+				{
+					ownerless = lappend(ownerless, &registry->projections[j]);
+					break;
+				}
 				result[n].def = &registry->projections[j];
 				result[n].id = id;
 				result[n].position = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
@@ -414,6 +423,12 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
 		}
 	}
 	SPI_freetuptable(SPI_tuptable);
+	foreach(lc, ownerless)
+	{
+		ProjectionDef *def = lfirst(lc);
+
+		projection_depend_fail_ownerless(def->id, def->name, def->owner);
+	}
 
 	/* the restoring session has ended: forget it */
 	for (i = 0; i < (uint64) nrestored; i++)
@@ -751,11 +766,33 @@ worker_begin(ProjectionHorizon *hz)
 	return true;
 }
 
+/*
+ * The first worker of the database checks the registry's owners
+ * (depend.c) each time its registry cache was reloaded; the check counts
+ * as done once the round's transaction commits (worker_end).
+ */
+static uint64 owners_checked_serial = 0;
+static uint64 owners_checking_serial = 0;
+
+static void
+worker_check_owners(ProjectionRegistry *registry)
+{
+	if (worker_index != 0 || registry->serial == owners_checked_serial)
+		return;
+	(void) projection_depend_check_owners();
+	owners_checking_serial = registry->serial;
+}
+
 static void
 worker_end(bool commit)
 {
 	if (commit)
+	{
 		projection_worker_batch_end(worker_dboid, worker_index);
+		if (owners_checking_serial != 0)
+			owners_checked_serial = owners_checking_serial;
+	}
+	owners_checking_serial = 0;
 	PopActiveSnapshot();
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
@@ -1036,6 +1073,7 @@ worker_round(void)
 	PG_TRY();
 	{
 		registry = projection_registry_acquire();
+		worker_check_owners(registry);
 		nrps = worker_lock_projections(registry, cxt, &rps);
 		if (nrps == 0)
 		{
