@@ -24,7 +24,8 @@ OBJS = \
 	src/depend.o \
 	src/spiutil.o \
 	src/lifecycle.o \
-	src/batch.o
+	src/batch.o \
+	src/snapshot.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
 
 DATA = $(wildcard sql/projection--*.sql)
