@@ -17,7 +17,7 @@
  * _snapshot_apply does, per batch: group the events by stream (sorted by
  * stream, then position), load the stored states with one query (locking
  * them, in stream order), fold each stream's events through fmgr (no SPI
- * per event), and write every changed state with one multi-row upsert.
+ * per event), and write every changed state with one MERGE.
  * Each state remembers the position and stream version of the last event
  * folded into it: events at or below that position are skipped, so
  * replaying events already applied changes nothing, and the upsert never
@@ -420,6 +420,7 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 	bool	   *out_null;
 	Datum	   *out_ver;
 	Datum	   *out_pos;
+	Datum	   *out_loaded;		/* the position each was loaded at (0: none) */
 
 	if (ARR_ELEMTYPE(arr) != events_type)
 		ereport(ERROR,
@@ -528,6 +529,7 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 	out_null = palloc(sizeof(bool) * nstreams);
 	out_ver = palloc(sizeof(Datum) * nstreams);
 	out_pos = palloc(sizeof(Datum) * nstreams);
+	out_loaded = palloc(sizeof(Datum) * nstreams);
 	in_scope = !(GetUserId() == def.owner && InSecurityRestrictedOperation());
 	if (in_scope)
 		snapshot_owner_enter(&scope, &def);
@@ -541,6 +543,7 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 		int64		pos = 0;
 		int64		ver = 0;
 		bool		changed = false;
+		int64		loaded = 0;
 
 		while (li < nloaded && strcmp(loaded_ids[li], sid) < 0)
 			li++;
@@ -550,6 +553,7 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 			state_null = loaded_null[li];
 			pos = loaded_pos[li];
 			ver = loaded_ver[li];
+			loaded = pos;
 		}
 		for (; i < nevents && strcmp(events[i].stream_id, sid) == 0; i++)
 		{
@@ -569,6 +573,7 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 			out_states[nout] = state_null ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(state));
 			out_ver[nout] = Int64GetDatum(ver);
 			out_pos[nout] = Int64GetDatum(pos);
+			out_loaded[nout] = Int64GetDatum(loaded);
 			nout++;
 			MemoryContextSwitchTo(oldcxt);
 		}
@@ -580,8 +585,9 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 	/* write every changed state with one statement */
 	if (nout > 0)
 	{
-		Oid			types[5] = {INT4OID, TEXTARRAYOID, JSONBARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
-		Datum		values[5];
+		Oid			types[6] = {INT4OID, TEXTARRAYOID, JSONBARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+		INT8ARRAYOID};
+		Datum		values[6];
 		int			dims[1];
 		int			lbs[1] = {1};
 
@@ -594,18 +600,38 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 													TYPALIGN_DOUBLE));
 		values[4] = PointerGetDatum(construct_array(out_pos, nout, INT8OID, 8, FLOAT8PASSBYVAL,
 													TYPALIGN_DOUBLE));
+		values[5] = PointerGetDatum(construct_array(out_loaded, nout, INT8OID, 8, FLOAT8PASSBYVAL,
+													TYPALIGN_DOUBLE));
+
+		/*
+		 * One MERGE writes every changed state, each only if it is still the
+		 * one loaded (or still absent).  The states were locked when loaded,
+		 * so this fails only where two inline batches create one stream's
+		 * first state at once (explicit stream versions in concurrent
+		 * INSERTs): overwriting would lose the other's events, so the batch
+		 * is refused, as a serialization failure if the other has committed
+		 * (and with the unique violation of the insert if it has not), and
+		 * the appender retries.
+		 */
 		snapshot_exec_plan(snapshot_plan(&upsert_plan,
-										 "INSERT INTO projection.snapshot_states AS s "
-										 "(projection_id, stream_id, state, version, global_position) "
-										 "SELECT $1, u.stream_id, u.state, u.version, u.global_position "
-										 "FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) "
-										 "AS u(stream_id, state, version, global_position) "
-										 "ON CONFLICT (projection_id, stream_id) DO UPDATE "
-										 "SET state = excluded.state, version = excluded.version, "
-										 "global_position = excluded.global_position "
-										 "WHERE s.global_position OPERATOR(pg_catalog.<) excluded.global_position",
-										 5, types),
-						   values, NULL, SPI_OK_INSERT, "writing snapshot states");
+										 "MERGE INTO projection.snapshot_states s "
+										 "USING (SELECT u.* FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), "
+										 "pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6)) "
+										 "AS u(stream_id, state, version, global_position, loaded)) u "
+										 "ON s.projection_id OPERATOR(pg_catalog.=) $1 "
+										 "AND s.stream_id OPERATOR(pg_catalog.=) u.stream_id "
+										 "WHEN MATCHED AND s.global_position OPERATOR(pg_catalog.=) u.loaded THEN "
+										 "UPDATE SET state = u.state, version = u.version, global_position = u.global_position "
+										 "WHEN NOT MATCHED THEN INSERT (projection_id, stream_id, state, version, global_position) "
+										 "VALUES ($1, u.stream_id, u.state, u.version, u.global_position)",
+										 6, types),
+						   values, NULL, SPI_OK_MERGE, "writing snapshot states");
+		if (SPI_processed != (uint64) nout)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not write the states of snapshot projection \"%s\" due to a concurrent update", name),
+					 errdetail("Another transaction wrote the state of one of the batch's streams after this batch read it."),
+					 errhint("Retry the transaction.")));
 	}
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
