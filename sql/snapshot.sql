@@ -8,6 +8,7 @@ CREATE ROLE regress_snap_other NOLOGIN;
 GRANT SELECT, INSERT, TRIGGER ON projection.events TO regress_snap_owner;
 GRANT SELECT ON projection.events TO regress_snap_reader;
 CREATE SCHEMA regress_snap AUTHORIZATION regress_snap_owner;
+GRANT USAGE ON SCHEMA regress_snap TO PUBLIC;
 
 SET ROLE regress_snap_owner;
 -- a cart: opened, items added and removed, checked out
@@ -240,6 +241,7 @@ SELECT count(*) FROM projection.snapshot_defs;
 CREATE FUNCTION pg_temp.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0001 AS $$
 BEGIN RAISE NOTICE 'saw %', $1; RETURN true; END $$;
 SELECT count(*) FROM projection.snapshots WHERE pg_temp.leak(state::text);
+DROP FUNCTION pg_temp.leak(text);
 RESET ROLE;
 SET ROLE regress_snap_reader;
 SELECT count(*) > 0 AS visible_rows FROM projection.snapshots WHERE name = 'snap_cart';
