@@ -67,7 +67,7 @@ is($node->safe_psql($db, "SELECT state->'seen' FROM projection.snapshots WHERE s
 # ---------------------------------------------------------------------
 my $holder = $node->background_psql($db);
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
-$node->safe_psql($db, 'INSERT INTO block_at VALUES (' . ($last + 2) . ')');
+$node->safe_psql($db, 'INSERT INTO block_at VALUES (' . ($last + 1) . ')');
 $last = append('s-1', 4);
 ok( $node->poll_query_until(
 		'postgres',
