@@ -169,8 +169,13 @@ CREATE TABLE projection.snapshot_defs (
 );
 COMMENT ON TABLE projection.snapshot_defs IS 'fold and initial state of each snapshot projection (written only by create_snapshot)';
 
+/*
+ * No foreign key to snapshot_defs: its check would run for every new state;
+ * the states of a projection go with its definition through the trigger
+ * below instead.
+ */
 CREATE TABLE projection.snapshot_states (
-	projection_id	integer NOT NULL REFERENCES projection.snapshot_defs (projection_id) ON DELETE CASCADE,
+	projection_id	integer NOT NULL,
 	stream_id		text NOT NULL,
 	state			jsonb,
 	version			bigint NOT NULL,
@@ -178,6 +183,20 @@ CREATE TABLE projection.snapshot_states (
 	PRIMARY KEY (projection_id, stream_id)
 );
 COMMENT ON TABLE projection.snapshot_states IS 'one folded state per stream and snapshot projection, with the last event folded in (read it as projection.snapshots)';
+
+CREATE FUNCTION projection._snapshot_defs_deleted() RETURNS trigger
+	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	DELETE FROM projection.snapshot_states s USING old_defs d
+	 WHERE s.projection_id OPERATOR(pg_catalog.=) d.projection_id;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION projection._snapshot_defs_deleted() IS 'deletes the stored states of dropped snapshot projections';
+REVOKE ALL ON FUNCTION projection._snapshot_defs_deleted() FROM PUBLIC;
+CREATE TRIGGER _snapshot_defs_deleted AFTER DELETE ON projection.snapshot_defs
+	REFERENCING OLD TABLE AS old_defs
+	FOR EACH STATEMENT EXECUTE FUNCTION projection._snapshot_defs_deleted();
 
 SELECT pg_catalog.pg_extension_config_dump('projection.snapshot_defs', '');
 SELECT pg_catalog.pg_extension_config_dump('projection.snapshot_states', '');

@@ -17,11 +17,13 @@
  * _snapshot_apply does, per batch: group the events by stream (sorted by
  * stream, then position), load the stored states with one query (locking
  * them, in stream order), fold each stream's events through fmgr (no SPI
- * per event), and write every changed state with one MERGE.
+ * per event), and write the changed states with one upsert (those that
+ * existed) and one INSERT (the new ones).
  * Each state remembers the position and stream version of the last event
  * folded into it: events at or below that position are skipped, so
- * replaying events already applied changes nothing, and the upsert never
- * moves a state backwards.
+ * replaying events already applied changes nothing (a state is written
+ * only when a later event was folded in, and the rows it replaces are
+ * locked from the load to the write).
  *
  * snapshot(name, stream) reads the stored state and folds it forward with
  * the stream's events after its position (of the projection's types, less
@@ -107,6 +109,7 @@ typedef struct SnapshotFold
 static SPIPlanPtr def_plan = NULL;
 static SPIPlanPtr load_plan = NULL;
 static SPIPlanPtr upsert_plan = NULL;
+static SPIPlanPtr insert_plan = NULL;
 
 /* ---------------------------------------------------------------------
  * Helpers
@@ -369,6 +372,69 @@ snapshot_event_cmp(const void *a, const void *b)
 	return x->position < y->position ? -1 : (x->position > y->position ? 1 : 0);
 }
 
+/*
+ * Write the states whose loaded position is non-zero (existing: upsert) or
+ * zero (new: insert), as one statement; nothing if there are none.
+ */
+static void
+snapshot_write(SPIPlanPtr *cache, int32 projection_id, Datum *ids, Datum *states,
+			   bool *state_nulls, Datum *versions, Datum *positions, Datum *loaded,
+			   int n, bool existing)
+{
+	Oid			types[5] = {INT4OID, TEXTARRAYOID, JSONBARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
+	Datum		values[5];
+	Datum	   *w_ids = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *w_states = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *w_nulls = palloc(sizeof(bool) * Max(n, 1));
+	Datum	   *w_ver = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *w_pos = palloc(sizeof(Datum) * Max(n, 1));
+	int			dims[1];
+	int			lbs[1] = {1};
+	int			m = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if ((DatumGetInt64(loaded[i]) != 0) != existing)
+			continue;
+		w_ids[m] = ids[i];
+		w_states[m] = states[i];
+		w_nulls[m] = state_nulls[i];
+		w_ver[m] = versions[i];
+		w_pos[m] = positions[i];
+		m++;
+	}
+	if (m == 0)
+		return;
+	dims[0] = m;
+	values[0] = Int32GetDatum(projection_id);
+	values[1] = PointerGetDatum(construct_array(w_ids, m, TEXTOID, -1, false, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_md_array(w_states, w_nulls, 1, dims, lbs,
+												   JSONBOID, -1, false, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(w_ver, m, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	values[4] = PointerGetDatum(construct_array(w_pos, m, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	snapshot_exec_plan(snapshot_plan(cache, existing ?
+									 "INSERT INTO projection.snapshot_states AS s "
+									 "(projection_id, stream_id, state, version, global_position) "
+									 "SELECT $1, u.stream_id, u.state, u.version, u.global_position "
+									 "FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), "
+									 "pg_catalog.unnest($4), pg_catalog.unnest($5)) "
+									 "AS u(stream_id, state, version, global_position) "
+									 "ON CONFLICT (projection_id, stream_id) DO UPDATE "
+									 "SET state = excluded.state, version = excluded.version, "
+									 "global_position = excluded.global_position" :
+									 "INSERT INTO projection.snapshot_states "
+									 "(projection_id, stream_id, state, version, global_position) "
+									 "SELECT $1, u.stream_id, u.state, u.version, u.global_position "
+									 "FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), "
+									 "pg_catalog.unnest($4), pg_catalog.unnest($5)) "
+									 "AS u(stream_id, state, version, global_position)",
+									 5, types),
+					   values, NULL, SPI_OK_INSERT, "writing snapshot states");
+}
+
 /* ---------------------------------------------------------------------
  * projection._snapshot_apply
  * ---------------------------------------------------------------------
@@ -582,57 +648,19 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 	if (in_scope)
 		projection_owner_leave(&scope);
 
-	/* write every changed state with one statement */
-	if (nout > 0)
-	{
-		Oid			types[6] = {INT4OID, TEXTARRAYOID, JSONBARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
-		INT8ARRAYOID};
-		Datum		values[6];
-		int			dims[1];
-		int			lbs[1] = {1};
-
-		dims[0] = nout;
-		values[0] = Int32GetDatum(def.id);
-		values[1] = PointerGetDatum(construct_array(out_ids, nout, TEXTOID, -1, false, TYPALIGN_INT));
-		values[2] = PointerGetDatum(construct_md_array(out_states, out_null, 1, dims, lbs,
-													   JSONBOID, -1, false, TYPALIGN_INT));
-		values[3] = PointerGetDatum(construct_array(out_ver, nout, INT8OID, 8, FLOAT8PASSBYVAL,
-													TYPALIGN_DOUBLE));
-		values[4] = PointerGetDatum(construct_array(out_pos, nout, INT8OID, 8, FLOAT8PASSBYVAL,
-													TYPALIGN_DOUBLE));
-		values[5] = PointerGetDatum(construct_array(out_loaded, nout, INT8OID, 8, FLOAT8PASSBYVAL,
-													TYPALIGN_DOUBLE));
-
-		/*
-		 * One MERGE writes every changed state, each only if it is still the
-		 * one loaded (or still absent).  The states were locked when loaded,
-		 * so this fails only where two inline batches create one stream's
-		 * first state at once (explicit stream versions in concurrent
-		 * INSERTs): overwriting would lose the other's events, so the batch
-		 * is refused, as a serialization failure if the other has committed
-		 * (and with the unique violation of the insert if it has not), and
-		 * the appender retries.
-		 */
-		snapshot_exec_plan(snapshot_plan(&upsert_plan,
-										 "MERGE INTO projection.snapshot_states s "
-										 "USING (SELECT u.* FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), "
-										 "pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6)) "
-										 "AS u(stream_id, state, version, global_position, loaded)) u "
-										 "ON s.projection_id OPERATOR(pg_catalog.=) $1 "
-										 "AND s.stream_id OPERATOR(pg_catalog.=) u.stream_id "
-										 "WHEN MATCHED AND s.global_position OPERATOR(pg_catalog.=) u.loaded THEN "
-										 "UPDATE SET state = u.state, version = u.version, global_position = u.global_position "
-										 "WHEN NOT MATCHED THEN INSERT (projection_id, stream_id, state, version, global_position) "
-										 "VALUES ($1, u.stream_id, u.state, u.version, u.global_position)",
-										 6, types),
-						   values, NULL, SPI_OK_MERGE, "writing snapshot states");
-		if (SPI_processed != (uint64) nout)
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("could not write the states of snapshot projection \"%s\" due to a concurrent update", name),
-					 errdetail("Another transaction wrote the state of one of the batch's streams after this batch read it."),
-					 errhint("Retry the transaction.")));
-	}
+	/*
+	 * Write the changed states: the ones loaded (and locked) with one
+	 * upsert, which always updates them (through the primary key, whatever
+	 * the number of states); the new ones with one plain INSERT.  A stream
+	 * whose first state another transaction is creating at the same time
+	 * (possible only inline, with explicit stream versions in concurrent
+	 * INSERTs) then fails with a unique violation, to be retried, instead
+	 * of overwriting the other's state.
+	 */
+	snapshot_write(&upsert_plan, def.id, out_ids, out_states, out_null, out_ver, out_pos,
+				   out_loaded, nout, true);
+	snapshot_write(&insert_plan, def.id, out_ids, out_states, out_null, out_ver, out_pos,
+				   out_loaded, nout, false);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_INT64(nout);
