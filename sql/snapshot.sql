@@ -141,8 +141,11 @@ SELECT projection.snapshot('snap_cart', 'snap-2'), projection.aggregate('snap-2'
 -- a stream without events gets the initial state
 SELECT projection.snapshot('snap_cart', 'snap-nosuch');
 -- an event the projection rejects aborts the append (inline), and nothing changes
+-- (its context names the event's position, which depends on the tests before)
+\set SHOW_CONTEXT never
 SELECT projection.append('snap-3', 'SnapAdded', '{"price": "lots"}');
 \echo :LAST_ERROR_SQLSTATE
+\set SHOW_CONTEXT errors
 SELECT state FROM projection.snapshots WHERE name = 'snap_cart' AND stream_id = 'snap-3';
 -- a rolled-back append leaves the state as it was
 BEGIN;
