@@ -27,14 +27,15 @@ OBJS = \
 	src/batch.o \
 	src/feed.o \
 	src/feedpoll.o \
-	src/feedack.o
+	src/feedack.o \
+	src/snapshot.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
 
 DATA = $(wildcard sql/projection--*.sql)
 PG_CPPFLAGS = -I$(srcdir)/src
 
 # pg_regress: one topic per file in sql/, expected output in expected/
-REGRESS = setup events registry inline security rebuild aggregate aggregate_memory events_subxact privileges manage handler_redefine handler_settings lifecycle batch feeds privileges_owners
+REGRESS = setup events registry inline security rebuild aggregate aggregate_memory events_subxact privileges manage handler_redefine handler_settings lifecycle batch snapshot feeds privileges_owners
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/projection.conf
 
 # isolation specs live in test/specs, expected output in test/expected

@@ -368,3 +368,106 @@ CREATE EVENT TRIGGER projection_dependencies ON ddl_command_start
 				 'DROP SCHEMA', 'DROP TABLE', 'DROP TYPE')
 	EXECUTE FUNCTION projection._ddl_command_start();
 ALTER EVENT TRIGGER projection_dependencies ENABLE ALWAYS;
+
+/* ------------------------------------------------------------------------
+ * Per-stream snapshots (issue 12 item 2)
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * A snapshot projection is an ordinary projection (registry row, mode,
+ * checkpoint, on_error) whose only handler is a batch statement calling
+ * projection._snapshot_apply over the batch's events; snapshot_defs holds
+ * its fold and initial state, snapshot_states one state per stream with
+ * the position and stream version of the last event folded into it.  Both
+ * are written only by the extension's functions (src/snapshot.c); the
+ * states are read through the view projection.snapshots.
+ */
+CREATE TABLE projection.snapshot_defs (
+	projection_id	integer PRIMARY KEY REFERENCES projection.projections (id) ON DELETE CASCADE,
+	fold			regprocedure NOT NULL,
+	initial			jsonb NOT NULL
+);
+COMMENT ON TABLE projection.snapshot_defs IS 'fold and initial state of each snapshot projection (written only by create_snapshot)';
+
+/*
+ * No foreign key to snapshot_defs: its check would run for every new state;
+ * the states of a projection go with its definition through the trigger
+ * below instead.
+ */
+CREATE TABLE projection.snapshot_states (
+	projection_id	integer NOT NULL,
+	stream_id		text NOT NULL,
+	state			jsonb,
+	version			bigint NOT NULL,
+	global_position bigint NOT NULL,
+	PRIMARY KEY (projection_id, stream_id)
+);
+COMMENT ON TABLE projection.snapshot_states IS 'one folded state per stream and snapshot projection, with the last event folded in (read it as projection.snapshots)';
+
+CREATE FUNCTION projection._snapshot_defs_deleted() RETURNS trigger
+	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	DELETE FROM projection.snapshot_states s USING old_defs d
+	 WHERE s.projection_id OPERATOR(pg_catalog.=) d.projection_id;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION projection._snapshot_defs_deleted() IS 'deletes the stored states of dropped snapshot projections';
+REVOKE ALL ON FUNCTION projection._snapshot_defs_deleted() FROM PUBLIC;
+CREATE TRIGGER _snapshot_defs_deleted AFTER DELETE ON projection.snapshot_defs
+	REFERENCING OLD TABLE AS old_defs
+	FOR EACH STATEMENT EXECUTE FUNCTION projection._snapshot_defs_deleted();
+
+SELECT pg_catalog.pg_extension_config_dump('projection.snapshot_defs', '');
+SELECT pg_catalog.pg_extension_config_dump('projection.snapshot_states', '');
+REVOKE ALL ON projection.snapshot_defs FROM PUBLIC;
+REVOKE ALL ON projection.snapshot_states FROM PUBLIC;
+
+CREATE FUNCTION projection.create_snapshot(name text, fold regproc, initial jsonb DEFAULT '{}',
+										   event_types text[] DEFAULT NULL, mode text DEFAULT 'async',
+										   on_error text DEFAULT 'stop')
+	RETURNS void
+	LANGUAGE c VOLATILE PARALLEL UNSAFE CALLED ON NULL INPUT
+	AS 'MODULE_PATHNAME', 'projection_create_snapshot';
+COMMENT ON FUNCTION projection.create_snapshot(text, regproc, jsonb, text[], text, text) IS 'registers a snapshot projection: one state per stream, folded by fold(state jsonb, e projection.events)';
+REVOKE ALL ON FUNCTION projection.create_snapshot(text, regproc, jsonb, text[], text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION projection.create_snapshot(text, regproc, jsonb, text[], text, text) TO PUBLIC;
+
+CREATE FUNCTION projection.snapshot(name text, stream_id text)
+	RETURNS jsonb
+	LANGUAGE c VOLATILE PARALLEL UNSAFE CALLED ON NULL INPUT
+	AS 'MODULE_PATHNAME', 'projection_snapshot';
+COMMENT ON FUNCTION projection.snapshot(text, text) IS 'the current state of one stream in a snapshot projection: the stored state folded forward with the stream''s events not yet applied';
+REVOKE ALL ON FUNCTION projection.snapshot(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION projection.snapshot(text, text) TO PUBLIC;
+
+/*
+ * The batch statement of a snapshot projection calls this as the
+ * projection's owner, so it is executable by PUBLIC; it refuses any caller
+ * who is not a member of the named projection's owner role (for whom it
+ * writes nothing but that projection's own states, as a handler may write
+ * its own tables).
+ */
+CREATE FUNCTION projection._snapshot_apply(name text, events projection.events[])
+	RETURNS bigint
+	LANGUAGE c VOLATILE PARALLEL UNSAFE STRICT
+	AS 'MODULE_PATHNAME', 'projection_snapshot_apply';
+COMMENT ON FUNCTION projection._snapshot_apply(text, projection.events[]) IS 'folds a batch of events into a snapshot projection''s stored states; returns the number of states written';
+REVOKE ALL ON FUNCTION projection._snapshot_apply(text, projection.events[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION projection._snapshot_apply(text, projection.events[]) TO PUBLIC;
+
+/*
+ * The states quote event data: rows show only to members of the
+ * projection's owner role and to roles that may read projection.events
+ * (the rule of status.last_error).  The view reads the tables as its owner;
+ * the condition is evaluated as the reader.
+ */
+CREATE VIEW projection.snapshots WITH (security_barrier) AS
+SELECT p.name, s.stream_id, s.state, s.version, s.global_position
+  FROM projection.snapshot_states s
+  JOIN projection.projections p ON p.id OPERATOR(pg_catalog.=) s.projection_id
+ WHERE pg_catalog.pg_has_role(p.owner::pg_catalog.oid, 'USAGE')
+	OR pg_catalog.has_table_privilege('projection.events'::pg_catalog.regclass, 'SELECT');
+COMMENT ON VIEW projection.snapshots IS 'stored states of snapshot projections, one row per stream (only for the owner and readers of events)';
+GRANT SELECT ON projection.snapshots TO PUBLIC;

@@ -212,6 +212,15 @@ depend_forget_all(Oid registry)
 	table_close(rel, RowExclusiveLock);
 }
 
+/* Does this database's extension have snapshot projections (version 1.3)? */
+static bool
+depend_has_snapshots(void)
+{
+	Oid			nsp = get_namespace_oid(PROJECTION_SCHEMA_NAME, true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("snapshot_defs", nsp));
+}
+
 /*
  * A function or table is being deleted: the projections that use it are
  * dependents.  RESTRICT refuses with PostgreSQL's dependency error; CASCADE
@@ -225,7 +234,14 @@ depend_object_dropped(Oid registry, Oid classId, Oid objectId)
 	ListCell   *lc;
 	char	   *desc;
 
-	if (classId == ProcedureRelationId)
+	if (classId == ProcedureRelationId && depend_has_snapshots())
+		/* or the fold of a snapshot projection (version 1.3, snapshot.c) */
+		names = depend_projection_names("SELECT name FROM projection.projections "
+										"WHERE handler::pg_catalog.oid OPERATOR(pg_catalog.=) $1 "
+										"OR id IN (SELECT projection_id FROM projection.snapshot_defs "
+										"WHERE fold::pg_catalog.oid OPERATOR(pg_catalog.=) $1) "
+										"ORDER BY name COLLATE \"C\"", objectId);
+	else if (classId == ProcedureRelationId)
 		names = depend_projection_names("SELECT name FROM projection.projections "
 										"WHERE handler::pg_catalog.oid OPERATOR(pg_catalog.=) $1 "
 										"ORDER BY name COLLATE \"C\"", objectId);

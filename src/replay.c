@@ -36,6 +36,7 @@
 #include "projection.h"
 #include "registry.h"
 #include "replay.h"
+#include "snapshot.h"
 #include "spiutil.h"
 
 PG_FUNCTION_INFO_V1(projection_rebuild);
@@ -490,6 +491,9 @@ projection_empty_tables(ProjectionDef *def)
 	int			i,
 				k;
 	int			rc;
+
+	/* a snapshot projection's read model is its states (snapshot.c) */
+	projection_snapshot_forget(def->id);
 
 	/*
 	 * The foreign keys that reference the tables.  One from a table the

@@ -9,6 +9,7 @@
 --   daily_sales        async, PL/pgSQL handler, ON CONFLICT upsert shop.daily_sales
 --   customer_activity  async, PL/pgSQL handler, three tables       shop.customers, ...
 --   product_search     inline, PL/pgSQL handler, tsvector + GIN    shop.product_search
+--   order_state        async snapshot projection (create_snapshot)  projection.snapshots
 --
 -- and the same four again, set-based (projection.on_batch: one statement per
 -- batch of events, not per event), into copies of those tables named *_set,
@@ -604,6 +605,14 @@ SELECT projection.on_batch('customer_activity_set', $sql$
      WHERE c.customer_id = t.data->>'customer_id'
 $sql$);
 
+-- ---------------------------------------------------------------------------
+-- 5. Order summary as a snapshot projection: one state per order stream,
+--    folded by the same function, stored by the extension
+-- ---------------------------------------------------------------------------
+
+SELECT projection.create_snapshot('order_state', 'shop.order_fold',
+                                  event_types => '{OrderCreated,OrderItemAdded,OrderItemRemoved,OrderShipped,OrderCompleted,OrderCancelled,OrderRefunded}');
+
 \o
 \echo
 \echo '=== Projections registered'
@@ -804,6 +813,26 @@ SELECT p.product_id, p.name
 \echo
 \echo '=== Live aggregation: projection.aggregate(''order-O-1001'', ''shop.order_fold'')'
 SELECT jsonb_pretty(projection.aggregate('order-O-1001', 'shop.order_fold')) AS "order O-1001";
+
+\echo
+\echo '=== Snapshot projection "order_state": the stored states (projection.snapshots)'
+SELECT projection.wait('order_state', :last_position, '30 s') AS order_state_caught_up;
+SELECT stream_id, state->>'status' AS status, state->>'total_amount' AS total_amount,
+       state->'items' AS items, version
+  FROM projection.snapshots
+ WHERE name = 'order_state'
+ ORDER BY stream_id;
+
+\echo
+\echo '=== projection.snapshot(''order_state'', ''order-O-1001'') equals the live aggregate of the stream'
+SELECT projection.snapshot('order_state', 'order-O-1001') = projection.aggregate('order-O-1001', 'shop.order_fold')
+       AS snapshot_equals_aggregate
+\gset
+\echo 'snapshot equals aggregate:' :snapshot_equals_aggregate
+\if :snapshot_equals_aggregate
+\else
+    DO $$ BEGIN RAISE EXCEPTION 'projection.snapshot() differs from projection.aggregate()'; END $$;
+\endif
 
 -- ---------------------------------------------------------------------------
 -- Rebuild: empty the read model, replay every event, get the same table back

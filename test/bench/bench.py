@@ -19,6 +19,10 @@ alternatives; see README.md "Performance" and test/bench/README.md):
             client-side projector in the seed's style (pyprojector.py), a
             PL/pgSQL loop with a checkpoint per batch, and the set-based
             INSERT ... SELECT ... GROUP BY rebuild.
+  snapshot  order summary as a snapshot projection (create_snapshot: one
+            state per stream, folded in memory, written once per batch) vs
+            the per-event handlers of catchup and the set-based rebuild;
+            its rebuild (snapbench.py).
   rebuild   projection.rebuild vs the set-based rebuild.
   latency   commit-to-visible p50/p90/p99 at a fixed append rate, extension
             and client-side projector.
@@ -56,6 +60,7 @@ import asyncpg
 import feeds
 import gen
 import models
+import snapbench
 from models import PROJECTIONS, SEED
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,7 +81,7 @@ QUICK = dict(events=5000, append_secs=None, append_tx={1: 300, 100: 10}, inline_
              hot_per_event=[2000, 4000], hot_batch=[2000, 4000, 16000], inline_batch_secs=None,
              inline_batch_tx=20)
 
-SECTIONS = ["append", "inline", "catchup", "rebuild", "batch", "latency", "bystander", "growth", "feeds"]
+SECTIONS = ["append", "inline", "catchup", "snapshot", "rebuild", "batch", "latency", "bystander", "growth", "feeds"]
 
 LABEL = {"order_summary": "order_summary", "daily_sales": "daily_sales",
          "customer_activity": "customer_activity", "product_search": "product_search",
@@ -741,6 +746,13 @@ CREATE TABLE bench.plain_events (
             self.plot["catchup"][LABEL[k]] = (ext, plp, sb, py)
 
     # ------------------------------------------------------------------
+    # snapshot projections (snapbench.py)
+    # ------------------------------------------------------------------
+    async def sec_snapshot(self, conn):
+        if not self.a.no_extension:
+            await snapbench.sec_snapshot(self, conn, LABEL, ratio)
+
+    # ------------------------------------------------------------------
     # 5. rebuild
     # ------------------------------------------------------------------
     async def sec_rebuild(self, conn):
@@ -1392,7 +1404,7 @@ set multiplot layout %d,1 title "projection benchmark: %s events, seed %d%s"
         conn = await self.setup()
         try:
             steps = [("append", self.sec_append, False), ("inline", self.sec_inline, False),
-                     ("catchup", self.sec_catchup, True)]
+                     ("catchup", self.sec_catchup, True), ("snapshot", self.sec_snapshot, True)]
             for name, fn, withconn in steps:
                 if name not in self.only:
                     continue

@@ -1,0 +1,160 @@
+
+# test/t/045_snapshot_exactly_once.pl -- an async snapshot projection
+# applies every event exactly once across crashes: after each crash its
+# stored states equal a full projection.aggregate() of every stream.
+#
+# The fold counts the events it sees and sums a value from each, so a lost
+# or repeated event shows in the state.  Two crashes hit a catch-up of 60k
+# events over 2,000 streams:
+#   1. kill -9 of the worker while its fold is blocked in the middle of a
+#      batch (on an advisory lock the test holds);
+#   2. kill -9 of the worker wherever it is, while it catches up.
+
+use strict;
+use warnings FATAL => 'all';
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use ProjectionNode;
+
+my $node = new_node('main');
+$node->start;
+
+my $db = 'postgres';
+$node->create_ext($db);
+$node->safe_psql(
+	$db, q{
+-- positions at which the worker's fold takes advisory lock 4242, shared
+CREATE TABLE block_at (pos bigint PRIMARY KEY);
+CREATE FUNCTION count_fold(state jsonb, e projection.events) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+BEGIN
+	IF EXISTS (SELECT FROM public.block_at b WHERE b.pos = e.global_position)
+	   AND (SELECT backend_type FROM pg_stat_activity WHERE pid = pg_backend_pid()) = 'projection worker' THEN
+		PERFORM pg_advisory_xact_lock_shared(4242);
+	END IF;
+	RETURN jsonb_build_object('n', coalesce((state->>'n')::bigint, 0) + 1,
+							  'sum', coalesce((state->>'sum')::bigint, 0) + (e.data->>'i')::bigint,
+							  'last', e.stream_version);
+END
+$$;
+});
+
+my $streams = 0;
+
+# Appends $n events over 2,000 fresh streams in one INSERT ... SELECT.
+sub bulk_append
+{
+	my ($n) = @_;
+
+	$node->safe_psql(
+		$db, qq{
+INSERT INTO projection.events (stream_id, stream_version, event_type, data)
+SELECT 'counter-' || ($streams + i % 2000), i / 2000 + 1, 'Incremented',
+	   jsonb_build_object('i', i)
+  FROM generate_series(0, $n - 1) i;
+});
+	$streams += 2000;
+	return $node->max_position($db);
+}
+
+# Every stream's stored state equals aggregate() and snapshot(); every
+# stream has a state; the projection is healthy.
+sub check_exactly_once
+{
+	my ($what) = @_;
+
+	is( $node->safe_psql(
+			$db, q{
+SELECT (SELECT count(DISTINCT stream_id) FROM projection.events) || ' streams, '
+	|| (SELECT count(*) FROM projection.snapshots WHERE name = 'counts') || ' states, '
+	|| (SELECT count(*) FROM projection.snapshots s
+		 WHERE s.name = 'counts'
+		   AND s.state IS DISTINCT FROM projection.aggregate(s.stream_id, 'count_fold')) || ' differ, '
+	|| (SELECT coalesce(sum((state->>'n')::bigint), 0) FROM projection.snapshots WHERE name = 'counts')
+	|| ' events folded'
+}),
+		do
+		{
+			my $s = $node->safe_psql($db,
+				'SELECT count(DISTINCT stream_id) FROM projection.events');
+			my $n = $node->safe_psql($db, 'SELECT count(*) FROM projection.events');
+			"$s streams, $s states, 0 differ, $n events folded";
+		},
+		"$what: every event folded exactly once");
+	is( $node->safe_psql(
+			$db, q{
+SELECT count(*) FROM projection.snapshots s
+ WHERE s.name = 'counts' AND (s.state->>'last')::bigint <> s.version}),
+		'0', "$what: each state's version is its last event's");
+	my $st = $node->status($db, 'counts');
+	is($st->{state}, 'running', "$what: the projection is running");
+	is($st->{last_error}, '', "$what: no error recorded");
+	return;
+}
+
+sub blocked_worker_pid
+{
+	my $q = "SELECT pid FROM pg_stat_activity "
+	  . "WHERE backend_type = 'projection worker' AND wait_event_type = 'Lock' "
+	  . "AND wait_event = 'advisory'";
+
+	ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM ($q) w"),
+		'the worker is blocked in the middle of a batch');
+	return $node->safe_psql('postgres', $q);
+}
+
+# ---------------------------------------------------------------------
+# 1. kill -9 of the worker with its fold blocked mid-batch
+# ---------------------------------------------------------------------
+my $last = bulk_append(60_000);
+$node->safe_psql($db, 'INSERT INTO block_at VALUES (30000)');
+my $holder = $node->background_psql($db);
+$holder->query_safe('SELECT pg_advisory_lock(4242)');
+
+$node->safe_psql($db, "SELECT projection.create_snapshot('counts', 'count_fold')");
+my $pid = blocked_worker_pid();
+my $done = $node->safe_psql($db,
+	"SELECT coalesce(sum((state->>'n')::bigint), 0) FROM projection.snapshots WHERE name = 'counts'");
+cmp_ok($done, '<', 30000, "the batch with event 30000 was not committed ($done events folded)");
+
+my $offset = -s $node->logfile;
+ok(kill('KILL', $pid), "kill -9 of the worker (pid $pid)");
+$node->wait_for_crash_restart($offset);
+eval { local $SIG{PIPE} = 'IGNORE'; $holder->quit; };
+ok($node->wait_caught_up($db, 'counts'), 'after the crash-restart the projection catches up');
+check_exactly_once('kill -9 with the fold blocked');
+
+# ---------------------------------------------------------------------
+# 2. kill -9 of the worker wherever it is
+# ---------------------------------------------------------------------
+my $before = $node->safe_psql($db,
+	"SELECT coalesce(sum((state->>'n')::bigint), 0) FROM projection.snapshots WHERE name = 'counts'");
+$last = bulk_append(60_000);
+ok( $node->poll_query_until(
+		$db,
+		"SELECT coalesce(sum((state->>'n')::bigint), 0) > $before + 1000 "
+		  . "FROM projection.snapshots WHERE name = 'counts'"),
+	'the worker is catching up');
+($pid) = $node->worker_pids($db);
+$offset = -s $node->logfile;
+ok(kill('KILL', $pid), "kill -9 of the worker (pid $pid)");
+$node->wait_for_crash_restart($offset);
+ok($node->wait_caught_up($db, 'counts'), 'after the crash-restart the projection catches up');
+check_exactly_once('kill -9 at a random moment');
+
+# a rebuild gives the same states back
+$node->safe_psql($db, 'CREATE TABLE before AS SELECT * FROM projection.snapshots');
+$node->safe_psql($db, "SELECT projection.rebuild('counts')");
+ok($node->wait_caught_up($db, 'counts'), 'caught up after the rebuild');
+is( $node->safe_psql(
+		$db, q{
+SELECT count(*) FROM ((TABLE before EXCEPT ALL TABLE projection.snapshots)
+                      UNION ALL (TABLE projection.snapshots EXCEPT ALL TABLE before)) d}),
+	'0', 'the rebuild gives the same states');
+
+$node->stop('fast');
+done_testing();
