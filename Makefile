@@ -28,7 +28,8 @@ OBJS = \
 	src/feed.o \
 	src/feedpoll.o \
 	src/feedack.o \
-	src/snapshot.o
+	src/snapshot.o \
+	src/pool.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
 
 DATA = $(wildcard sql/projection--*.sql)

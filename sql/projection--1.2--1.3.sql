@@ -471,3 +471,29 @@ SELECT p.name, s.stream_id, s.state, s.version, s.global_position
 	OR pg_catalog.has_table_privilege('projection.events'::pg_catalog.regclass, 'SELECT');
 COMMENT ON VIEW projection.snapshots IS 'stored states of snapshot projections, one row per stream (only for the owner and readers of events)';
 GRANT SELECT ON projection.snapshots TO PUBLIC;
+
+/*
+ * Section "pool" (workers on demand, issue 11): workers come from a shared
+ * pool and a database holds one only while it has async work.
+ * projection.status gains waiting_for_worker: true while an async
+ * projection that can run waits for a free worker slot of the pool.  The
+ * view keeps the columns of the sections above (dead_letters) and adds its
+ * own at the end.
+ */
+CREATE FUNCTION projection._waiting_for_worker() RETURNS boolean
+	LANGUAGE c STABLE PARALLEL RESTRICTED
+	AS 'MODULE_PATHNAME', 'projection_waiting_for_worker';
+COMMENT ON FUNCTION projection._waiting_for_worker() IS 'whether a worker group of this database waits for a free slot of the worker pool';
+REVOKE ALL ON FUNCTION projection._waiting_for_worker() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION projection._waiting_for_worker() TO PUBLIC;
+
+CREATE OR REPLACE VIEW projection.status WITH (security_barrier) AS
+SELECT s.name, s.mode, s.state, s."position", s.lag_events, s.lag_seconds, s.last_error,
+	   s.last_error_sqlstate, s.last_error_position, s.handler, s.event_types, s.tables,
+	   s.on_error, s.owner, s.rebuild_done, s.rebuild_total, s.updated_at, s.lag_exact,
+	   projection._dead_letter_count(s.name) AS dead_letters,
+	   (s.mode OPERATOR(pg_catalog.=) 'async'
+		AND s.state OPERATOR(pg_catalog.=) ANY ('{running,catching_up}')
+		AND projection._waiting_for_worker()) AS waiting_for_worker
+  FROM projection._status() s;
+COMMENT ON VIEW projection.status IS 'one row per projection: state, checkpoint, lag, last error (last_error only for the owner and readers of events), number of dead letters, and whether it waits for a worker slot';

@@ -140,4 +140,17 @@ projection_have_createdb_privilege(void)
 #define pg_attribute_noreturn() __attribute__((noreturn))
 #endif
 
+/*
+ * 17: custom wait events.  WaitEventExtensionNew() registers a name that
+ * pg_stat_activity.wait_event (and pg_wait_events) shows while a process
+ * waits with the id it returns; before 17 every extension wait is
+ * "Extension".
+ */
+#include "utils/wait_event.h"
+#if PG_VERSION_NUM >= 170000
+#define projection_wait_event_new(name) WaitEventExtensionNew(name)
+#else
+#define projection_wait_event_new(name) ((void) (name), PG_WAIT_EXTENSION)
+#endif
+
 #endif							/* PROJECTION_COMPAT_H */

@@ -48,6 +48,7 @@
 #include "events.h"
 #include "horizon.h"
 #include "projection.h"
+#include "shmem.h"
 #include "spiutil.h"
 
 PG_FUNCTION_INFO_V1(projection_append);
@@ -683,6 +684,8 @@ projection_statement_imported(void)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("cannot mix rows with and without global_position in one statement")));
 
+		/* restored events (pg_restore): the projections restored with them may lag */
+		projection_request_launcher_at_commit();
 		/* keep the sequence ahead of imported positions */
 		if (imported_max > projection_sequence_last_value())
 			DirectFunctionCall2(setval_oid, ObjectIdGetDatum(projection_oids()->sequence),

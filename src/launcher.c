@@ -1,27 +1,34 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.c
- *	  The projection launcher: one static background worker that starts a
- *	  per-database worker in every database that can run async projections.
+ *	  The projection launcher: one static background worker that gives
+ *	  workers from the shared pool to the databases that have async work.
  *
- * The launcher connects to shared catalogs only.  Each time it wakes (its
- * latch is set when a worker starts or stops, when CREATE EXTENSION or
- * create()/resume() commits, when the utility hook releases a database, and
- * at least every few seconds) it rescans pg_database, skipping templates and
- * databases that do not allow connections, and starts a worker for each
- * database whose slot has none, unless:
- *	- the slot is stopped by the utility hook (DROP/RENAME/... DATABASE);
- *	- the last worker found no extension there and no CREATE EXTENSION has
- *	  committed since (ProjectionShared->rescan);
- *	- the previous worker failed recently (back-off).
- * The launcher cannot see pg_extension of other databases: the worker checks
- * and exits with code 0 when the extension is absent.  Workers are
- * BGW_NEVER_RESTART with bgw_notify_pid set to the launcher: after any exit,
- * and after a crash-restart (which forgets them), the launcher starts them
- * again.  See src/README.md for the state machine.
+ * The launcher connects to shared catalogs only.  It sleeps until its latch
+ * is set: by a commit that has async work for a database group without a
+ * worker (pool.c), by a worker that stops or stays after all, by the
+ * utility hook releasing a database, or by the end of a back-off.  Each
+ * time it reads pg_database and walks the demand table (pool.c): for each
+ * wanted group of a database that exists and allows connections it
+ *	- wakes the group's worker if one runs and takes wake-ups;
+ *	- waits if that worker is leaving (it wakes us when gone, or stays);
+ *	- else takes a free pool slot and starts a worker, unless the database
+ *	  is stopped by a database command (utility.c) or its workers failed
+ *	  recently (back-off);
+ *	- with no free slot, asks the longest-idle worker of any database to
+ *	  leave, and marks the group waiting (projection.status shows it).
+ * The entries of databases that are gone are forgotten, so no worker is
+ * ever started for a dropped database.  After a server start (shared
+ * memory is new) the launcher probes every database once: a probe worker
+ * applies what is pending and leaves when caught up, or at once, quietly,
+ * where the extension is not installed.  Workers are BGW_NEVER_RESTART
+ * with bgw_notify_pid set to the launcher; one that exits abnormally asks
+ * for its group again, and the launcher restarts it after a back-off.  See
+ * src/README.md for the state machine.
  *
- * Locking: slots are read and written under ProjectionShared->lock; the
- * launcher never holds it across anything that can fail.
+ * Locking: slots and the launcher's fields of demand entries are read and
+ * written under ProjectionShared->lock; the launcher never holds it across
+ * anything that can fail.
  *
  * IDENTIFICATION
  *	  src/launcher.c
@@ -49,35 +56,23 @@
 #include "utils/timestamp.h"
 
 #include "launcher.h"
+#include "pool.h"
 #include "projection.h"
 #include "shmem.h"
 
-/* launcher wake-up interval when nothing happens, ms */
-#define LAUNCHER_NAPTIME_MS 5000
+/* retry interval after a background worker could not be registered, ms */
+#define LAUNCHER_RETRY_MS 1000
+/* safety-net wake-up when nothing is pending, ms */
+#define LAUNCHER_NAPTIME_MS 60000
 /* longest back-off after repeated worker failures, ms */
 #define LAUNCHER_MAX_BACKOFF_MS 30000
+/* at most one "could not start" WARNING this often, ms */
+#define LAUNCHER_WARN_INTERVAL_MS 300000
 
 /* the launcher's handles of the workers it started, by slot index */
 static BackgroundWorkerHandle **worker_handles = NULL;
-
-/*
- * Databases whose workers found no extension, until the next rescan request.
- * Kept here rather than in slots, so that they do not use up worker slots.
- */
-static Oid *absent_dbs = NULL;
-static int	nabsent = 0;
-static TimestampTz last_no_slot_log = 0;
-
-static bool
-launcher_is_absent(Oid dboid)
-{
-	int			i;
-
-	for (i = 0; i < nabsent; i++)
-		if (absent_dbs[i] == dboid)
-			return true;
-	return false;
-}
+static TimestampTz last_start_warning = 0;
+static bool warned_overflow = false;
 
 /* Register the static launcher; called from _PG_init while preloading. */
 void
@@ -110,72 +105,41 @@ launcher_detach(int code, Datum arg)
 	LWLockRelease(ProjectionShared->lock);
 }
 
-/* Start the worker of one database; caller holds no lock. */
+/*
+ * The pool cannot be as large as projection.max_workers says when
+ * max_worker_processes, which every background worker of the server shares,
+ * is smaller: say so once, at start.
+ */
 static void
-launcher_start_worker(int slotno, Oid dboid, int index, const char *datname)
+launcher_check_sizing(void)
 {
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-	ProjectionDbSlot *slot = &ProjectionShared->dbslots[slotno];
-	TimestampTz now = GetCurrentTimestamp();
-	bool		ok;
+	int			needed = projection_max_workers + 2;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "projection");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "projection_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "projection worker %d for database \"%s\"", index, datname);
-	memcpy(worker.bgw_extra, &index, sizeof(int));
-	memcpy(worker.bgw_extra + sizeof(int), &projection_workers_per_database, sizeof(int));
-	snprintf(worker.bgw_type, BGW_MAXLEN, "projection worker");
-	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
-	worker.bgw_notify_pid = MyProcPid;
-
-	/* the handle outlives this pass's scratch context */
-	{
-		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-
-		ok = RegisterDynamicBackgroundWorker(&worker, &handle);
-		MemoryContextSwitchTo(oldcxt);
-	}
-
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	if (ok)
-	{
-		int			delay;
-
-		/* -1: started, not yet claimed; the worker may have claimed it already */
-		if (slot->pid == 0)
-			slot->pid = -1;
-		slot->start_failed = false;
-		/* back-off for the next start, in case this one fails */
-		delay = slot->failures == 0 ? 0 :
-			Min(LAUNCHER_MAX_BACKOFF_MS, 500 << Min(slot->failures, 10));
-		slot->next_start = TimestampTzPlusMilliseconds(now, delay);
-		slot->failures++;
-	}
-	else
-	{
-		slot->next_start = TimestampTzPlusMilliseconds(now, LAUNCHER_NAPTIME_MS);
-		slot->start_failed = true;
-	}
-	LWLockRelease(ProjectionShared->lock);
-
-	if (ok)
-		worker_handles[slotno] = handle;
-	else
+	if (max_worker_processes < needed)
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("could not start projection worker for database \"%s\"", datname),
-				 errhint("Raise max_worker_processes (now %d): it must cover one projection worker per database plus the launcher.",
-						 max_worker_processes)));
+				 errmsg("max_worker_processes (%d) is too small for projection.max_workers (%d)",
+						max_worker_processes, projection_max_workers),
+				 errdetail("The projection launcher, the logical replication launcher and up to projection.max_workers projection workers share max_worker_processes with parallel query."),
+				 errhint("Raise max_worker_processes to at least %d (plus max_parallel_workers if parallel query must never wait), or lower projection.max_workers, and restart the server.",
+						 needed)));
+}
+
+static void
+free_slot(ProjectionDbSlot *slot)
+{
+	memset(slot, 0, sizeof(ProjectionDbSlot));
+	slot->dboid = InvalidOid;
+	slot->pgprocno = -1;
+	slot->latchno = -1;
+	slot->batch_xid = InvalidTransactionId;
 }
 
 /*
- * Forget workers that stopped before claiming their slot (for example,
- * because their database was dropped meanwhile).
+ * Free the pool slots of workers the postmaster has seen exit: those that
+ * left (pid -2) and those that stopped before claiming their slot (for
+ * example, because their database was dropped meanwhile, or is being
+ * stopped).
  */
 static void
 launcher_reap(void)
@@ -193,8 +157,8 @@ launcher_reap(void)
 			pfree(worker_handles[i]);
 			worker_handles[i] = NULL;
 			LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-			if (ProjectionShared->dbslots[i].pid == -1)
-				ProjectionShared->dbslots[i].pid = 0;
+			if (ProjectionShared->dbslots[i].pid == -1 || ProjectionShared->dbslots[i].pid == -2)
+				free_slot(&ProjectionShared->dbslots[i]);
 			LWLockRelease(ProjectionShared->lock);
 		}
 	}
@@ -203,27 +167,22 @@ launcher_reap(void)
 typedef struct LauncherDb
 {
 	Oid			oid;
+	bool		connectable;	/* not a template, allows connections */
 	char		name[NAMEDATALEN];
 } LauncherDb;
 
-/*
- * One pass: read pg_database, assign slots, start missing workers, free
- * slots of databases that are gone.
- */
-static void
-launcher_scan(void)
+/* pg_database, in the caller's memory context */
+static LauncherDb *
+launcher_read_databases(int *ndbs)
 {
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tup;
 	LauncherDb *dbs;
-	int			ndbs = 0;
 	int			maxdbs = 64;
-	int			i;
-	bool		rescan;
-	TimestampTz now;
 	MemoryContext cxt = CurrentMemoryContext;
 
+	*ndbs = 0;
 	dbs = palloc(sizeof(LauncherDb) * maxdbs);
 	StartTransactionCommand();
 	(void) GetTransactionSnapshot();
@@ -232,159 +191,377 @@ launcher_scan(void)
 	while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
-		MemoryContext oldcxt;
+		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
 
-		if (db->datistemplate || !db->datallowconn)
-			continue;
-		oldcxt = MemoryContextSwitchTo(cxt);
-		if (ndbs == maxdbs)
+		if (*ndbs == maxdbs)
 		{
 			maxdbs *= 2;
 			dbs = repalloc(dbs, sizeof(LauncherDb) * maxdbs);
 		}
-		dbs[ndbs].oid = db->oid;
-		strlcpy(dbs[ndbs].name, NameStr(db->datname), NAMEDATALEN);
-		ndbs++;
+		dbs[*ndbs].oid = db->oid;
+		dbs[*ndbs].connectable = !db->datistemplate && db->datallowconn;
+		strlcpy(dbs[*ndbs].name, NameStr(db->datname), NAMEDATALEN);
+		(*ndbs)++;
 		MemoryContextSwitchTo(oldcxt);
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
-
-	rescan = pg_atomic_exchange_u32(&ProjectionShared->rescan, 0) != 0;
-	now = GetCurrentTimestamp();
-	if (rescan)
-		nabsent = 0;
-
-	/* move databases without the extension out of their slots */
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	for (i = 0; i < ProjectionShared->ndbslots; i++)
-	{
-		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
-
-		if (!OidIsValid(slot->dboid) || slot->pid != 0 || slot->stop)
-			continue;
-		if (rescan)
-			slot->extension_absent = false;
-		if (!slot->extension_absent)
-			continue;
-		if (!launcher_is_absent(slot->dboid) && nabsent < ProjectionShared->ndbslots * 64)
-		{
-			if (absent_dbs == NULL)
-				absent_dbs = MemoryContextAlloc(TopMemoryContext,
-												sizeof(Oid) * ProjectionShared->ndbslots * 64);
-			absent_dbs[nabsent++] = slot->dboid;
-		}
-		memset(slot, 0, sizeof(ProjectionDbSlot));
-		slot->dboid = InvalidOid;
-		slot->pgprocno = -1;
-	}
-	LWLockRelease(ProjectionShared->lock);
-
-	for (i = 0; i < ndbs * projection_workers_per_database; i++)
-	{
-		LauncherDb *db = &dbs[i / projection_workers_per_database];
-		int			index = i % projection_workers_per_database;
-		ProjectionDbSlot *slot;
-		int			slotno = -1;
-		bool		start = false;
-
-		if (launcher_is_absent(db->oid))
-			continue;
-
-		LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-		slot = projection_find_dbslot(db->oid, index);
-		if (slot == NULL)
-		{
-			slot = projection_find_dbslot(InvalidOid, 0);
-			if (slot != NULL)
-			{
-				memset(slot, 0, sizeof(ProjectionDbSlot));
-				slot->dboid = db->oid;
-				slot->index = index;
-				slot->pgprocno = -1;
-			}
-		}
-		if (slot != NULL)
-		{
-			slotno = slot - ProjectionShared->dbslots;
-			if (rescan)
-				slot->extension_absent = false;
-			if (slot->stop && slot->stop_until <= now)
-				slot->stop = 0;
-			start = slot->pid == 0 && !slot->stop && !slot->extension_absent &&
-				slot->next_start <= now;
-		}
-		LWLockRelease(ProjectionShared->lock);
-
-		if (slot == NULL)
-		{
-			/* at most once a minute: the launcher scans often */
-			if (TimestampDifferenceExceeds(last_no_slot_log, now, 60000))
-			{
-				ereport(LOG,
-						(errmsg("projection: no worker slot left for database \"%s\"", db->name),
-						 errhint("Raise projection.max_workers (now %d) and restart the server.",
-								 projection_max_workers)));
-				last_no_slot_log = now;
-			}
-		}
-		else if (start)
-			launcher_start_worker(slotno, db->oid, index, db->name);
-	}
-
-	/* free the slots of databases that no longer exist */
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	for (i = 0; i < ProjectionShared->ndbslots; i++)
-	{
-		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
-		bool		exists = false;
-		int			j;
-
-		if (!OidIsValid(slot->dboid) || slot->pid != 0)
-			continue;
-		for (j = 0; j < ndbs; j++)
-			if (dbs[j].oid == slot->dboid)
-				exists = true;
-		if (!exists && !slot->stop)
-		{
-			memset(slot, 0, sizeof(ProjectionDbSlot));
-			slot->dboid = InvalidOid;
-			slot->pgprocno = -1;
-		}
-	}
-	LWLockRelease(ProjectionShared->lock);
-	pfree(dbs);
+	return dbs;
 }
 
-/* Milliseconds until the next back-off expires, or the default nap. */
-static long
-launcher_timeout(void)
+static LauncherDb *
+launcher_find_database(LauncherDb *dbs, int ndbs, Oid oid)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz next = TimestampTzPlusMilliseconds(now, LAUNCHER_NAPTIME_MS);
 	int			i;
 
-	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
-	for (i = 0; i < ProjectionShared->ndbslots; i++)
-	{
-		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+	for (i = 0; i < ndbs; i++)
+		if (dbs[i].oid == oid)
+			return &dbs[i];
+	return NULL;
+}
 
-		if (OidIsValid(slot->dboid) && slot->pid == 0 && !slot->extension_absent &&
-			!slot->stop && slot->next_start > now && slot->next_start < next)
-			next = slot->next_start;
-		if (OidIsValid(slot->dboid) && slot->stop && slot->stop_until < next)
-			next = Max(slot->stop_until, now);
+/* After a server start: every connectable database gets a probe of each group. */
+static void
+launcher_probe_all(LauncherDb *dbs, int ndbs)
+{
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < ndbs; i++)
+	{
+		ProjectionDbDemand *e;
+
+		if (!dbs[i].connectable)
+			continue;
+		n++;
+		e = projection_pool_demand(dbs[i].oid, true);
+		if (e == NULL)
+			continue;
+		LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+		if (e->wanted == 0)
+			e->probe = true;
+		e->wanted |= projection_pool_all_groups();
+		LWLockRelease(ProjectionShared->lock);
+	}
+	ProjectionPool->probed = true;
+	ereport(LOG,
+			(errmsg("projection: looking for pending async work in %d databases after the server start", n),
+			 errdetail("Each database gets a short-lived worker, projection.max_workers at a time; those without the extension or without pending work leave at once.")));
+}
+
+/* a worker to start once the lock is released */
+typedef struct LauncherStart
+{
+	int			slotno;
+	Oid			dboid;
+	int			index;
+	bool		probe;
+	char		name[NAMEDATALEN];
+} LauncherStart;
+
+/*
+ * Decide for one database's entry, under ProjectionShared->lock held
+ * exclusively: wake or start its wanted groups' workers (appending to
+ * *starts), or count them as waiting for a slot.  Returns whether the
+ * entry should be freed (its database is gone).
+ */
+static bool
+launcher_serve(ProjectionDbDemand *e, LauncherDb *db, TimestampTz now,
+			   LauncherStart *starts, int *nstarts, int *nwaiting)
+{
+	int			index;
+	bool		waiting = false;
+	int			i;
+
+	e->wanted |= pg_atomic_exchange_u32(&e->pending, 0);
+	if (e->stop > 0 && e->stop_until <= now)
+		e->stop = 0;
+
+	if (db == NULL || !db->connectable)
+	{
+		bool		has_slot = false;
+
+		/* gone (or a template now): never start a worker there */
+		e->wanted = 0;
+		e->waiting_since = 0;
+		for (i = 0; i < ProjectionShared->ndbslots; i++)
+			if (ProjectionShared->dbslots[i].dboid == pg_atomic_read_u32(&e->dboid))
+				has_slot = true;
+		return db == NULL && !has_slot && e->stop == 0;
+	}
+	if (e->stop > 0)
+		return false;
+
+	for (index = 0; index < 32 && e->wanted != 0; index++)
+	{
+		uint32		bit = (uint32) 1 << index;
+		ProjectionDbSlot *slot;
+
+		if ((e->wanted & bit) == 0)
+			continue;
+		slot = projection_find_dbslot(db->oid, index);
+		if (slot != NULL)
+		{
+			if (slot->pid > 0 && slot->pgprocno >= 0)
+			{
+				/* it runs and takes wake-ups: a commit raced with its start */
+				projection_set_latch(slot->pgprocno);
+				e->wanted &= ~bit;
+			}
+			else if (slot->pid == -1)
+				e->wanted &= ~bit;	/* starting: its first round sees the commit */
+			/* else leaving: it stays (and takes wake-ups) or wakes us when gone */
+			continue;
+		}
+		if (e->next_start > now)
+			continue;
+		slot = projection_find_dbslot(InvalidOid, 0);
+		if (slot == NULL || *nstarts >= ProjectionShared->ndbslots)
+		{
+			/* a probe waits for a free slot; real work may have an idle worker leave */
+			waiting = true;
+			if (!e->probe)
+				(*nwaiting)++;
+			continue;
+		}
+		free_slot(slot);
+		slot->dboid = db->oid;
+		slot->index = index;
+		slot->pid = -1;
+		slot->probe = e->probe;
+		starts[*nstarts].slotno = slot - ProjectionShared->dbslots;
+		starts[*nstarts].dboid = db->oid;
+		starts[*nstarts].index = index;
+		starts[*nstarts].probe = e->probe;
+		strlcpy(starts[*nstarts].name, db->name, NAMEDATALEN);
+		(*nstarts)++;
+		e->wanted &= ~bit;
+	}
+	if (e->wanted == 0)
+		e->probe = false;
+	if (!waiting)
+		e->waiting_since = 0;
+	else if (e->waiting_since == 0)
+	{
+		e->waiting_since = now;
+		elog(DEBUG1, "projection: database \"%s\" waits for a free worker slot", db->name);
+	}
+	return false;
+}
+
+/*
+ * Ask idle workers to leave so that waiting groups get their slots: as many
+ * as groups wait, less those already leaving, longest idle first.  Caller
+ * holds ProjectionShared->lock exclusively.
+ */
+static void
+launcher_evict(int nwaiting)
+{
+	int			i;
+
+	/* slots that are being given back already: asked to leave, or left and not yet reaped */
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+		if ((OidIsValid(ProjectionShared->dbslots[i].dboid) &&
+			 ProjectionShared->dbslots[i].exit_requested) ||
+			ProjectionShared->dbslots[i].pid == -2)
+			nwaiting--;
+	while (nwaiting-- > 0)
+	{
+		ProjectionDbSlot *victim = NULL;
+
+		for (i = 0; i < ProjectionShared->ndbslots; i++)
+		{
+			ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+			if (slot->pid > 0 && slot->pgprocno >= 0 && slot->idle_since != 0 &&
+				!slot->exit_requested &&
+				(victim == NULL || slot->idle_since < victim->idle_since))
+				victim = slot;
+		}
+		if (victim == NULL)
+			break;
+		victim->exit_requested = true;
+		projection_set_latch(victim->latchno);
+	}
+}
+
+/* Register one worker; caller holds no lock. */
+static void
+launcher_start_worker(LauncherStart *start)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	ProjectionDbDemand *e = projection_pool_demand(start->dboid, false);
+	TimestampTz now = GetCurrentTimestamp();
+	int			count = projection_workers_per_database;
+	bool		ok;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "projection");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "projection_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "projection worker %d for database \"%s\"",
+			 start->index, start->name);
+	memcpy(worker.bgw_extra, &start->index, sizeof(int));
+	memcpy(worker.bgw_extra + sizeof(int), &count, sizeof(int));
+	memcpy(worker.bgw_extra + 2 * sizeof(int), &start->probe, sizeof(bool));
+	snprintf(worker.bgw_type, BGW_MAXLEN, "projection worker");
+	worker.bgw_main_arg = ObjectIdGetDatum(start->dboid);
+	worker.bgw_notify_pid = MyProcPid;
+
+	/* the handle outlives this pass's scratch context */
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+		ok = RegisterDynamicBackgroundWorker(&worker, &handle);
+		MemoryContextSwitchTo(oldcxt);
+	}
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	if (!ok)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[start->slotno];
+
+		if (slot->pid == -1 && slot->dboid == start->dboid)
+			free_slot(slot);
+	}
+	if (e != NULL && ok)
+	{
+		e->start_failed = false;
+		e->starts++;
+	}
+	else if (e != NULL)
+	{
+		/* ask again after a while: other background workers may end */
+		e->wanted |= (uint32) 1 << start->index;
+		e->start_failed = true;
+		e->next_start = TimestampTzPlusMilliseconds(now, LAUNCHER_RETRY_MS);
 	}
 	LWLockRelease(ProjectionShared->lock);
-	return (long) Max(10, (next - now) / 1000 + 1);
+
+	if (ok)
+	{
+		worker_handles[start->slotno] = handle;
+		ereport(start->probe ? DEBUG1 : LOG,
+				(errmsg("projection: starting worker %d for database \"%s\": %s",
+						start->index, start->name,
+						start->probe ? "looking for pending work after the server start" : "async work to apply")));
+	}
+	else if (TimestampDifferenceExceeds(last_start_warning, now, LAUNCHER_WARN_INTERVAL_MS))
+	{
+		last_start_warning = now;
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start a projection worker for database \"%s\": no background worker slot is free",
+						start->name),
+				 errdetail("Its async projections wait until a background worker of the server ends; the launcher retries every second."),
+				 errhint("Raise max_worker_processes (now %d) to at least projection.max_workers (%d) plus 2, plus the parallel and other background workers the server runs.",
+						 max_worker_processes, projection_max_workers)));
+	}
+}
+
+/*
+ * One pass: read pg_database, move requests into the demand table's
+ * "wanted", start workers for them, free entries of databases that are
+ * gone.  Returns the time until the next pass is due (ms, -1: none).
+ */
+static long
+launcher_pass(void)
+{
+	LauncherDb *dbs;
+	int			ndbs;
+	LauncherStart *starts;
+	int			nstarts = 0;
+	int			nwaiting = 0;
+	uint32		nused;
+	uint32		i;
+	TimestampTz now;
+	TimestampTz next;
+	long		timeout = LAUNCHER_NAPTIME_MS;
+
+	dbs = launcher_read_databases(&ndbs);
+	if (!ProjectionPool->probed)
+		launcher_probe_all(dbs, ndbs);
+	if (pg_atomic_exchange_u32(&ProjectionPool->overflow, 0) != 0 && !warned_overflow)
+	{
+		warned_overflow = true;
+		ereport(LOG,
+				(errmsg("projection: more than %d databases asked for workers since the server started; the others are served after the next append, or after a restart",
+						PROJECTION_POOL_DATABASES)));
+	}
+
+	starts = palloc(sizeof(LauncherStart) * ProjectionShared->ndbslots);
+	now = GetCurrentTimestamp();
+	next = TimestampTzPlusMilliseconds(now, LAUNCHER_NAPTIME_MS);
+	nused = pg_atomic_read_u32(&ProjectionPool->nused);
+	for (i = 0; i < nused; i++)
+	{
+		ProjectionDbDemand *e = &ProjectionPool->dbs[i];
+		Oid			oid = pg_atomic_read_u32(&e->dboid);
+		bool		forget;
+
+		if (!OidIsValid(oid))
+			continue;
+		LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+		forget = launcher_serve(e, launcher_find_database(dbs, ndbs, oid), now,
+								starts, &nstarts, &nwaiting);
+		if (forget)
+		{
+			memset(((char *) e) + offsetof(ProjectionDbDemand, wanted), 0,
+				   sizeof(ProjectionDbDemand) - offsetof(ProjectionDbDemand, wanted));
+			SpinLockAcquire(&ProjectionPool->mutex);
+			pg_atomic_write_u32(&e->dboid, InvalidOid);
+			SpinLockRelease(&ProjectionPool->mutex);
+		}
+		else
+		{
+			if (e->wanted != 0 && e->stop == 0 && e->next_start > now && e->next_start < next)
+				next = e->next_start;
+			if (e->stop > 0 && e->stop_until < next)
+				next = e->stop_until;
+		}
+		LWLockRelease(ProjectionShared->lock);
+	}
+	/* workers that go idle wake us while groups wait (worker.c, worker_set_idle) */
+	pg_atomic_write_u32(&ProjectionPool->nwaiting, nwaiting);
+	if (nwaiting > 0)
+	{
+		LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+		launcher_evict(nwaiting);
+		LWLockRelease(ProjectionShared->lock);
+	}
+
+	for (i = 0; i < (uint32) nstarts; i++)
+		launcher_start_worker(&starts[i]);
+
+	/* a start that failed asked to be retried: look again then */
+	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+	for (i = 0; i < nused; i++)
+	{
+		ProjectionDbDemand *e = &ProjectionPool->dbs[i];
+
+		if (OidIsValid(pg_atomic_read_u32(&e->dboid)) && e->wanted != 0 && e->stop == 0 &&
+			e->next_start > now && e->next_start < next)
+			next = e->next_start;
+	}
+	LWLockRelease(ProjectionShared->lock);
+
+	now = GetCurrentTimestamp();
+	timeout = (long) Max(10, (next - now) / 1000 + 1);
+	pfree(starts);
+	pfree(dbs);
+	return timeout;
 }
 
 void
 projection_launcher_main(Datum main_arg)
 {
 	MemoryContext scratch;
+	long		timeout;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -398,17 +575,31 @@ projection_launcher_main(Datum main_arg)
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
 	ProjectionShared->launcher_pgprocno = PROJECTION_MY_PGPROCNO;
 	ProjectionShared->launcher_pid = MyProcPid;
+
 	/*
 	 * Workers started by a previous launcher keep running and keep their
 	 * slots; a slot still marked "starting" belongs to a launcher that is
-	 * gone, and we have no handle for it: forget it.
+	 * gone, and we have no handle for it: give its group back to the
+	 * demand table, so that it is started again.
 	 */
 	{
 		int			i;
 
 		for (i = 0; i < ProjectionShared->ndbslots; i++)
-			if (ProjectionShared->dbslots[i].pid == -1)
-				ProjectionShared->dbslots[i].pid = 0;
+		{
+			ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+			if (slot->pid == -2)
+				free_slot(slot);	/* left; no handle to see it go */
+			else if (slot->pid == -1)
+			{
+				ProjectionDbDemand *e = projection_pool_demand(slot->dboid, false);
+
+				if (e != NULL && slot->index < 32)
+					pg_atomic_fetch_or_u32(&e->pending, (uint32) 1 << slot->index);
+				free_slot(slot);
+			}
+		}
 	}
 	LWLockRelease(ProjectionShared->lock);
 	before_shmem_exit(launcher_detach, (Datum) 0);
@@ -416,6 +607,7 @@ projection_launcher_main(Datum main_arg)
 	scratch = AllocSetContextCreate(TopMemoryContext, "projection launcher scratch",
 									ALLOCSET_DEFAULT_SIZES);
 	ereport(LOG, (errmsg("projection launcher started")));
+	launcher_check_sizing();
 
 	for (;;)
 	{
@@ -430,14 +622,14 @@ projection_launcher_main(Datum main_arg)
 		}
 
 		oldcxt = MemoryContextSwitchTo(scratch);
-		pgstat_report_activity(STATE_RUNNING, "scanning databases");
+		pgstat_report_activity(STATE_RUNNING, "projection launcher: starting workers");
 		launcher_reap();
-		launcher_scan();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		timeout = launcher_pass();
+		pgstat_report_activity(STATE_IDLE, "projection launcher: waiting for requests");
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextReset(scratch);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 launcher_timeout(), PG_WAIT_EXTENSION);
+						 timeout, projection_wait_event(PROJECTION_WAIT_LAUNCHER));
 	}
 }

@@ -35,6 +35,7 @@
 #include "lifecycle.h"
 #include "manage.h"
 #include "progress.h"
+#include "pool.h"
 #include "projection.h"
 #include "registry.h"
 #include "replay.h"
@@ -124,10 +125,8 @@ check_handler(Oid handler)
 static void
 warn_if_no_worker(void)
 {
-	bool		slot_for_db = false;
-	bool		all_failed = true;
-	bool		free_slot = false;
-	int			i;
+	const char *reason;
+	char	   *hint;
 
 	if (!projection_preloaded)
 	{
@@ -147,32 +146,13 @@ warn_if_no_worker(void)
 		return;
 	}
 
-	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
-	for (i = 0; i < ProjectionShared->ndbslots; i++)
-	{
-		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
-
-		if (!OidIsValid(slot->dboid))
-			free_slot = true;
-		else if (slot->dboid == MyDatabaseId)
-		{
-			slot_for_db = true;
-			if (!slot->start_failed)
-				all_failed = false;
-		}
-	}
-	LWLockRelease(ProjectionShared->lock);
-
-	if (slot_for_db && all_failed)
+	/* workers come from the shared pool on demand (pool.c) */
+	reason = projection_pool_unavailable(MyDatabaseId, &hint);
+	if (reason != NULL)
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("async projections will not run yet: no background worker could be started for this database"),
-				 errhint("Raise max_worker_processes (now %d) and restart the server.", max_worker_processes)));
-	else if (!slot_for_db && !free_slot)
-		ereport(WARNING,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("async projections will not run yet: every projection worker slot is in use"),
-				 errhint("Raise projection.max_workers (now %d) and restart the server.", projection_max_workers)));
+				 errmsg("async projections will not run yet: %s", reason),
+				 errhint("%s", hint)));
 }
 
 /*
@@ -530,6 +510,8 @@ projection_pause(PG_FUNCTION_ARGS)
 	}
 	else
 		projection_registry_set_state(row->id, "paused", false, 0, false);
+	if (strcmp(row->state, "paused") != 0)
+		projection_log_at_commit(psprintf("projection \"%s\" paused", name));
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_VOID();
@@ -570,6 +552,9 @@ projection_resume(PG_FUNCTION_ARGS)
 		projection_registry_set_state(row->id, "running", false, 0, true);
 		projection_request_launcher_at_commit();
 	}
+	if (strcmp(row->state, "running") != 0 && strcmp(row->state, "catching_up") != 0)
+		projection_log_at_commit(psprintf("projection \"%s\" resumed (it was %s at position %lld)",
+										  name, row->state, (long long) row->position));
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_VOID();

@@ -35,6 +35,7 @@
 #include "checkpoint.h"
 #include "horizon.h"
 #include "progress.h"
+#include "pool.h"
 #include "projection.h"
 #include "spiutil.h"
 
@@ -57,10 +58,8 @@ PG_FUNCTION_INFO_V1(projection_status);
 static const char *
 wait_no_worker_reason(const char **hint)
 {
-	bool		slot_for_db = false;
-	bool		all_failed = true;
-	bool		free_slot = false;
-	int			i;
+	const char *reason;
+	char	   *pool_hint;
 
 	if (ProjectionShared == NULL)
 	{
@@ -69,32 +68,11 @@ wait_no_worker_reason(const char **hint)
 	}
 	if (RecoveryInProgress())
 		return NULL;
-	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
-	for (i = 0; i < ProjectionShared->ndbslots; i++)
-	{
-		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
-
-		if (!OidIsValid(slot->dboid))
-			free_slot = true;
-		else if (slot->dboid == MyDatabaseId)
-		{
-			slot_for_db = true;
-			if (!slot->start_failed)
-				all_failed = false;
-		}
-	}
-	LWLockRelease(ProjectionShared->lock);
-	if (slot_for_db && all_failed)
-	{
-		*hint = psprintf("Raise max_worker_processes (now %d) and restart the server.", max_worker_processes);
-		return "no background worker could be started for this database";
-	}
-	if (!slot_for_db && !free_slot)
-	{
-		*hint = psprintf("Raise projection.max_workers (now %d) and restart the server.", projection_max_workers);
-		return "every projection worker slot is in use";
-	}
-	return NULL;
+	/* waiting for a pool slot is not "cannot run": one frees up (pool.c) */
+	reason = projection_pool_unavailable(MyDatabaseId, &pool_hint);
+	if (reason != NULL)
+		*hint = pool_hint;
+	return reason;
 }
 
 /*
@@ -393,11 +371,15 @@ projection_wait(PG_FUNCTION_ARGS)
  * ---------------------------------------------------------------------
  */
 
-/* _notify_launcher(): at commit, ask the launcher to start this database's worker */
+/*
+ * _notify_launcher(), called by the install script: until 1.3 it had the
+ * launcher start this database's workers.  Workers now start on demand
+ * (pool.c), when a projection is created or events are appended for one,
+ * so a fresh installation asks for nothing.
+ */
 Datum
 projection_notify_launcher(PG_FUNCTION_ARGS)
 {
-	projection_request_launcher_at_commit();
 	PG_RETURN_VOID();
 }
 

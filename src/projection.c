@@ -30,10 +30,11 @@
 
 PROJECTION_MODULE_MAGIC;
 
-int			projection_max_workers = 16;
+int			projection_max_workers = 4;
 int			projection_workers_per_database = 2;
 int			projection_max_projections = 1024;
 int			projection_naptime = 1000;
+int			projection_worker_idle_timeout = 10000;
 int			projection_batch_size = 1000;
 int			projection_batch_bytes = 8192;	/* kB */
 bool		projection_preloaded = false;
@@ -50,6 +51,14 @@ _PG_init(void)
 							"whatever this is.",
 							&projection_naptime,
 							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("projection.worker_idle_timeout",
+							"Time after which a worker with nothing to do leaves and gives its slot back to the pool.",
+							"A commit with events for an async projection starts a worker again at once.",
+							&projection_worker_idle_timeout,
+							10000, 0, 24 * 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
@@ -95,11 +104,12 @@ _PG_init(void)
 		return;
 
 	DefineCustomIntVariable("projection.max_workers",
-							"Maximum number of projection workers, over all databases.",
-							"Each database with the extension uses projection.workers_per_database "
-							"background workers, counted against max_worker_processes.",
+							"Maximum number of projection workers running at once, over all databases.",
+							"Workers come from this shared pool on demand: a database holds one (per "
+							"worker group) only while it has async work.  Each counts against "
+							"max_worker_processes.",
 							&projection_max_workers,
-							16, 1, 1024,
+							4, 1, 1024,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 
@@ -108,7 +118,7 @@ _PG_init(void)
 							"Projections are spread over the workers by id, so a slow or failing "
 							"projection only shares its worker with the projections of its group.",
 							&projection_workers_per_database,
-							2, 1, 64,
+							2, 1, 32,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 

@@ -49,6 +49,7 @@
 /* GUCs (projection.c) */
 extern int	projection_max_workers;
 extern int	projection_workers_per_database;
+extern int	projection_worker_idle_timeout;
 extern int	projection_max_projections;
 extern int	projection_naptime;
 extern int	projection_batch_size;

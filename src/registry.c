@@ -289,6 +289,8 @@ projection_restored_trigger(PG_FUNCTION_ARGS)
 						"projection._restored")));
 	if (projection_creating)
 		return PointerGetDatum(td->tg_trigtuple);
+	/* a restored projection gets a worker once the restore is over (pool.c) */
+	projection_request_launcher_at_commit();
 
 	desc = RelationGetDescr(td->tg_relation);
 	cols[0] = SPI_fnumber(desc, "restored_pid");

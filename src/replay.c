@@ -33,6 +33,7 @@
 #include "horizon.h"
 #include "inline.h"
 #include "progress.h"
+#include "pool.h"
 #include "projection.h"
 #include "registry.h"
 #include "replay.h"
@@ -674,6 +675,8 @@ projection_rebuild(PG_FUNCTION_ARGS)
 	if (!row->is_inline && strcmp(state, "running") == 0)
 		projection_request_launcher_at_commit();
 
+	projection_log_at_commit(psprintf("projection \"%s\" rebuilt from %lld events (%lld skipped)",
+									  name, (long long) replayed, (long long) replay_skipped));
 	if (replay_skipped > 0)
 		ereport(NOTICE,
 				(errmsg("projection \"%s\" rebuilt from %lld events, %lld skipped", name,

@@ -58,6 +58,7 @@
 #include "utils/hsearch.h"
 #include "utils/snapmgr.h"
 
+#include "pool.h"
 #include "projection.h"
 #include "shmem.h"
 
@@ -103,6 +104,7 @@ projection_shmem_request(void)
 	RequestAddinShmemSpace(shmem_state_size());
 	RequestAddinShmemSpace(shmem_appenders_size());
 	RequestAddinShmemSpace(shmem_holds_size());
+	RequestAddinShmemSpace(projection_pool_shmem_size());
 	RequestAddinShmemSpace(hash_estimate_size(projection_max_projections,
 											  sizeof(ProjectionProgress)));
 	RequestNamedLWLockTranche("projection", 1);
@@ -131,12 +133,11 @@ projection_shmem_startup(void)
 										  shmem_appenders_size(), &found_appenders);
 	ProjectionNumAppenders = MaxBackends;
 	ProjectionHolds = ShmemInitStruct("projection holds", shmem_holds_size(), &found_holds);
+	projection_pool_shmem_init();
 
 	if (!found)
 	{
 		ProjectionShared->lock = &(GetNamedLWLockTranche("projection"))->lock;
-		pg_atomic_init_u32(&ProjectionShared->rescan, 0);
-		pg_atomic_init_u32(&ProjectionShared->rescan_gen, 0);
 		for (i = 0; i < PROJECTION_REGISTRY_GEN_SLOTS; i++)
 		{
 			pg_atomic_init_u64(&ProjectionShared->registry_gens[i].gen, 1);
@@ -156,6 +157,7 @@ projection_shmem_startup(void)
 			memset(slot, 0, sizeof(ProjectionDbSlot));
 			slot->dboid = InvalidOid;
 			slot->pgprocno = -1;
+			slot->latchno = -1;
 			slot->batch_xid = InvalidTransactionId;
 		}
 	}
@@ -203,8 +205,8 @@ projection_shmem_install_hooks(void)
  * and from commit callbacks: it cannot fail, and a stale number only wakes
  * an unrelated process once.
  */
-static void
-set_latch_by_procno(int procno)
+void
+projection_set_latch(int procno)
 {
 	if (procno >= 0 && procno < (int) ProcGlobal->allProcCount)
 		SetLatch(&GetPGProcByNumber(procno)->procLatch);
@@ -215,7 +217,7 @@ projection_wake_launcher(void)
 {
 	if (ProjectionShared == NULL)
 		return;
-	set_latch_by_procno(ProjectionShared->launcher_pgprocno);
+	projection_set_latch(ProjectionShared->launcher_pgprocno);
 }
 
 /*
@@ -306,7 +308,7 @@ projection_wake_database_worker(Oid dboid)
 		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
 
 		if (slot->dboid == dboid)
-			set_latch_by_procno(slot->pgprocno);
+			projection_set_latch(slot->pgprocno);
 	}
 }
 
@@ -321,19 +323,15 @@ projection_request_launcher_at_commit(void)
 }
 
 /*
- * Transaction end (from xact.c): after a commit, pass the request on to the
- * launcher and wake this database's workers.  No locks, no errors.
+ * Transaction end (from xact.c): after a commit, note the request for the
+ * pool (pool.c), which passes it on to the launcher.  No locks, no errors.
  */
 void
 projection_launcher_request_at_eoxact(bool commit)
 {
-	if (commit && launcher_request_pending && ProjectionShared != NULL)
-	{
-		pg_atomic_fetch_add_u32(&ProjectionShared->rescan_gen, 1);
-		pg_atomic_write_u32(&ProjectionShared->rescan, 1);
-		projection_wake_launcher();
-		projection_wake_database_worker(MyDatabaseId);
-	}
+	/* async work for every worker group: xact.c's projection_pool_at_commit() asks for it */
+	if (commit && launcher_request_pending)
+		projection_pool_want_all();
 	launcher_request_pending = false;
 }
 
@@ -360,7 +358,8 @@ projection_feed_wake(Oid dboid)
 
 /*
  * Find the slot of one of a database's workers (with InvalidOid: a free
- * slot); caller holds ProjectionShared->lock.
+ * slot, not one whose worker is still exiting); caller holds
+ * ProjectionShared->lock.
  */
 ProjectionDbSlot *
 projection_find_dbslot(Oid dboid, int index)
@@ -371,7 +370,7 @@ projection_find_dbslot(Oid dboid, int index)
 	{
 		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
 
-		if (slot->dboid == dboid && (!OidIsValid(dboid) || slot->index == index))
+		if (slot->dboid == dboid && (OidIsValid(dboid) ? slot->index == index : slot->pid == 0))
 			return slot;
 	}
 	return NULL;

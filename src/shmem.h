@@ -42,21 +42,26 @@ typedef struct ProjectionAppenderSeen
 	uint64		min_pos;		/* 0: not yet known */
 } ProjectionAppenderSeen;
 
-/* A per-database worker slot.  Protected by ProjectionShared->lock. */
+/*
+ * A slot of the worker pool (pool.c): one worker, bound to one database and
+ * one of its worker groups while it runs.  Protected by
+ * ProjectionShared->lock, except that committing backends read dboid, index
+ * and pgprocno without it to set a latch (pool.c says why that is safe).
+ */
 typedef struct ProjectionDbSlot
 {
 	Oid			dboid;			/* InvalidOid: slot unused */
 	int			index;			/* which of the database's workers (0-based) */
-	pid_t		pid;			/* worker pid, 0 when none runs */
-	int			pgprocno;		/* worker's PGPROC number, -1 when none */
-	bool		start_failed;	/* the last start could not register a worker */
-	int			stop;			/* > 0: worker must exit, launcher must not
-								 * respawn; count of the database commands
-								 * holding it (utility.c) */
-	TimestampTz stop_until;		/* when "stop" lapses (utility hook) */
-	bool		extension_absent;	/* worker found no extension; wait for a request */
-	TimestampTz next_start;		/* launcher's back-off */
-	int			failures;		/* consecutive abnormal exits */
+	pid_t		pid;			/* worker pid, -1 while starting, -2 while the
+								 * worker that left still holds its background
+								 * worker slot (the launcher reaps it), 0: none */
+	int			pgprocno;		/* worker's PGPROC number while it takes
+								 * wake-ups from commits, else -1 */
+	int			latchno;		/* worker's PGPROC number while it runs */
+	bool		leaving;		/* idle: looking for work a last time, then exits */
+	bool		exit_requested; /* asked to leave when idle (slot wanted elsewhere, DROP DATABASE) */
+	bool		probe;			/* started after a server start: leave once caught up */
+	TimestampTz idle_since;		/* when the worker last found nothing to do; 0 while busy */
 	TransactionId batch_xid;	/* the worker's xid while it applies a batch */
 	bool		cancel_requested;	/* a management call cancelled that batch */
 } ProjectionDbSlot;
@@ -122,8 +127,6 @@ typedef struct ProjectionSharedState
 {
 	LWLock	   *lock;
 	ProjectionRegistryGen registry_gens[PROJECTION_REGISTRY_GEN_SLOTS];
-	pg_atomic_uint32 rescan;	/* set at CREATE EXTENSION commit: probe databases again */
-	pg_atomic_uint32 rescan_gen;	/* bumped with every rescan request */
 	int			launcher_pgprocno;	/* -1 when no launcher runs */
 	pid_t		launcher_pid;
 	/* broadcast after every checkpoint commit, per database (oid modulo) */
@@ -140,6 +143,7 @@ extern HTAB *ProjectionProgressHash;
 extern int	ProjectionNumAppenders;
 
 extern void projection_shmem_install_hooks(void);
+extern void projection_set_latch(int procno);
 extern void projection_wake_launcher(void);
 extern void projection_wake_database_worker(Oid dboid);
 extern ConditionVariable *projection_feed_cv(Oid dboid);

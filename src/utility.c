@@ -7,9 +7,10 @@
  * DROP DATABASE (without FORCE), ALTER DATABASE ... RENAME / SET TABLESPACE
  * and CREATE DATABASE ... TEMPLATE fail after five seconds while another
  * process is connected to the database, and our worker is one.  Before such
- * a command runs we mark the database's slot "stopped" (the launcher will not
- * restart its worker), send the worker SIGTERM and wait, interruptibly and at
- * most WORKER_STOP_TIMEOUT_MS, until its slot is empty.  After the command,
+ * a command runs we mark the database "stopped" in the pool's demand table
+ * (the launcher starts no worker there), ask its workers to leave (SIGTERM
+ * after a moment) and wait, interruptibly and at most
+ * WORKER_STOP_TIMEOUT_MS, until none is left.  After the command,
  * whether it succeeded or failed, the stop is lifted and the launcher is
  * woken: it forgets a dropped database and restarts the worker of any other.
  *
@@ -61,12 +62,14 @@
 #include "utils/timestamp.h"
 
 #include "depend.h"
+#include "pool.h"
 #include "projection.h"
 #include "shmem.h"
 #include "utility.h"
 
 #define WORKER_STOP_TIMEOUT_MS 10000
 #define WORKER_STOP_HOLD_MS 60000
+#define WORKER_STOP_POLITE_MS 1000
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
@@ -201,63 +204,37 @@ utility_may_disturb(Node *parsetree, Oid dboid, ProcessUtilityContext context)
 }
 
 /*
- * Send SIGTERM to every running worker of a database; with "stop", also
- * mark their slots stopped.  Returns whether any slot of the database still
- * has a worker (or, with "stop", whether the database has slots at all).
- */
-static bool
-utility_signal_workers(Oid dboid, bool stop)
-{
-	bool		found = false;
-	int			i;
-
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	for (i = 0; i < ProjectionShared->ndbslots; i++)
-	{
-		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
-
-		if (slot->dboid != dboid)
-			continue;
-		if (stop)
-		{
-			slot->stop++;
-			slot->stop_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_STOP_HOLD_MS);
-			found = true;
-		}
-		if (slot->pid > 0)
-		{
-			(void) kill(slot->pid, SIGTERM);
-			found = true;
-		}
-	}
-	LWLockRelease(ProjectionShared->lock);
-	return found;
-}
-
-/*
- * Stop the workers of a database and keep them stopped.  Returns the database's
- * OID, or InvalidOid if it has no slot (nothing to do).  Waits at most
+ * Stop the workers of a database and keep them stopped (pool.c): they are
+ * asked to leave, which they do quietly after their batch; one still there
+ * after WORKER_STOP_POLITE_MS gets SIGTERM.  Returns the database's OID, or
+ * InvalidOid if none of its workers ran (nothing to wait for; the stop
+ * still keeps the launcher from starting one).  Waits at most
  * WORKER_STOP_TIMEOUT_MS; the command then runs anyway and reports its own
  * error if the database is still in use.
  */
 static Oid
 utility_stop_worker(Oid dboid)
 {
+	TimestampTz start;
 	TimestampTz deadline;
+	TimestampTz polite;
 
 	if (!OidIsValid(dboid) || dboid == MyDatabaseId)
 		return InvalidOid;
 
-	if (!utility_signal_workers(dboid, true))
-		return InvalidOid;
-
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_STOP_TIMEOUT_MS);
+	start = GetCurrentTimestamp();
+	(void) projection_pool_stop_database(dboid, true, false,
+										 TimestampTzPlusMilliseconds(start, WORKER_STOP_HOLD_MS));
+	deadline = TimestampTzPlusMilliseconds(start, WORKER_STOP_TIMEOUT_MS);
+	polite = TimestampTzPlusMilliseconds(start, WORKER_STOP_POLITE_MS);
 	for (;;)
 	{
-		if (!utility_signal_workers(dboid, false) || GetCurrentTimestamp() >= deadline)
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (!projection_pool_stop_database(dboid, false, now >= polite, 0) || now >= deadline)
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 20, PG_WAIT_EXTENSION);
+						 20, projection_wait_event(PROJECTION_WAIT_WORKER_STOP));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
@@ -268,19 +245,7 @@ utility_stop_worker(Oid dboid)
 static void
 utility_release_worker(Oid dboid)
 {
-	int			i;
-
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	for (i = 0; i < ProjectionShared->ndbslots; i++)
-	{
-		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
-
-		/* the last command holding the stop lifts it */
-		if (slot->dboid == dboid && slot->stop > 0 && --slot->stop == 0)
-			slot->next_start = 0;
-	}
-	LWLockRelease(ProjectionShared->lock);
-	projection_wake_launcher();
+	projection_pool_release_database(dboid);
 }
 
 /* Does DROP EXTENSION name ours (not just any extension)? */
@@ -372,11 +337,11 @@ projection_process_utility(PlannedStmt *pstmt, const char *queryString,
 			stopped = utility_stop_worker(dboid);
 	}
 
-	/* DROP EXTENSION projection: wake this database's workers at commit, so they leave */
-	if (ProjectionShared != NULL && IsA(pstmt->utilityStmt, DropStmt) &&
-		((DropStmt *) pstmt->utilityStmt)->removeType == OBJECT_EXTENSION &&
-		utility_drops_our_extension((DropStmt *) pstmt->utilityStmt))
-		projection_request_launcher_at_commit();
+	/*
+	 * DROP EXTENSION projection: this database's workers are woken at the
+	 * end of the transaction (utility_xact_callback), so they leave; no new
+	 * worker is asked for.
+	 */
 
 	PG_TRY();
 	{

@@ -47,7 +47,9 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
+#include "lib/stringinfo.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -75,6 +77,7 @@
 #include "events.h"
 #include "handler.h"
 #include "horizon.h"
+#include "pool.h"
 #include "progress.h"
 #include "projection.h"
 #include "shmem.h"
@@ -93,10 +96,12 @@ typedef struct RoundProjection
 {
 	ProjectionDef *def;			/* registry cache: valid until worker_end() */
 	int32		id;				/* def->id, for after worker_end() */
+	char	   *name;			/* def->name, copied, for after worker_end() */
 	int64		position;		/* checkpoint, locked and re-read this round */
 	bool		catching_up;
 	bool		failed;			/* failed during this round (careful mode) */
 	bool		skipped_any;	/* wrote dead letters this round */
+	bool		just_caught_up; /* finished its catch-up this round */
 } RoundProjection;
 
 /* an event of the batch */
@@ -111,7 +116,32 @@ typedef struct BatchEvent
 static Oid	worker_dboid = InvalidOid;
 static int	worker_index = 0;
 static int	worker_count = 1;
-static uint32 worker_rescan_gen = 0;	/* rescan_gen when this worker started */
+static bool worker_probe = false;	/* started after a server start: leave once caught up */
+static char *worker_dbname = "?";	/* for log lines, read once at start */
+
+/*
+ * What the last round found (worker_round): every projection of this
+ * worker's group at or past the sequence's last value read in that round
+ * (nothing drawn is left to apply), and whether the group has no running
+ * async projection at all.
+ */
+static bool worker_caught_up = false;
+static bool worker_group_empty = false;
+/* leaving with nothing left to do: the group need not be started again */
+static bool worker_exit_clean = false;
+/* checkpoints saved by this worker: moves whenever a round did work */
+static uint64 worker_saves = 0;
+
+/* catch-ups this worker follows, for the "caught up" LOG line's rate */
+#define WORKER_TRACKED_CATCH_UPS 64
+typedef struct WorkerCatchUp
+{
+	int32		id;
+	int64		from;
+	TimestampTz since;
+} WorkerCatchUp;
+static WorkerCatchUp catch_ups[WORKER_TRACKED_CATCH_UPS];
+static int	ncatch_ups = 0;
 static MemoryContext round_cxt = NULL;
 static int	transient_failures = 0; /* in a row, not charged to a handler call */
 
@@ -134,75 +164,89 @@ static SPIPlanPtr filtered_batch_plan = NULL;
  * ---------------------------------------------------------------------
  */
 
+/*
+ * before_shmem_exit: give the pool slot back and wake the launcher.  A
+ * worker that leaves with work left (an error, SIGTERM, a database command)
+ * asks for its group again, so that the launcher starts it anew (after a
+ * back-off if it failed); one that leaves caught up asks for nothing.
+ */
 static void
 worker_release_slot(int code, Datum arg)
 {
 	ProjectionDbSlot *slot;
+	ProjectionDbDemand *e = projection_pool_demand(worker_dboid, false);
 
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
 	slot = projection_find_dbslot(worker_dboid, worker_index);
 	if (slot != NULL && slot->pid == MyProcPid)
 	{
-		slot->pid = 0;
+		/*
+		 * Our background worker slot is free only once the postmaster has
+		 * seen us exit: the launcher reuses the pool slot after that
+		 * (launcher_reap), so that its next start does not fail for want
+		 * of a background worker slot.
+		 */
+		memset(slot, 0, sizeof(ProjectionDbSlot));
+		slot->dboid = InvalidOid;
+		slot->pid = -2;
 		slot->pgprocno = -1;
+		slot->latchno = -1;
+		slot->batch_xid = InvalidTransactionId;
+	}
+	if (e != NULL)
+	{
+		if (code != 0)
+		{
+			e->failures++;
+			e->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														Min(30000, 500 << Min(e->failures, 10)));
+		}
+		else if (worker_exit_clean)
+			e->failures = 0;
+		if (!worker_exit_clean && worker_index < 32)
+			pg_atomic_fetch_or_u32(&e->pending, (uint32) 1 << worker_index);
 	}
 	LWLockRelease(ProjectionShared->lock);
 	projection_wake_launcher();
 }
 
 /*
- * Claim this database's slot.  Returns false if another live worker holds
- * it, or the database is being stopped, or there is no slot.
+ * Claim the pool slot the launcher took for us.  Returns false if there is
+ * none (the launcher forgot it), another live worker holds it, or the
+ * database is being stopped by a database command.
  */
 static bool
 worker_claim_slot(void)
 {
 	ProjectionDbSlot *slot;
+	ProjectionDbDemand *e = projection_pool_demand(worker_dboid, false);
 	bool		ok = false;
 
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
 	slot = projection_find_dbslot(worker_dboid, worker_index);
-	if (slot != NULL && !slot->stop && slot->pid <= 0)
+	if (slot != NULL && slot->pid <= 0 && !slot->exit_requested &&
+		(e == NULL || e->stop == 0))
 	{
 		slot->pid = MyProcPid;
 		slot->pgprocno = PROJECTION_MY_PGPROCNO;
+		slot->latchno = PROJECTION_MY_PGPROCNO;
+		slot->idle_since = 0;
 		ok = true;
 	}
 	LWLockRelease(ProjectionShared->lock);
 	return ok;
 }
 
-/*
- * The extension is not here: tell the launcher not to restart us until a
- * CREATE EXTENSION commits somewhere.  If one committed since we started
- * (our check may have run just before it), do not: the launcher restarts
- * us and the new worker sees it.
- */
-static void
-worker_mark_absent(void)
-{
-	ProjectionDbSlot *slot;
-
-	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(worker_dboid, worker_index);
-	if (slot != NULL)
-	{
-		if (pg_atomic_read_u32(&ProjectionShared->rescan_gen) == worker_rescan_gen)
-			slot->extension_absent = true;
-		slot->failures = 0;
-	}
-	LWLockRelease(ProjectionShared->lock);
-}
-
+/* A round has run cleanly: the database's workers are healthy again. */
 static void
 worker_mark_healthy(void)
 {
-	ProjectionDbSlot *slot;
+	ProjectionDbDemand *e = projection_pool_demand(worker_dboid, false);
 
+	if (e == NULL)
+		return;
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(worker_dboid, worker_index);
-	if (slot != NULL)
-		slot->failures = 0;
+	e->failures = 0;
 	LWLockRelease(ProjectionShared->lock);
 }
 
@@ -340,7 +384,7 @@ worker_backoff(long delay)
 		if (left <= 0)
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 left, PG_WAIT_EXTENSION);
+						 left, projection_wait_event(PROJECTION_WAIT_WORKER_BACKOFF));
 		ResetLatch(MyLatch);
 	}
 	RESUME_CANCEL_INTERRUPTS();
@@ -415,6 +459,7 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
 				}
 				result[n].def = &registry->projections[j];
 				result[n].id = id;
+				result[n].name = MemoryContextStrdup(cxt, registry->projections[j].name);
 				result[n].position = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 				result[n].catching_up = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
 				n++;
@@ -538,7 +583,12 @@ worker_horizon(BatchEvent *events, int nevents, bool full, int64 from, int64 las
 static void
 worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
 {
+	bool		was_catching_up = rp->catching_up;
+
+	worker_saves++;
 	projection_checkpoint_save(rp->def->id, &rp->position, &rp->catching_up, position, caught_up);
+	if (caught_up && was_catching_up)
+		rp->just_caught_up = true;
 }
 
 /* on_error 'stop': the projection fails at this event, keeping its position before it */
@@ -565,7 +615,10 @@ worker_record_failure(RoundProjection *rp, BatchEvent *ev, ErrorData *edata)
 	rp->position = ev->position - 1;
 	ereport(LOG,
 			(errmsg("projection \"%s\" failed at event %lld: %s",
-					rp->def->name, (long long) ev->position, edata->message)));
+					rp->def->name, (long long) ev->position, edata->message),
+			 errdetail("SQLSTATE %s.  The projection stays failed until it is resumed.",
+					   unpack_sql_state(edata->sqlerrcode)),
+			 edata->context ? errcontext("%s", edata->context) : 0));
 }
 
 /* on_error 'skip': record the event and its error, and go on */
@@ -597,6 +650,12 @@ worker_record_dead_letter(RoundProjection *rp, BatchEvent *ev, ErrorData *edata)
 							   8, types, values, nulls, false, 0);
 	projection_spi_check(rc, SPI_OK_INSERT, "recording a dead letter");
 	rp->skipped_any = true;
+	ereport(LOG,
+			(errmsg("projection \"%s\" skipped event %lld (%s): %s",
+					rp->def->name, (long long) ev->position, ev->event_type,
+					edata->message ? edata->message : "unknown error"),
+			 errdetail("SQLSTATE %s.  The event is in projection.dead_letters.",
+					   unpack_sql_state(edata->sqlerrcode))));
 }
 
 /*
@@ -803,6 +862,66 @@ worker_end(bool commit)
 }
 
 /*
+ * Remember when and where this worker saw each catching-up projection first,
+ * for the rate of its "caught up" LOG line.  The table is small; a
+ * projection that finds no room simply gets no rate.
+ */
+static void
+worker_track_catch_ups(RoundProjection *rps, int nrps)
+{
+	int			i,
+				j;
+
+	for (j = 0; j < nrps; j++)
+	{
+		bool		known = false;
+
+		if (!rps[j].catching_up)
+			continue;
+		for (i = 0; i < ncatch_ups; i++)
+			if (catch_ups[i].id == rps[j].id)
+				known = true;
+		if (!known && ncatch_ups < WORKER_TRACKED_CATCH_UPS)
+		{
+			catch_ups[ncatch_ups].id = rps[j].id;
+			catch_ups[ncatch_ups].from = rps[j].position;
+			catch_ups[ncatch_ups].since = GetCurrentTimestamp();
+			ncatch_ups++;
+		}
+	}
+}
+
+/* After the commit that ended a catch-up: say so, with its rate. */
+static void
+worker_log_caught_up(RoundProjection *rp)
+{
+	int			i;
+
+	for (i = 0; i < ncatch_ups; i++)
+	{
+		if (catch_ups[i].id == rp->id)
+		{
+			long		secs;
+			int			usecs;
+			double		elapsed;
+			int64		events = rp->position - catch_ups[i].from;
+
+			TimestampDifference(catch_ups[i].since, GetCurrentTimestamp(), &secs, &usecs);
+			elapsed = secs + usecs / 1000000.0;
+			ereport(LOG,
+					(errmsg("projection \"%s\" caught up at position %lld: %lld positions in %.1f s (%.0f per second)",
+							rp->name, (long long) rp->position, (long long) events, elapsed,
+							elapsed > 0 ? events / elapsed : (double) events)));
+			catch_ups[i] = catch_ups[--ncatch_ups];
+			return;
+		}
+	}
+	ereport(LOG,
+			(errmsg("projection \"%s\" caught up at position %lld",
+					rp->name, (long long) rp->position)));
+}
+
+/*
  * After the commit of a round: publish the positions reached (from rps,
  * which must live in the round's context, and never through rps[].def: the
  * registry may be reloaded by then) and flush our table statistics, which
@@ -816,7 +935,11 @@ worker_publish(RoundProjection *rps, int nrps)
 	int			j;
 
 	for (j = 0; j < nrps; j++)
+	{
 		projection_publish_progress(worker_dboid, rps[j].id, rps[j].position);
+		if (rps[j].just_caught_up)
+			worker_log_caught_up(&rps[j]);
+	}
 	pgstat_report_stat(false);
 }
 
@@ -971,7 +1094,9 @@ worker_round_careful(int64 from, int64 horizon_limit)
 		elog(DEBUG1, "projection worker: careful replay of events %lld..%lld (%d read)",
 			 (long long) cursor + 1, (long long) chunk_end, nevents);
 
-		pgstat_report_activity(STATE_RUNNING, "projection: isolating a failing event");
+		pgstat_report_activity(STATE_RUNNING,
+							   psprintf("projection worker: isolating a failing event in %lld..%lld",
+										(long long) cursor + 1, (long long) chunk_end));
 		for (i = 0; i < nevents; i++)
 		{
 			BatchEvent *ev = &events[i];
@@ -1030,6 +1155,45 @@ worker_pick_laggard(RoundProjection *rps, int nrps, int64 gap_bound)
 }
 
 /*
+ * The running async projections of this worker's group, as the round's
+ * registry says: with "ready", only those with a handler or statements
+ * (the ones a round takes).  A round that locked fewer left some out,
+ * because a management call or a restore holds them.
+ */
+static int
+worker_group_count(ProjectionRegistry *registry, bool ready)
+{
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < registry->nprojections; i++)
+	{
+		ProjectionDef *def = &registry->projections[i];
+
+		if (!def->is_inline && def->id % worker_count == worker_index &&
+			(def->state == PROJECTION_RUNNING || def->state == PROJECTION_CATCHING_UP) &&
+			(!ready || OidIsValid(def->handler) || def->nstatements > 0))
+			n++;
+	}
+	return n;
+}
+
+/* The projections of a batch, for pg_stat_activity: a few names and the count. */
+static char *
+worker_describe(RoundProjection *rps, int nrps)
+{
+	StringInfoData buf;
+	int			j;
+
+	initStringInfo(&buf);
+	for (j = 0; j < nrps && j < 3; j++)
+		appendStringInfo(&buf, "%s\"%s\"", j > 0 ? ", " : "", rps[j].def->name);
+	if (nrps > 3)
+		appendStringInfo(&buf, " and %d more", nrps - 3);
+	return buf.data;
+}
+
+/*
  * One round: apply the next batch to every running async projection.
  * Returns true if more work may be waiting.
  */
@@ -1049,6 +1213,7 @@ worker_round(void)
 	int			napply;
 	int			j;
 	volatile bool more = false;
+	volatile bool all_locked = false;
 	MemoryContext cxt = CurrentMemoryContext;
 	ErrorData  *volatile edata = NULL;
 	volatile int64 failed_from = -1;
@@ -1057,16 +1222,23 @@ worker_round(void)
 	volatile int64 failed_position = 0;
 	WorkerErrorKind kind;
 
+	worker_caught_up = false;
+	worker_group_empty = false;
+
 	/* DROP EXTENSION of this database is waiting: start nothing */
 	if (projection_database_held(worker_dboid))
 		return false;
 
 	if (!worker_begin(&hz))
 	{
-		worker_mark_absent();
-		ereport(LOG,
-				(errmsg("projection worker exiting: extension \"%s\" is not installed in this database",
-						PROJECTION_EXTENSION_NAME)));
+		/*
+		 * Quietly for a probe after a server start (most databases have no
+		 * extension); else the extension has just been dropped.
+		 */
+		worker_exit_clean = true;
+		ereport(worker_probe ? DEBUG1 : LOG,
+				(errmsg("projection worker %d for database \"%s\" stopping: extension \"%s\" is not installed there",
+						worker_index, worker_dbname, PROJECTION_EXTENSION_NAME)));
 		proc_exit(0);
 	}
 
@@ -1077,6 +1249,9 @@ worker_round(void)
 		nrps = worker_lock_projections(registry, cxt, &rps);
 		if (nrps == 0)
 		{
+			/* nothing left out by a lock or a hold: nothing to do at all */
+			worker_group_empty = worker_group_count(registry, false) == 0;
+			worker_caught_up = worker_group_count(registry, true) == 0;
 			projection_registry_release(registry);
 			worker_end(true);
 			MemoryContextSwitchTo(cxt);
@@ -1086,6 +1261,9 @@ worker_round(void)
 		{
 			int			nothers = nrps;
 
+			/* all of the group locked: "caught up" below can speak for the group */
+			all_locked = worker_group_count(registry, true) == nrps;
+			worker_track_catch_ups(rps, nrps);
 			projection_warn_untracked_events();
 			gap_bound = projection_horizon_gap_bound(&hz);
 
@@ -1115,8 +1293,9 @@ worker_round(void)
 				horizon = full ? events[nevents - 1].position : gap_bound;
 				more = full;
 				pgstat_report_activity(STATE_RUNNING,
-										psprintf("projection: catching up \"%s\": events %lld..%lld",
-												 rp->def->name, (long long) from + 1, (long long) horizon));
+										psprintf("projection worker: catching up \"%s\": events %lld..%lld of %lld",
+												 rp->def->name, (long long) from + 1, (long long) horizon,
+												 (long long) hz.last_value));
 				failed_from = from;
 				failed_to = horizon;
 				worker_apply_fast(rp, 1, events, nevents);
@@ -1138,8 +1317,9 @@ worker_round(void)
 				if (horizon > from)
 				{
 					pgstat_report_activity(STATE_RUNNING,
-											psprintf("projection: applying events %lld..%lld",
-													 (long long) from + 1, (long long) horizon));
+											psprintf("projection worker: applying events %lld..%lld to %s",
+													 (long long) from + 1, (long long) horizon,
+													 worker_describe(rps, nothers)));
 					/*
 					 * From here a failure is in this batch: the careful
 					 * replay takes only its range (the laggard's batch rolls
@@ -1162,6 +1342,10 @@ worker_round(void)
 			worker_end(true);
 			MemoryContextSwitchTo(cxt);
 			worker_publish(rps, nrps);
+			worker_caught_up = !more && all_locked;
+			for (j = 0; j < nrps; j++)
+				if (rps[j].position < hz.last_value)
+					worker_caught_up = false;
 		}
 	}
 	PG_CATCH();
@@ -1180,6 +1364,8 @@ worker_round(void)
 	}
 	PG_END_TRY();
 
+	if (edata != NULL)
+		worker_caught_up = false;
 	if (edata == NULL)
 	{
 		transient_failures = 0;
@@ -1291,12 +1477,120 @@ worker_round(void)
  * ---------------------------------------------------------------------
  */
 
+/* Run rounds until none says more work may be waiting. */
+static void
+worker_run_rounds(void)
+{
+	bool		more;
+
+	do
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(round_cxt);
+
+		more = worker_round();
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(round_cxt);
+		CHECK_FOR_INTERRUPTS();
+	} while (more);
+}
+
+/* Publish when this worker went idle (0: busy), for the launcher's choice of whom to ask to leave. */
+static void
+worker_set_idle(TimestampTz since)
+{
+	ProjectionDbSlot *slot;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	slot = projection_find_dbslot(worker_dboid, worker_index);
+	if (slot != NULL && slot->pid == MyProcPid)
+		slot->idle_since = since;
+	LWLockRelease(ProjectionShared->lock);
+	/* a group waits for a slot: the launcher may now ask us to leave */
+	if (since != 0 && pg_atomic_read_u32(&ProjectionPool->nwaiting) > 0)
+		projection_wake_launcher();
+}
+
+/* Has a database command, or the launcher for another database, asked us to leave? */
+static bool
+worker_exit_requested(bool *for_command)
+{
+	ProjectionDbSlot *slot;
+	ProjectionDbDemand *e = projection_pool_demand(worker_dboid, false);
+	bool		requested = false;
+
+	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+	slot = projection_find_dbslot(worker_dboid, worker_index);
+	if (slot != NULL && slot->pid == MyProcPid)
+		requested = slot->exit_requested;
+	*for_command = e != NULL && e->stop > 0;
+	LWLockRelease(ProjectionShared->lock);
+	return requested || *for_command;
+}
+
+/*
+ * Leave the pool (pool.c's header says why no wake-up is lost): stop taking
+ * wake-ups, look for work a last time, and exit if every projection is
+ * still caught up.  If that round found work left, take wake-ups again and
+ * return, unless a database command needs the database ("force"): then
+ * exit anyway, asking for the group again (worker_release_slot).
+ */
+static void
+worker_leave(const char *why, bool force)
+{
+	ProjectionDbSlot *slot;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	slot = projection_find_dbslot(worker_dboid, worker_index);
+	if (slot != NULL && slot->pid == MyProcPid)
+	{
+		slot->pgprocno = -1;
+		slot->leaving = true;
+	}
+	LWLockRelease(ProjectionShared->lock);
+	pg_memory_barrier();
+
+	pgstat_report_activity(STATE_RUNNING, psprintf("projection worker: leaving (%s)", why));
+	if (!force)
+		worker_run_rounds();
+	if (worker_caught_up || force)
+	{
+		worker_exit_clean = worker_caught_up;
+		ereport(worker_probe && worker_caught_up ? DEBUG1 : LOG,
+				(errmsg("projection worker %d for database \"%s\" stopping: %s",
+						worker_index, worker_dbname, why)));
+		proc_exit(0);
+	}
+
+	/* work came in: stay */
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	slot = projection_find_dbslot(worker_dboid, worker_index);
+	if (slot != NULL && slot->pid == MyProcPid)
+	{
+		slot->pgprocno = PROJECTION_MY_PGPROCNO;
+		slot->leaving = false;
+		slot->exit_requested = false;
+		slot->idle_since = 0;
+	}
+	LWLockRelease(ProjectionShared->lock);
+	projection_wake_launcher();
+}
+
+/* ---------------------------------------------------------------------
+ * Entry point
+ * ---------------------------------------------------------------------
+ */
+
 void
 projection_worker_main(Datum main_arg)
 {
+	TimestampTz idle_since = 0;
+	bool		for_command;
+	uint64		saves;
+
 	worker_dboid = DatumGetObjectId(main_arg);
 	memcpy(&worker_index, MyBgworkerEntry->bgw_extra, sizeof(int));
 	memcpy(&worker_count, MyBgworkerEntry->bgw_extra + sizeof(int), sizeof(int));
+	memcpy(&worker_probe, MyBgworkerEntry->bgw_extra + 2 * sizeof(int), sizeof(bool));
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -1304,10 +1598,23 @@ projection_worker_main(Datum main_arg)
 	/* a cancel (SIGINT) may only interrupt a batch (shmem.c, cancel requests) */
 	HOLD_CANCEL_INTERRUPTS();
 
-	worker_rescan_gen = pg_atomic_read_u32(&ProjectionShared->rescan_gen);
-	pg_memory_barrier();
+	/*
+	 * The launcher forgot us, another worker has the group, or a database
+	 * command stops the database: leave unseen, but ask for the group
+	 * again, so that the launcher decides once more (it starts nothing
+	 * while the database is stopped, and forgets a dropped one).
+	 */
+	worker_exit_clean = true;
 	if (!worker_claim_slot())
+	{
+		ProjectionDbDemand *e = projection_pool_demand(worker_dboid, false);
+
+		if (e != NULL && worker_index < 32)
+			pg_atomic_fetch_or_u32(&e->pending, (uint32) 1 << worker_index);
+		projection_wake_launcher();
 		proc_exit(0);
+	}
+	worker_exit_clean = false;
 	before_shmem_exit(worker_release_slot, (Datum) 0);
 
 	BackgroundWorkerInitializeConnectionByOid(worker_dboid, InvalidOid, 0);
@@ -1322,14 +1629,23 @@ projection_worker_main(Datum main_arg)
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
+	StartTransactionCommand();
+	{
+		char	   *name = get_database_name(worker_dboid);
+
+		if (name != NULL)
+			worker_dbname = MemoryContextStrdup(TopMemoryContext, name);
+	}
+	CommitTransactionCommand();
+
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "projection worker round",
 									  ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
-		bool		more;
+		long		timeout;
 		long		stats_timeout;
-		MemoryContext oldcxt;
+		TimestampTz now;
 
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
@@ -1339,17 +1655,50 @@ projection_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		do
+		if (worker_exit_requested(&for_command))
 		{
-			oldcxt = MemoryContextSwitchTo(round_cxt);
-			more = worker_round();
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(round_cxt);
-			CHECK_FOR_INTERRUPTS();
-		} while (more);
+			/* a database command waits: leave now, whatever is left */
+			if (for_command)
+				worker_leave("a database command needs the database", true);
+			worker_leave("its pool slot is wanted by another database", false);
+			idle_since = 0;
+		}
 
+		saves = worker_saves;
+		worker_run_rounds();
 		worker_mark_healthy();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		now = GetCurrentTimestamp();
+		if (worker_saves != saves)
+		{
+			idle_since = 0;		/* it did work: idle from now on, if at all */
+			worker_probe = false;	/* a probe that found work is a worker like any other */
+		}
+
+		if (!worker_caught_up)
+		{
+			/* blocked behind an appender still in flight: it wakes us */
+			if (idle_since != 0)
+				worker_set_idle(0);
+			idle_since = 0;
+		}
+		else if (worker_group_empty)
+			worker_leave("no async projection to run", false);
+		else if (worker_probe)
+			worker_leave("caught up after the server start", false);
+		else if (idle_since == 0)
+		{
+			idle_since = now;
+			worker_set_idle(now);
+		}
+		else if (TimestampDifferenceExceeds(idle_since, now, projection_worker_idle_timeout))
+		{
+			worker_leave(psprintf("idle for %d ms", projection_worker_idle_timeout), false);
+			idle_since = 0;
+		}
+
+		pgstat_report_activity(STATE_IDLE,
+							   worker_caught_up ? "projection worker: caught up, waiting for events" :
+							   "projection worker: waiting for appending transactions to end");
 
 		/*
 		 * Statistics not flushed after the last commit (flushes are at
@@ -1357,8 +1706,15 @@ projection_worker_main(Datum main_arg)
 		 * has passed, as PostgresMain does before going idle.
 		 */
 		stats_timeout = pgstat_report_stat(false);
+		timeout = stats_timeout > 0 ? Min(stats_timeout, projection_naptime) : projection_naptime;
+		if (idle_since != 0)
+		{
+			long		left = projection_worker_idle_timeout -
+				TimestampDifferenceMilliseconds(idle_since, now);
+
+			timeout = Max(1, Min(timeout, left));
+		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 stats_timeout > 0 ? Min(stats_timeout, projection_naptime) : projection_naptime,
-						 PG_WAIT_EXTENSION);
+						 timeout, projection_wait_event(PROJECTION_WAIT_WORKER_IDLE));
 	}
 }

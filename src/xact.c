@@ -30,6 +30,7 @@
 #include "handler.h"
 #include "horizon.h"
 #include "inline.h"
+#include "pool.h"
 #include "projection.h"
 #include "registry.h"
 #include "replay.h"
@@ -70,6 +71,8 @@ projection_xact_callback(XactEvent event, void *arg)
 			projection_registry_at_abort(); /* nothing runs any more */
 			projection_appender_at_eoxact();
 			projection_launcher_request_at_eoxact(true);
+			/* wake our workers; a group with async work and none gets one (pool.c) */
+			projection_pool_at_commit();
 			xact_reset();
 			projection_handler_at_eoxact();
 			projection_utility_at_eoxact();
@@ -80,6 +83,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			/* a worker may be waiting for our positions: they are dead now */
 			projection_appender_at_eoxact();
 			projection_launcher_request_at_eoxact(false);
+			projection_pool_at_abort();
 			xact_reset();
 			projection_registry_at_abort();
 			projection_replay_at_abort(InvalidSubTransactionId);
@@ -92,6 +96,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			projection_registry_at_eoxact();
 			projection_appender_at_eoxact();
 			projection_launcher_request_at_eoxact(false);
+			projection_pool_at_abort();
 			xact_reset();
 			projection_handler_at_eoxact();
 			projection_utility_at_eoxact();

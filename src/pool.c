@@ -1,0 +1,432 @@
+/*-------------------------------------------------------------------------
+ *
+ * pool.c
+ *	  Workers on demand: how a commit gets its database a worker from the
+ *	  shared pool, and how the pool is stopped for database commands.
+ *
+ * The pool is ProjectionShared->dbslots[] (projection.max_workers slots).
+ * A slot belongs to a database, and to one of its worker groups
+ * (projection id modulo projection.workers_per_database), only while a
+ * worker runs there; a worker with nothing to do for
+ * projection.worker_idle_timeout leaves and frees its slot (worker.c).
+ *
+ * The demand table (ProjectionPool->dbs[], one entry per database that has
+ * asked for a worker since the server started) is what commits post to:
+ *	- the position trigger notes which groups have a running async
+ *	  projection (projection_pool_note_append); a database without async
+ *	  projections notes nothing;
+ *	- at commit (projection_pool_at_commit) the backend sets the latch of
+ *	  every worker of its database that takes wake-ups (slot->pgprocno), and
+ *	  for each noted group that has none, or-s the group into its entry's
+ *	  "pending" and sets the launcher's latch.  That is plain atomic
+ *	  operations and SetLatch, as commit callbacks require, plus a spinlock
+ *	  the first time a backend looks for its entry;
+ *	- the launcher (launcher.c) moves "pending" into "wanted" under
+ *	  ProjectionShared->lock and starts a worker for each wanted group when
+ *	  a slot is free, or asks the longest-idle worker to leave.
+ *
+ * No wake-up is lost when a worker leaves (worker.c, worker_leave): it first
+ * stops taking wake-ups (pgprocno = -1, under the lock, then a full memory
+ * barrier), then runs one more round.  A committer reads pgprocno after its
+ * commit became visible (and a full barrier): if it read the old value, its
+ * events are visible to that last round; if it read -1, it posts to the
+ * launcher.  The last round leaves only when every projection of the group
+ * has reached the sequence's last value, so no appender still in flight can
+ * hold a position the round had to wait for; such an appender commits
+ * later, reads -1 and posts.  If the last round did find work, the worker
+ * takes wake-ups again and stays; the launcher keeps a group wanted while
+ * its worker is leaving, and the worker wakes the launcher either way.
+ *
+ * Committers read a slot's dboid, index and pgprocno without the lock, and
+ * read dboid and index again after pgprocno: a slot given to another
+ * database in between is noticed, and a stale pgprocno costs at most one
+ * spurious wake-up.
+ *
+ * IDENTIFICATION
+ *	  src/pool.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "nodes/pg_list.h"
+#include "utils/memutils.h"
+#include "miscadmin.h"
+#include "storage/shmem.h"
+
+#include "pool.h"
+#include "projection.h"
+#include "shmem.h"
+
+ProjectionPoolState *ProjectionPool = NULL;
+
+/* worker groups with a running async projection this transaction appended for */
+static uint32 pool_xact_groups = 0;
+
+/* LOG lines for the end of this transaction, in TopTransactionContext */
+static List *pool_xact_logs = NIL;
+static bool pool_log_callback_registered = false;
+
+/* this backend's entry in the demand table (its database never changes) */
+static ProjectionDbDemand *pool_my_entry = NULL;
+
+Size
+projection_pool_shmem_size(void)
+{
+	return sizeof(ProjectionPoolState);
+}
+
+/* Initialise the demand table; caller holds AddinShmemInitLock. */
+void
+projection_pool_shmem_init(void)
+{
+	bool		found;
+	int			i;
+
+	ProjectionPool = ShmemInitStruct("projection pool", sizeof(ProjectionPoolState), &found);
+	if (found)
+		return;
+	SpinLockInit(&ProjectionPool->mutex);
+	pg_atomic_init_u32(&ProjectionPool->nused, 0);
+	pg_atomic_init_u32(&ProjectionPool->overflow, 0);
+	pg_atomic_init_u32(&ProjectionPool->nwaiting, 0);
+	ProjectionPool->probed = false;
+	for (i = 0; i < PROJECTION_POOL_DATABASES; i++)
+	{
+		ProjectionDbDemand *e = &ProjectionPool->dbs[i];
+
+		memset(e, 0, sizeof(ProjectionDbDemand));
+		pg_atomic_init_u32(&e->dboid, InvalidOid);
+		pg_atomic_init_u32(&e->pending, 0);
+	}
+}
+
+/* Every worker group of a database, as a bit mask. */
+uint32
+projection_pool_all_groups(void)
+{
+	int			n = Min(projection_workers_per_database, 32);
+
+	return n >= 32 ? PG_UINT32_MAX : ((uint32) 1 << n) - 1;
+}
+
+/* The group of a projection, as a bit. */
+static uint32
+pool_group_bit(int32 projection_id)
+{
+	return (uint32) 1 << ((uint32) projection_id % (uint32) Min(projection_workers_per_database, 32));
+}
+
+/*
+ * A database's entry in the demand table, taken if "create" and missing.
+ * NULL if it has none (or the table is full).  Safe in commit callbacks: no
+ * error, no allocation; the spinlock is held for a scan of the used part of
+ * the table only when the entry must be taken.
+ */
+ProjectionDbDemand *
+projection_pool_demand(Oid dboid, bool create)
+{
+	uint32		nused;
+	uint32		i;
+	ProjectionDbDemand *result = NULL;
+
+	if (ProjectionPool == NULL || !OidIsValid(dboid))
+		return NULL;
+	nused = pg_atomic_read_u32(&ProjectionPool->nused);
+	for (i = 0; i < nused; i++)
+		if (pg_atomic_read_u32(&ProjectionPool->dbs[i].dboid) == dboid)
+			return &ProjectionPool->dbs[i];
+	if (!create)
+		return NULL;
+
+	SpinLockAcquire(&ProjectionPool->mutex);
+	nused = pg_atomic_read_u32(&ProjectionPool->nused);
+	for (i = 0; i < nused && result == NULL; i++)
+		if (pg_atomic_read_u32(&ProjectionPool->dbs[i].dboid) == dboid)
+			result = &ProjectionPool->dbs[i];
+	for (i = 0; i < nused && result == NULL; i++)
+		if (pg_atomic_read_u32(&ProjectionPool->dbs[i].dboid) == InvalidOid)
+		{
+			result = &ProjectionPool->dbs[i];
+			pg_atomic_write_u32(&result->dboid, dboid);
+		}
+	if (result == NULL && nused < PROJECTION_POOL_DATABASES)
+	{
+		result = &ProjectionPool->dbs[nused];
+		pg_atomic_write_u32(&result->dboid, dboid);
+		pg_atomic_write_u32(&ProjectionPool->nused, nused + 1);
+	}
+	SpinLockRelease(&ProjectionPool->mutex);
+	return result;
+}
+
+/*
+ * The position trigger: this statement appended events, and the registry
+ * (current for the statement) says which groups have a running async
+ * projection.  A database without one notes nothing, so its commit wakes
+ * nobody.
+ */
+void
+projection_pool_note_append(ProjectionRegistry *registry)
+{
+	int			i;
+
+	for (i = 0; i < registry->nprojections; i++)
+	{
+		ProjectionDef *def = &registry->projections[i];
+
+		if (!def->is_inline &&
+			(def->state == PROJECTION_RUNNING || def->state == PROJECTION_CATCHING_UP))
+			pool_xact_groups |= pool_group_bit(def->id);
+	}
+}
+
+/*
+ * This transaction's commit is async work for every group of the database:
+ * a projection created, resumed or rebuilt, or events or projections
+ * restored from a dump.
+ */
+void
+projection_pool_want_all(void)
+{
+	pool_xact_groups |= projection_pool_all_groups();
+}
+
+/*
+ * Commit callback (xact.c, every commit): for the groups noted in this
+ * transaction, wake their workers, and ask the launcher for a worker for
+ * each that has none.  (An appending commit wakes every worker of the
+ * database anyway: horizon.c.)  No locks but the spinlock of
+ * projection_pool_demand, no allocation, no errors.
+ */
+void
+projection_pool_at_commit(void)
+{
+	uint32		groups = pool_xact_groups;
+	uint32		covered = 0;
+	int			i;
+
+	pool_xact_groups = 0;
+	if (ProjectionShared == NULL || groups == 0)
+		return;
+
+	/* our commit is visible: now look at the slots (pool.c's header) */
+	pg_memory_barrier();
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+		int			index;
+		int			procno;
+
+		if (slot->dboid != MyDatabaseId)
+			continue;
+		index = slot->index;
+		procno = slot->pgprocno;
+		pg_read_barrier();
+		if (procno < 0 || slot->dboid != MyDatabaseId || slot->index != index)
+			continue;
+		projection_set_latch(procno);
+		if (index < 32)
+			covered |= (uint32) 1 << index;
+	}
+
+	groups &= ~covered;
+	if (groups == 0)
+		return;
+	if (pool_my_entry == NULL ||
+		pg_atomic_read_u32(&pool_my_entry->dboid) != MyDatabaseId)
+		pool_my_entry = projection_pool_demand(MyDatabaseId, true);
+	if (pool_my_entry != NULL)
+		pg_atomic_fetch_or_u32(&pool_my_entry->pending, groups);
+	else
+		pg_atomic_write_u32(&ProjectionPool->overflow, 1);
+	projection_wake_launcher();
+}
+
+/* Abort callback: nothing to ask for, nothing to log. */
+void
+projection_pool_at_abort(void)
+{
+	pool_xact_groups = 0;
+}
+
+/*
+ * Transaction callback of projection_log_at_commit: emit the kept lines just
+ * before the commit, where an error could still be reported; a rollback
+ * drops them.
+ */
+static void
+pool_log_xact_callback(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+	List	   *logs = pool_xact_logs;
+
+	if (logs == NIL)
+		return;
+	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PARALLEL_PRE_COMMIT)
+	{
+		pool_xact_logs = NIL;
+		foreach(lc, logs)
+			ereport(LOG, (errmsg_internal("%s", (char *) lfirst(lc))));
+	}
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+			 event == XACT_EVENT_PREPARE || event == XACT_EVENT_COMMIT)
+		pool_xact_logs = NIL;
+}
+
+/*
+ * Log a line for the operator (a projection paused, resumed, rebuilt) if,
+ * and when, the transaction commits.
+ */
+void
+projection_log_at_commit(const char *message)
+{
+	MemoryContext oldcxt;
+
+	if (!pool_log_callback_registered)
+	{
+		RegisterXactCallback(pool_log_xact_callback, NULL);
+		pool_log_callback_registered = true;
+	}
+	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	pool_xact_logs = lappend(pool_xact_logs, pstrdup(message));
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * A database command needs the database to itself (utility.c): with
+ * "stop", keep the launcher from starting its workers until "until" (or
+ * projection_pool_release_database).  Ask each running worker to leave (it
+ * does so quietly, at the end of its batch); with "terminate", send it
+ * SIGTERM, for a worker that did not leave within a moment.  Returns
+ * whether a worker of the database still runs, or is starting.
+ */
+bool
+projection_pool_stop_database(Oid dboid, bool stop, bool terminate, TimestampTz until)
+{
+	ProjectionDbDemand *e = stop ? projection_pool_demand(dboid, true) : NULL;
+	bool		found = false;
+	int			i;
+
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	if (e != NULL)
+	{
+		e->stop++;
+		e->stop_until = until;
+	}
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (slot->dboid != dboid || slot->pid == 0)
+			continue;
+		found = true;
+		slot->exit_requested = true;
+		if (slot->pid > 0 && terminate)
+			(void) kill(slot->pid, SIGTERM);
+		else if (slot->pid > 0)
+			projection_set_latch(slot->latchno);
+	}
+	LWLockRelease(ProjectionShared->lock);
+	return found;
+}
+
+/* The database command is over: the launcher may start workers there again. */
+void
+projection_pool_release_database(Oid dboid)
+{
+	ProjectionDbDemand *e = projection_pool_demand(dboid, false);
+
+	if (e == NULL)
+		return;
+	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+	if (e->stop > 0 && --e->stop == 0)
+		e->next_start = 0;
+	LWLockRelease(ProjectionShared->lock);
+	projection_wake_launcher();
+}
+
+/*
+ * Why no worker can apply a database's async projections, with a hint in
+ * *hint (palloc'd), or NULL if one can (or will, once a pool slot is free).
+ */
+const char *
+projection_pool_unavailable(Oid dboid, char **hint)
+{
+	ProjectionDbDemand *e;
+	bool		start_failed = false;
+	bool		any_running = false;
+	int			i;
+
+	if (ProjectionShared == NULL)
+	{
+		*hint = pstrdup("Add \"projection\" to shared_preload_libraries and restart the server.");
+		return "the projection library is not preloaded";
+	}
+	e = projection_pool_demand(dboid, false);
+	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+	if (e != NULL)
+		start_failed = e->start_failed;
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+		if (ProjectionShared->dbslots[i].pid != 0)
+			any_running = true;
+	LWLockRelease(ProjectionShared->lock);
+
+	/* no projection worker runs anywhere, so no slot will be given back */
+	if (start_failed && !any_running)
+	{
+		*hint = psprintf("Raise max_worker_processes (now %d) and restart the server.",
+						 max_worker_processes);
+		return "no background worker could be started for this database";
+	}
+	return NULL;
+}
+
+/* Does a worker group of the database wait for a free pool slot? */
+bool
+projection_pool_waiting(Oid dboid)
+{
+	ProjectionDbDemand *e = projection_pool_demand(dboid, false);
+	bool		waiting;
+
+	if (e == NULL)
+		return false;
+	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
+	waiting = e->waiting_since != 0;
+	LWLockRelease(ProjectionShared->lock);
+	return waiting;
+}
+
+/*
+ * The wait event to report while one of our processes waits.  On 17 and
+ * later each has its own name (pg_stat_activity.wait_event), registered on
+ * first use in this process; before, they are all "Extension".
+ */
+uint32
+projection_wait_event(ProjectionWaitEvent which)
+{
+	static uint32 ids[PROJECTION_WAIT_COUNT];
+	static const char *const names[PROJECTION_WAIT_COUNT] = {
+		"ProjectionWorkerIdle",
+		"ProjectionWorkerBackoff",
+		"ProjectionLauncherMain",
+		"ProjectionWorkerStop"
+	};
+
+	if (ids[which] == 0)
+		ids[which] = projection_wait_event_new(names[which]);
+	return ids[which];
+}
+
+PG_FUNCTION_INFO_V1(projection_waiting_for_worker);
+
+/* _waiting_for_worker(): does a worker group of this database wait for a pool slot? */
+Datum
+projection_waiting_for_worker(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(ProjectionShared != NULL && projection_pool_waiting(MyDatabaseId));
+}
