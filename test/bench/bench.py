@@ -72,16 +72,16 @@ DEFAULT = dict(events=100000, append_secs=4, append_tx=None, inline_secs=3,
                rate=500, lat_rates=[500, 100], lat_secs=10.0, warmup_secs=2.0, bystander_secs=30.0, growth=[1, 10, 50],
                big_events=1000000, stall=120.0, stmt_variant=True,
                hot_per_event=[25000, 50000], hot_batch=[25000, 50000, 200000], inline_batch_secs=3,
-               inline_batch_tx=None)
+               inline_batch_tx=None, cold_n=100)
 QUICK = dict(events=5000, append_secs=None, append_tx={1: 300, 100: 10}, inline_secs=None,
              inline_tx=300, append_clients=[1, 8], append_sync=["on", "off"],
              append_batches=[1, 100], inline_clients=[1], py_cap=1.0,
              rate=500, lat_rates=[500], lat_secs=1.5, warmup_secs=0.3, bystander_secs=3.0, growth=[1, 10],
              big_events=20000, stall=60.0, stmt_variant=False,
              hot_per_event=[2000, 4000], hot_batch=[2000, 4000, 16000], inline_batch_secs=None,
-             inline_batch_tx=20)
+             inline_batch_tx=20, cold_n=10)
 
-SECTIONS = ["append", "inline", "catchup", "snapshot", "rebuild", "batch", "latency", "bystander", "growth", "feeds"]
+SECTIONS = ["append", "inline", "catchup", "snapshot", "rebuild", "batch", "latency", "bystander", "growth", "feeds", "pool"]
 
 LABEL = {"order_summary": "order_summary", "daily_sales": "daily_sales",
          "customer_activity": "customer_activity", "product_search": "product_search",
@@ -520,6 +520,85 @@ CREATE TABLE bench.plain_events (
                                                               clients, sync),
                                                 base, rates["projection.append"],
                                                 rates["INSERT INTO projection.events"]))
+        if not self.a.keep_dbs:
+            await self.drop_db(db)
+
+    # ------------------------------------------------------------------
+    # pool: workers on demand
+    # ------------------------------------------------------------------
+    async def sec_pool(self):
+        """Commit-to-visible latency of a database whose worker must be
+        started (projection.worker_idle_timeout = 0: the worker leaves as
+        soon as it is caught up, and each append waits until it has left, so
+        every event finds no worker), against the same with the worker kept
+        running.  The handler records the event's position in the same
+        transaction as its write, so the latency is the difference of the
+        two commit timestamps, as in the latency section.  The append
+        section's database has the library preloaded and no async
+        projection: its plain-INSERT ratios are the cost of an append where
+        nothing is async."""
+        p = self.p
+        db = "bench_pool"
+        conn = await self.fresh_db(db)
+        admin = await self.connect("postgres")
+        try:
+            await conn.execute("""
+CREATE SCHEMA IF NOT EXISTS bench;
+CREATE TABLE bench.cold_probe (pos bigint PRIMARY KEY);
+CREATE FUNCTION bench.cold_h(e projection.events) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO bench.cold_probe VALUES (e.global_position) $$;
+SELECT projection.create('cold', 'bench.cold_h', mode => 'async');
+""")
+            results = {}
+            for variant, timeout in (("warm", "1h"), ("cold", "0")):
+                await admin.execute("ALTER SYSTEM SET projection.worker_idle_timeout = '%s'" % timeout)
+                await admin.execute("SELECT pg_reload_conf()")
+                await asyncio.sleep(0.2)
+                first = None
+                for i in range(p["cold_n"]):
+                    if variant == "cold":
+                        # wait (bounded) until the database holds no worker
+                        for _ in range(2000):
+                            if await admin.fetchval(
+                                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 "
+                                    "AND backend_type = 'projection worker'", db) == 0:
+                                break
+                            await asyncio.sleep(0.005)
+                        else:
+                            raise Failure("the worker of %s does not leave" % db)
+                    pos = await conn.fetchval("SELECT projection.append('cold', 'Tick', '{}')")
+                    first = first or pos
+                    if not await conn.fetchval("SELECT projection.wait('cold', $1, '30 s')", pos):
+                        raise Failure("event %d not applied within 30 s (%s)" % (pos, variant))
+                row = await conn.fetchrow("""
+SELECT count(*) AS n,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99,
+       max(ms) AS max
+  FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(c.xmin)
+                                - pg_xact_commit_timestamp(e.xmin)) * 1000 AS ms
+          FROM bench.cold_probe c JOIN projection.events e ON e.global_position = c.pos
+         WHERE c.pos >= $1) x""", first)
+                if row["n"] != p["cold_n"]:
+                    self.fail("pool %s: %d of %d events applied" % (variant, row["n"], p["cold_n"]))
+                results[variant] = row
+            cold, warm = results["cold"], results["warm"]
+            for q in ("p50", "p99"):
+                self.record("pool", "commit to visible, worker running (warm), " + q,
+                            float(warm[q]), "ms")
+                self.record("pool", "commit to visible, worker started on demand (cold), " + q,
+                            float(cold[q]), "ms", "%s the warm %s; %d cold starts, max %s ms" % (
+                                ratio(float(cold[q]), float(warm[q])), q, cold["n"],
+                                fmt(float(cold["max"]))))
+            total = await conn.fetchval("SELECT count(*) FROM bench.cold_probe")
+            events = await conn.fetchval("SELECT count(*) FROM projection.events")
+            if total != events:
+                self.fail("pool: %d events applied of %d" % (total, events))
+        finally:
+            await admin.execute("ALTER SYSTEM RESET projection.worker_idle_timeout")
+            await admin.execute("SELECT pg_reload_conf()")
+            await admin.close()
+            await conn.close()
         if not self.a.keep_dbs:
             await self.drop_db(db)
 
@@ -1437,6 +1516,12 @@ set multiplot layout %d,1 title "projection benchmark: %s events, seed %d%s"
                     await feeds.sec_feeds(self)
                 except Exception as e:
                     self.fail("section feeds: %s" % e, traceback.format_exc())
+            if "pool" in self.only and not self.a.no_extension:
+                self.say("=== pool")
+                try:
+                    await self.sec_pool()
+                except Exception as e:
+                    self.fail("section pool: %s" % e, traceback.format_exc())
             if "growth" in self.only and not self.a.no_extension:
                 self.say("=== growth")
                 try:

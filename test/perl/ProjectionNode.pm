@@ -64,6 +64,8 @@ shared_preload_libraries = 'projection'
 max_worker_processes = 32
 max_prepared_transactions = 5
 restart_after_crash = on
+# workers start on demand; most tests want them to stay once started
+projection.worker_idle_timeout = '1h'
 ));
 	return $node;
 }
@@ -170,20 +172,28 @@ sub worker_pids
 
 =item $node->wait_for_worker(db)
 
-Waits until db has its projection workers: exactly workers_per_database of
-them (never more: each claims its own slot).
+Waits until db has a projection worker, or no running async projection of
+db has anything to apply (then no worker is due).  Workers start on demand:
+one for each worker group (projection id modulo
+projection.workers_per_database) with a running async projection that has
+work.  new_node sets projection.worker_idle_timeout to an hour, so they stay,
+unless the pool (projection.max_workers) is full and another database needs
+the slot of an idle one.
 
 =cut
 
 sub wait_for_worker
 {
 	my ($self, $db) = @_;
+	my $running = "(SELECT count(*) >= 1 FROM pg_stat_activity "
+	  . "WHERE backend_type = 'projection worker' AND datname = current_database())";
+	my $has_ext = $self->safe_psql($db,
+		"SELECT count(*) FROM pg_extension WHERE extname = 'projection'");
 
-	return $self->poll_query_until('postgres',
-		    "SELECT count(*) = coalesce(current_setting('projection.workers_per_database', true), '1')::int "
-		  . "FROM pg_stat_activity "
-		  . "WHERE backend_type = 'projection worker' AND datname = "
-		  . sql_literal($db));
+	return $self->poll_query_until($db, "SELECT $running") if $has_ext eq '0';
+	return $self->poll_query_until($db,
+		    "SELECT $running OR NOT EXISTS (SELECT FROM projection.status "
+		  . "WHERE mode = 'async' AND state IN ('running', 'catching_up') AND lag_events > 0)");
 }
 
 =pod

@@ -2,7 +2,10 @@
 # test/t/001_worker_lifecycle.pl -- when the per-database worker runs, and
 # that it never stands in the way of database commands or shutdown.
 #
-# Covers: start right after CREATE EXTENSION (no restart), after a restart,
+# Workers start on demand (pool.c): a database gets one when it has an async
+# projection with work, so each check below creates the projection first.
+#
+# Covers: start right after the first async projection (no restart), after a restart,
 # after crash-restarts (immediate stop; kill -9 of a backend); no worker left
 # in a database without the extension; two databases at once; DROP EXTENSION
 # and CREATE EXTENSION again; DROP DATABASE (plain and WITH (FORCE)),
@@ -68,11 +71,9 @@ sub check_applies
 my $node = new_node('main');
 $node->start;
 
-# At start-up the launcher probes every database; 'postgres' has no
-# extension, so its worker leaves.
-$node->wait_for_log(
-	qr/projection worker exiting: extension "projection" is not installed in this database/
-);
+# At start-up the launcher probes every database once; 'postgres' has no
+# extension, so its probe leaves, silently.
+$node->wait_for_log(qr/projection: looking for pending async work in \d+ databases after the server start/);
 ok($node->wait_for_no_worker('postgres'),
 	'no worker lingers in a database without the extension');
 is( $node->safe_psql(
@@ -87,16 +88,16 @@ is( $node->safe_psql(
 # ---------------------------------------------------------------------
 $node->safe_psql('postgres', 'CREATE DATABASE db1');
 $node->create_ext('db1');
+setup_projection($node, 'db1');
 ok($node->wait_for_worker('db1'),
-	'a worker runs in db1 right after CREATE EXTENSION, without a restart');
+	'a worker runs in db1 right after its first async projection, without a restart');
 is( $node->safe_psql(
 		'postgres',
 		"SELECT count(*) FROM pg_stat_activity "
 		  . "WHERE backend_type = 'projection worker' AND datname = 'db1' "
 		  . "AND application_name = 'projection worker'"),
-	$node->workers_per_database,
-	'pg_stat_activity shows its workers as projection workers connected to db1');
-setup_projection($node, 'db1');
+	'1',
+	'pg_stat_activity shows one projection worker connected to db1 (one group has a projection)');
 check_applies($node, 'db1', 'after CREATE EXTENSION');
 
 # CREATE EXTENSION in a rolled-back transaction starts nothing
@@ -106,6 +107,7 @@ $node->safe_psql('db_rollback',
 # a committed CREATE EXTENSION elsewhere makes the launcher probe again
 $node->safe_psql('postgres', 'CREATE DATABASE db_probe');
 $node->create_ext('db_probe');
+setup_projection($node, 'db_probe');
 ok($node->wait_for_worker('db_probe'), 'worker in db_probe');
 ok($node->wait_for_no_worker('db_rollback'),
 	'no worker in a database whose CREATE EXTENSION rolled back');
@@ -115,8 +117,8 @@ ok($node->wait_for_no_worker('db_rollback'),
 # ---------------------------------------------------------------------
 $node->safe_psql('postgres', 'CREATE DATABASE db2');
 $node->create_ext('db2');
-ok($node->wait_for_worker('db2'), 'a worker runs in db2 too');
 setup_projection($node, 'db2');
+ok($node->wait_for_worker('db2'), 'a worker runs in db2 too');
 check_applies($node, 'db2', 'two databases');
 check_applies($node, 'db1', 'two databases');
 is( $node->safe_psql(
@@ -125,23 +127,23 @@ is( $node->safe_psql(
 		  . "(SELECT datname, count(*) AS n FROM pg_stat_activity "
 		  . "WHERE backend_type = 'projection worker' AND datname IN ('db1', 'db2') "
 		  . "GROUP BY datname) w"),
-	join(',', map { "$_:" . $node->workers_per_database } qw(db1 db2)),
-	'each database has its own workers, no more');
+	'db1:1,db2:1',
+	'each database has its own worker, no more');
 
 # ---------------------------------------------------------------------
 # restart, immediate stop, kill -9 of a backend
 # ---------------------------------------------------------------------
 $node->restart;
-ok($node->wait_for_worker('db1'), 'worker back in db1 after a restart');
-ok($node->wait_for_worker('db2'), 'worker back in db2 after a restart');
 check_applies($node, 'db1', 'after a restart');
 check_applies($node, 'db2', 'after a restart');
+ok($node->wait_for_worker('db1'), 'worker back in db1 after a restart');
+ok($node->wait_for_worker('db2'), 'worker back in db2 after a restart');
 
 $node->stop('immediate');
 $node->start;
+check_applies($node, 'db1', 'after an immediate stop');
 ok($node->wait_for_worker('db1'),
 	'worker back in db1 after a crash (immediate stop)');
-check_applies($node, 'db1', 'after an immediate stop');
 check_applies($node, 'db2', 'after an immediate stop');
 
 {
@@ -152,12 +154,12 @@ check_applies($node, 'db2', 'after an immediate stop');
 	ok(kill('KILL', $pid), "kill -9 of backend $pid");
 	$node->wait_for_crash_restart($offset);
 	eval { local $SIG{PIPE} = 'IGNORE'; $bg->quit; };    # its backend is gone
+	check_applies($node, 'db1', 'after kill -9 of a backend');
+	check_applies($node, 'db2', 'after kill -9 of a backend');
 	ok($node->wait_for_worker('db1'),
 		'worker back in db1 after the crash-restart');
 	ok($node->wait_for_worker('db2'),
 		'worker back in db2 after the crash-restart');
-	check_applies($node, 'db1', 'after kill -9 of a backend');
-	check_applies($node, 'db2', 'after kill -9 of a backend');
 }
 
 # pg_terminate_backend: the launcher starts the worker again
@@ -174,10 +176,10 @@ check_applies($node, 'db2', 'after an immediate stop');
 		$offset);
 	ok( $node->poll_query_until(
 			'postgres',
-			"SELECT count(*) = coalesce(current_setting('projection.workers_per_database', true), '1')::int "
+			"SELECT count(*) >= 1 "
 			  . "FROM pg_stat_activity WHERE backend_type = 'projection worker' AND datname = 'db1' "
 			  . "AND pid NOT IN (" . join(',', @pids) . ")"),
-		'the launcher starts new workers for db1');
+		'the launcher starts a new worker for db1 (its work was cut short)');
 	check_applies($node, 'db1', 'after pg_terminate_backend');
 }
 
@@ -193,8 +195,8 @@ ok($node->wait_for_no_worker('db2'), 'the worker leaves after DROP EXTENSION');
 check_applies($node, 'db1', 'the other database is unaffected by DROP EXTENSION');
 
 $node->create_ext('db2');
-ok($node->wait_for_worker('db2'), 'CREATE EXTENSION again brings the worker back');
 setup_projection($node, 'db2');
+ok($node->wait_for_worker('db2'), 'CREATE EXTENSION and a projection again bring the worker back');
 is(check_applies($node, 'db2', 'after CREATE EXTENSION again'),
 	'1', 'the new event store starts at position 1');
 
@@ -219,9 +221,9 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM pg_database WHERE datname 
 check_applies($node, 'db1', 'the launcher keeps serving db1 after DROP DATABASE');
 $node->safe_psql('postgres', 'CREATE DATABASE db4');
 $node->create_ext('db4');
+setup_projection($node, 'db4');
 ok($node->wait_for_worker('db4'),
 	'the launcher starts workers for new databases after DROP DATABASE');
-setup_projection($node, 'db4');
 check_applies($node, 'db4', 'new database after DROP DATABASE');
 
 ok($node->wait_for_worker('db4'), 'worker in db4 before DROP DATABASE WITH (FORCE)');
@@ -242,6 +244,7 @@ is($ret, 0, 'DROP DATABASE WITH (FORCE) succeeds while the worker runs')
 
 		$node->safe_psql('postgres', "CREATE DATABASE $_") for @dbs;
 		$node->create_ext($_) for @dbs;
+		setup_projection($node, $_) for @dbs;
 		for my $db (@dbs)
 		{
 			$node->wait_for_worker($db)
@@ -269,8 +272,8 @@ is($ret, 0, 'DROP DATABASE WITH (FORCE) succeeds while the worker runs')
 	isnt($ret, 0, 'DROP DATABASE fails while a user session is connected');
 	like($stderr, qr/is being accessed by other users/, 'for that reason');
 	$bg->quit;
-	ok($node->wait_for_worker('db2'), 'the worker comes back after the failed DROP DATABASE');
 	check_applies($node, 'db2', 'after a failed DROP DATABASE');
+	ok($node->wait_for_worker('db2'), 'the worker comes back after the failed DROP DATABASE');
 }
 
 ok($node->wait_for_worker('db1'), 'worker in db1 before RENAME');
@@ -278,21 +281,21 @@ ok($node->wait_for_worker('db1'), 'worker in db1 before RENAME');
   $node->psql('postgres', 'ALTER DATABASE db1 RENAME TO db1_renamed');
 is($ret, 0, 'ALTER DATABASE ... RENAME succeeds while the worker runs')
   or diag($stderr);
+check_applies($node, 'db1_renamed', 'after RENAME');
 ok($node->wait_for_worker('db1_renamed'),
 	'the worker comes back in the renamed database');
-check_applies($node, 'db1_renamed', 'after RENAME');
 
 ok($node->wait_for_worker('db1_renamed'), 'worker in db1_renamed before TEMPLATE');
 ($ret, $stdout, $stderr) = $node->psql('postgres',
 	'CREATE DATABASE db5 TEMPLATE db1_renamed');
 is($ret, 0, 'CREATE DATABASE ... TEMPLATE of a database with a worker succeeds')
   or diag($stderr);
+check_applies($node, 'db1_renamed', 'after being used as a template');
 ok($node->wait_for_worker('db1_renamed'),
 	'the template database gets its worker back');
-check_applies($node, 'db1_renamed', 'after being used as a template');
+check_applies($node, 'db5', 'copy of a template');
 ok($node->wait_for_worker('db5'),
 	'the copy, which has the extension, gets a worker too');
-check_applies($node, 'db5', 'copy of a template');
 
 {
 	my $tsdir = PostgreSQL::Test::Utils::tempdir_short();
@@ -303,8 +306,8 @@ check_applies($node, 'db5', 'copy of a template');
 	  $node->psql('postgres', 'ALTER DATABASE db5 SET TABLESPACE pj_ts');
 	is($ret, 0, 'ALTER DATABASE ... SET TABLESPACE succeeds while the worker runs')
 	  or diag($stderr);
-	ok($node->wait_for_worker('db5'), 'the worker comes back after SET TABLESPACE');
 	check_applies($node, 'db5', 'after SET TABLESPACE');
+	ok($node->wait_for_worker('db5'), 'the worker comes back after SET TABLESPACE');
 }
 
 is($node->worker_count('postgres'), '0',
@@ -315,6 +318,7 @@ is($node->worker_count('db_rollback'), '0',
 # ---------------------------------------------------------------------
 # fast shutdown is not held up
 # ---------------------------------------------------------------------
+check_applies($node, 'db1_renamed', 'before the shutdown');
 ok($node->wait_for_worker('db1_renamed'), 'workers run before the shutdown');
 ok($node->stop('fast', fail_ok => 1), 'fast shutdown completes');
 
@@ -366,8 +370,9 @@ is( $standby->safe_psql(
 $primary->stop('fast');
 
 $standby->promote;
-ok($standby->wait_for_worker('app'), 'the promoted standby runs a worker');
+$standby->wait_for_log(qr/projection launcher started/);
 $standby->safe_psql('app', "SELECT projection.resume('lifecycle')");
+ok($standby->wait_for_worker('app'), 'the promoted standby runs a worker once there is work');
 ok($standby->wait_caught_up('app', 'lifecycle'),
 	'after resume() it applies what the primary had not');
 is($standby->safe_psql('app', "SELECT count(*) FROM lifecycle_model WHERE pos = $pending"),
@@ -392,9 +397,9 @@ my $nslots = $many->safe_psql('postgres',
 $many->safe_psql('postgres', "CREATE DATABASE spare_$_") for 1 .. $nslots;
 $many->safe_psql('postgres', 'CREATE DATABASE late');
 $many->create_ext('late');
+setup_projection($many, 'late');
 ok($many->wait_for_worker('late'),
 	"a worker runs in a database created after $nslots databases without the extension");
-setup_projection($many, 'late');
 check_applies($many, 'late', 'after many databases without the extension');
 $many->stop('fast');
 
@@ -407,7 +412,7 @@ my $starved = new_node('starved');
 $starved->append_conf('postgresql.conf', 'max_worker_processes = 2');
 $starved->start;
 $starved->create_ext('postgres');
-$starved->wait_for_log(qr/could not start projection worker for database "postgres"/);
+$starved->wait_for_log(qr/max_worker_processes \(2\) is too small for projection.max_workers/);
 my $create_err;
 $starved->psql(
 	'postgres', q{

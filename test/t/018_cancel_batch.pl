@@ -146,7 +146,7 @@ $log_offset = -s $node->logfile;
 at_once('DROP EXTENSION projection CASCADE', 'DROP EXTENSION');
 ok($node->wait_for_no_worker($db), 'the worker leaves');
 $log = slurp_file($node->logfile, $log_offset);
-like($log, qr/extension "projection" is not installed in this database/,
+like($log, qr/stopping: extension "projection" is not installed there/,
 	'it leaves because the extension is gone');
 unlike($log, qr/projection worker.*exited with exit code 1/, 'without an error');
 
