@@ -91,6 +91,35 @@ projection_utility_at_eoxact(void)
 }
 
 /*
+ * Does the statement enable the triggers of one of our tables again
+ * (ALTER TABLE projection.x ENABLE TRIGGER ..., as pg_restore
+ * --disable-triggers does after loading the data)?  Rows loaded meanwhile
+ * asked for no worker (pool.c): the commit of this statement does.
+ */
+static bool
+utility_enables_our_triggers(Node *parsetree)
+{
+	AlterTableStmt *stmt;
+	ListCell   *lc;
+
+	if (!IsA(parsetree, AlterTableStmt))
+		return false;
+	stmt = (AlterTableStmt *) parsetree;
+	if (stmt->relation == NULL || stmt->relation->schemaname == NULL ||
+		strcmp(stmt->relation->schemaname, PROJECTION_SCHEMA_NAME) != 0)
+		return false;
+	foreach(lc, stmt->cmds)
+	{
+		AlterTableCmd *cmd = (AlterTableCmd *) lfirst(lc);
+
+		if (cmd->subtype == AT_EnableTrig || cmd->subtype == AT_EnableTrigAll ||
+			cmd->subtype == AT_EnableTrigUser || cmd->subtype == AT_EnableAlwaysTrig)
+			return true;
+	}
+	return false;
+}
+
+/*
  * The database a utility statement needs to itself, or NULL.
  */
 static const char *
@@ -342,6 +371,8 @@ projection_process_utility(PlannedStmt *pstmt, const char *queryString,
 	 * end of the transaction (utility_xact_callback), so they leave; no new
 	 * worker is asked for.
 	 */
+	if (ProjectionShared != NULL && utility_enables_our_triggers(pstmt->utilityStmt))
+		projection_request_launcher_at_commit();
 
 	PG_TRY();
 	{
