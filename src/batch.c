@@ -60,6 +60,7 @@
 #include "nodes/nodeFuncs.h"
 #include "nodes/parsenodes.h"
 #include "optimizer/optimizer.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -151,6 +152,15 @@ batch_register(Tuplestorestate *store)
 {
 	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
 	int			rc;
+
+	/*
+	 * The relation's row type is read from projection.events whenever a
+	 * statement over "batch" is parsed or its plan revalidated
+	 * (ENRMetadataGetTupDesc opens the table without a lock, as a trigger's
+	 * transition tables rely on their table being locked): hold the lock an
+	 * INSERT into the events would, for the rest of the transaction.
+	 */
+	LockRelationOid(projection_oids()->events, AccessShareLock);
 
 	enr->md.name = PROJECTION_BATCH_RELATION;
 	enr->md.reliddesc = projection_oids()->events;
