@@ -42,6 +42,7 @@
 #include "utils/regproc.h"
 #include "utils/snapmgr.h"
 
+#include "batch.h"
 #include "catalog.h"
 #include "handler.h"
 #include "horizon.h"
@@ -648,10 +649,13 @@ retry_one(ProjectionDef *def, RetryEvent *ev)
 		ProjectionOwnerScope scope;
 
 		memset(&scope, 0, sizeof(scope));
-		if (projection_wants(def, ev->event_type))
+		/* as the worker's event-by-event path: handlers, then the batch statements */
+		if (projection_wants(def, ev->event_type) ||
+			projection_wants_batch(def, ev->event_type))
 		{
 			projection_owner_enter(&scope, def);
 			projection_apply(def, ev->event, ev->event_type, ev->position);
+			projection_batch_apply_one(def, ev->event, ev->event_type, ev->position);
 			CommandCounterIncrement();
 			projection_owner_leave(&scope);
 		}
