@@ -35,6 +35,7 @@ use Exporter 'import';
 # and hide PostgreSQL::Test::Cluster's (command_ok, for one)
 use PostgreSQL::Test::Cluster ();
 use PostgreSQL::Test::Utils ();
+use Time::HiRes ();
 
 our @EXPORT = qw(new_node sql_literal);
 
@@ -310,7 +311,19 @@ sub wait_for_crash_restart
 
 	$self->wait_for_log(qr/all server processes terminated; reinitializing/,
 		$offset);
-	return $self->poll_query_until('postgres', 'SELECT 1', '1');
+
+	# Not poll_query_until: while the server restarts, psql can exit before
+	# it reads the query from its stdin, and IPC::Run then dies of the
+	# broken pipe (seen on the slower assert-enabled server).
+	local $SIG{PIPE} = 'IGNORE';
+	my $tries = 10 * $PostgreSQL::Test::Utils::timeout_default;
+	for (my $i = 0; $i < $tries; $i++)
+	{
+		my $up = eval { $self->safe_psql('postgres', 'SELECT 1') eq '1' };
+		return 1 if $up;
+		Time::HiRes::usleep(100_000);
+	}
+	return 0;
 }
 
 =pod
