@@ -75,29 +75,6 @@ static bool feed_wake_at_commit = false;
  * ---------------------------------------------------------------------
  */
 
-void
-projection_feed_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("argument \"%s\" must not be null", argname)));
-}
-
-char *
-projection_feed_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
-{
-	char	   *s;
-
-	projection_feed_require_arg(fcinfo, argno, argname);
-	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (s[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"%s\" must not be empty", argname)));
-	return s;
-}
-
 /* an interval in milliseconds (months as 30 days, as projection.wait does) */
 int64
 projection_feed_interval_ms(Interval *iv)
@@ -385,15 +362,15 @@ feed_check_event_types(ArrayType *types)
 Datum
 projection_create_feed(PG_FUNCTION_ARGS)
 {
-	char	   *name = projection_feed_text_arg(fcinfo, 0, "name");
-	char	   *start_from = projection_feed_text_arg(fcinfo, 2, "start_from");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
+	char	   *start_from = projection_text_arg(fcinfo, 2, "start_from");
 	int32		partitions;
 	int64		start;
 	Oid			types[6] = {TEXTOID, OIDOID, TEXTARRAYOID, INT4OID, INT8OID, INT4OID};
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
-	projection_feed_require_arg(fcinfo, 3, "partitions");
+	projection_require_arg(fcinfo, 3, "partitions");
 	partitions = PG_GETARG_INT32(3);
 	if (!PG_ARGISNULL(1))
 		feed_check_event_types(PG_GETARG_ARRAYTYPE_P(1));
@@ -471,7 +448,7 @@ projection_create_feed(PG_FUNCTION_ARGS)
 Datum
 projection_drop_feed(PG_FUNCTION_ARGS)
 {
-	char	   *name = projection_feed_text_arg(fcinfo, 0, "name");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionFeedRow    *row;
 	Oid			types[1] = {INT4OID};
@@ -492,7 +469,7 @@ projection_drop_feed(PG_FUNCTION_ARGS)
 static void
 feed_set_paused(FunctionCallInfo fcinfo, bool paused)
 {
-	char	   *name = projection_feed_text_arg(fcinfo, 0, "name");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionFeedRow    *row;
 	Oid			types[2] = {INT4OID, BOOLOID};

@@ -32,8 +32,6 @@ typedef struct ProjectionFeedRow
 } ProjectionFeedRow;
 
 /* feed.c: shared by the feed files */
-extern void projection_feed_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
-extern char *projection_feed_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern int64 projection_feed_interval_ms(Interval *iv);
 extern void projection_feed_run(const char *sql, int nargs, Oid *types, Datum *values,
 								const char *nulls, bool read_only, int expected);

@@ -29,6 +29,7 @@
 #include "horizon.h"
 #include "catalog.h"
 #include "projection.h"
+#include "spiutil.h"
 
 PG_FUNCTION_INFO_V1(projection_ack);
 PG_FUNCTION_INFO_V1(projection_nack);
@@ -47,7 +48,7 @@ PG_FUNCTION_INFO_V1(projection_seek);
 Datum
 projection_seek(PG_FUNCTION_ARGS)
 {
-	char	   *name = projection_feed_text_arg(fcinfo, 0, "feed");
+	char	   *name = projection_text_arg(fcinfo, 0, "feed");
 	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionFeedRow    *row;
 	int64		position;
@@ -55,7 +56,7 @@ projection_seek(PG_FUNCTION_ARGS)
 	Oid			types[2] = {INT4OID, INT8OID};
 	Datum		values[2];
 
-	projection_feed_require_arg(fcinfo, 1, "position");
+	projection_require_arg(fcinfo, 1, "position");
 	position = PG_GETARG_INT64(1);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -141,8 +142,8 @@ feed_lease_row(ProjectionFeedRow *row, const char *token, FeedLease *lease)
 Datum
 projection_ack(PG_FUNCTION_ARGS)
 {
-	char	   *name = projection_feed_text_arg(fcinfo, 0, "feed");
-	char	   *token = projection_feed_text_arg(fcinfo, 1, "token");
+	char	   *name = projection_text_arg(fcinfo, 0, "feed");
+	char	   *token = projection_text_arg(fcinfo, 1, "token");
 	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionFeedRow    *row;
 	FeedLease	lease;
@@ -196,8 +197,8 @@ projection_ack(PG_FUNCTION_ARGS)
 Datum
 projection_nack(PG_FUNCTION_ARGS)
 {
-	char	   *name = projection_feed_text_arg(fcinfo, 0, "feed");
-	char	   *token = projection_feed_text_arg(fcinfo, 1, "token");
+	char	   *name = projection_text_arg(fcinfo, 0, "feed");
+	char	   *token = projection_text_arg(fcinfo, 1, "token");
 	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionFeedRow    *row;
 	FeedLease	lease;
@@ -210,8 +211,8 @@ projection_nack(PG_FUNCTION_ARGS)
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	int64		result;
 
-	projection_feed_require_arg(fcinfo, 2, "failed_position");
-	projection_feed_require_arg(fcinfo, 4, "retry_after");
+	projection_require_arg(fcinfo, 2, "failed_position");
+	projection_require_arg(fcinfo, 4, "retry_after");
 	failed = PG_GETARG_INT64(2);
 	retry_after = PG_GETARG_INTERVAL_P(4);
 	if (projection_feed_interval_ms(retry_after) < 0)

@@ -65,6 +65,7 @@
 #include "eventread.h"
 #include "feed.h"
 #include "projection.h"
+#include "spiutil.h"
 #include "shmem.h"
 
 #define FEED_TOKEN_RANDOM_BYTES 12
@@ -451,7 +452,7 @@ Datum
 projection_poll(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *name = projection_feed_text_arg(fcinfo, 0, "feed");
+	char	   *name = projection_text_arg(fcinfo, 0, "feed");
 	int32		max_events;
 	int64		wait_ms;
 	Interval   *lease;
@@ -470,9 +471,9 @@ projection_poll(PG_FUNCTION_ARGS)
 	bool		found = false;
 	int			i;
 
-	projection_feed_require_arg(fcinfo, 1, "max_events");
-	projection_feed_require_arg(fcinfo, 2, "wait");
-	projection_feed_require_arg(fcinfo, 3, "lease");
+	projection_require_arg(fcinfo, 1, "max_events");
+	projection_require_arg(fcinfo, 2, "wait");
+	projection_require_arg(fcinfo, 3, "lease");
 	max_events = PG_GETARG_INT32(1);
 	wait_ms = projection_feed_interval_ms(PG_GETARG_INTERVAL_P(2));
 	lease = PG_GETARG_INTERVAL_P(3);
