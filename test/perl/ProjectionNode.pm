@@ -35,6 +35,7 @@ use Exporter 'import';
 # and hide PostgreSQL::Test::Cluster's (command_ok, for one)
 use PostgreSQL::Test::Cluster ();
 use PostgreSQL::Test::Utils ();
+use Test::More ();
 use Time::HiRes ();
 
 our @EXPORT = qw(new_node sql_literal);
@@ -324,6 +325,195 @@ sub wait_for_crash_restart
 		Time::HiRes::usleep(100_000);
 	}
 	return 0;
+}
+
+=pod
+
+=back
+
+=head1 SHARED SET-UPS
+
+Set-ups that several test files use, so that they stay alike.
+
+=over
+
+=item $node->create_exactly_once_tables(db)
+
+The tables of the exactly-once tests (002, 040): counters (one row, id 1,
+n 0), applied (pos bigint PRIMARY KEY: a repeated event would violate it)
+and block_at (positions at which the test's handler takes advisory lock
+4242, shared, so that the worker blocks there while the test holds it).
+
+=cut
+
+sub create_exactly_once_tables
+{
+	my ($self, $db) = @_;
+
+	$self->safe_psql(
+		$db, q{
+CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
+INSERT INTO counters VALUES (1, 0);
+CREATE TABLE applied (pos bigint PRIMARY KEY);
+CREATE TABLE block_at (pos bigint PRIMARY KEY);
+});
+	return;
+}
+
+=pod
+
+=item $node->bulk_append(db, n)
+
+Appends n 'Incremented' events in one INSERT ... SELECT, over 1000 streams
+never used before by this node's bulk_append (so explicit stream versions
+never collide); returns the new last position.
+
+=cut
+
+sub bulk_append
+{
+	my ($self, $db, $n) = @_;
+	my $streams = $self->{projection_bulk_streams} // 0;
+
+	$self->safe_psql(
+		$db, qq{
+INSERT INTO projection.events (stream_id, stream_version, event_type, data)
+SELECT 'counter-' || ($streams + i % 1000), i / 1000 + 1, 'Incremented',
+	   jsonb_build_object('i', i)
+  FROM generate_series(0, $n - 1) i;
+});
+	$self->{projection_bulk_streams} = $streams + 1000;
+	return $self->max_position($db);
+}
+
+=pod
+
+=item $node->check_exactly_once(db, projection, what)
+
+Test assertions (named after what) for the exactly-once tests: every event of
+the store is in applied once, no applied position is unknown, the counter
+equals the number of events, and the projection is running, without error
+or lag, its checkpoint at or past the last event.
+
+=cut
+
+sub check_exactly_once
+{
+	my ($self, $db, $projection, $what) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+	my $n = $self->safe_psql($db, 'SELECT count(*) FROM projection.events');
+	Test::More::is(
+		$self->safe_psql(
+			$db, q{
+SELECT (SELECT count(*) FROM projection.events) || ' events, '
+	|| (SELECT count(*) FROM applied) || ' applied, counter '
+	|| (SELECT n FROM counters WHERE id = 1) || ', '
+	|| (SELECT count(*) FROM projection.events e
+		 WHERE NOT EXISTS (SELECT FROM applied a WHERE a.pos = e.global_position))
+	|| ' missing, '
+	|| (SELECT count(*) FROM applied a
+		 WHERE NOT EXISTS (SELECT FROM projection.events e WHERE e.global_position = a.pos))
+	|| ' unknown'
+}),
+		"$n events, $n applied, counter $n, 0 missing, 0 unknown",
+		"$what: every event applied exactly once");
+	my $st = $self->status($db, $projection);
+	Test::More::is($st->{state}, 'running', "$what: the projection is running");
+	Test::More::is($st->{last_error}, '', "$what: no error recorded");
+	Test::More::is($st->{lag_events}, '0', "$what: no lag");
+	# after a crash the sequence resumes up to 32 values further on (it logs
+	# ahead), and the checkpoint may move past those never-used positions
+	Test::More::cmp_ok($st->{position}, '>=', $self->max_position($db),
+		"$what: the checkpoint is at or past the last event");
+	return;
+}
+
+=pod
+
+=item $node->blocked_worker_pid(what)
+
+Waits until exactly one projection worker waits on an advisory lock (the
+test's lock 4242), asserting it (named after what); returns its pid.
+
+=cut
+
+sub blocked_worker_pid
+{
+	my ($self, $what) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $where = "FROM pg_stat_activity WHERE backend_type = 'projection worker' "
+	  . "AND wait_event_type = 'Lock' AND wait_event = 'advisory'";
+
+	Test::More::ok($self->poll_query_until('postgres', "SELECT count(*) = 1 $where"),
+		$what);
+	return $self->safe_psql('postgres', "SELECT pid $where");
+}
+
+=pod
+
+=item $node->create_seen_projection(db)
+
+The set-up of the wake-up tests (013, 014): a table seen (pos bigint
+PRIMARY KEY) and an async projection p whose one statement, for events of
+type E, inserts the event's position into it.  Such tests also set
+projection.naptime to an hour (naptime_hour below), so that only a wake-up
+gets an event applied.
+
+=cut
+
+sub create_seen_projection
+{
+	my ($self, $db) = @_;
+
+	$self->safe_psql(
+		$db, q{
+CREATE TABLE seen (pos bigint PRIMARY KEY);
+SELECT projection.create('p', NULL);
+SELECT projection.on('p', 'E', 'INSERT INTO public.seen VALUES (($1).global_position)');
+});
+	return;
+}
+
+=pod
+
+=item $node->naptime_hour()
+
+Sets projection.naptime to an hour (before the start): the worker then runs
+a round only when a commit or a rollback wakes it.
+
+=cut
+
+sub naptime_hour
+{
+	my ($self) = @_;
+
+	$self->append_conf('postgresql.conf', 'projection.naptime = 3600000');
+	return;
+}
+
+=pod
+
+=item $node->create_recording_projection(db, projection, table, function)
+
+An async projection whose handler, the SQL function named function, inserts
+each event's position into table (pos bigint PRIMARY KEY), which only it
+writes (017, 019).
+
+=cut
+
+sub create_recording_projection
+{
+	my ($self, $db, $projection, $table, $function) = @_;
+
+	$self->safe_psql(
+		$db, qq{
+CREATE TABLE $table (pos bigint PRIMARY KEY);
+CREATE FUNCTION $function(e projection.events) RETURNS void
+LANGUAGE sql AS \$\$ INSERT INTO public.$table VALUES (e.global_position) \$\$;
+SELECT projection.create(} . sql_literal($projection) . qq{, '$function');
+});
+	return;
 }
 
 =pod

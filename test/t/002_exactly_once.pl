@@ -29,14 +29,10 @@ $node->start;
 
 my $db = 'postgres';
 $node->create_ext($db);
+$node->create_exactly_once_tables($db);
 $node->safe_psql(
 	$db, q{
-CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
-INSERT INTO counters VALUES (1, 0);
-CREATE TABLE applied (pos bigint PRIMARY KEY);
--- positions at which the handler first takes advisory lock 4242, shared:
--- while the test holds it, the worker blocks there, mid-batch
-CREATE TABLE block_at (pos bigint PRIMARY KEY);
+-- at the positions of block_at, the handler blocks (on the test's lock)
 CREATE FUNCTION count_event(e projection.events) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -49,74 +45,9 @@ END
 $$;
 });
 
-# Appends $n events in one INSERT ... SELECT; returns the new last position.
-my $streams = 0;
-
-sub bulk_append
-{
-	my ($n) = @_;
-
-	# fresh streams each time, so explicit stream versions never collide
-	$node->safe_psql(
-		$db, qq{
-INSERT INTO projection.events (stream_id, stream_version, event_type, data)
-SELECT 'counter-' || ($streams + i % 1000), i / 1000 + 1, 'Incremented',
-	   jsonb_build_object('i', i)
-  FROM generate_series(0, $n - 1) i;
-});
-	$streams += 1000;
-	return $node->max_position($db);
-}
-
-# Every event applied exactly once, and the projection healthy.
-sub check_exactly_once
-{
-	my ($what) = @_;
-
-	is( $node->safe_psql(
-			$db, q{
-SELECT (SELECT count(*) FROM projection.events) || ' events, '
-	|| (SELECT count(*) FROM applied) || ' applied, counter '
-	|| (SELECT n FROM counters WHERE id = 1) || ', '
-	|| (SELECT count(*) FROM projection.events e
-		 WHERE NOT EXISTS (SELECT FROM applied a WHERE a.pos = e.global_position))
-	|| ' missing, '
-	|| (SELECT count(*) FROM applied a
-		 WHERE NOT EXISTS (SELECT FROM projection.events e WHERE e.global_position = a.pos))
-	|| ' unknown'
-}),
-		do
-		{
-			my $n = $node->safe_psql($db, 'SELECT count(*) FROM projection.events');
-			"$n events, $n applied, counter $n, 0 missing, 0 unknown";
-		},
-		"$what: every event applied exactly once");
-	my $st = $node->status($db, 'counter');
-	is($st->{state}, 'running', "$what: the projection is running");
-	is($st->{last_error}, '', "$what: no error recorded");
-	is($st->{lag_events}, '0', "$what: no lag");
-	# after a crash the sequence resumes up to 32 values further on (it logs
-	# ahead), and the checkpoint may move past those never-used positions
-	cmp_ok($st->{position}, '>=', $node->max_position($db),
-		"$what: the checkpoint is at or past the last event");
-	return;
-}
-
-# Waits until the worker applying "counter" is blocked on the test's
-# advisory lock; returns its pid.
-sub blocked_worker_pid
-{
-	ok( $node->poll_query_until(
-			'postgres',
-			"SELECT count(*) = 1 FROM pg_stat_activity "
-			  . "WHERE backend_type = 'projection worker' AND wait_event_type = 'Lock' "
-			  . "AND wait_event = 'advisory'"),
-		'the worker is blocked in the middle of a batch');
-	return $node->safe_psql('postgres',
-		    "SELECT pid FROM pg_stat_activity "
-		  . "WHERE backend_type = 'projection worker' AND wait_event_type = 'Lock' "
-		  . "AND wait_event = 'advisory'");
-}
+sub bulk_append { return $node->bulk_append($db, @_); }
+sub check_exactly_once { return $node->check_exactly_once($db, 'counter', @_); }
+sub blocked_worker_pid { return $node->blocked_worker_pid('the worker is blocked in the middle of a batch'); }
 
 # ---------------------------------------------------------------------
 # 1. kill -9 of the worker in the middle of a catch-up

@@ -15,17 +15,12 @@ use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
 my $node = new_node('main');
-$node->append_conf('postgresql.conf', 'projection.naptime = 3600000');
+$node->naptime_hour;
 $node->start;
 
 my $db = 'postgres';
 $node->create_ext($db);
-$node->safe_psql(
-	$db, q{
-CREATE TABLE seen (pos bigint PRIMARY KEY);
-SELECT projection.create('p', NULL);
-SELECT projection.on('p', 'E', 'INSERT INTO public.seen VALUES (($1).global_position)');
-});
+$node->create_seen_projection($db);
 ok($node->wait_for_worker($db), 'the workers run');
 
 my $holder = $node->background_psql($db);

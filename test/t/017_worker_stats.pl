@@ -21,13 +21,7 @@ $node->start;
 
 my $db = 'postgres';
 $node->create_ext($db);
-$node->safe_psql(
-	$db, q{
-CREATE TABLE worker_only (pos bigint PRIMARY KEY);
-CREATE FUNCTION h(e projection.events) RETURNS void
-LANGUAGE sql AS $$ INSERT INTO public.worker_only VALUES (e.global_position) $$;
-SELECT projection.create('p', 'h');
-});
+$node->create_recording_projection($db, 'p', 'worker_only', 'h');
 my ($pid) = $node->worker_pids($db);
 
 # one transaction per append: the worker applies them in several rounds

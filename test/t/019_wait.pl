@@ -24,13 +24,7 @@ $node->start;
 
 my $db = 'postgres';
 $node->create_ext($db);
-$node->safe_psql(
-	$db, q{
-CREATE TABLE applied (pos bigint PRIMARY KEY);
-CREATE FUNCTION apply_h(e projection.events) RETURNS void
-LANGUAGE sql AS $$ INSERT INTO public.applied VALUES (e.global_position) $$;
-SELECT projection.create('p', 'apply_h');
-});
+$node->create_recording_projection($db, 'p', 'applied', 'apply_h');
 ok($node->wait_for_worker($db), 'worker running');
 my $pos = $node->safe_psql($db, "SELECT projection.append('s', 'E', '{}')");
 ok($node->wait_caught_up($db, 'p', $pos), 'caught up');

@@ -29,14 +29,10 @@ $node->start;
 
 my $db = 'postgres';
 $node->create_ext($db);
+$node->create_exactly_once_tables($db);
 $node->safe_psql(
 	$db, q{
-CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
-INSERT INTO counters VALUES (1, 0);
-CREATE TABLE applied (pos bigint PRIMARY KEY);
--- positions at which the batch statement takes advisory lock 4242, shared:
--- while the test holds it, the worker blocks there, mid-batch
-CREATE TABLE block_at (pos bigint PRIMARY KEY);
+-- at the positions of block_at, the batch statement blocks (on the test's lock)
 CREATE FUNCTION gate(pos bigint) RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
@@ -54,47 +50,8 @@ SELECT projection.on_batch('counter',
 	'UPDATE public.counters SET n = n + (SELECT count(*) FROM batch) WHERE id = 1');
 });
 
-my $streams = 0;
-
-# Appends $n events in one INSERT ... SELECT; returns the new last position.
-sub bulk_append
-{
-	my ($n) = @_;
-
-	$node->safe_psql(
-		$db, qq{
-INSERT INTO projection.events (stream_id, stream_version, event_type, data)
-SELECT 'counter-' || ($streams + i % 1000), i / 1000 + 1, 'Incremented',
-	   jsonb_build_object('i', i)
-  FROM generate_series(0, $n - 1) i;
-});
-	$streams += 1000;
-	return $node->max_position($db);
-}
-
-# Every event applied exactly once, and the projection healthy.
-sub check_exactly_once
-{
-	my ($what) = @_;
-
-	my $n = $node->safe_psql($db, 'SELECT count(*) FROM projection.events');
-	is( $node->safe_psql(
-			$db, q{
-SELECT (SELECT count(*) FROM projection.events) || ' events, '
-	|| (SELECT count(*) FROM applied) || ' applied, counter '
-	|| (SELECT n FROM counters WHERE id = 1) || ', '
-	|| (SELECT count(*) FROM projection.events e
-		 WHERE NOT EXISTS (SELECT FROM applied a WHERE a.pos = e.global_position))
-	|| ' missing'
-}),
-		"$n events, $n applied, counter $n, 0 missing",
-		"$what: every event applied exactly once");
-	my $st = $node->status($db, 'counter');
-	is($st->{state}, 'running', "$what: the projection is running");
-	is($st->{last_error}, '', "$what: no error recorded");
-	is($st->{lag_events}, '0', "$what: no lag");
-	return;
-}
+sub bulk_append { return $node->bulk_append($db, @_); }
+sub check_exactly_once { return $node->check_exactly_once($db, 'counter', @_); }
 
 # ---------------------------------------------------------------------
 # 1. kill -9 of the worker while a batch statement is blocked
@@ -104,16 +61,7 @@ $holder->query_safe('SELECT pg_advisory_lock(4242)');
 $node->safe_psql($db, 'INSERT INTO block_at VALUES (30000)');
 my $last = bulk_append(60_000);
 
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity "
-		  . "WHERE backend_type = 'projection worker' AND wait_event_type = 'Lock' "
-		  . "AND wait_event = 'advisory'"),
-	'the worker is blocked inside a batch statement');
-my $pid = $node->safe_psql('postgres',
-	    "SELECT pid FROM pg_stat_activity "
-	  . "WHERE backend_type = 'projection worker' AND wait_event_type = 'Lock' "
-	  . "AND wait_event = 'advisory'");
+my $pid = $node->blocked_worker_pid('the worker is blocked inside a batch statement');
 my $done = $node->safe_psql($db, 'SELECT count(*) FROM applied');
 cmp_ok($done, '>', 0, "some batches were committed before the crash ($done events)");
 cmp_ok($done, '<', 30000, 'the batch with event 30000 was not');
