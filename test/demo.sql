@@ -97,7 +97,15 @@ CREATE TABLE shop.customer_order_history (
     PRIMARY KEY (customer_id, order_id)
 );
 
--- the search index: what the seed keeps in Elasticsearch
+-- the search index: what the seed keeps in Elasticsearch; the document to
+-- search is computed from the columns, so handlers never write it
+CREATE FUNCTION shop.product_document(name text, description text, category text, tags text[])
+    RETURNS tsvector
+    LANGUAGE sql IMMUTABLE
+    RETURN setweight(to_tsvector('english', name), 'A')
+        || setweight(to_tsvector('english', category || ' ' || array_to_string(tags, ' ')), 'B')
+        || setweight(to_tsvector('english', description), 'C');
+
 CREATE TABLE shop.product_search (
     product_id          text PRIMARY KEY,
     name                text NOT NULL,
@@ -109,6 +117,7 @@ CREATE TABLE shop.product_search (
     updated_at          timestamptz,
     price_updated_at    timestamptz,
     document            tsvector NOT NULL
+                        GENERATED ALWAYS AS (shop.product_document(name, description, category, tags)) STORED
 );
 CREATE INDEX product_search_document_idx ON shop.product_search USING gin (document);
 
@@ -180,38 +189,26 @@ $sql$);
 -- 2. Product search: full-text search with a tsvector column and a GIN index
 -- ---------------------------------------------------------------------------
 
-CREATE FUNCTION shop.product_document(name text, description text, category text, tags text[])
-    RETURNS tsvector
-    LANGUAGE sql IMMUTABLE
-    RETURN setweight(to_tsvector('english', name), 'A')
-        || setweight(to_tsvector('english', category || ' ' || array_to_string(tags, ' ')), 'B')
-        || setweight(to_tsvector('english', description), 'C');
-
 CREATE FUNCTION shop.product_search_apply(e projection.events)
     RETURNS void
     LANGUAGE plpgsql
 AS $$
-DECLARE
-    new_tags text[] := ARRAY(SELECT jsonb_array_elements_text(coalesce(e.data->'tags', '[]')));
 BEGIN
     CASE e.event_type
     WHEN 'ProductCreated' THEN
         INSERT INTO shop.product_search
-               (product_id, name, description, category, price, tags, created_at, document)
+               (product_id, name, description, category, price, tags, created_at)
         VALUES (e.data->>'product_id', e.data->>'name', e.data->>'description',
-                e.data->>'category', (e.data->>'price')::numeric, new_tags,
-                (e.data->>'created_at')::timestamptz,
-                shop.product_document(e.data->>'name', e.data->>'description',
-                                      e.data->>'category', new_tags));
+                e.data->>'category', (e.data->>'price')::numeric,
+                ARRAY(SELECT jsonb_array_elements_text(coalesce(e.data->'tags', '[]'))),
+                (e.data->>'created_at')::timestamptz);
     WHEN 'ProductUpdated' THEN
         UPDATE shop.product_search
            SET name = e.data->>'name',
                description = e.data->>'description',
                category = e.data->>'category',
-               tags = new_tags,
-               updated_at = (e.data->>'updated_at')::timestamptz,
-               document = shop.product_document(e.data->>'name', e.data->>'description',
-                                                e.data->>'category', new_tags)
+               tags = ARRAY(SELECT jsonb_array_elements_text(coalesce(e.data->'tags', '[]'))),
+               updated_at = (e.data->>'updated_at')::timestamptz
          WHERE product_id = e.data->>'product_id';
     WHEN 'ProductPriceChanged' THEN
         UPDATE shop.product_search
@@ -454,10 +451,9 @@ SELECT projection.create('product_search_set', NULL,
 
 SELECT projection.on_batch('product_search_set', $sql$
     INSERT INTO shop.product_search_set AS p
-           (product_id, name, description, category, price, tags, created_at, document)
+           (product_id, name, description, category, price, tags, created_at)
     SELECT data->>'product_id', data->>'name', data->>'description', data->>'category',
-           (data->>'price')::numeric, shop.tags(data), (data->>'created_at')::timestamptz,
-           shop.product_document(data->>'name', data->>'description', data->>'category', shop.tags(data))
+           (data->>'price')::numeric, shop.tags(data), (data->>'created_at')::timestamptz
       FROM (SELECT DISTINCT ON (data->>'product_id') data, event_type
               FROM batch WHERE event_type IN ('ProductCreated', 'ProductDeleted')
              ORDER BY data->>'product_id', global_position DESC) latest
@@ -466,7 +462,7 @@ SELECT projection.on_batch('product_search_set', $sql$
     ON CONFLICT (product_id) DO UPDATE
        SET name = excluded.name, description = excluded.description, category = excluded.category,
            price = excluded.price, tags = excluded.tags, created_at = excluded.created_at,
-           updated_at = NULL, price_updated_at = NULL, document = excluded.document
+           updated_at = NULL, price_updated_at = NULL
 $sql$);
 
 SELECT projection.on_batch('product_search_set', $sql$
@@ -475,9 +471,7 @@ SELECT projection.on_batch('product_search_set', $sql$
            description = u.data->>'description',
            category = u.data->>'category',
            tags = shop.tags(u.data),
-           updated_at = (u.data->>'updated_at')::timestamptz,
-           document = shop.product_document(u.data->>'name', u.data->>'description',
-                                            u.data->>'category', shop.tags(u.data))
+           updated_at = (u.data->>'updated_at')::timestamptz
       FROM (SELECT data->>'product_id' AS product_id,
                      (array_agg(data ORDER BY global_position DESC)
                       FILTER (WHERE event_type = 'ProductUpdated'))[1] AS data,

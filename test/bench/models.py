@@ -5,7 +5,13 @@ customer activity, product search) is written once here:
 
   * tables: the read-model DDL;
   * statements: per event type, the SQL the seed's handler runs, with @E for
-    the event row and @S for the schema.  The same text becomes
+    the event row and @S for the schema.  They are read from test/demo.sql
+    (seed_statements below), the one source of the seed's statements: the
+    demo's projection.on() statements of order_summary and the CASE arms of
+    its PL/pgSQL handlers shop.daily_sales_apply, shop.customer_activity_apply
+    and shop.product_search_apply, for the event types listed here (the demo
+    also handles OrderRefunded in order_summary; the seed does not).  Edit
+    them there.  The same text becomes
       - a PL/pgSQL handler  @S.h_<name>(e projection.events)  (@E -> e), used
         by the extension's async and inline projections and by the PL/pgSQL
         loop, and
@@ -14,9 +20,10 @@ customer activity, product search) is written once here:
   * oracle: the set-based rebuild, INSERT ... SELECT ... GROUP BY over
     projection.events up to a position (@UPTO).  It is the correctness oracle
     and the practical speed limit;
-  * compare: the columns compared between variants.  Columns the seed fills
-    with NOW() (updated_at in order_summaries, daily_sales and customers)
-    differ by construction and are left out.
+  * compare: the columns compared between variants.  updated_at (in
+    order_summaries, daily_sales and customers) is the recorded_at of the
+    event that wrote the row in the demo's statements and now() in the batch
+    statements, so it is left out.
 
 Every variant lives in its own schema, so names never collide; handlers name
 every table with its schema, because the extension runs handlers with a
@@ -25,6 +32,10 @@ search_path of pg_catalog only.
 The client-side projector (pyprojector.py) has its own copy of the same
 statements in the seed's Python style.
 """
+
+import os
+import re
+import textwrap
 
 ORDER_TYPES = ["OrderCreated", "OrderItemAdded", "OrderItemRemoved",
                "OrderShipped", "OrderCompleted", "OrderCancelled"]
@@ -49,37 +60,6 @@ CREATE TABLE @S.order_summaries (
     updated_at          timestamptz
 );
 """,
-    statements={
-        "OrderCreated": ["""
-INSERT INTO @S.order_summaries (order_id, customer_id, status, total_amount, item_count, created_at)
-VALUES (@E.data->>'order_id', @E.data->>'customer_id', 'pending', 0, 0,
-        (@E.data->>'created_at')::timestamptz)"""],
-        "OrderItemAdded": ["""
-UPDATE @S.order_summaries
-   SET total_amount = total_amount + (@E.data->>'price')::numeric * (@E.data->>'quantity')::numeric,
-       item_count = item_count + 1,
-       updated_at = now()
- WHERE order_id = @E.data->>'order_id'"""],
-        "OrderItemRemoved": ["""
-UPDATE @S.order_summaries
-   SET total_amount = total_amount - (@E.data->>'price')::numeric * (@E.data->>'quantity')::numeric,
-       item_count = item_count - 1,
-       updated_at = now()
- WHERE order_id = @E.data->>'order_id'"""],
-        "OrderShipped": ["""
-UPDATE @S.order_summaries
-   SET status = 'shipped', shipped_at = (@E.data->>'shipped_at')::timestamptz, updated_at = now()
- WHERE order_id = @E.data->>'order_id'"""],
-        "OrderCompleted": ["""
-UPDATE @S.order_summaries
-   SET status = 'completed', completed_at = (@E.data->>'completed_at')::timestamptz, updated_at = now()
- WHERE order_id = @E.data->>'order_id'"""],
-        "OrderCancelled": ["""
-UPDATE @S.order_summaries
-   SET status = 'cancelled', cancelled_at = (@E.data->>'cancelled_at')::timestamptz,
-       cancellation_reason = @E.data->>'reason', updated_at = now()
- WHERE order_id = @E.data->>'order_id'"""],
-    },
     oracle=["""
 INSERT INTO @S.order_summaries (order_id, customer_id, status, total_amount, item_count,
                                 created_at, shipped_at, completed_at, cancelled_at, cancellation_reason)
@@ -129,24 +109,6 @@ CREATE TABLE @S.daily_sales (
     updated_at    timestamptz
 );
 """,
-    statements={
-        "OrderCompleted": ["""
-INSERT INTO @S.daily_sales AS d (date, total_orders, total_revenue, total_items)
-VALUES (left(@E.data->>'completed_at', 10)::date, 1,
-        (@E.data->>'total_amount')::numeric, (@E.data->>'item_count')::integer)
-ON CONFLICT (date) DO UPDATE
-   SET total_orders = d.total_orders + 1,
-       total_revenue = d.total_revenue + excluded.total_revenue,
-       total_items = d.total_items + excluded.total_items,
-       updated_at = now()"""],
-        "OrderRefunded": ["""
-UPDATE @S.daily_sales
-   SET total_orders = total_orders - 1,
-       total_revenue = total_revenue - (@E.data->>'refund_amount')::numeric,
-       total_refunds = total_refunds + (@E.data->>'refund_amount')::numeric,
-       updated_at = now()
- WHERE date = left(@E.data->>'original_completed_at', 10)::date"""],
-    },
     oracle=["""
 INSERT INTO @S.daily_sales (date, total_orders, total_revenue, total_items, total_refunds)
 SELECT d, sum(o), sum(r), sum(i), sum(f)
@@ -194,31 +156,6 @@ CREATE TABLE @S.customer_order_history (
     PRIMARY KEY (customer_id, order_id)
 );
 """,
-    statements={
-        "CustomerCreated": ["""
-INSERT INTO @S.customers (customer_id, email, name, tier, created_at)
-VALUES (@E.data->>'customer_id', @E.data->>'email', @E.data->>'name', 'bronze',
-        (@E.data->>'created_at')::timestamptz)""", """
-INSERT INTO @S.customer_activity_summary (customer_id, total_orders, total_spent, total_reviews)
-VALUES (@E.data->>'customer_id', 0, 0, 0)"""],
-        "OrderCompleted": ["""
-UPDATE @S.customer_activity_summary
-   SET total_orders = total_orders + 1,
-       total_spent = total_spent + (@E.data->>'total_amount')::numeric,
-       last_order_at = (@E.data->>'completed_at')::timestamptz
- WHERE customer_id = @E.data->>'customer_id'""", """
-INSERT INTO @S.customer_order_history (customer_id, order_id, amount, completed_at)
-VALUES (@E.data->>'customer_id', @E.data->>'order_id', (@E.data->>'total_amount')::numeric,
-        (@E.data->>'completed_at')::timestamptz)"""],
-        "ReviewSubmitted": ["""
-UPDATE @S.customer_activity_summary
-   SET total_reviews = total_reviews + 1,
-       last_review_at = (@E.data->>'submitted_at')::timestamptz
- WHERE customer_id = @E.data->>'customer_id'"""],
-        "CustomerTierChanged": ["""
-UPDATE @S.customers SET tier = @E.data->>'new_tier', updated_at = now()
- WHERE customer_id = @E.data->>'customer_id'"""],
-    },
     oracle=["""
 INSERT INTO @S.customers (customer_id, email, name, tier, created_at)
 SELECT c.data->>'customer_id', c.data->>'email', c.data->>'name', coalesce(t.tier, 'bronze'),
@@ -284,28 +221,6 @@ CREATE TABLE @S.product_search (
 );
 CREATE INDEX ON @S.product_search USING gin (search);
 """,
-    statements={
-        "ProductCreated": ["""
-INSERT INTO @S.product_search (product_id, name, description, category, price, tags, created_at)
-VALUES (@E.data->>'product_id', @E.data->>'name', @E.data->>'description', @E.data->>'category',
-        (@E.data->>'price')::numeric,
-        ARRAY(SELECT jsonb_array_elements_text(@E.data->'tags')),
-        (@E.data->>'created_at')::timestamptz)"""],
-        "ProductUpdated": ["""
-UPDATE @S.product_search
-   SET name = @E.data->>'name', description = @E.data->>'description',
-       category = @E.data->>'category',
-       tags = ARRAY(SELECT jsonb_array_elements_text(@E.data->'tags')),
-       updated_at = (@E.data->>'updated_at')::timestamptz
- WHERE product_id = @E.data->>'product_id'"""],
-        "ProductPriceChanged": ["""
-UPDATE @S.product_search
-   SET price = (@E.data->>'new_price')::numeric,
-       price_updated_at = (@E.data->>'changed_at')::timestamptz
- WHERE product_id = @E.data->>'product_id'"""],
-        "ProductDeleted": ["""
-DELETE FROM @S.product_search WHERE product_id = @E.data->>'product_id'"""],
-    },
     oracle=["""
 INSERT INTO @S.product_search (product_id, name, description, category, price, tags,
                                created_at, updated_at, price_updated_at)
@@ -334,6 +249,75 @@ SELECT id, d->>'name', d->>'description', d->>'category', p::numeric,
 )
 
 SEED = ["order_summary", "daily_sales", "customer_activity", "product_search"]
+
+DEMO_SQL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "demo.sql")
+
+# where test/demo.sql holds each seed projection's statements: the name of
+# its projection.on() projection, or of its PL/pgSQL handler
+DEMO_SOURCE = {
+    "order_summary": ("on", "order_summary"),
+    "daily_sales": ("handler", "shop.daily_sales_apply"),
+    "customer_activity": ("handler", "shop.customer_activity_apply"),
+    "product_search": ("handler", "shop.product_search_apply"),
+}
+
+
+def _demo_template(sql, event):
+    """A statement of the demo as a template: shop. -> @S., the event
+    (($1) in on() statements, e in handlers) -> @E."""
+    sql = re.sub(r"\bshop\.", "@S.", textwrap.dedent(sql.strip("\n")).strip().rstrip(";"))
+    if event == "($1)":
+        return sql.replace("($1)", "@E")
+    return re.sub(r"(?<![\w.])e\.", "@E.", sql)
+
+
+def seed_statements(demo=DEMO_SQL):
+    """{name: {event_type: [statement, ...]}} for the SEED projections, read
+    from test/demo.sql; raises ValueError if an event type of a projection
+    has no statement there, or a statement names a table of the schema that
+    is not one of the projection's tables."""
+    with open(demo) as f:
+        text = f.read()
+    result = {}
+    for name, (kind, where) in DEMO_SOURCE.items():
+        stmts = {}
+        if kind == "on":
+            for etype, sql in re.findall(
+                    r"SELECT projection\.on\('%s', '(\w+)', \$sql\$(.*?)\$sql\$\);" % re.escape(where),
+                    text, re.S):
+                stmts.setdefault(etype, []).append(_demo_template(sql, "($1)"))
+        else:
+            m = re.search(r"CREATE FUNCTION %s\(e projection\.events\).*?\$\$(.*?)\$\$;" % re.escape(where),
+                          text, re.S)
+            if not m:
+                raise ValueError("%s: no function %s in %s" % (name, where, demo))
+            body = re.search(r"\n    CASE e\.event_type\n(.*?)\n    END CASE;", m.group(1), re.S)
+            if not body:
+                raise ValueError("%s: %s has no CASE e.event_type" % (name, where))
+            for arm in re.split(r"^    WHEN ", body.group(1), flags=re.M)[1:]:
+                head, _, code = arm.partition("\n")
+                etype = re.fullmatch(r"'(\w+)' THEN", head.strip())
+                if not etype:
+                    raise ValueError("%s: unexpected arm %r in %s" % (name, head, where))
+                stmts[etype.group(1)] = [_demo_template(sql, "e") for sql in re.split(r";[ \t]*\n", textwrap.dedent(code))
+                                         if sql.strip()]
+        p = PROJECTIONS[name]
+        missing = [t for t in p["types"] if t not in stmts]
+        if missing:
+            raise ValueError("%s: no statement for %s in %s" % (name, ", ".join(missing), demo))
+        result[name] = {}
+        for t in p["types"]:
+            for sql in stmts[t]:
+                for table in re.findall(r"@S\.(\w+)", sql):
+                    if table not in p["tables"]:
+                        raise ValueError("%s: a statement for %s names @S.%s, not one of its tables"
+                                         % (name, t, table))
+            result[name][t] = stmts[t]
+    return result
+
+
+for _name, _stmts in seed_statements().items():
+    PROJECTIONS[_name]["statements"] = _stmts
 
 
 def sub(text, schema, event="e", upto=None):
@@ -470,6 +454,7 @@ BEGIN
     e.global_position := projection.append(p_stream, p_type, p_data);
     e.event_type := p_type;
     e.data := p_data;
+    e.recorded_at := clock_timestamp();   -- as projection.append records it
     CASE e.event_type
 %s
     ELSE NULL;
