@@ -35,9 +35,14 @@ PJ_CACHE=${PJ_CACHE:-/var/cache/projection-test}
 PJ_CASSERT_CONFIGURE=(--enable-cassert --enable-debug --enable-tap-tests --without-readline --without-icu)
 
 # What the chroots install: the server and its PGXS, the TAP modules' IPC::Run,
-# a compiler.  postgresql-server-dev-N brings make, gcc and clang (bitcode).
+# a compiler (postgresql-server-dev-N brings make, gcc and clang for bitcode),
+# and the clients that TAP tests run against the server, as test/lib.sh's
+# PJ_PACKAGES does on the host: the exporter (055), Sphinx and the search
+# indexer's Python drivers (057).  Changing the list changes the entries'
+# stamp (PJ_CHROOT_STAMP), so the chroots are built again.
 pj_chroot_packages() {
-    echo "postgresql-$1 postgresql-server-dev-$1 libipc-run-perl build-essential"
+    echo "postgresql-$1 postgresql-server-dev-$1 libipc-run-perl build-essential" \
+        "prometheus-postgres-exporter sphinxsearch python3-psycopg python3-pymysql"
 }
 
 pj_server_packages() {
@@ -149,11 +154,16 @@ pj_chroot_spec() {
 # files the host reads have one owner.  No cluster is created and no service
 # started.  testing's Release file may be past its Valid-Until on a snapshot
 # mirror, hence Check-Valid-Until=false there.
+#
+# It builds into DIR.new and then puts the new tree in DIR's place
+# (pj_chroot_replace), because runs that started before may still have the
+# old DIR mounted as their overlay's lower layer.
 pj_build_chroot() {
-    local dir=$1 suite=$2 version=$3 stamp=$4 mirror log
+    local final=$1 suite=$2 version=$3 stamp=$4 mirror log dir
     mirror=$(pj_debian_mirror)
     [ -n "$mirror" ] || pj_die "no Debian archive in apt's sources"
-    log=$PJ_CACHE/build-$(basename "$dir").log
+    log=$PJ_CACHE/build-$(basename "$final").log
+    dir=$final.new
     rm -rf "$dir"
     pj_say "debootstrap $suite into $dir ($mirror)"
     debootstrap --variant=minbase "$suite" "$dir" "$mirror" >"$log" 2>&1 ||
@@ -178,6 +188,28 @@ EOF
         { tail -n 40 "$log"; pj_die "installing PostgreSQL $version in the $suite chroot failed (log: $log)"; }
     [ -x "$dir/usr/lib/postgresql/$version/bin/pg_config" ] || pj_die "no PostgreSQL $version in the $suite chroot (log: $log)"
     echo "$stamp" >"$dir/.complete"
+    pj_chroot_replace "$dir" "$final"
+}
+
+# pj_chroot_replace NEW DIR: puts the chroot NEW in DIR's place.  An old DIR
+# that a run still has mounted (its overlay's lowerdir, in some process's
+# mountinfo) is not removed under that run: it is renamed DIR.old.* and
+# removed by a later build, once a day has passed (longer than any run).
+pj_chroot_replace() {
+    local new=$1 dir=$2 old
+    for old in "$dir".old.*; do
+        [ -f "$old/.retired" ] && [ -n "$(find "$old/.retired" -mmin +1440)" ] && rm -rf "$old"
+    done
+    if [ -d "$dir" ]; then
+        if grep -qsF "lowerdir=$dir," /proc/[0-9]*/mountinfo; then
+            old=$dir.old.$(date +%Y%m%d%H%M%S).$$
+            mv "$dir" "$old"
+            touch "$old/.retired"
+        else
+            rm -rf "$dir"
+        fi
+    fi
+    mv "$new" "$dir"
 }
 
 # --- the interface ------------------------------------------------------------
@@ -198,7 +230,7 @@ pj_server_cache() {
         pg17 | pg18)
             spec=$(pj_chroot_spec "$name")
             entry=$PJ_CACHE/chroot-$name
-            stamp="chroot ${spec% *} ${spec#* } 1 postgres=$(id -u postgres):$(id -g postgres)"
+            stamp="chroot ${spec% *} ${spec#* } 2 postgres=$(id -u postgres):$(id -g postgres) $(pj_chroot_packages "${spec#* }")"
             pj_cache_lock "chroot-$name"
             pj_cache_valid "$entry" "$stamp" || pj_build_chroot "$entry" "${spec% *}" "${spec#* }" "$stamp"
             pj_cache_unlock
