@@ -23,7 +23,9 @@
 #   PJ_SUITE_DIR    the scratch copy to make (default: a new /tmp/projection-test.XXXXXX)
 #   SUITES          which suites to run (default: "regress isolation tap")
 #   PROVE_TESTS     TAP test files to run, relative to the repository root
-#   PROVE_FLAGS     replaces the Makefile's prove flags (keep "-I test/perl")
+#   PROVE_FLAGS     replaces the Makefile's prove flags (keep "-I test/perl");
+#                   default: the Makefile's and --timer, so that every log
+#                   shows what each TAP file took
 #   LOG_LINES       lines printed from the end of each server log (default 300)
 #   KEEP_TMP=1      keep the scratch copy even when everything passed
 
@@ -82,7 +84,9 @@ else
     W=$(mktemp -d /tmp/projection-test.XXXXXX)
 fi
 pj_stage_tree "$top" "$W"
+build_start=$SECONDS
 pj_build_install "$W" "$cflags"
+pj_say "build and install took $((SECONDS - build_start)) s"
 chown -R postgres:postgres "$W"
 
 # make_var NAME: the value of a variable of the Makefile in $W
@@ -95,7 +99,7 @@ make_var() {
 # Extra make arguments that the caller's environment asks for.
 extra_make_args=()
 [ -n "${PROVE_TESTS:-}" ] && extra_make_args+=("PROVE_TESTS=$PROVE_TESTS")
-[ -n "${PROVE_FLAGS:-}" ] && extra_make_args+=("PROVE_FLAGS=$PROVE_FLAGS")
+extra_make_args+=("PROVE_FLAGS=${PROVE_FLAGS:-$(make_var PROVE_FLAGS) --timer}")
 
 # run_suite SUITE LOGFILE MAKE-OVERRIDES...: runs "make installcheck" with the
 # other two suites switched off; returns make's exit status.
@@ -103,11 +107,13 @@ run_suite() {
     local suite=$1 log=$2 rc
     shift 2
 
+    local start=$SECONDS
     pj_say "suite: $suite"
     set +e
     pj_as_postgres make -C "$W" PG_CONFIG="$PG_CONFIG" "${extra_make_args[@]}" "$@" installcheck 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     set -e
+    pj_say "suite $suite took $((SECONDS - start)) s"
     return "$rc"
 }
 
@@ -141,7 +147,8 @@ count_pg_regress() {
 
 # count_tap LOGFILE RC FILES...: counts a prove run by test file.  A file
 # fails if prove's "Test Summary Report" lists it; if prove did not finish
-# (no "Result:" line), a file passes only if prove printed "ok" for it.
+# (no "Result:" line), a file passes only if prove printed "ok" for it
+# (after the time of day that --timer puts first).
 count_tap() {
     local log=$1 rc=$2 f re finished=0 n_failed=0
     shift 2
@@ -151,7 +158,7 @@ count_tap() {
         re=$(printf '%s' "$f" | sed 's/[.[\*^$]/\\&/g')
         if grep -q "^${re} *(Wstat: " "$log"; then
             :
-        elif [ "$finished" = 1 ] || grep -Eq "^${re} \.+ (ok|skipped)" "$log"; then
+        elif [ "$finished" = 1 ] || grep -Eq "^(\[[0-9:]+\] )?${re} \.+ (ok|skipped)" "$log"; then
             passed=$((passed + 1))
             continue
         fi
