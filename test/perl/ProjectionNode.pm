@@ -35,6 +35,8 @@ use Exporter 'import';
 # and hide PostgreSQL::Test::Cluster's (command_ok, for one)
 use PostgreSQL::Test::Cluster ();
 use PostgreSQL::Test::Utils ();
+use Fcntl ();
+use File::Path ();
 use Test::More ();
 use Time::HiRes ();
 
@@ -48,9 +50,11 @@ our @EXPORT = qw(new_node sql_literal);
 
 =item new_node(name, %init_params)
 
-Creates and initialises (initdb) a node of class ProjectionNode with the
-projection library preloaded.  %init_params go to PostgreSQL::Test::Cluster's
-init (for example allows_streaming => 1).  The node is not started.
+Creates and initialises a node of class ProjectionNode with the projection
+library preloaded.  %init_params go to PostgreSQL::Test::Cluster's init (for
+example allows_streaming => 1).  Its data directory is a copy of one initdb
+made once per prove run (init_from_template), unless %init_params has extra
+(initdb options) or force_initdb.  The node is not started.
 
 =cut
 
@@ -59,7 +63,14 @@ sub new_node
 	my ($name, %params) = @_;
 	my $node = ProjectionNode->new($name);
 
-	$node->init(%params);
+	if (defined $params{extra} || $params{force_initdb})
+	{
+		$node->init(%params);
+	}
+	else
+	{
+		init_from_template($node, %params);
+	}
 	$node->append_conf(
 		'postgresql.conf', qq(
 shared_preload_libraries = 'projection'
@@ -70,6 +81,54 @@ restart_after_crash = on
 projection.worker_idle_timeout = '1h'
 ));
 	return $node;
+}
+
+# initdb_template(): the data directory that init_from_template copies,
+# made by initdb (with the options PostgreSQL::Test::Cluster's init gives it)
+# the first time a test of this prove run asks for it, in the run's tmp_check
+# directory, which "make installcheck" empties before prove starts.
+sub initdb_template
+{
+	my $dir = "$PostgreSQL::Test::Utils::tmp_check/projection_initdb_template";
+
+	return $dir if -f "$dir.done";
+	open my $lock, '>', "$dir.lock" or die "could not open $dir.lock: $!";
+	flock($lock, Fcntl::LOCK_EX) or die "could not lock $dir.lock: $!";
+	if (!-f "$dir.done")
+	{
+		File::Path::rmtree($dir);
+		PostgreSQL::Test::Utils::system_or_bail('initdb', '-D', $dir, '-A', 'trust', '-N');
+		open my $done, '>', "$dir.done" or die "could not create $dir.done: $!";
+		close $done;
+	}
+	close $lock;
+	return $dir;
+}
+
+# init_from_template(node, %params): the node's init, with its initdb
+# replaced by a copy of initdb_template(), as PostgreSQL 17's own
+# INITDB_TEMPLATE does (PostgreSQL 15's PostgreSQL::Test::Cluster has no such
+# option, so its call of initdb is intercepted here).  Everything else of init
+# (pg_regress --config-auth, the configuration it writes, streaming and
+# archiving) runs as usual.  Copying is several times cheaper than initdb,
+# and each TAP file starts one to five nodes.
+sub init_from_template
+{
+	my ($node, %params) = @_;
+	my $template = initdb_template();
+	my $system_or_bail = \&PostgreSQL::Test::Utils::system_or_bail;
+
+	no warnings 'redefine';
+	local *PostgreSQL::Test::Utils::system_or_bail = sub {
+		return $system_or_bail->(@_) unless $_[0] eq 'initdb';
+		Test::More::note('initializing database system by copying '
+			  . 'the projection tests\' initdb template');
+		return $system_or_bail->('cp', '-RPp', $template, $node->data_dir);
+	};
+	# 17 and later copy their own template when this is set: we copy ours
+	delete local $ENV{INITDB_TEMPLATE};
+	$node->init(%params);
+	return;
 }
 
 =pod
