@@ -52,43 +52,38 @@ SELECT projection.create('p', 'h', mode => 'async');
 });
 
 my @dbs = map { "d$_" } 1 .. $ndbs;
-for my $db (@dbs)
-{
-	$node->safe_psql('postgres', "CREATE DATABASE $db TEMPLATE tmpl");
-}
+# one psql for all of them (a psql process per database costs more than the
+# CREATE DATABASE)
+$node->safe_psql('postgres', join('', map { "CREATE DATABASE $_ TEMPLATE tmpl;\n" } @dbs));
 pass("$ndbs databases with an async projection");
 
 # three events in every database, one database after the other: the
 # launcher serves them max_workers at a time
-my $max_seen = 0;
+# each database's append in its own session and transaction, all in one psql
+# (\c); after every 20th, a look at how many workers run
+my $script = '';
 for my $i (0 .. $#dbs)
 {
-	$node->safe_psql($dbs[$i],
-		q{SELECT projection.append('s', 'E', json_build_object('n', n)::jsonb) FROM generate_series(1, 3) n});
-	if ($i % 20 == 0)
-	{
-		my $n = $node->safe_psql('postgres',
-			q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'projection worker'});
-		$max_seen = $n if $n > $max_seen;
-	}
+	$script .= "\\c $dbs[$i]\n"
+	  . q{SELECT count(*) AS appended FROM (SELECT projection.append('s', 'E', json_build_object('n', n)::jsonb) FROM generate_series(1, 3) n) a \gset}
+	  . "\n";
+	$script .= "\\c postgres\n"
+	  . q{SELECT 'workers ' || count(*) FROM pg_stat_activity WHERE backend_type = 'projection worker';}
+	  . "\n"
+	  if $i % 20 == 0;
+}
+my $max_seen = 0;
+for my $line (split /\n/, $node->safe_psql('postgres', $script))
+{
+	next unless $line =~ /^workers (\d+)$/;
+	$max_seen = $1 if $1 > $max_seen;
 }
 
-my $applied = 0;
-for my $db (@dbs)
-{
-	$applied++
-	  if $node->poll_query_until($db,
-		  q{SELECT count(*) = 3 AND count(DISTINCT n) = 3 AND min(n) = 1 AND max(n) = 3 FROM seen});
-}
+my $applied = $node->poll_each(\@dbs,
+	q{SELECT count(*) = 3 AND count(DISTINCT n) = 3 AND min(n) = 1 AND max(n) = 3 FROM seen});
 is($applied, $ndbs, "all $ndbs databases have their three events applied");
-my $exactly_once = 0;
-for my $db (@dbs)
-{
-	$exactly_once++
-	  if $node->safe_psql($db,
-		q{SELECT (SELECT count(*) FROM seen) = 3 AND position = 3 AND lag_events = 0 FROM projection.status WHERE name = 'p'})
-	  eq 't';
-}
+my $exactly_once = grep { $_ eq 't' } $node->psql_each(\@dbs,
+	q{SELECT (SELECT count(*) FROM seen) = 3 AND position = 3 AND lag_events = 0 FROM projection.status WHERE name = 'p';});
 is($exactly_once, $ndbs, 'each exactly once, and every checkpoint at 3');
 ok($max_seen <= $max_workers,
 	"never more than projection.max_workers workers at once (saw $max_seen)");
