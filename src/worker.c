@@ -13,7 +13,7 @@
  *
  * Which events are safe to apply (no skipped events): the safe-horizon
  * rule, stated and implemented in horizon.c.  Each round reads the horizon
- * at its start (worker_begin) and walks its batch with it (worker_horizon).
+ * at its start (projection_worker_begin) and walks its batch with it (projection_worker_horizon).
  *
  * Exactly once: each round locks the registry rows of the projections it
  * applies (FOR UPDATE SKIP LOCKED: a projection being paused, resumed or
@@ -21,10 +21,10 @@
  * applies the events and updates the positions in the same transaction.
  *
  * Errors: a round is first applied without subtransactions.  If it fails,
- * worker_error_kind() says what to do: after a cancel of this worker, retry
+ * projection_worker_error_kind() says what to do: after a cancel of this worker, retry
  * at once; after a transient error (serialization failure, deadlock, lock
  * time-out, ...), back off and retry, but a handler call that fails so
- * WORKER_TRANSIENT_ATTEMPTS times in a row is treated as failing; after a
+ * PROJECTION_WORKER_TRANSIENT_ATTEMPTS times in a row is treated as failing; after a
  * handler error, replay the same range with one subtransaction per handler
  * call, at most WORKER_CAREFUL_CHUNK events per transaction, reading only
  * the event types concerned, to find the poison event: on_error 'stop'
@@ -33,7 +33,7 @@
  * end at once on SIGTERM.
  *
  * Memory: the loop's round_cxt is reset after every round.  A round's
- * transaction allocates under SPI (freed by SPI_finish in worker_end); what
+ * transaction allocates under SPI (freed by SPI_finish in projection_worker_end); what
  * a round reads after its commit (the projections' ids and positions) is
  * allocated in round_cxt, saved before SPI_connect.  A batch's events are
  * bounded by projection.batch_size and projection.batch_bytes (eventread.c).
@@ -89,48 +89,63 @@
 /* longest back-off after transient errors, ms */
 #define WORKER_MAX_BACKOFF_MS 10000
 /* attempts of one handler call failing with transient errors before on_error decides */
-#define WORKER_TRANSIENT_ATTEMPTS 5
+#define PROJECTION_WORKER_TRANSIENT_ATTEMPTS 5
 
 /* a projection taking part in a round */
-typedef struct RoundProjection
+typedef struct ProjectionRoundMember
 {
-	ProjectionDef *def;			/* registry cache: valid until worker_end() */
-	int32		id;				/* def->id, for after worker_end() */
-	char	   *name;			/* def->name, copied, for after worker_end() */
+	ProjectionDef *def;			/* registry cache: valid until projection_worker_end() */
+	int32		id;				/* def->id, for after projection_worker_end() */
+	char	   *name;			/* def->name, copied, for after projection_worker_end() */
 	int64		position;		/* checkpoint, locked and re-read this round */
 	bool		catching_up;
 	bool		failed;			/* failed during this round (careful mode) */
 	bool		skipped_any;	/* wrote dead letters this round */
 	bool		just_caught_up; /* finished its catch-up this round */
-} RoundProjection;
+} ProjectionRoundMember;
 
 /* an event of the batch */
-typedef struct BatchEvent
+typedef struct ProjectionRoundEvent
 {
 	int64		position;
 	char	   *event_type;
 	char	   *stream_id;
 	Datum		event;
-} BatchEvent;
-
-static Oid	worker_dboid = InvalidOid;
-static int	worker_index = 0;
-static int	worker_count = 1;
-static bool worker_probe = false;	/* started after a server start: leave once caught up */
-static char *worker_dbname = "?";	/* for log lines, read once at start */
+} ProjectionRoundEvent;
 
 /*
- * What the last round found (worker_round): every projection of this
- * worker's group at or past the sequence's last value read in that round
- * (nothing drawn is left to apply), and whether the group has no running
- * async projection at all.
+ * This worker (set at start) and what its last round found.
  */
-static bool worker_caught_up = false;
-static bool worker_group_empty = false;
-/* leaving with nothing left to do: the group need not be started again */
-static bool worker_exit_clean = false;
-/* checkpoints saved by this worker: moves whenever a round did work */
-static uint64 worker_saves = 0;
+typedef struct ProjectionWorkerState
+{
+	Oid			dboid;
+	int			index;
+	int			count;
+	bool		probe;			/* started after a server start: leave once caught up */
+	char	   *dbname;			/* for log lines, read once at start */
+
+	/*
+	 * What the last round found (projection_worker_round): every projection
+	 * of this worker's group at or past the sequence's last value read in
+	 * that round (nothing drawn is left to apply), and whether the group has
+	 * no running async projection at all.
+	 */
+	bool		caught_up;
+	bool		group_empty;
+	/* leaving with nothing left to do: the group need not be started again */
+	bool		exit_clean;
+	/* checkpoints saved by this worker: moves whenever a round did work */
+	uint64		saves;
+
+	/*
+	 * The handler call running now (applying_id 0: none), so that an error
+	 * can be charged to it.
+	 */
+	int32		applying_id;
+	int64		applying_position;
+} ProjectionWorkerState;
+
+static ProjectionWorkerState projection_worker = {InvalidOid, 0, 1, false, "?", false, false, false, 0, 0, 0};
 
 /* catch-ups this worker follows, for the "caught up" LOG line's rate */
 #define WORKER_TRACKED_CATCH_UPS 64
@@ -146,12 +161,9 @@ static MemoryContext round_cxt = NULL;
 static int	transient_failures = 0; /* in a row, not charged to a handler call */
 
 /*
- * The handler call running now (applying_id 0: none), so that an error can
- * be charged to it; and the handler call that last failed with a transient
- * error, with how many times in a row it did.
+ * The handler call that last failed with a transient error, with how many
+ * times in a row it did.
  */
-static int32 applying_id = 0;
-static int64 applying_position = 0;
 static int32 transient_id = 0;
 static int64 transient_position = 0;
 static int	transient_attempts = 0;
@@ -174,10 +186,10 @@ static void
 worker_release_slot(int code, Datum arg)
 {
 	ProjectionDbSlot *slot;
-	ProjectionDbDemand *e = projection_pool_demand(worker_dboid, false);
+	ProjectionDbDemand *e = projection_pool_demand(projection_worker.dboid, false);
 
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(worker_dboid, worker_index);
+	slot = projection_find_dbslot(projection_worker.dboid, projection_worker.index);
 	if (slot != NULL && slot->pid == MyProcPid)
 	{
 		/*
@@ -201,10 +213,10 @@ worker_release_slot(int code, Datum arg)
 			e->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														Min(30000, 500 << Min(e->failures, 10)));
 		}
-		else if (worker_exit_clean)
+		else if (projection_worker.exit_clean)
 			e->failures = 0;
-		if (!worker_exit_clean && worker_index < 32)
-			pg_atomic_fetch_or_u32(&e->pending, (uint32) 1 << worker_index);
+		if (!projection_worker.exit_clean && projection_worker.index < 32)
+			pg_atomic_fetch_or_u32(&e->pending, (uint32) 1 << projection_worker.index);
 	}
 	LWLockRelease(ProjectionShared->lock);
 	projection_wake_launcher();
@@ -219,11 +231,11 @@ static bool
 worker_claim_slot(void)
 {
 	ProjectionDbSlot *slot;
-	ProjectionDbDemand *e = projection_pool_demand(worker_dboid, false);
+	ProjectionDbDemand *e = projection_pool_demand(projection_worker.dboid, false);
 	bool		ok = false;
 
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(worker_dboid, worker_index);
+	slot = projection_find_dbslot(projection_worker.dboid, projection_worker.index);
 	if (slot != NULL && slot->pid <= 0 && !slot->exit_requested &&
 		(e == NULL || e->stop == 0))
 	{
@@ -241,7 +253,7 @@ worker_claim_slot(void)
 static void
 worker_mark_healthy(void)
 {
-	ProjectionDbDemand *e = projection_pool_demand(worker_dboid, false);
+	ProjectionDbDemand *e = projection_pool_demand(projection_worker.dboid, false);
 
 	if (e == NULL)
 		return;
@@ -263,21 +275,21 @@ worker_extension_exists(void)
  */
 
 /*
- * What a round does about an error, decided in one place (worker_error_kind)
+ * What a round does about an error, decided in one place (projection_worker_error_kind)
  * for the fast round, the careful replay and the retry after it.
  */
-typedef enum WorkerErrorKind
+typedef enum ProjectionWorkerErrorKind
 {
 	/* a handler failed: the careful replay finds the event, on_error decides */
-	WORKER_ERROR_HANDLER,
+	PROJECTION_WORKER_ERROR_HANDLER,
 
 	/*
 	 * May succeed if retried (serialization failure, deadlock, lock
 	 * time-out, ...): back off and retry.  Raised by a handler call, it
-	 * counts against that call (worker_charge_transient): after
-	 * WORKER_TRANSIENT_ATTEMPTS in a row, on_error decides after all.
+	 * counts against that call (projection_worker_charge_transient): after
+	 * PROJECTION_WORKER_TRANSIENT_ATTEMPTS in a row, on_error decides after all.
 	 */
-	WORKER_ERROR_TRANSIENT,
+	PROJECTION_WORKER_ERROR_TRANSIENT,
 
 	/*
 	 * This worker was asked to cancel what it was doing (pg_cancel_backend,
@@ -285,11 +297,11 @@ typedef enum WorkerErrorKind
 	 * charge nothing.  Termination (SIGTERM, shutdown) never gets here: it
 	 * is FATAL and exits.
 	 */
-	WORKER_ERROR_CANCELLED
-} WorkerErrorKind;
+	PROJECTION_WORKER_ERROR_CANCELLED
+} ProjectionWorkerErrorKind;
 
-static WorkerErrorKind
-worker_error_kind(ErrorData *edata)
+static ProjectionWorkerErrorKind
+projection_worker_error_kind(ErrorData *edata)
 {
 	switch (edata->sqlerrcode)
 	{
@@ -304,15 +316,15 @@ worker_error_kind(ErrorData *edata)
 			 * here too.
 			 */
 			if (edata->funcname != NULL && strcmp(edata->funcname, "ProcessInterrupts") == 0)
-				return WORKER_ERROR_CANCELLED;
-			return WORKER_ERROR_TRANSIENT;
+				return PROJECTION_WORKER_ERROR_CANCELLED;
+			return PROJECTION_WORKER_ERROR_TRANSIENT;
 		case ERRCODE_T_R_SERIALIZATION_FAILURE:
 		case ERRCODE_T_R_DEADLOCK_DETECTED:
 		case ERRCODE_LOCK_NOT_AVAILABLE:
 		case ERRCODE_ADMIN_SHUTDOWN:
-			return WORKER_ERROR_TRANSIENT;
+			return PROJECTION_WORKER_ERROR_TRANSIENT;
 		default:
-			return WORKER_ERROR_HANDLER;
+			return PROJECTION_WORKER_ERROR_HANDLER;
 	}
 }
 
@@ -320,12 +332,12 @@ worker_error_kind(ErrorData *edata)
  * Charge a transient failure in a fast round to the handler call
  * (projection id, event position) that raised it.  Returns how many times
  * in a row it has failed so: a failure of another call starts again at 1,
- * and so does any round that commits in fast mode (worker_round).  Once it
- * reaches WORKER_TRANSIENT_ATTEMPTS, the careful replay records the call's
- * next failure at once (worker_transient_spent).
+ * and so does any round that commits in fast mode (projection_worker_round).  Once it
+ * reaches PROJECTION_WORKER_TRANSIENT_ATTEMPTS, the careful replay records the call's
+ * next failure at once (projection_worker_transient_spent).
  */
 static int
-worker_charge_transient(int32 id, int64 position)
+projection_worker_charge_transient(int32 id, int64 position)
 {
 	if (transient_id != id || transient_position != position)
 	{
@@ -338,14 +350,14 @@ worker_charge_transient(int32 id, int64 position)
 
 /* Has this handler call used up its transient retries? */
 static bool
-worker_transient_spent(int32 id, int64 position)
+projection_worker_transient_spent(int32 id, int64 position)
 {
 	return transient_id == id && transient_position == position &&
-		transient_attempts >= WORKER_TRANSIENT_ATTEMPTS;
+		transient_attempts >= PROJECTION_WORKER_TRANSIENT_ATTEMPTS;
 }
 
 static void
-worker_forget_transient(void)
+projection_worker_forget_transient(void)
 {
 	transient_id = 0;
 	transient_position = 0;
@@ -354,7 +366,7 @@ worker_forget_transient(void)
 
 /* the back-off before the attempt after the given number of failures: 100 ms, doubling */
 static long
-worker_backoff_delay(int failures)
+projection_worker_backoff_delay(int failures)
 {
 	return Min(WORKER_MAX_BACKOFF_MS, 100L << Min(Max(failures - 1, 0), 10));
 }
@@ -366,7 +378,7 @@ worker_backoff_delay(int failures)
  * once, so wait on the latch too and check for interrupts at each wake-up.
  */
 static void
-worker_backoff(long delay)
+projection_worker_backoff(long delay)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
 
@@ -398,19 +410,19 @@ worker_backoff(long delay)
 /*
  * Lock and re-read the rows of the async projections that may run now.
  * Returns them in *rps, allocated in "cxt": the round's context, saved
- * before SPI_connect, because the round reads them after worker_end()
+ * before SPI_connect, because the round reads them after projection_worker_end()
  * (SPI_finish frees everything allocated while connected).  Their defs
- * point into the registry cache and are only used before worker_end().
+ * point into the registry cache and are only used before projection_worker_end().
  */
 static int
-worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
-						RoundProjection **rps)
+projection_worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
+						ProjectionRoundMember **rps)
 {
 	SPIPlanPtr	plan;
 	int			rc;
 	int			n = 0;
 	uint64		i;
-	RoundProjection *result;
+	ProjectionRoundMember *result;
 	int32	   *restored;
 	int			nrestored = 0;
 	Datum		values[3];
@@ -418,16 +430,16 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
 	ListCell   *lc;
 
 	plan = projection_checkpoint_lock_plan();
-	values[0] = Int32GetDatum(worker_count);
-	values[1] = Int32GetDatum(worker_index);
+	values[0] = Int32GetDatum(projection_worker.count);
+	values[1] = Int32GetDatum(projection_worker.index);
 	/* projections a management call is waiting for (manage's cancel requests) */
-	values[2] = projection_held_projections(worker_dboid);
+	values[2] = projection_held_projections(projection_worker.dboid);
 	rc = SPI_execute_plan(plan, values, NULL, false, 0);
 	projection_spi_check(rc, SPI_OK_SELECT, "locking async projections");
 	/* the rows are locked: a management call may cancel the batch from here */
-	projection_worker_batch_begin(worker_dboid, worker_index);
+	projection_worker_batch_begin(projection_worker.dboid, projection_worker.index);
 
-	result = MemoryContextAllocZero(cxt, sizeof(RoundProjection) * Max(SPI_processed, 1));
+	result = MemoryContextAllocZero(cxt, sizeof(ProjectionRoundMember) * Max(SPI_processed, 1));
 	restored = palloc(sizeof(int32) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -499,17 +511,17 @@ worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
  * those types: the caller must then have made sure that no event up to
  * "upto" can still appear, because the gaps cannot be seen.  The events are
  * in the current memory context (the SPI procedure's: they die at
- * worker_end()).
+ * projection_worker_end()).
  */
 static int
-worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
-				  BatchEvent **events, bool *full)
+projection_worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
+				  ProjectionRoundEvent **events, bool *full)
 {
 	Oid			types[4] = {INT8OID, INT8OID, INT8OID, TEXTARRAYOID};
 	Datum		values[4];
 	SPIPlanPtr	plan;
 	int			i;
-	BatchEvent *result;
+	ProjectionRoundEvent *result;
 	ProjectionEventRows rows;
 
 #define BATCH_SQL(filter) \
@@ -532,7 +544,7 @@ worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
 						   max_rows, PROJECTION_BATCH_BYTES, CurrentMemoryContext, &rows);
 
 	/* the event datums point into the copied rows, which live as long */
-	result = palloc(sizeof(BatchEvent) * Max(rows.ntuples, 1));
+	result = palloc(sizeof(ProjectionRoundEvent) * Max(rows.ntuples, 1));
 	for (i = 0; i < rows.ntuples; i++)
 	{
 		HeapTuple	tup = rows.tuples[i];
@@ -553,10 +565,10 @@ worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
  * How far may this round go?  The contiguous walk of horizon.c over the
  * batch.  Returns the number of batch events to apply and sets *horizon,
  * the position every participating projection will have reached.  "full":
- * the read stopped at a bound (worker_read_batch).
+ * the read stopped at a bound (projection_worker_read_batch).
  */
 static int
-worker_horizon(BatchEvent *events, int nevents, bool full, int64 from, int64 last_value,
+projection_worker_horizon(ProjectionRoundEvent *events, int nevents, bool full, int64 from, int64 last_value,
 			   int64 gap_bound, int64 *horizon)
 {
 	ProjectionHorizonWalk walk;
@@ -581,11 +593,11 @@ worker_horizon(BatchEvent *events, int nevents, bool full, int64 from, int64 las
  * (checkpoint.c).
  */
 static void
-worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
+projection_worker_save_checkpoint(ProjectionRoundMember *rp, int64 position, bool caught_up)
 {
 	bool		was_catching_up = rp->catching_up;
 
-	worker_saves++;
+	projection_worker.saves++;
 	projection_checkpoint_save(rp->def->id, &rp->position, &rp->catching_up, position, caught_up);
 	if (caught_up && was_catching_up)
 		rp->just_caught_up = true;
@@ -593,7 +605,7 @@ worker_save_checkpoint(RoundProjection *rp, int64 position, bool caught_up)
 
 /* on_error 'stop': the projection fails at this event, keeping its position before it */
 static void
-worker_record_failure(RoundProjection *rp, BatchEvent *ev, ErrorData *edata)
+projection_worker_record_failure(ProjectionRoundMember *rp, ProjectionRoundEvent *ev, ErrorData *edata)
 {
 	Oid			types[5] = {INT4OID, INT8OID, TEXTOID, TEXTOID, INT8OID};
 	Datum		values[5];
@@ -623,7 +635,7 @@ worker_record_failure(RoundProjection *rp, BatchEvent *ev, ErrorData *edata)
 
 /* on_error 'skip': record the event and its error, and go on */
 static void
-worker_record_dead_letter(RoundProjection *rp, BatchEvent *ev, ErrorData *edata)
+projection_worker_record_dead_letter(ProjectionRoundMember *rp, ProjectionRoundEvent *ev, ErrorData *edata)
 {
 	Oid			types[8] = {TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[8];
@@ -664,7 +676,7 @@ worker_record_dead_letter(RoundProjection *rp, BatchEvent *ev, ErrorData *edata)
  * checkpoint.  After the per-event handlers of the same events.
  */
 static void
-worker_apply_batches(RoundProjection *rps, int nrps, BatchEvent *events, int n,
+worker_apply_batches(ProjectionRoundMember *rps, int nrps, ProjectionRoundEvent *events, int n,
 					 ProjectionOwnerScope *scope)
 {
 	int			i,
@@ -672,7 +684,7 @@ worker_apply_batches(RoundProjection *rps, int nrps, BatchEvent *events, int n,
 
 	for (j = 0; j < nrps; j++)
 	{
-		RoundProjection *rp = &rps[j];
+		ProjectionRoundMember *rp = &rps[j];
 		ProjectionBatch batch;
 
 		if (rp->def->nbatch_statements == 0)
@@ -686,10 +698,10 @@ worker_apply_batches(RoundProjection *rps, int nrps, BatchEvent *events, int n,
 		{
 			CHECK_FOR_INTERRUPTS();
 			projection_owner_enter(scope, rp->def);
-			applying_id = rp->id;
-			applying_position = batch.first;
+			projection_worker.applying_id = rp->id;
+			projection_worker.applying_position = batch.first;
 			projection_batch_run(rp->def, &batch);
-			applying_id = 0;
+			projection_worker.applying_id = 0;
 			CommandCounterIncrement();
 		}
 		projection_batch_end(&batch);
@@ -711,7 +723,7 @@ worker_catch_up_rows(ProjectionDef *def)
  * statements.  Errors propagate.
  */
 static void
-worker_apply_fast(RoundProjection *rps, int nrps, BatchEvent *events, int n)
+worker_apply_fast(ProjectionRoundMember *rps, int nrps, ProjectionRoundEvent *events, int n)
 {
 	ProjectionOwnerScope scope;
 	int			i,
@@ -720,20 +732,20 @@ worker_apply_fast(RoundProjection *rps, int nrps, BatchEvent *events, int n)
 	memset(&scope, 0, sizeof(scope));
 	for (i = 0; i < n; i++)
 	{
-		BatchEvent *ev = &events[i];
+		ProjectionRoundEvent *ev = &events[i];
 
 		CHECK_FOR_INTERRUPTS();
 		for (j = 0; j < nrps; j++)
 		{
-			RoundProjection *rp = &rps[j];
+			ProjectionRoundMember *rp = &rps[j];
 
 			if (rp->position >= ev->position || !projection_wants(rp->def, ev->event_type))
 				continue;
 			projection_owner_enter(&scope, rp->def);
-			applying_id = rp->id;
-			applying_position = ev->position;
+			projection_worker.applying_id = rp->id;
+			projection_worker.applying_position = ev->position;
 			projection_apply(rp->def, ev->event, ev->event_type, ev->position);
-			applying_id = 0;
+			projection_worker.applying_id = 0;
 		}
 		CommandCounterIncrement();
 	}
@@ -747,7 +759,7 @@ worker_apply_fast(RoundProjection *rps, int nrps, BatchEvent *events, int n)
  * rolling the subtransaction back.
  */
 static ErrorData *
-worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
+worker_apply_careful(ProjectionRoundMember *rp, ProjectionRoundEvent *ev, MemoryContext errcxt)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -761,11 +773,11 @@ worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
 
 		memset(&scope, 0, sizeof(scope));
 		projection_owner_enter(&scope, rp->def);
-		applying_id = rp->id;
-		applying_position = ev->position;
+		projection_worker.applying_id = rp->id;
+		projection_worker.applying_position = ev->position;
 		projection_apply(rp->def, ev->event, ev->event_type, ev->position);
 		projection_batch_apply_one(rp->def, ev->event, ev->event_type, ev->position);
-		applying_id = 0;
+		projection_worker.applying_id = 0;
 		projection_owner_leave(&scope);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
@@ -773,7 +785,7 @@ worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
 	}
 	PG_CATCH();
 	{
-		applying_id = 0;
+		projection_worker.applying_id = 0;
 		MemoryContextSwitchTo(errcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -791,7 +803,7 @@ worker_apply_careful(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
  * gone.
  */
 static bool
-worker_begin(ProjectionHorizon *hz)
+projection_worker_begin(ProjectionHorizon *hz)
 {
 	Oid			sequence;
 
@@ -821,33 +833,33 @@ worker_begin(ProjectionHorizon *hz)
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	projection_horizon_read(hz, worker_dboid);
+	projection_horizon_read(hz, projection_worker.dboid);
 	return true;
 }
 
 /*
  * The first worker of the database checks the registry's owners
  * (depend.c) each time its registry cache was reloaded; the check counts
- * as done once the round's transaction commits (worker_end).
+ * as done once the round's transaction commits (projection_worker_end).
  */
 static uint64 owners_checked_serial = 0;
 static uint64 owners_checking_serial = 0;
 
 static void
-worker_check_owners(ProjectionRegistry *registry)
+projection_worker_check_owners(ProjectionRegistry *registry)
 {
-	if (worker_index != 0 || registry->serial == owners_checked_serial)
+	if (projection_worker.index != 0 || registry->serial == owners_checked_serial)
 		return;
 	(void) projection_depend_check_owners();
 	owners_checking_serial = registry->serial;
 }
 
 static void
-worker_end(bool commit)
+projection_worker_end(bool commit)
 {
 	if (commit)
 	{
-		projection_worker_batch_end(worker_dboid, worker_index);
+		projection_worker_batch_end(projection_worker.dboid, projection_worker.index);
 		if (owners_checking_serial != 0)
 			owners_checked_serial = owners_checking_serial;
 	}
@@ -867,7 +879,7 @@ worker_end(bool commit)
  * projection that finds no room simply gets no rate.
  */
 static void
-worker_track_catch_ups(RoundProjection *rps, int nrps)
+projection_worker_track_catch_ups(ProjectionRoundMember *rps, int nrps)
 {
 	int			i,
 				j;
@@ -893,7 +905,7 @@ worker_track_catch_ups(RoundProjection *rps, int nrps)
 
 /* After the commit that ended a catch-up: say so, with its rate. */
 static void
-worker_log_caught_up(RoundProjection *rp)
+worker_log_caught_up(ProjectionRoundMember *rp)
 {
 	int			i;
 
@@ -930,13 +942,13 @@ worker_log_caught_up(RoundProjection *rp)
  * flushes at most once a second or so (PGSTAT_MIN_INTERVAL).
  */
 static void
-worker_publish(RoundProjection *rps, int nrps)
+projection_worker_publish(ProjectionRoundMember *rps, int nrps)
 {
 	int			j;
 
 	for (j = 0; j < nrps; j++)
 	{
-		projection_publish_progress(worker_dboid, rps[j].id, rps[j].position);
+		projection_publish_progress(projection_worker.dboid, rps[j].id, rps[j].position);
 		if (rps[j].just_caught_up)
 			worker_log_caught_up(&rps[j]);
 	}
@@ -950,10 +962,10 @@ worker_publish(RoundProjection *rps, int nrps)
  * or (Datum) 0 if one of them handles every type.  After a laggard's
  * failed batch that is the laggard alone, and its range may span millions
  * of positions of other types; the replay's range is fixed (see
- * worker_round_careful), so the gaps need no watching and a filter is safe.
+ * projection_worker_round_careful), so the gaps need no watching and a filter is safe.
  */
 static Datum
-worker_careful_filter(RoundProjection *rps, int nrps, int64 cursor, int64 limit)
+worker_careful_filter(ProjectionRoundMember *rps, int nrps, int64 cursor, int64 limit)
 {
 	Datum	   *elems;
 	int			nelems = 0;
@@ -991,40 +1003,40 @@ worker_careful_filter(RoundProjection *rps, int nrps, int64 cursor, int64 limit)
  * Apply one event to one projection in the careful replay, and record its
  * error as on_error says.  A transient error is retried here, in a new
  * subtransaction after a back-off, until the call has failed
- * WORKER_TRANSIENT_ATTEMPTS times (counting the fast rounds' attempts):
+ * PROJECTION_WORKER_TRANSIENT_ATTEMPTS times (counting the fast rounds' attempts):
  * aborting the chunk instead would also undo what the chunk recorded for
- * other projections.  A cancel propagates (worker_round retries at once).
+ * other projections.  A cancel propagates (projection_worker_round retries at once).
  */
 static void
-worker_apply_recorded(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
+worker_apply_recorded(ProjectionRoundMember *rp, ProjectionRoundEvent *ev, MemoryContext errcxt)
 {
 	int			attempt;
 
 	for (attempt = 1;; attempt++)
 	{
 		ErrorData  *edata = worker_apply_careful(rp, ev, errcxt);
-		WorkerErrorKind kind;
+		ProjectionWorkerErrorKind kind;
 
 		if (edata == NULL)
 			return;
-		kind = worker_error_kind(edata);
-		if (kind == WORKER_ERROR_CANCELLED)
+		kind = projection_worker_error_kind(edata);
+		if (kind == PROJECTION_WORKER_ERROR_CANCELLED)
 			ReThrowError(edata);
-		if (kind == WORKER_ERROR_TRANSIENT && attempt < WORKER_TRANSIENT_ATTEMPTS &&
-			!worker_transient_spent(rp->id, ev->position))
+		if (kind == PROJECTION_WORKER_ERROR_TRANSIENT && attempt < PROJECTION_WORKER_TRANSIENT_ATTEMPTS &&
+			!projection_worker_transient_spent(rp->id, ev->position))
 		{
 			ereport(LOG,
 					(errmsg("projection worker: retrying event %lld of projection \"%s\" in %ld ms after error: %s",
 							(long long) ev->position, rp->def->name,
-							worker_backoff_delay(attempt), edata->message)));
+							projection_worker_backoff_delay(attempt), edata->message)));
 			FreeErrorData(edata);
-			worker_backoff(worker_backoff_delay(attempt));
+			projection_worker_backoff(projection_worker_backoff_delay(attempt));
 			continue;
 		}
 		if (rp->def->skip_errors)
-			worker_record_dead_letter(rp, ev, edata);
+			projection_worker_record_dead_letter(rp, ev, edata);
 		else
-			worker_record_failure(rp, ev, edata);
+			projection_worker_record_failure(rp, ev, edata);
 		FreeErrorData(edata);
 		return;
 	}
@@ -1036,15 +1048,15 @@ worker_apply_recorded(RoundProjection *rp, BatchEvent *ev, MemoryContext errcxt)
  * per handler call.  The range is safe to read again with later snapshots:
  * every position in it was visible or dead at the failed round's snapshot,
  * and stays so.  A handler error is recorded as on_error says
- * (worker_apply_recorded); a cancel propagates (worker_round retries at
- * once), and so does any other error (worker_round backs off and retries).
+ * (worker_apply_recorded); a cancel propagates (projection_worker_round retries at
+ * once), and so does any other error (projection_worker_round backs off and retries).
  *
  * Memory: each chunk's transaction allocates in a context of its own
  * (errors included), reset after the chunk; what outlives a chunk's
- * commit (rps, for worker_publish) is allocated there before SPI_connect.
+ * commit (rps, for projection_worker_publish) is allocated there before SPI_connect.
  */
 static void
-worker_round_careful(int64 from, int64 horizon_limit)
+projection_worker_round_careful(int64 from, int64 horizon_limit)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	MemoryContext chunk_cxt;
@@ -1062,16 +1074,16 @@ worker_round_careful(int64 from, int64 horizon_limit)
 	{
 		ProjectionHorizon hz;
 		ProjectionRegistry *registry;
-		RoundProjection *rps;
+		ProjectionRoundMember *rps;
 		int			nrps;
-		BatchEvent *events;
+		ProjectionRoundEvent *events;
 		int			nevents;
 		bool		full;
 		int			i,
 					j;
 		int64		chunk_end;
 
-		if (projection_database_held(worker_dboid))
+		if (projection_database_held(projection_worker.dboid))
 		{
 			/* DROP EXTENSION is waiting: leave it be */
 			MemoryContextSwitchTo(cxt);
@@ -1079,15 +1091,15 @@ worker_round_careful(int64 from, int64 horizon_limit)
 			return;
 		}
 		MemoryContextSwitchTo(chunk_cxt);
-		if (!worker_begin(&hz))
+		if (!projection_worker_begin(&hz))
 		{
 			MemoryContextSwitchTo(cxt);
 			MemoryContextDelete(chunk_cxt);
 			return;
 		}
 		registry = projection_registry_acquire();
-		nrps = worker_lock_projections(registry, chunk_cxt, &rps);
-		nevents = worker_read_batch(cursor, horizon_limit,
+		nrps = projection_worker_lock_projections(registry, chunk_cxt, &rps);
+		nevents = projection_worker_read_batch(cursor, horizon_limit,
 									worker_careful_filter(rps, nrps, cursor, horizon_limit),
 									WORKER_CAREFUL_CHUNK, &events, &full);
 		chunk_end = full ? events[nevents - 1].position : horizon_limit;
@@ -1099,12 +1111,12 @@ worker_round_careful(int64 from, int64 horizon_limit)
 										(long long) cursor + 1, (long long) chunk_end));
 		for (i = 0; i < nevents; i++)
 		{
-			BatchEvent *ev = &events[i];
+			ProjectionRoundEvent *ev = &events[i];
 
 			CHECK_FOR_INTERRUPTS();
 			for (j = 0; j < nrps; j++)
 			{
-				RoundProjection *rp = &rps[j];
+				ProjectionRoundMember *rp = &rps[j];
 
 				if (rp->failed || rp->position < cursor || rp->position >= ev->position ||
 					!(projection_wants(rp->def, ev->event_type) ||
@@ -1117,12 +1129,12 @@ worker_round_careful(int64 from, int64 horizon_limit)
 		for (j = 0; j < nrps; j++)
 		{
 			if (!rps[j].failed && rps[j].position >= cursor && rps[j].position < chunk_end)
-				worker_save_checkpoint(&rps[j], chunk_end, rps[j].catching_up && chunk_end >= hz.last_value);
+				projection_worker_save_checkpoint(&rps[j], chunk_end, rps[j].catching_up && chunk_end >= hz.last_value);
 		}
 		projection_registry_release(registry);
-		worker_end(true);
+		projection_worker_end(true);
 		MemoryContextSwitchTo(cxt);
-		worker_publish(rps, nrps);
+		projection_worker_publish(rps, nrps);
 		MemoryContextReset(chunk_cxt);
 		cursor = chunk_end;
 	}
@@ -1135,7 +1147,7 @@ worker_round_careful(int64 from, int64 horizon_limit)
  * at least a batch behind the next one (or, alone, behind the gap bound).
  */
 static int
-worker_pick_laggard(RoundProjection *rps, int nrps, int64 gap_bound)
+worker_pick_laggard(ProjectionRoundMember *rps, int nrps, int64 gap_bound)
 {
 	int			lowest = 0;
 	int64		next = gap_bound;
@@ -1170,7 +1182,7 @@ worker_group_count(ProjectionRegistry *registry, bool ready)
 	{
 		ProjectionDef *def = &registry->projections[i];
 
-		if (!def->is_inline && def->id % worker_count == worker_index &&
+		if (!def->is_inline && def->id % projection_worker.count == projection_worker.index &&
 			(def->state == PROJECTION_RUNNING || def->state == PROJECTION_CATCHING_UP) &&
 			(!ready || OidIsValid(def->handler) || def->nstatements > 0))
 			n++;
@@ -1180,7 +1192,7 @@ worker_group_count(ProjectionRegistry *registry, bool ready)
 
 /* The projections of a batch, for pg_stat_activity: a few names and the count. */
 static char *
-worker_describe(RoundProjection *rps, int nrps)
+worker_describe(ProjectionRoundMember *rps, int nrps)
 {
 	StringInfoData buf;
 	int			j;
@@ -1198,16 +1210,16 @@ worker_describe(RoundProjection *rps, int nrps)
  * Returns true if more work may be waiting.
  */
 static bool
-worker_round(void)
+projection_worker_round(void)
 {
 	ProjectionHorizon hz;
 	ProjectionRegistry *registry;
-	RoundProjection *rps;
+	ProjectionRoundMember *rps;
 	int			nrps;
 	int64		from;
 	int64		horizon;
 	int64		gap_bound;
-	BatchEvent *events;
+	ProjectionRoundEvent *events;
 	int			nevents;
 	bool		full;
 	int			napply;
@@ -1220,40 +1232,40 @@ worker_round(void)
 	volatile int64 failed_to = -1;
 	volatile int32 failed_id = 0;
 	volatile int64 failed_position = 0;
-	WorkerErrorKind kind;
+	ProjectionWorkerErrorKind kind;
 
-	worker_caught_up = false;
-	worker_group_empty = false;
+	projection_worker.caught_up = false;
+	projection_worker.group_empty = false;
 
 	/* DROP EXTENSION of this database is waiting: start nothing */
-	if (projection_database_held(worker_dboid))
+	if (projection_database_held(projection_worker.dboid))
 		return false;
 
-	if (!worker_begin(&hz))
+	if (!projection_worker_begin(&hz))
 	{
 		/*
 		 * Quietly for a probe after a server start (most databases have no
 		 * extension); else the extension has just been dropped.
 		 */
-		worker_exit_clean = true;
-		ereport(worker_probe ? DEBUG1 : LOG,
+		projection_worker.exit_clean = true;
+		ereport(projection_worker.probe ? DEBUG1 : LOG,
 				(errmsg("projection worker %d for database \"%s\" stopping: extension \"%s\" is not installed there",
-						worker_index, worker_dbname, PROJECTION_EXTENSION_NAME)));
+						projection_worker.index, projection_worker.dbname, PROJECTION_EXTENSION_NAME)));
 		proc_exit(0);
 	}
 
 	PG_TRY();
 	{
 		registry = projection_registry_acquire();
-		worker_check_owners(registry);
-		nrps = worker_lock_projections(registry, cxt, &rps);
+		projection_worker_check_owners(registry);
+		nrps = projection_worker_lock_projections(registry, cxt, &rps);
 		if (nrps == 0)
 		{
 			/* nothing left out by a lock or a hold: nothing to do at all */
-			worker_group_empty = worker_group_count(registry, false) == 0;
-			worker_caught_up = worker_group_count(registry, true) == 0;
+			projection_worker.group_empty = worker_group_count(registry, false) == 0;
+			projection_worker.caught_up = worker_group_count(registry, true) == 0;
 			projection_registry_release(registry);
-			worker_end(true);
+			projection_worker_end(true);
 			MemoryContextSwitchTo(cxt);
 			more = false;
 		}
@@ -1263,7 +1275,7 @@ worker_round(void)
 
 			/* all of the group locked: "caught up" below can speak for the group */
 			all_locked = worker_group_count(registry, true) == nrps;
-			worker_track_catch_ups(rps, nrps);
+			projection_worker_track_catch_ups(rps, nrps);
 			projection_warn_untracked_events();
 			gap_bound = projection_horizon_gap_bound(&hz);
 
@@ -1279,8 +1291,8 @@ worker_round(void)
 			j = worker_pick_laggard(rps, nrps, gap_bound);
 			if (j >= 0)
 			{
-				RoundProjection swap = rps[j];
-				RoundProjection *rp;
+				ProjectionRoundMember swap = rps[j];
+				ProjectionRoundMember *rp;
 
 				rps[j] = rps[nrps - 1];
 				rps[nrps - 1] = swap;
@@ -1288,7 +1300,7 @@ worker_round(void)
 				nothers = nrps - 1;
 
 				from = rp->position;
-				nevents = worker_read_batch(from, gap_bound, projection_type_filter(rp->def),
+				nevents = projection_worker_read_batch(from, gap_bound, projection_type_filter(rp->def),
 											worker_catch_up_rows(rp->def), &events, &full);
 				horizon = full ? events[nevents - 1].position : gap_bound;
 				more = full;
@@ -1299,7 +1311,7 @@ worker_round(void)
 				failed_from = from;
 				failed_to = horizon;
 				worker_apply_fast(rp, 1, events, nevents);
-				worker_save_checkpoint(rp, horizon, rp->catching_up && horizon >= hz.last_value);
+				projection_worker_save_checkpoint(rp, horizon, rp->catching_up && horizon >= hz.last_value);
 			}
 
 			/* the others: the next batch after the lowest of their checkpoints */
@@ -1309,9 +1321,9 @@ worker_round(void)
 				for (j = 1; j < nothers; j++)
 					from = Min(from, rps[j].position);
 
-				nevents = worker_read_batch(from, hz.last_value, (Datum) 0, projection_batch_size,
+				nevents = projection_worker_read_batch(from, hz.last_value, (Datum) 0, projection_batch_size,
 											&events, &full);
-				napply = worker_horizon(events, nevents, full, from, hz.last_value, gap_bound, &horizon);
+				napply = projection_worker_horizon(events, nevents, full, from, hz.last_value, gap_bound, &horizon);
 				more = more || (full && napply == nevents);
 
 				if (horizon > from)
@@ -1330,30 +1342,30 @@ worker_round(void)
 					worker_apply_fast(rps, nothers, events, napply);
 					for (j = 0; j < nothers; j++)
 						if (rps[j].position < horizon)
-							worker_save_checkpoint(&rps[j], horizon,
+							projection_worker_save_checkpoint(&rps[j], horizon,
 												   rps[j].catching_up && horizon >= hz.last_value);
 				}
 				/* catching up, and nothing (more) to apply: caught up */
 				for (j = 0; j < nothers; j++)
 					if (rps[j].catching_up && rps[j].position >= hz.last_value)
-						worker_save_checkpoint(&rps[j], rps[j].position, true);
+						projection_worker_save_checkpoint(&rps[j], rps[j].position, true);
 			}
 			projection_registry_release(registry);
-			worker_end(true);
+			projection_worker_end(true);
 			MemoryContextSwitchTo(cxt);
-			worker_publish(rps, nrps);
-			worker_caught_up = !more && all_locked;
+			projection_worker_publish(rps, nrps);
+			projection_worker.caught_up = !more && all_locked;
 			for (j = 0; j < nrps; j++)
 				if (rps[j].position < hz.last_value)
-					worker_caught_up = false;
+					projection_worker.caught_up = false;
 		}
 	}
 	PG_CATCH();
 	{
 		HOLD_INTERRUPTS();
-		failed_id = applying_id;	/* the handler call that failed, if any */
-		failed_position = applying_position;
-		applying_id = 0;
+		failed_id = projection_worker.applying_id;	/* the handler call that failed, if any */
+		failed_position = projection_worker.applying_position;
+		projection_worker.applying_id = 0;
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -1365,16 +1377,16 @@ worker_round(void)
 	PG_END_TRY();
 
 	if (edata != NULL)
-		worker_caught_up = false;
+		projection_worker.caught_up = false;
 	if (edata == NULL)
 	{
 		transient_failures = 0;
-		worker_forget_transient();
+		projection_worker_forget_transient();
 		return more;
 	}
 
 	/* pause/drop/DROP EXTENSION cancelled the batch: retry without it */
-	if (projection_worker_batch_aborted(worker_dboid, worker_index))
+	if (projection_worker_batch_aborted(projection_worker.dboid, projection_worker.index))
 	{
 		elog(DEBUG1, "projection worker: batch cancelled by a management call");
 		FreeErrorData(edata);
@@ -1382,35 +1394,35 @@ worker_round(void)
 	}
 
 	/*
-	 * What to do about the error (see WorkerErrorKind): retry at once, back
+	 * What to do about the error (see ProjectionWorkerErrorKind): retry at once, back
 	 * off and retry, or replay the range carefully so that on_error decides
 	 * for the failing event.
 	 */
-	kind = worker_error_kind(edata);
-	if (kind == WORKER_ERROR_CANCELLED)
+	kind = projection_worker_error_kind(edata);
+	if (kind == PROJECTION_WORKER_ERROR_CANCELLED)
 	{
 		ereport(LOG,
 				(errmsg("projection worker: retrying after a cancel: %s", edata->message)));
 		return true;
 	}
-	if (kind == WORKER_ERROR_TRANSIENT && failed_id != 0)
+	if (kind == PROJECTION_WORKER_ERROR_TRANSIENT && failed_id != 0)
 	{
 		/* a handler call's: retried a few times, then on_error decides */
-		int			attempts = worker_charge_transient(failed_id, failed_position);
+		int			attempts = projection_worker_charge_transient(failed_id, failed_position);
 
-		if (attempts < WORKER_TRANSIENT_ATTEMPTS)
+		if (attempts < PROJECTION_WORKER_TRANSIENT_ATTEMPTS)
 		{
 			ereport(LOG,
 					(errmsg("projection worker: retrying in %ld ms after error: %s",
-							worker_backoff_delay(attempts), edata->message)));
-			worker_backoff(worker_backoff_delay(attempts));
+							projection_worker_backoff_delay(attempts), edata->message)));
+			projection_worker_backoff(projection_worker_backoff_delay(attempts));
 			return true;
 		}
 		ereport(LOG,
 				(errmsg("projection worker: event %lld failed %d times in a row in projection %d with transient errors, applying on_error: %s",
 						(long long) failed_position, attempts, failed_id, edata->message)));
 	}
-	else if (kind == WORKER_ERROR_TRANSIENT || failed_from < 0)
+	else if (kind == PROJECTION_WORKER_ERROR_TRANSIENT || failed_from < 0)
 	{
 		/*
 		 * Not a handler's (none was running), or not reproducible (nothing
@@ -1419,8 +1431,8 @@ worker_round(void)
 		transient_failures++;
 		ereport(LOG,
 				(errmsg("projection worker: retrying in %ld ms after error: %s",
-						worker_backoff_delay(transient_failures), edata->message)));
-		worker_backoff(worker_backoff_delay(transient_failures));
+						projection_worker_backoff_delay(transient_failures), edata->message)));
+		projection_worker_backoff(projection_worker_backoff_delay(transient_failures));
 		return true;
 	}
 	FreeErrorData(edata);
@@ -1429,12 +1441,12 @@ worker_round(void)
 	/* a handler failed: find the event and apply the rest carefully */
 	PG_TRY();
 	{
-		worker_round_careful(failed_from, failed_to);
+		projection_worker_round_careful(failed_from, failed_to);
 	}
 	PG_CATCH();
 	{
 		HOLD_INTERRUPTS();
-		applying_id = 0;
+		projection_worker.applying_id = 0;
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -1446,7 +1458,7 @@ worker_round(void)
 	PG_END_TRY();
 
 	/* pause/drop/DROP EXTENSION cancelled the batch: retry without it */
-	if (edata != NULL && projection_worker_batch_aborted(worker_dboid, worker_index))
+	if (edata != NULL && projection_worker_batch_aborted(projection_worker.dboid, projection_worker.index))
 	{
 		elog(DEBUG1, "projection worker: careful replay cancelled by a management call");
 		FreeErrorData(edata);
@@ -1455,19 +1467,19 @@ worker_round(void)
 	{
 		long		delay;
 
-		kind = worker_error_kind(edata);
-		if (kind == WORKER_ERROR_CANCELLED)
+		kind = projection_worker_error_kind(edata);
+		if (kind == PROJECTION_WORKER_ERROR_CANCELLED)
 		{
 			ereport(LOG,
 					(errmsg("projection worker: retrying after a cancel: %s", edata->message)));
 			return true;
 		}
 		/* not a handler's: those are recorded by the replay itself */
-		delay = worker_backoff_delay(++transient_failures);
+		delay = projection_worker_backoff_delay(++transient_failures);
 		ereport(LOG,
 				(errmsg("projection worker: retrying in %ld ms after error: %s",
 						delay, edata->message)));
-		worker_backoff(delay);
+		projection_worker_backoff(delay);
 	}
 	return true;
 }
@@ -1487,7 +1499,7 @@ worker_run_rounds(void)
 	{
 		MemoryContext oldcxt = MemoryContextSwitchTo(round_cxt);
 
-		more = worker_round();
+		more = projection_worker_round();
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextReset(round_cxt);
 		CHECK_FOR_INTERRUPTS();
@@ -1501,7 +1513,7 @@ worker_set_idle(TimestampTz since)
 	ProjectionDbSlot *slot;
 
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(worker_dboid, worker_index);
+	slot = projection_find_dbslot(projection_worker.dboid, projection_worker.index);
 	if (slot != NULL && slot->pid == MyProcPid)
 		slot->idle_since = since;
 	LWLockRelease(ProjectionShared->lock);
@@ -1515,11 +1527,11 @@ static bool
 worker_exit_requested(bool *for_command)
 {
 	ProjectionDbSlot *slot;
-	ProjectionDbDemand *e = projection_pool_demand(worker_dboid, false);
+	ProjectionDbDemand *e = projection_pool_demand(projection_worker.dboid, false);
 	bool		requested = false;
 
 	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
-	slot = projection_find_dbslot(worker_dboid, worker_index);
+	slot = projection_find_dbslot(projection_worker.dboid, projection_worker.index);
 	if (slot != NULL && slot->pid == MyProcPid)
 		requested = slot->exit_requested;
 	*for_command = e != NULL && e->stop > 0;
@@ -1540,7 +1552,7 @@ worker_leave(const char *why, bool force)
 	ProjectionDbSlot *slot;
 
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(worker_dboid, worker_index);
+	slot = projection_find_dbslot(projection_worker.dboid, projection_worker.index);
 	if (slot != NULL && slot->pid == MyProcPid)
 	{
 		slot->pgprocno = -1;
@@ -1552,18 +1564,18 @@ worker_leave(const char *why, bool force)
 	pgstat_report_activity(STATE_RUNNING, psprintf("projection worker: leaving (%s)", why));
 	if (!force)
 		worker_run_rounds();
-	if (worker_caught_up || force)
+	if (projection_worker.caught_up || force)
 	{
-		worker_exit_clean = worker_caught_up;
-		ereport(worker_probe && worker_caught_up ? DEBUG1 : LOG,
+		projection_worker.exit_clean = projection_worker.caught_up;
+		ereport(projection_worker.probe && projection_worker.caught_up ? DEBUG1 : LOG,
 				(errmsg("projection worker %d for database \"%s\" stopping: %s",
-						worker_index, worker_dbname, why)));
+						projection_worker.index, projection_worker.dbname, why)));
 		proc_exit(0);
 	}
 
 	/* work came in: stay */
 	LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-	slot = projection_find_dbslot(worker_dboid, worker_index);
+	slot = projection_find_dbslot(projection_worker.dboid, projection_worker.index);
 	if (slot != NULL && slot->pid == MyProcPid)
 	{
 		slot->pgprocno = PROJECTION_MY_PGPROCNO;
@@ -1587,10 +1599,10 @@ projection_worker_main(Datum main_arg)
 	bool		for_command;
 	uint64		saves;
 
-	worker_dboid = DatumGetObjectId(main_arg);
-	memcpy(&worker_index, MyBgworkerEntry->bgw_extra, sizeof(int));
-	memcpy(&worker_count, MyBgworkerEntry->bgw_extra + sizeof(int), sizeof(int));
-	memcpy(&worker_probe, MyBgworkerEntry->bgw_extra + 2 * sizeof(int), sizeof(bool));
+	projection_worker.dboid = DatumGetObjectId(main_arg);
+	memcpy(&projection_worker.index, MyBgworkerEntry->bgw_extra, sizeof(int));
+	memcpy(&projection_worker.count, MyBgworkerEntry->bgw_extra + sizeof(int), sizeof(int));
+	memcpy(&projection_worker.probe, MyBgworkerEntry->bgw_extra + 2 * sizeof(int), sizeof(bool));
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -1604,20 +1616,20 @@ projection_worker_main(Datum main_arg)
 	 * again, so that the launcher decides once more (it starts nothing
 	 * while the database is stopped, and forgets a dropped one).
 	 */
-	worker_exit_clean = true;
+	projection_worker.exit_clean = true;
 	if (!worker_claim_slot())
 	{
-		ProjectionDbDemand *e = projection_pool_demand(worker_dboid, false);
+		ProjectionDbDemand *e = projection_pool_demand(projection_worker.dboid, false);
 
-		if (e != NULL && worker_index < 32)
-			pg_atomic_fetch_or_u32(&e->pending, (uint32) 1 << worker_index);
+		if (e != NULL && projection_worker.index < 32)
+			pg_atomic_fetch_or_u32(&e->pending, (uint32) 1 << projection_worker.index);
 		projection_wake_launcher();
 		proc_exit(0);
 	}
-	worker_exit_clean = false;
+	projection_worker.exit_clean = false;
 	before_shmem_exit(worker_release_slot, (Datum) 0);
 
-	BackgroundWorkerInitializeConnectionByOid(worker_dboid, InvalidOid, 0);
+	BackgroundWorkerInitializeConnectionByOid(projection_worker.dboid, InvalidOid, 0);
 	pgstat_report_appname("projection worker");
 	SetConfigOption("default_transaction_isolation", "read committed",
 					PGC_SUSET, PGC_S_OVERRIDE);
@@ -1631,10 +1643,10 @@ projection_worker_main(Datum main_arg)
 
 	StartTransactionCommand();
 	{
-		char	   *name = get_database_name(worker_dboid);
+		char	   *name = get_database_name(projection_worker.dboid);
 
 		if (name != NULL)
-			worker_dbname = MemoryContextStrdup(TopMemoryContext, name);
+			projection_worker.dbname = MemoryContextStrdup(TopMemoryContext, name);
 	}
 	CommitTransactionCommand();
 
@@ -1664,26 +1676,26 @@ projection_worker_main(Datum main_arg)
 			idle_since = 0;
 		}
 
-		saves = worker_saves;
+		saves = projection_worker.saves;
 		worker_run_rounds();
 		worker_mark_healthy();
 		now = GetCurrentTimestamp();
-		if (worker_saves != saves)
+		if (projection_worker.saves != saves)
 		{
 			idle_since = 0;		/* it did work: idle from now on, if at all */
-			worker_probe = false;	/* a probe that found work is a worker like any other */
+			projection_worker.probe = false;	/* a probe that found work is a worker like any other */
 		}
 
-		if (!worker_caught_up)
+		if (!projection_worker.caught_up)
 		{
 			/* blocked behind an appender still in flight: it wakes us */
 			if (idle_since != 0)
 				worker_set_idle(0);
 			idle_since = 0;
 		}
-		else if (worker_group_empty)
+		else if (projection_worker.group_empty)
 			worker_leave("no async projection to run", false);
-		else if (worker_probe)
+		else if (projection_worker.probe)
 			worker_leave("caught up after the server start", false);
 		else if (idle_since == 0)
 		{
@@ -1697,7 +1709,7 @@ projection_worker_main(Datum main_arg)
 		}
 
 		pgstat_report_activity(STATE_IDLE,
-							   worker_caught_up ? "projection worker: caught up, waiting for events" :
+							   projection_worker.caught_up ? "projection worker: caught up, waiting for events" :
 							   "projection worker: waiting for appending transactions to end");
 
 		/*
