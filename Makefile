@@ -19,6 +19,10 @@ OBJS = \
 	src/aggregate.o \
 	src/launcher.o \
 	src/worker.o \
+	src/workerround.o \
+	src/workercareful.o \
+	src/workerfail.o \
+	src/workerstep.o \
 	src/eventread.o \
 	src/utility.o \
 	src/depend.o \
