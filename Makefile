@@ -28,6 +28,7 @@ OBJS = \
 	src/depend.o \
 	src/spiutil.o \
 	src/lifecycle.o \
+	src/deadletter.o \
 	src/batch.o \
 	src/feed.o \
 	src/feedpoll.o \
