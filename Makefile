@@ -7,6 +7,7 @@ OBJS = \
 	src/shmem.o \
 	src/catalog.o \
 	src/handler.o \
+	src/apply.o \
 	src/horizon.o \
 	src/xact.o \
 	src/events.o \

@@ -1,11 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * deadletter.c
- *	  The way out of poison events: skip() dead-letters the event a failed
- *	  projection stopped at and resumes after it; retry_dead_letters()
- *	  applies dead letters again through the current handlers.
+ *	  Dead letters: the one statement that records an event a projection
+ *	  skipped under on_error 'skip' (the worker's careful replay and a
+ *	  replay write them through it), and the way out of poison events:
+ *	  skip() dead-letters the event a failed projection stopped at and
+ *	  resumes after it; retry_dead_letters() applies dead letters again
+ *	  through the current handlers.
  *
- * Locking.  Both calls lock the projection's registry row FOR UPDATE
+ * Locking.  projection_dead_letter_record writes in the caller's
+ * transaction and takes no lock of its own.  skip() and
+ * retry_dead_letters() lock the projection's registry row FOR UPDATE
  * through projection_registry_lookup() (which cancels a worker batch that
  * holds it, as pause() does), so they serialize with the other management
  * calls, with rebuild() and with the worker's batches of this projection.
@@ -34,8 +39,10 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
+#include "apply.h"
 #include "batch.h"
 #include "catalog.h"
+#include "deadletter.h"
 #include "handler.h"
 #include "projection.h"
 #include "registry.h"
@@ -47,6 +54,45 @@ PG_FUNCTION_INFO_V1(projection_retry_dead_letters);
 
 /* dead letters read per round of a retry */
 #define RETRY_BATCH_ROWS 100
+
+/* ---------------------------------------------------------------------
+ * Recording a dead letter
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Record that projection "name" skipped the event at "position" (on_error
+ * 'skip'), with the error it failed with: SQLSTATE, message, detail and
+ * context.  In the caller's transaction, as the bootstrap superuser (the
+ * table takes no direct writes); the caller is connected to SPI.
+ */
+void
+projection_dead_letter_record(const char *name, int64 position, const char *event_type,
+							  const char *stream_id, ErrorData *edata)
+{
+	Oid			types[8] = {TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int64GetDatum(position);
+	values[2] = CStringGetTextDatum(event_type);
+	values[3] = CStringGetTextDatum(stream_id);
+	values[4] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+	values[5] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
+	if (edata->detail)
+		values[6] = CStringGetTextDatum(edata->detail);
+	else
+		nulls[6] = 'n';
+	if (edata->context)
+		values[7] = CStringGetTextDatum(edata->context);
+	else
+		nulls[7] = 'n';
+	projection_registry_exec("INSERT INTO projection.dead_letters "
+							 "(name, global_position, event_type, stream_id, sqlstate, error, detail, context) "
+							 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+							 8, types, values, nulls, SPI_OK_INSERT);
+}
 
 /* ---------------------------------------------------------------------
  * projection.skip
@@ -150,24 +196,6 @@ typedef struct RetryEvent
 } RetryEvent;
 
 /*
- * Errors a retry must not record as a new failure of the event (a cancel,
- * a shutdown, a deadlock, resources, the system): they abort the call, as
- * they would any statement.  The same classes as a replay's.
- */
-static bool
-retry_error_is_fatal(ErrorData *edata)
-{
-	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-
-	return class == ERRCODE_TO_CATEGORY(ERRCODE_QUERY_CANCELED) ||
-		class == ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE) ||
-		class == ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) ||
-		class == ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR) ||
-		class == ERRCODE_TO_CATEGORY(ERRCODE_INTERNAL_ERROR) ||
-		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
-}
-
-/*
  * The next dead-lettered events of projection "name" after position
  * "after", one per position (a position dead-lettered twice is applied
  * once), in position order, copied into "cxt".  Read as the bootstrap
@@ -206,49 +234,23 @@ retry_fetch(const char *name, int64 after, MemoryContext cxt, RetryEvent *out)
 
 /*
  * Apply one event through the projection's current handlers as its owner,
- * in a subtransaction.  Returns NULL on success, else the error (in the
- * caller's context) after rolling the subtransaction back; fatal errors
- * are re-thrown.
+ * in a subtransaction, as the worker's event-by-event path does (apply.c):
+ * handlers, then the batch statements.  Returns NULL on success (also for
+ * an event of a type it no longer handles: nothing to do), else the error
+ * (in the caller's context) after rolling the subtransaction back; fatal
+ * errors are re-thrown.
  */
 static ErrorData *
 retry_one(ProjectionDef *def, RetryEvent *ev)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
+	ErrorData  *edata;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		ProjectionOwnerScope scope;
-
-		memset(&scope, 0, sizeof(scope));
-		/* as the worker's event-by-event path: handlers, then the batch statements */
-		if (projection_wants(def, ev->event_type) ||
-			projection_wants_batch(def, ev->event_type))
-		{
-			projection_owner_enter(&scope, def);
-			projection_apply(def, ev->event, ev->event_type, ev->position);
-			projection_batch_apply_one(def, ev->event, ev->event_type, ev->position);
-			CommandCounterIncrement();
-			projection_owner_leave(&scope);
-		}
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_END_TRY();
-	if (edata != NULL && retry_error_is_fatal(edata))
+	if (!projection_wants(def, ev->event_type) &&
+		!projection_wants_batch(def, ev->event_type))
+		return NULL;
+	edata = projection_apply_one_guarded(def, ev->event, ev->event_type, ev->position,
+										 CurrentMemoryContext);
+	if (edata != NULL && projection_error_is_fatal(edata))
 		ReThrowError(edata);
 	return edata;
 }

@@ -25,9 +25,12 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
+#include "apply.h"
 #include "batch.h"
+#include "deadletter.h"
 #include "eventread.h"
 #include "handler.h"
 #include "horizon.h"
@@ -60,147 +63,125 @@ static SubTransactionId replaying_subid = InvalidSubTransactionId;
 /* events a replay under on_error 'skip' recorded as dead letters */
 static int64 replay_skipped = 0;
 
-/* Record an event a replay skipped (on_error 'skip'), as the worker does. */
-static void
-replay_dead_letter(ProjectionDef *def, HeapTuple tup, TupleDesc desc, ErrorData *edata)
-{
-	Oid			types[8] = {TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
-
-	values[0] = CStringGetTextDatum(def->name);
-	values[1] = SPI_getbinval(tup, desc, 2, &isnull);
-	values[2] = SPI_getbinval(tup, desc, 3, &isnull);
-	values[3] = SPI_getbinval(tup, desc, 4, &isnull);
-	values[4] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
-	values[5] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
-	if (edata->detail)
-		values[6] = CStringGetTextDatum(edata->detail);
-	else
-		nulls[6] = 'n';
-	if (edata->context)
-		values[7] = CStringGetTextDatum(edata->context);
-	else
-		nulls[7] = 'n';
-	projection_registry_exec("INSERT INTO projection.dead_letters "
-							 "(name, global_position, event_type, stream_id, sqlstate, error, detail, context) "
-							 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-							 8, types, values, nulls, SPI_OK_INSERT);
-	replay_skipped++;
-}
-
 /*
- * Errors a replay under on_error 'skip' must not turn into dead letters: a
- * cancel, a shutdown, a serialization failure or deadlock, a lock time-out,
- * resources or the system failing.  They say nothing about the event, so
- * they abort the replay as they would any statement.
- */
-static bool
-replay_error_is_fatal(ErrorData *edata)
-{
-	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-
-	return class == ERRCODE_TO_CATEGORY(ERRCODE_QUERY_CANCELED) ||	/* 57 */
-		class == ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE) ||	/* 40 */
-		class == ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) ||	/* 53 */
-		class == ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR) ||	/* 58 */
-		class == ERRCODE_TO_CATEGORY(ERRCODE_INTERNAL_ERROR) ||	/* XX */
-		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
-}
-
-/*
- * Apply events [from, to) of a fetched chunk to a projection, inside one
- * subtransaction (one per event with "each"), as its owner.  Returns the
- * number applied, or -1 after rolling the subtransaction back if one
- * failed; with "each", a failing event is recorded in dead_letters instead
- * (as the worker does) and the rest go on.  Fatal errors are re-thrown.
+ * A fetched chunk of events applied to a projection inside one
+ * subtransaction, as its owner: the per-event handlers event by event, then
+ * the batch statements over the whole chunk.  Returns the number of events
+ * applied, or -1 after rolling the subtransaction back if one failed.
+ * Fatal errors (projection_error_is_fatal) are re-thrown.
  */
 static int64
-replay_guarded(ProjectionDef *def, ProjectionEventRows *rows, int from, int to,
-			   bool each, MemoryContext event_cxt)
+replay_chunk_guarded(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext event_cxt)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	int			i = from;
+	ErrorData  *volatile edata = NULL;
 	volatile int64 applied = 0;
 
-	while (i < to)
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
 	{
-		ErrorData  *volatile edata = NULL;
-		volatile int cur = i;
-		volatile int64 done = 0;
+		ProjectionOwnerScope scope;
+		int			i;
 
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(oldcxt);
-		PG_TRY();
+		memset(&scope, 0, sizeof(scope));
+		for (i = 0; i < rows->ntuples; i++)
 		{
-			ProjectionOwnerScope scope;
-			int			stop = each ? cur + 1 : to;
+			HeapTuple	tup = rows->tuples[i];
+			bool		isnull;
+			Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
+			int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
+			char	   *event_type;
 
-			memset(&scope, 0, sizeof(scope));
-			for (; cur < stop; cur++)
-			{
-				HeapTuple	tup = rows->tuples[cur];
-				bool		isnull;
-				Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
-				int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
-				char	   *event_type;
-
-				CHECK_FOR_INTERRUPTS();
-				MemoryContextSwitchTo(event_cxt);
-				event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
-				if (projection_wants(def, event_type) || projection_wants_batch(def, event_type))
-				{
-					projection_owner_enter(&scope, def);
-					projection_apply(def, event, event_type, position);
-					if (each)
-						projection_batch_apply_one(def, event, event_type, position);
-					CommandCounterIncrement();
-					done++;
-				}
-				MemoryContextSwitchTo(oldcxt);
-				MemoryContextReset(event_cxt);
-			}
-			/* set-based: the chunk's batch statements after its per-event handlers */
-			if (!each && def->nbatch_statements > 0)
+			CHECK_FOR_INTERRUPTS();
+			MemoryContextSwitchTo(event_cxt);
+			event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
+			if (projection_wants(def, event_type) || projection_wants_batch(def, event_type))
 			{
 				projection_owner_enter(&scope, def);
-				(void) projection_batch_apply_rows(def, rows, from, to);
+				projection_apply(def, event, event_type, position);
 				CommandCounterIncrement();
+				applied++;
 			}
-			projection_owner_leave(&scope);
-			ReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
+			MemoryContextReset(event_cxt);
 		}
-		PG_CATCH();
+		/* set-based: the chunk's batch statements after its per-event handlers */
+		if (def->nbatch_statements > 0)
 		{
-			MemoryContextSwitchTo(oldcxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
+			projection_owner_enter(&scope, def);
+			(void) projection_batch_apply_rows(def, rows, 0, rows->ntuples);
+			CommandCounterIncrement();
 		}
-		PG_END_TRY();
+		projection_owner_leave(&scope);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
 
+	if (edata == NULL)
+		return applied;
+	if (projection_error_is_fatal(edata))
+		ReThrowError(edata);
+	FreeErrorData(edata);
+	return -1;
+}
+
+/*
+ * A fetched chunk of events applied to a projection event by event, each in
+ * a subtransaction of its own (apply.c), as its owner; a failing event is
+ * recorded in dead_letters instead (as the worker does) and the rest go on.
+ * Returns the number applied.  Fatal errors are re-thrown.
+ */
+static int64
+replay_chunk_each(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext event_cxt)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	int64		applied = 0;
+	int			i;
+
+	for (i = 0; i < rows->ntuples; i++)
+	{
+		HeapTuple	tup = rows->tuples[i];
+		bool		isnull;
+		Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
+		int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
+		char	   *event_type;
+		ErrorData  *edata = NULL;
+
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextSwitchTo(event_cxt);
+		event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
+		if (projection_wants(def, event_type) || projection_wants_batch(def, event_type))
+		{
+			/* the handlers run in event_cxt, the error is copied out of it */
+			edata = projection_apply_one_guarded(def, event, event_type, position, oldcxt);
+			if (edata == NULL)
+				applied++;
+		}
+		MemoryContextSwitchTo(oldcxt);
 		if (edata != NULL)
 		{
-			if (replay_error_is_fatal(edata))
+			char	   *stream_id = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 4, &isnull));
+
+			if (projection_error_is_fatal(edata))
 				ReThrowError(edata);
-			if (!each)
-			{
-				FreeErrorData(edata);
-				return -1;
-			}
-			replay_dead_letter(def, rows->tuples[cur], rows->tupdesc, edata);
+			projection_dead_letter_record(def->name, position, event_type, stream_id, edata);
+			replay_skipped++;
 			FreeErrorData(edata);
-			cur++;
 		}
-		else
-			applied += done;
-		i = cur;
+		MemoryContextReset(event_cxt);
 	}
 	return applied;
 }
@@ -214,11 +195,11 @@ static int64
 replay_chunk_skipping(ProjectionDef *def, ProjectionEventRows *rows,
 					  MemoryContext event_cxt)
 {
-	int64		applied = replay_guarded(def, rows, 0, rows->ntuples, false, event_cxt);
+	int64		applied = replay_chunk_guarded(def, rows, event_cxt);
 
 	if (applied >= 0)
 		return applied;
-	return replay_guarded(def, rows, 0, rows->ntuples, true, event_cxt);
+	return replay_chunk_each(def, rows, event_cxt);
 }
 
 /*
@@ -233,7 +214,7 @@ replay_chunk_skipping(ProjectionDef *def, ProjectionEventRows *rows,
 static int64
 replay_chunk_batch(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext event_cxt)
 {
-	int64		applied = replay_guarded(def, rows, 0, rows->ntuples, false, event_cxt);
+	int64		applied = replay_chunk_guarded(def, rows, event_cxt);
 	ProjectionOwnerScope scope;
 	int			i;
 
@@ -253,10 +234,7 @@ replay_chunk_batch(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext 
 		CHECK_FOR_INTERRUPTS();
 		if (projection_wants(def, event_type) || projection_wants_batch(def, event_type))
 		{
-			projection_owner_enter(&scope, def);
-			projection_apply(def, event, event_type, position);
-			projection_batch_apply_one(def, event, event_type, position);
-			CommandCounterIncrement();
+			projection_apply_one(&scope, def, event, event_type, position);
 			applied++;
 		}
 		MemoryContextSwitchTo(oldcxt);

@@ -28,6 +28,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
+#include "apply.h"
 #include "batch.h"
 #include "catalog.h"
 #include "handler.h"
@@ -40,50 +41,6 @@
 
 /* events per transaction while looking for a poison event (< 64 subxacts) */
 #define WORKER_CAREFUL_CHUNK 32
-
-/*
- * Apply one event to one projection in a subtransaction.  Returns NULL on
- * success, or the error (copied into "errcxt"; the caller frees it) after
- * rolling the subtransaction back.
- */
-static ErrorData *
-worker_apply_careful(ProjectionRoundMember *rp, ProjectionRoundEvent *ev, MemoryContext errcxt)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		ProjectionOwnerScope scope;
-
-		memset(&scope, 0, sizeof(scope));
-		projection_owner_enter(&scope, rp->def);
-		projection_worker.applying_id = rp->id;
-		projection_worker.applying_position = ev->position;
-		projection_apply(rp->def, ev->event, ev->event_type, ev->position);
-		projection_batch_apply_one(rp->def, ev->event, ev->event_type, ev->position);
-		projection_worker.applying_id = 0;
-		projection_owner_leave(&scope);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		projection_worker.applying_id = 0;
-		MemoryContextSwitchTo(errcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_END_TRY();
-	return edata;
-}
 
 /*
  * The event types the careful replay needs to read: those of the
@@ -144,7 +101,8 @@ worker_apply_recorded(ProjectionRoundMember *rp, ProjectionRoundEvent *ev, Memor
 
 	for (attempt = 1;; attempt++)
 	{
-		ErrorData  *edata = worker_apply_careful(rp, ev, errcxt);
+		ErrorData  *edata = projection_apply_one_guarded(rp->def, ev->event, ev->event_type,
+														 ev->position, errcxt);
 		ProjectionWorkerErrorKind kind;
 
 		if (edata == NULL)

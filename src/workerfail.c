@@ -27,6 +27,7 @@
 #include "utils/timestamp.h"
 
 #include "checkpoint.h"
+#include "deadletter.h"
 #include "pool.h"
 #include "projection.h"
 #include "spiutil.h"
@@ -176,34 +177,12 @@ projection_worker_record_failure(ProjectionRoundMember *rp, ProjectionRoundEvent
 			 edata->context ? errcontext("%s", edata->context) : 0));
 }
 
-/* on_error 'skip': record the event and its error, and go on */
+/* on_error 'skip': record the event and its error (deadletter.c), and go on */
 void
 projection_worker_record_dead_letter(ProjectionRoundMember *rp, ProjectionRoundEvent *ev, ErrorData *edata)
 {
-	Oid			types[8] = {TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int			rc;
-
-	values[0] = CStringGetTextDatum(rp->def->name);
-	values[1] = Int64GetDatum(ev->position);
-	values[2] = CStringGetTextDatum(ev->event_type);
-	values[3] = CStringGetTextDatum(ev->stream_id);
-	values[4] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
-	values[5] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
-	if (edata->detail)
-		values[6] = CStringGetTextDatum(edata->detail);
-	else
-		nulls[6] = 'n';
-	if (edata->context)
-		values[7] = CStringGetTextDatum(edata->context);
-	else
-		nulls[7] = 'n';
-	rc = SPI_execute_with_args("INSERT INTO projection.dead_letters "
-							   "(name, global_position, event_type, stream_id, sqlstate, error, detail, context) "
-							   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-							   8, types, values, nulls, false, 0);
-	projection_spi_check(rc, SPI_OK_INSERT, "recording a dead letter");
+	projection_dead_letter_record(rp->def->name, ev->position, ev->event_type, ev->stream_id,
+								  edata);
 	rp->skipped_any = true;
 	ereport(LOG,
 			(errmsg("projection \"%s\" skipped event %lld (%s): %s",
