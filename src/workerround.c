@@ -204,184 +204,272 @@ worker_describe(ProjectionRoundMember *rps, int nrps)
 }
 
 /*
- * One round: apply the next batch to every running async projection.
- * Returns true if more work may be waiting.
+ * The range a failure of this round is in, for the careful replay
+ * (round_failed_from -1: nothing applied yet, so not reproducible).  File
+ * statics, not locals: they are set inside the round's PG_TRY and read
+ * after its PG_CATCH.
  */
-bool
-projection_worker_round(void)
+static int64 round_failed_from = -1;
+static int64 round_failed_to = -1;
+
+/*
+ * The laggard's batch of its own (worker_pick_laggard): its event types
+ * only, up to the gap bound (below which every event is visible or dead, so
+ * no gap needs watching).  Applied and checkpointed in the round's
+ * transaction.  Returns true if more of its events may follow.
+ */
+static bool
+worker_catch_up_laggard(ProjectionHorizon *hz, ProjectionRoundMember *rp, int64 gap_bound)
 {
-	ProjectionHorizon hz;
-	ProjectionRegistry *registry;
-	ProjectionRoundMember *rps;
-	int			nrps;
-	int64		from;
+	int64		from = rp->position;
 	int64		horizon;
-	int64		gap_bound;
 	ProjectionRoundEvent *events;
 	int			nevents;
 	bool		full;
+
+	nevents = projection_worker_read_batch(from, gap_bound, projection_type_filter(rp->def),
+										   worker_catch_up_rows(rp->def), &events, &full);
+	horizon = full ? events[nevents - 1].position : gap_bound;
+	pgstat_report_activity(STATE_RUNNING,
+						   psprintf("projection worker: catching up \"%s\": events %lld..%lld of %lld",
+									rp->def->name, (long long) from + 1, (long long) horizon,
+									(long long) hz->last_value));
+	round_failed_from = from;
+	round_failed_to = horizon;
+	worker_apply_fast(rp, 1, events, nevents);
+	projection_worker_save_checkpoint(rp, horizon, rp->catching_up && horizon >= hz->last_value);
+	return full;
+}
+
+/*
+ * The other projections of the round: the next batch after the lowest of
+ * their checkpoints, walked with the horizon (projection_worker_horizon),
+ * applied to each after its own checkpoint, and their checkpoints moved to
+ * the horizon; those catching up with nothing (more) to apply have caught
+ * up.  Returns true if more events may follow the batch.
+ */
+static bool
+worker_apply_next_batch(ProjectionHorizon *hz, ProjectionRoundMember *rps, int n, int64 gap_bound)
+{
+	int64		from = rps[0].position;
+	int64		horizon;
+	ProjectionRoundEvent *events;
+	int			nevents;
 	int			napply;
+	bool		full;
 	int			j;
-	volatile bool more = false;
-	volatile bool all_locked = false;
+
+	for (j = 1; j < n; j++)
+		from = Min(from, rps[j].position);
+
+	nevents = projection_worker_read_batch(from, hz->last_value, (Datum) 0, projection_batch_size,
+										   &events, &full);
+	napply = projection_worker_horizon(events, nevents, full, from, hz->last_value, gap_bound,
+									   &horizon);
+	if (horizon > from)
+	{
+		pgstat_report_activity(STATE_RUNNING,
+							   psprintf("projection worker: applying events %lld..%lld to %s",
+										(long long) from + 1, (long long) horizon,
+										worker_describe(rps, n)));
+
+		/*
+		 * From here a failure is in this batch: the careful replay takes only
+		 * its range (the laggard's batch rolls back with it, and sits the
+		 * replay out, being behind it).
+		 */
+		round_failed_from = from;
+		round_failed_to = horizon;
+		worker_apply_fast(rps, n, events, napply);
+		for (j = 0; j < n; j++)
+			if (rps[j].position < horizon)
+				projection_worker_save_checkpoint(&rps[j], horizon,
+												  rps[j].catching_up && horizon >= hz->last_value);
+	}
+	/* catching up, and nothing (more) to apply: caught up */
+	for (j = 0; j < n; j++)
+		if (rps[j].catching_up && rps[j].position >= hz->last_value)
+			projection_worker_save_checkpoint(&rps[j], rps[j].position, true);
+	return full && napply == nevents;
+}
+
+/*
+ * The body of a round, after projection_worker_begin: lock the projections,
+ * give the laggard a batch of its own, apply the next batch to the others,
+ * commit with their checkpoints, publish.  Sets what the round found
+ * (projection_worker.caught_up, .group_empty).  Returns true if more work
+ * may be waiting.  Errors propagate (projection_worker_round catches them).
+ * "cxt" is the round's context, which outlives the commit.
+ */
+static bool
+worker_round_apply(ProjectionHorizon *hz, MemoryContext cxt)
+{
+	ProjectionRegistry *registry;
+	ProjectionRoundMember *rps;
+	int			nrps;
+	int			nothers;
+	int64		gap_bound;
+	bool		more = false;
+	bool		all_locked;
+	int			j;
+
+	registry = projection_registry_acquire();
+	projection_worker_check_owners(registry);
+	nrps = projection_worker_lock_projections(registry, cxt, &rps);
+	if (nrps == 0)
+	{
+		/* nothing left out by a lock or a hold: nothing to do at all */
+		projection_worker.group_empty = worker_group_count(registry, false) == 0;
+		projection_worker.caught_up = worker_group_count(registry, true) == 0;
+		projection_registry_release(registry);
+		projection_worker_end(true);
+		MemoryContextSwitchTo(cxt);
+		return false;
+	}
+
+	/* all of the group locked: "caught up" below can speak for the group */
+	all_locked = worker_group_count(registry, true) == nrps;
+	projection_worker_track_catch_ups(rps, nrps);
+	projection_warn_untracked_events();
+	gap_bound = projection_horizon_gap_bound(hz);
+
+	/*
+	 * The projection furthest behind gets a batch of its own when it is
+	 * catching up, or lags the others by a batch or more (resumed after a
+	 * pause, or fixed after a failure).  The others go on from their own
+	 * checkpoints meanwhile instead of waiting until it has caught up with
+	 * them.  It moves to the end of rps.
+	 */
+	nothers = nrps;
+	j = worker_pick_laggard(rps, nrps, gap_bound);
+	if (j >= 0)
+	{
+		ProjectionRoundMember swap = rps[j];
+
+		rps[j] = rps[nrps - 1];
+		rps[nrps - 1] = swap;
+		nothers = nrps - 1;
+		more = worker_catch_up_laggard(hz, &rps[nrps - 1], gap_bound);
+	}
+	if (nothers > 0)
+	{
+		bool		others_more = worker_apply_next_batch(hz, rps, nothers, gap_bound);
+
+		more = more || others_more;
+	}
+
+	projection_registry_release(registry);
+	projection_worker_end(true);
+	MemoryContextSwitchTo(cxt);
+	projection_worker_publish(rps, nrps);
+	projection_worker.caught_up = !more && all_locked;
+	for (j = 0; j < nrps; j++)
+		if (rps[j].position < hz->last_value)
+			projection_worker.caught_up = false;
+	return more;
+}
+
+/*
+ * In a PG_CATCH of a round: copy the error (into "cxt"), abort the
+ * transaction, drop the registry cache's references.  Interrupts are held
+ * meanwhile, so that a termination cannot cut the cleanup short.
+ */
+static ErrorData *
+worker_abort(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	HOLD_INTERRUPTS();
+	projection_worker.applying_id = 0;
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortOutOfAnyTransaction();
+	projection_registry_at_abort();
+	RESUME_INTERRUPTS();
+	MemoryContextSwitchTo(cxt);
+	return edata;
+}
+
+/* The extension is gone from this database: leave, asking for nothing. */
+static void
+worker_exit_extension_gone(void)
+{
+	/*
+	 * Quietly for a probe after a server start (most databases have no
+	 * extension); else the extension has just been dropped.
+	 */
+	projection_worker.exit_clean = true;
+	ereport(projection_worker.probe ? DEBUG1 : LOG,
+			(errmsg("projection worker %d for database \"%s\" stopping: extension \"%s\" is not installed there",
+					projection_worker.index, projection_worker.dbname, PROJECTION_EXTENSION_NAME)));
+	proc_exit(0);
+}
+
+/* Back off after an error that is nobody's to charge, and retry. */
+static void
+worker_retry_later(ErrorData *edata)
+{
+	long		delay = projection_worker_backoff_delay(++transient_failures);
+
+	ereport(LOG,
+			(errmsg("projection worker: retrying in %ld ms after error: %s",
+					delay, edata->message)));
+	projection_worker_backoff(delay);
+}
+
+/*
+ * A handler failed in the fast round: replay its range carefully
+ * (workercareful.c), so that on_error decides for the failing event.  An
+ * error the replay does not record itself (it records handlers' errors) is
+ * retried: at once after a cancel, else after a back-off.
+ */
+static void
+worker_replay_carefully(int64 from, int64 to)
+{
 	MemoryContext cxt = CurrentMemoryContext;
 	ErrorData  *volatile edata = NULL;
-	volatile int64 failed_from = -1;
-	volatile int64 failed_to = -1;
-	volatile int32 failed_id = 0;
-	volatile int64 failed_position = 0;
-	ProjectionWorkerErrorKind kind;
-
-	projection_worker.caught_up = false;
-	projection_worker.group_empty = false;
-
-	/* DROP EXTENSION of this database is waiting: start nothing */
-	if (projection_database_held(projection_worker.dboid))
-		return false;
-
-	if (!projection_worker_begin(&hz))
-	{
-		/*
-		 * Quietly for a probe after a server start (most databases have no
-		 * extension); else the extension has just been dropped.
-		 */
-		projection_worker.exit_clean = true;
-		ereport(projection_worker.probe ? DEBUG1 : LOG,
-				(errmsg("projection worker %d for database \"%s\" stopping: extension \"%s\" is not installed there",
-						projection_worker.index, projection_worker.dbname, PROJECTION_EXTENSION_NAME)));
-		proc_exit(0);
-	}
 
 	PG_TRY();
 	{
-		registry = projection_registry_acquire();
-		projection_worker_check_owners(registry);
-		nrps = projection_worker_lock_projections(registry, cxt, &rps);
-		if (nrps == 0)
-		{
-			/* nothing left out by a lock or a hold: nothing to do at all */
-			projection_worker.group_empty = worker_group_count(registry, false) == 0;
-			projection_worker.caught_up = worker_group_count(registry, true) == 0;
-			projection_registry_release(registry);
-			projection_worker_end(true);
-			MemoryContextSwitchTo(cxt);
-			more = false;
-		}
-		else
-		{
-			int			nothers = nrps;
-
-			/* all of the group locked: "caught up" below can speak for the group */
-			all_locked = worker_group_count(registry, true) == nrps;
-			projection_worker_track_catch_ups(rps, nrps);
-			projection_warn_untracked_events();
-			gap_bound = projection_horizon_gap_bound(&hz);
-
-			/*
-			 * The projection furthest behind gets a batch of its own when it
-			 * is catching up, or lags the others by a batch or more (resumed
-			 * after a pause, or fixed after a failure): the event types it
-			 * handles only, up to the gap bound (below which every event is
-			 * visible or dead, so no gap needs watching).  The others go on
-			 * from their own checkpoints meanwhile instead of waiting until it
-			 * has caught up with them.
-			 */
-			j = worker_pick_laggard(rps, nrps, gap_bound);
-			if (j >= 0)
-			{
-				ProjectionRoundMember swap = rps[j];
-				ProjectionRoundMember *rp;
-
-				rps[j] = rps[nrps - 1];
-				rps[nrps - 1] = swap;
-				rp = &rps[nrps - 1];
-				nothers = nrps - 1;
-
-				from = rp->position;
-				nevents = projection_worker_read_batch(from, gap_bound, projection_type_filter(rp->def),
-											worker_catch_up_rows(rp->def), &events, &full);
-				horizon = full ? events[nevents - 1].position : gap_bound;
-				more = full;
-				pgstat_report_activity(STATE_RUNNING,
-										psprintf("projection worker: catching up \"%s\": events %lld..%lld of %lld",
-												 rp->def->name, (long long) from + 1, (long long) horizon,
-												 (long long) hz.last_value));
-				failed_from = from;
-				failed_to = horizon;
-				worker_apply_fast(rp, 1, events, nevents);
-				projection_worker_save_checkpoint(rp, horizon, rp->catching_up && horizon >= hz.last_value);
-			}
-
-			/* the others: the next batch after the lowest of their checkpoints */
-			if (nothers > 0)
-			{
-				from = rps[0].position;
-				for (j = 1; j < nothers; j++)
-					from = Min(from, rps[j].position);
-
-				nevents = projection_worker_read_batch(from, hz.last_value, (Datum) 0, projection_batch_size,
-											&events, &full);
-				napply = projection_worker_horizon(events, nevents, full, from, hz.last_value, gap_bound, &horizon);
-				more = more || (full && napply == nevents);
-
-				if (horizon > from)
-				{
-					pgstat_report_activity(STATE_RUNNING,
-											psprintf("projection worker: applying events %lld..%lld to %s",
-													 (long long) from + 1, (long long) horizon,
-													 worker_describe(rps, nothers)));
-					/*
-					 * From here a failure is in this batch: the careful
-					 * replay takes only its range (the laggard's batch rolls
-					 * back with it, and sits the replay out, being behind it).
-					 */
-					failed_from = from;
-					failed_to = horizon;
-					worker_apply_fast(rps, nothers, events, napply);
-					for (j = 0; j < nothers; j++)
-						if (rps[j].position < horizon)
-							projection_worker_save_checkpoint(&rps[j], horizon,
-												   rps[j].catching_up && horizon >= hz.last_value);
-				}
-				/* catching up, and nothing (more) to apply: caught up */
-				for (j = 0; j < nothers; j++)
-					if (rps[j].catching_up && rps[j].position >= hz.last_value)
-						projection_worker_save_checkpoint(&rps[j], rps[j].position, true);
-			}
-			projection_registry_release(registry);
-			projection_worker_end(true);
-			MemoryContextSwitchTo(cxt);
-			projection_worker_publish(rps, nrps);
-			projection_worker.caught_up = !more && all_locked;
-			for (j = 0; j < nrps; j++)
-				if (rps[j].position < hz.last_value)
-					projection_worker.caught_up = false;
-		}
+		projection_worker_round_careful(from, to);
 	}
 	PG_CATCH();
 	{
-		HOLD_INTERRUPTS();
-		failed_id = projection_worker.applying_id;	/* the handler call that failed, if any */
-		failed_position = projection_worker.applying_position;
-		projection_worker.applying_id = 0;
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		projection_registry_at_abort();
-		RESUME_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
+		edata = worker_abort(cxt);
 	}
 	PG_END_TRY();
 
-	if (edata != NULL)
-		projection_worker.caught_up = false;
 	if (edata == NULL)
+		return;
+	/* pause/drop/DROP EXTENSION cancelled the batch: retry without it */
+	if (projection_worker_batch_aborted(projection_worker.dboid, projection_worker.index))
 	{
-		transient_failures = 0;
-		projection_worker_forget_transient();
-		return more;
+		elog(DEBUG1, "projection worker: careful replay cancelled by a management call");
+		FreeErrorData(edata);
+		return;
 	}
+	if (projection_worker_error_kind(edata) == PROJECTION_WORKER_ERROR_CANCELLED)
+	{
+		ereport(LOG,
+				(errmsg("projection worker: retrying after a cancel: %s", edata->message)));
+		return;
+	}
+	/* not a handler's: those are recorded by the replay itself */
+	worker_retry_later(edata);
+}
+
+/*
+ * After a failed fast round (rolled back): what to do about the error (see
+ * ProjectionWorkerErrorKind): retry at once, back off and retry, or replay
+ * the range carefully so that on_error decides for the failing event.
+ * "failed_id" and "failed_position" name the handler call that raised it
+ * (failed_id 0: none).  Returns true: the round is to be tried again.
+ */
+static bool
+worker_round_failed(ErrorData *edata, int32 failed_id, int64 failed_position)
+{
+	ProjectionWorkerErrorKind kind;
 
 	/* pause/drop/DROP EXTENSION cancelled the batch: retry without it */
 	if (projection_worker_batch_aborted(projection_worker.dboid, projection_worker.index))
@@ -391,11 +479,6 @@ projection_worker_round(void)
 		return true;
 	}
 
-	/*
-	 * What to do about the error (see ProjectionWorkerErrorKind): retry at once, back
-	 * off and retry, or replay the range carefully so that on_error decides
-	 * for the failing event.
-	 */
 	kind = projection_worker_error_kind(edata);
 	if (kind == PROJECTION_WORKER_ERROR_CANCELLED)
 	{
@@ -420,64 +503,68 @@ projection_worker_round(void)
 				(errmsg("projection worker: event %lld failed %d times in a row in projection %d with transient errors, applying on_error: %s",
 						(long long) failed_position, attempts, failed_id, edata->message)));
 	}
-	else if (kind == PROJECTION_WORKER_ERROR_TRANSIENT || failed_from < 0)
+	else if (kind == PROJECTION_WORKER_ERROR_TRANSIENT || round_failed_from < 0)
 	{
 		/*
 		 * Not a handler's (none was running), or not reproducible (nothing
 		 * was applied yet): back off and retry for as long as it takes.
 		 */
-		transient_failures++;
-		ereport(LOG,
-				(errmsg("projection worker: retrying in %ld ms after error: %s",
-						projection_worker_backoff_delay(transient_failures), edata->message)));
-		projection_worker_backoff(projection_worker_backoff_delay(transient_failures));
+		worker_retry_later(edata);
 		return true;
 	}
 	FreeErrorData(edata);
-	edata = NULL;
 
 	/* a handler failed: find the event and apply the rest carefully */
+	worker_replay_carefully(round_failed_from, round_failed_to);
+	return true;
+}
+
+/*
+ * One round: apply the next batch to every running async projection of
+ * this worker's group, in one transaction with their checkpoints.  Returns
+ * true if more work may be waiting.  Exits the process if the extension is
+ * gone.
+ */
+bool
+projection_worker_round(void)
+{
+	ProjectionHorizon hz;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool more = false;
+	ErrorData  *volatile edata = NULL;
+	volatile int32 failed_id = 0;
+	volatile int64 failed_position = 0;
+
+	projection_worker.caught_up = false;
+	projection_worker.group_empty = false;
+
+	/* DROP EXTENSION of this database is waiting: start nothing */
+	if (projection_database_held(projection_worker.dboid))
+		return false;
+	if (!projection_worker_begin(&hz))
+		worker_exit_extension_gone();
+
+	round_failed_from = -1;
+	round_failed_to = -1;
 	PG_TRY();
 	{
-		projection_worker_round_careful(failed_from, failed_to);
+		more = worker_round_apply(&hz, cxt);
 	}
 	PG_CATCH();
 	{
-		HOLD_INTERRUPTS();
-		projection_worker.applying_id = 0;
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		projection_registry_at_abort();
-		RESUME_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
+		/* the handler call that failed, if any */
+		failed_id = projection_worker.applying_id;
+		failed_position = projection_worker.applying_position;
+		edata = worker_abort(cxt);
 	}
 	PG_END_TRY();
 
-	/* pause/drop/DROP EXTENSION cancelled the batch: retry without it */
-	if (edata != NULL && projection_worker_batch_aborted(projection_worker.dboid, projection_worker.index))
+	if (edata == NULL)
 	{
-		elog(DEBUG1, "projection worker: careful replay cancelled by a management call");
-		FreeErrorData(edata);
+		transient_failures = 0;
+		projection_worker_forget_transient();
+		return more;
 	}
-	else if (edata != NULL)
-	{
-		long		delay;
-
-		kind = projection_worker_error_kind(edata);
-		if (kind == PROJECTION_WORKER_ERROR_CANCELLED)
-		{
-			ereport(LOG,
-					(errmsg("projection worker: retrying after a cancel: %s", edata->message)));
-			return true;
-		}
-		/* not a handler's: those are recorded by the replay itself */
-		delay = projection_worker_backoff_delay(++transient_failures);
-		ereport(LOG,
-				(errmsg("projection worker: retrying in %ld ms after error: %s",
-						delay, edata->message)));
-		projection_worker_backoff(delay);
-	}
-	return true;
+	projection_worker.caught_up = false;
+	return worker_round_failed(edata, failed_id, failed_position);
 }
