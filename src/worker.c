@@ -258,13 +258,14 @@ worker_leave(const char *why, bool force)
  * ---------------------------------------------------------------------
  */
 
-void
-projection_worker_main(Datum main_arg)
+/*
+ * Start: who we are (database, group, probe), signals, the pool slot, the
+ * connection and its settings.  Exits at once, asking for the group again,
+ * if the slot cannot be claimed.
+ */
+static void
+worker_start(Datum main_arg)
 {
-	TimestampTz idle_since = 0;
-	bool		for_command;
-	uint64		saves;
-
 	projection_worker.dboid = DatumGetObjectId(main_arg);
 	memcpy(&projection_worker.index, MyBgworkerEntry->bgw_extra, sizeof(int));
 	memcpy(&projection_worker.count, MyBgworkerEntry->bgw_extra + sizeof(int), sizeof(int));
@@ -318,11 +319,82 @@ projection_worker_main(Datum main_arg)
 
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "projection worker round",
 									  ALLOCSET_DEFAULT_SIZES);
+}
 
+/*
+ * After the rounds: caught up or not, idle since when, and whether to leave
+ * (nothing to run, a probe done, idle too long).  Returns the new idle
+ * start (0: not idle).
+ */
+static TimestampTz
+worker_after_rounds(TimestampTz idle_since, TimestampTz now)
+{
+	if (!projection_worker.caught_up)
+	{
+		/* blocked behind an appender still in flight: it wakes us */
+		if (idle_since != 0)
+			worker_set_idle(0);
+		return 0;
+	}
+	if (projection_worker.group_empty)
+		worker_leave("no async projection to run", false);
+	else if (projection_worker.probe)
+		worker_leave("caught up after the server start", false);
+	else if (idle_since == 0)
+	{
+		worker_set_idle(now);
+		return now;
+	}
+	else if (TimestampDifferenceExceeds(idle_since, now, projection_worker_idle_timeout))
+	{
+		worker_leave(psprintf("idle for %d ms", projection_worker_idle_timeout), false);
+		return 0;
+	}
+	return idle_since;
+}
+
+/*
+ * Wait for the latch: a commit, a signal, projection.naptime, the rest of
+ * the idle time, or sooner for pending statistics.
+ */
+static void
+worker_wait(TimestampTz idle_since, TimestampTz now)
+{
+	long		timeout;
+	long		stats_timeout;
+
+	pgstat_report_activity(STATE_IDLE,
+						   projection_worker.caught_up ? "projection worker: caught up, waiting for events" :
+						   "projection worker: waiting for appending transactions to end");
+
+	/*
+	 * Statistics not flushed after the last commit (flushes are at least
+	 * PGSTAT_MIN_INTERVAL apart) are flushed when that interval has passed,
+	 * as PostgresMain does before going idle.
+	 */
+	stats_timeout = pgstat_report_stat(false);
+	timeout = stats_timeout > 0 ? Min(stats_timeout, projection_naptime) : projection_naptime;
+	if (idle_since != 0)
+	{
+		long		left = projection_worker_idle_timeout -
+			TimestampDifferenceMilliseconds(idle_since, now);
+
+		timeout = Max(1, Min(timeout, left));
+	}
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout, projection_wait_event(PROJECTION_WAIT_WORKER_IDLE));
+}
+
+void
+projection_worker_main(Datum main_arg)
+{
+	TimestampTz idle_since = 0;
+	bool		for_command;
+	uint64		saves;
+
+	worker_start(main_arg);
 	for (;;)
 	{
-		long		timeout;
-		long		stats_timeout;
 		TimestampTz now;
 
 		ResetLatch(MyLatch);
@@ -351,48 +423,7 @@ projection_worker_main(Datum main_arg)
 			idle_since = 0;		/* it did work: idle from now on, if at all */
 			projection_worker.probe = false;	/* a probe that found work is a worker like any other */
 		}
-
-		if (!projection_worker.caught_up)
-		{
-			/* blocked behind an appender still in flight: it wakes us */
-			if (idle_since != 0)
-				worker_set_idle(0);
-			idle_since = 0;
-		}
-		else if (projection_worker.group_empty)
-			worker_leave("no async projection to run", false);
-		else if (projection_worker.probe)
-			worker_leave("caught up after the server start", false);
-		else if (idle_since == 0)
-		{
-			idle_since = now;
-			worker_set_idle(now);
-		}
-		else if (TimestampDifferenceExceeds(idle_since, now, projection_worker_idle_timeout))
-		{
-			worker_leave(psprintf("idle for %d ms", projection_worker_idle_timeout), false);
-			idle_since = 0;
-		}
-
-		pgstat_report_activity(STATE_IDLE,
-							   projection_worker.caught_up ? "projection worker: caught up, waiting for events" :
-							   "projection worker: waiting for appending transactions to end");
-
-		/*
-		 * Statistics not flushed after the last commit (flushes are at
-		 * least PGSTAT_MIN_INTERVAL apart) are flushed when that interval
-		 * has passed, as PostgresMain does before going idle.
-		 */
-		stats_timeout = pgstat_report_stat(false);
-		timeout = stats_timeout > 0 ? Min(stats_timeout, projection_naptime) : projection_naptime;
-		if (idle_since != 0)
-		{
-			long		left = projection_worker_idle_timeout -
-				TimestampDifferenceMilliseconds(idle_since, now);
-
-			timeout = Max(1, Min(timeout, left));
-		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 timeout, projection_wait_event(PROJECTION_WAIT_WORKER_IDLE));
+		idle_since = worker_after_rounds(idle_since, now);
+		worker_wait(idle_since, now);
 	}
 }
