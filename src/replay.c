@@ -3,7 +3,8 @@
  * replay.c
  *	  Catch-up and rebuild: replaying the stored events through one
  *	  projection's handlers in the caller's transaction (inline catch-up at
- *	  create and resume, projection.rebuild()), and emptying its tables.
+ *	  create and resume, projection.rebuild() in rebuild.c), and emptying
+ *	  its tables.
  *
  * A replay runs user code as the projection's owner (handler.c).  An
  * inline replay locks out appenders first (projection_lock_out_appenders);
@@ -43,8 +44,6 @@
 #include "snapshot.h"
 #include "spiutil.h"
 
-PG_FUNCTION_INFO_V1(projection_rebuild);
-
 /*
  * The projection whose replay this backend is running, and the
  * (sub)transaction running it, for abort cleanup.
@@ -60,8 +59,15 @@ static SubTransactionId replaying_subid = InvalidSubTransactionId;
  * ---------------------------------------------------------------------
  */
 
-/* events a replay under on_error 'skip' recorded as dead letters */
+/* events the last replay (under on_error 'skip') recorded as dead letters */
 static int64 replay_skipped = 0;
+
+/* The number of events the last replay in this backend dead-lettered. */
+int64
+projection_replay_skipped(void)
+{
+	return replay_skipped;
+}
 
 /*
  * A fetched chunk of events applied to a projection inside one
@@ -263,8 +269,8 @@ replay_chunk_batch(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext 
 /* events per batch of a replay */
 #define REPLAY_BATCH_ROWS 1000
 
-static int64
-replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
+int64
+projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 {
 	Oid			types[4] = {INT8OID, INT8OID, INT8OID, TEXTARRAYOID};
 	Datum		values[4];
@@ -284,6 +290,7 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 	int			batch_rows = REPLAY_BATCH_ROWS;
 
 	*last = from;
+	replay_skipped = 0;
 	values[0] = Int64GetDatum(from);
 	values[1] = Int64GetDatum(upto);
 	if (def->nbatch_statements > 0)
@@ -402,7 +409,7 @@ projection_replay_inline(ProjectionDef *def, int64 from, int64 *last)
 							  0, NULL, NULL, NULL, true, SPI_OK_SELECT);
 	max = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	upto = isnull ? from : Max(from, DatumGetInt64(max));
-	replayed = replay_events(def, from, upto, last);
+	replayed = projection_replay_events(def, from, upto, last);
 	*last = upto;
 	PopActiveSnapshot();
 	return replayed;
@@ -562,108 +569,4 @@ projection_empty_tables(ProjectionDef *def)
 		ndone++;
 	}
 	projection_owner_leave(&scope);
-}
-
-/*
- * rebuild(name) RETURNS bigint: empty the projection's tables and replay
- * every event, in one transaction.  Readers see the old, complete read
- * model until the transaction commits, then the new one; a cancel or error
- * leaves everything as it was.
- *
- * Inline: appends wait until the rebuild commits (they would run the
- * projection's handlers on a half-built read model otherwise).
- *
- * Async: appends are not blocked and other projections keep running.  The
- * projection's registry row stays locked until commit, so the worker leaves
- * this projection alone meanwhile.  The replay stops at the safe horizon
- * (horizon.c: every position up to it is visible or dead) and
- * the checkpoint is set there; the worker applies what came after, once.
- */
-Datum
-projection_rebuild(PG_FUNCTION_ARGS)
-{
-	char	   *name = projection_text_arg(fcinfo, 0, "name");
-	MemoryContext cxt = CurrentMemoryContext;
-	ProjectionRow *row;
-	ProjectionRegistry *registry;
-	ProjectionDef *def;
-	int64		replayed;
-	int64		last;
-	int64		horizon;
-	const char *state;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	row = projection_registry_lookup(name, cxt);
-	projection_check_owner(row);
-	if (row->is_inline)
-		projection_lock_out_appenders("rebuild");
-	else
-	{
-		if (ProjectionAppenders == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot rebuild async projection \"%s\": the projection library is not preloaded", name),
-					 errhint("Add \"projection\" to shared_preload_libraries and restart the server.")));
-		if (IsolationUsesXactSnapshot())
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot rebuild a projection in a REPEATABLE READ or SERIALIZABLE transaction"),
-					 errhint("Run it in a READ COMMITTED transaction.")));
-	}
-
-	registry = projection_registry_acquire();
-	def = projection_registry_def(registry, row->id);
-	projection_empty_tables(def);
-
-	/*
-	 * The rebuild replays every event again: its dead letters are those of
-	 * the events that fail now (on_error 'skip'), so the old ones go, in
-	 * this transaction.  Afterwards dead_letters lists exactly the events
-	 * the new read model lacks.
-	 */
-	{
-		Oid			types[1] = {TEXTOID};
-		Datum		values[1];
-
-		values[0] = CStringGetTextDatum(name);
-		projection_registry_exec("DELETE FROM projection.dead_letters WHERE name OPERATOR(pg_catalog.=) $1",
-								 1, types, values, NULL, SPI_OK_DELETE);
-	}
-	replay_skipped = 0;
-	if (row->is_inline)
-	{
-		replayed = projection_replay_inline(def, 0, &last);
-		horizon = last;
-	}
-	else
-	{
-		ProjectionHorizon hz;
-
-		/* the safe horizon (horizon.c): the replay stops at its gap bound */
-		projection_horizon_read_settled(&hz, MyDatabaseId);
-		horizon = projection_horizon_gap_bound(&hz);
-		replayed = replay_events(def, 0, horizon, &last);
-		PopActiveSnapshot();
-	}
-	projection_registry_release(registry);
-
-	state = strcmp(row->state, "paused") == 0 ? "paused" : "running";
-	projection_registry_set_state(row->id, state, true, horizon, true);
-	if (!row->is_inline && strcmp(state, "running") == 0)
-		projection_request_launcher_at_commit();
-
-	projection_log_at_commit(psprintf("projection \"%s\" rebuilt from %lld events (%lld skipped)",
-									  name, (long long) replayed, (long long) replay_skipped));
-	if (replay_skipped > 0)
-		ereport(NOTICE,
-				(errmsg("projection \"%s\" rebuilt from %lld events, %lld skipped", name,
-						(long long) replayed, (long long) replay_skipped),
-				 errdetail("The skipped events and their errors are in projection.dead_letters.")));
-	else
-		ereport(NOTICE,
-				(errmsg("projection \"%s\" rebuilt from %lld events", name, (long long) replayed)));
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
-	PG_RETURN_INT64(replayed);
 }
