@@ -250,6 +250,132 @@ replay_chunk_batch(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext 
 	return applied;
 }
 
+/* events per batch of a replay */
+#define REPLAY_BATCH_ROWS 1000
+
+/* how a replay reads its events: a plan over (after, upto], as the superuser */
+typedef struct ReplayRead
+{
+	SPIPlanPtr	plan;
+	int			nargs;
+	Oid			types[4];
+	Datum		values[4];
+	int			batch_rows;
+	Oid			save_userid;	/* the caller's identity, restored after each read */
+	int			save_sec_context;
+} ReplayRead;
+
+/*
+ * Prepare the read of the projection's events in (from, upto] (its event
+ * types only), in batches of batch_rows, as the bootstrap superuser (the
+ * caller may lack SELECT on the events).  The plan is the caller's to free.
+ */
+static void
+replay_read_begin(ReplayRead *rd, ProjectionDef *def, int64 from, int64 upto)
+{
+	Datum		filter = projection_type_filter(def);
+
+	rd->nargs = filter == (Datum) 0 ? 3 : 4;
+	rd->types[0] = INT8OID;
+	rd->types[1] = INT8OID;
+	rd->types[2] = INT8OID;
+	rd->types[3] = TEXTARRAYOID;
+	rd->batch_rows = REPLAY_BATCH_ROWS;
+	if (def->nbatch_statements > 0)
+		rd->batch_rows = Max(REPLAY_BATCH_ROWS, projection_replay_batch_size);
+	rd->values[0] = Int64GetDatum(from);
+	rd->values[1] = Int64GetDatum(upto);
+	rd->values[2] = Int64GetDatum(rd->batch_rows);
+	rd->values[3] = filter;
+
+	GetUserIdAndSecContext(&rd->save_userid, &rd->save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   rd->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	rd->plan = SPI_prepare(psprintf("SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e "
+									"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+									"AND e.global_position OPERATOR(pg_catalog.<=) $2 %s"
+									"ORDER BY e.global_position LIMIT $3",
+									rd->nargs == 3 ? "" : "AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "),
+						   rd->nargs, rd->types);
+	if (rd->plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SetUserIdAndSecContext(rd->save_userid, rd->save_sec_context);
+}
+
+/* The next batch after position "after", as the superuser, into "cxt". */
+static void
+replay_read_next(ReplayRead *rd, int64 after, MemoryContext cxt, ProjectionEventRows *rows)
+{
+	rd->values[0] = Int64GetDatum(after);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   rd->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	projection_read_events(rd->plan, rd->nargs, rd->types, rd->values, rd->batch_rows,
+						   PROJECTION_BATCH_BYTES, cxt, rows);
+	SetUserIdAndSecContext(rd->save_userid, rd->save_sec_context);
+}
+
+/*
+ * A chunk of a replay under on_error 'stop' without batch statements: the
+ * handlers event by event, as the owner, without subtransactions (an error
+ * fails the replay).  Returns the number of events applied.
+ */
+static int64
+replay_chunk_plain(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext event_cxt)
+{
+	ProjectionOwnerScope scope;
+	int64		applied = 0;
+	int			i;
+
+	memset(&scope, 0, sizeof(scope));
+	for (i = 0; i < rows->ntuples; i++)
+	{
+		HeapTuple	tup = rows->tuples[i];
+		bool		isnull;
+		Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
+		int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
+		MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
+		char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
+
+		CHECK_FOR_INTERRUPTS();
+		if (projection_wants(def, event_type))
+		{
+			projection_owner_enter(&scope, def);
+			projection_apply(def, event, event_type, position);
+			CommandCounterIncrement();
+			applied++;
+		}
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(event_cxt);
+	}
+	projection_owner_leave(&scope);
+	return applied;
+}
+
+/*
+ * A replay's progress, in positions (the events of other types count as
+ * passed): a NOTICE every PROJECTION_PROGRESS_INTERVAL_MS, and in shared
+ * memory after every chunk.
+ */
+static void
+replay_report_progress(ProjectionDef *def, int64 done, int64 total, TimestampTz start,
+					   TimestampTz *last_report)
+{
+	if (TimestampDifferenceExceeds(*last_report, GetCurrentTimestamp(),
+								   PROJECTION_PROGRESS_INTERVAL_MS))
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		double		secs = (double) (now - start) / 1000000.0;
+		double		rate = secs > 0 ? done / secs : 0;
+
+		ereport(NOTICE,
+				(errmsg("projection \"%s\": %lld of %lld events replayed (%.0f events/s, about %.0f s left)",
+						def->name, (long long) done, (long long) total, rate,
+						rate > 0 ? (total - done) / rate : 0)));
+		*last_report = now;
+	}
+	projection_publish_rebuild(MyDatabaseId, def->id, done, total);
+}
+
 /*
  * Apply every event in (from, upto] that the projection handles to it, in
  * position order, in this transaction, as the projection's owner, reading
@@ -260,58 +386,30 @@ replay_chunk_batch(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext 
  * replayed (applied) and sets *last to the last position read (from if none).
  * Caller is connected to SPI.
  *
- * The events are read in batches of at most 1000 that hold at most
- * projection.batch_bytes (at least one event each), each batch after the
- * last position of the one before: a cursor's fetch would hold a whole
- * fetch of events of any size.  Every batch reads with the same active
- * snapshot, so they see exactly what one cursor would.
+ * The events are read in batches of at most 1000 (more for batch
+ * statements) that hold at most projection.batch_bytes (at least one event
+ * each), each batch after the last position of the one before: a cursor's
+ * fetch would hold a whole fetch of events of any size.  Every batch reads
+ * with the same active snapshot, so they see exactly what one cursor would.
+ * Each chunk goes the way on_error and batch statements say: under 'skip'
+ * guarded (dead letters), with batch statements set-based with an
+ * event-by-event fallback, else plainly.
  */
-/* events per batch of a replay */
-#define REPLAY_BATCH_ROWS 1000
-
 int64
 projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 {
-	Oid			types[4] = {INT8OID, INT8OID, INT8OID, TEXTARRAYOID};
-	Datum		values[4];
-	Datum		filter = projection_type_filter(def);
-	int			nargs = filter == (Datum) 0 ? 3 : 4;
-	Oid			save_userid;
-	int			save_sec_context;
-	SPIPlanPtr	plan;
+	ReplayRead	rd;
 	MemoryContext batch_cxt;
+	MemoryContext event_cxt;
 	int64		total = upto - from;
 	int64		replayed = 0;
 	bool		isnull;
-	ProjectionOwnerScope scope;
-	MemoryContext event_cxt;
 	TimestampTz start = GetCurrentTimestamp();
 	TimestampTz last_report = start;
-	int			batch_rows = REPLAY_BATCH_ROWS;
 
 	*last = from;
 	replay_skipped = 0;
-	values[0] = Int64GetDatum(from);
-	values[1] = Int64GetDatum(upto);
-	if (def->nbatch_statements > 0)
-		batch_rows = Max(REPLAY_BATCH_ROWS, projection_replay_batch_size);
-	values[2] = Int64GetDatum(batch_rows);
-	values[3] = filter;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	plan = SPI_prepare(psprintf("SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e "
-								"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-								"AND e.global_position OPERATOR(pg_catalog.<=) $2 %s"
-								"ORDER BY e.global_position LIMIT $3",
-								nargs == 3 ? "" : "AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "),
-					   nargs, types);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-
-	memset(&scope, 0, sizeof(scope));
+	replay_read_begin(&rd, def, from, upto);
 	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection replay event",
 									  ALLOCSET_DEFAULT_SIZES);
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection replay batch",
@@ -322,16 +420,9 @@ projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last
 
 	for (;;)
 	{
-		int			i;
 		ProjectionEventRows rows;
 
-		/* the next batch, read as the superuser (the caller may lack SELECT) */
-		values[0] = Int64GetDatum(*last);
-		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-		projection_read_events(plan, nargs, types, values, batch_rows,
-							   PROJECTION_BATCH_BYTES, batch_cxt, &rows);
-		SetUserIdAndSecContext(save_userid, save_sec_context);
+		replay_read_next(&rd, *last, batch_cxt, &rows);
 		if (rows.ntuples == 0)
 			break;
 		if (def->skip_errors)
@@ -339,50 +430,12 @@ projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last
 		else if (def->nbatch_statements > 0)
 			replayed += replay_chunk_batch(def, &rows, event_cxt);
 		else
-		{
-			for (i = 0; i < rows.ntuples; i++)
-			{
-				HeapTuple	tup = rows.tuples[i];
-				Datum		event = SPI_getbinval(tup, rows.tupdesc, 1, &isnull);
-				int64		position = DatumGetInt64(SPI_getbinval(tup, rows.tupdesc, 2, &isnull));
-				MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
-				char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, rows.tupdesc, 3, &isnull));
-
-				CHECK_FOR_INTERRUPTS();
-				if (projection_wants(def, event_type))
-				{
-					projection_owner_enter(&scope, def);
-					projection_apply(def, event, event_type, position);
-					CommandCounterIncrement();
-					replayed++;
-				}
-				MemoryContextSwitchTo(oldcxt);
-				MemoryContextReset(event_cxt);
-			}
-			projection_owner_leave(&scope);
-		}
+			replayed += replay_chunk_plain(def, &rows, event_cxt);
 		*last = DatumGetInt64(SPI_getbinval(rows.tuples[rows.ntuples - 1], rows.tupdesc, 2, &isnull));
 		MemoryContextReset(batch_cxt);
-
-		/* progress in positions: the events of other types count as passed */
-		if (TimestampDifferenceExceeds(last_report, GetCurrentTimestamp(),
-									   PROJECTION_PROGRESS_INTERVAL_MS))
-		{
-			TimestampTz now = GetCurrentTimestamp();
-			double		secs = (double) (now - start) / 1000000.0;
-			int64		done = *last - from;
-			double		rate = secs > 0 ? done / secs : 0;
-
-			ereport(NOTICE,
-					(errmsg("projection \"%s\": %lld of %lld events replayed (%.0f events/s, about %.0f s left)",
-							def->name, (long long) done, (long long) total, rate,
-							rate > 0 ? (total - done) / rate : 0)));
-			last_report = now;
-		}
-		projection_publish_rebuild(MyDatabaseId, def->id, *last - from, total);
+		replay_report_progress(def, *last - from, total, start, &last_report);
 	}
-	projection_owner_leave(&scope);
-	SPI_freeplan(plan);
+	SPI_freeplan(rd.plan);
 	MemoryContextDelete(batch_cxt);
 	MemoryContextDelete(event_cxt);
 	projection_publish_rebuild(MyDatabaseId, def->id, 0, 0);
