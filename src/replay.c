@@ -509,38 +509,22 @@ tables_array(ProjectionDef *def)
 }
 
 /*
- * Empty a projection's tables with DELETE, as its owner.  DELETE, not
- * TRUNCATE: readers keep seeing the old rows (MVCC) until this transaction
- * commits, and are never blocked.  A table is emptied after the tables of
- * the projection that reference it with a foreign key (in reverse order of
- * "tables" otherwise, and for cycles).
+ * The foreign keys that reference the projection's tables, as edges
+ * (*from)[i] references (*to)[i]; returns their number.  One from a table
+ * the projection does not own refuses the rebuild before anything is
+ * emptied: emptying would cascade to that table (ON DELETE CASCADE or SET
+ * NULL), or fail half-way.  Connected to SPI; the edges in the current
+ * context.
  */
-void
-projection_empty_tables(ProjectionDef *def)
+static int
+empty_tables_foreign_keys(ProjectionDef *def, Oid **from, Oid **to)
 {
-	ProjectionOwnerScope scope;
-	Datum		tables = tables_array(def);
 	Oid			types[1] = {OIDARRAYOID};
 	Datum		values[1];
-	Oid		   *from;			/* edge i: from[i] references to[i] */
-	Oid		   *to;
 	int			nedges;
-	bool	   *done = palloc0(sizeof(bool) * Max(def->ntables, 1));
-	int			ndone = 0;
-	int			i,
-				k;
 	int			rc;
 
-	/* a snapshot projection's read model is its states (snapshot.c) */
-	projection_snapshot_forget(def->id);
-
-	/*
-	 * The foreign keys that reference the tables.  One from a table the
-	 * projection does not own refuses the rebuild before anything is emptied:
-	 * emptying would cascade to that table (ON DELETE CASCADE or SET NULL),
-	 * or fail half-way.  Those among the tables order the DELETEs.
-	 */
-	values[0] = tables;
+	values[0] = tables_array(def);
 	rc = SPI_execute_with_args("SELECT c.conrelid, c.confrelid, c.conrelid OPERATOR(pg_catalog.=) ANY ($1), "
 							   "c.conname::pg_catalog.text, "
 							   "c.confrelid::pg_catalog.regclass::pg_catalog.text, "
@@ -553,8 +537,8 @@ projection_empty_tables(ProjectionDef *def)
 							   "ORDER BY c.oid",
 							   1, types, values, NULL, true, 0);
 	projection_spi_check(rc, SPI_OK_SELECT, "looking for foreign keys");
-	from = palloc(sizeof(Oid) * Max(SPI_processed, 1));
-	to = palloc(sizeof(Oid) * Max(SPI_processed, 1));
+	*from = palloc(sizeof(Oid) * Max(SPI_processed, 1));
+	*to = palloc(sizeof(Oid) * Max(SPI_processed, 1));
 	for (nedges = 0; nedges < (int) SPI_processed; nedges++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[nedges];
@@ -570,56 +554,99 @@ projection_empty_tables(ProjectionDef *def)
 					 errdetail("A rebuild empties the projection's tables, which would delete from or fail on a table the projection does not own."),
 					 errhint("Drop the constraint, or create the projection again with table %s among its tables.",
 							 SPI_getvalue(tup, desc, 6))));
-		from[nedges] = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
-		to[nedges] = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		(*from)[nedges] = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		(*to)[nedges] = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 	}
+	return nedges;
+}
 
+/*
+ * The next table to empty: the last one not referenced by a table still to
+ * be emptied, or, in a cycle, the last one left.
+ */
+static int
+empty_tables_next(ProjectionDef *def, const bool *done, const Oid *from, const Oid *to,
+				  int nedges)
+{
+	int			pick = -1;
+	int			i,
+				k;
+
+	for (i = def->ntables - 1; i >= 0 && pick < 0; i--)
+	{
+		bool		referenced = false;
+
+		if (done[i])
+			continue;
+		for (k = 0; k < nedges && !referenced; k++)
+		{
+			int			j;
+
+			if (to[k] != def->tables[i])
+				continue;
+			for (j = 0; j < def->ntables; j++)
+				if (!done[j] && j != i && def->tables[j] == from[k])
+					referenced = true;
+		}
+		if (!referenced)
+			pick = i;
+	}
+	if (pick < 0)				/* a cycle: reverse order */
+		for (i = def->ntables - 1; i >= 0 && pick < 0; i--)
+			if (!done[i])
+				pick = i;
+	return pick;
+}
+
+/* DELETE every row of one of the projection's tables (as the caller is). */
+static void
+empty_table(ProjectionDef *def, Oid relid)
+{
+	char	   *relname = get_rel_name(relid);
+	char	   *nspname;
+	int			rc;
+
+	if (relname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table %u of projection \"%s\" does not exist",
+						relid, def->name)));
+	nspname = get_namespace_name(get_rel_namespace(relid));
+	rc = SPI_execute(psprintf("DELETE FROM %s",
+							  quote_qualified_identifier(nspname, relname)),
+					 false, 0);
+	projection_spi_check(rc, SPI_OK_DELETE, "emptying a read-model table");
+}
+
+/*
+ * Empty a projection's tables with DELETE, as its owner.  DELETE, not
+ * TRUNCATE: readers keep seeing the old rows (MVCC) until this transaction
+ * commits, and are never blocked.  A table is emptied after the tables of
+ * the projection that reference it with a foreign key (in reverse order of
+ * "tables" otherwise, and for cycles).
+ */
+void
+projection_empty_tables(ProjectionDef *def)
+{
+	ProjectionOwnerScope scope;
+	Oid		   *from;			/* edge i: from[i] references to[i] */
+	Oid		   *to;
+	int			nedges;
+	bool	   *done = palloc0(sizeof(bool) * Max(def->ntables, 1));
+	int			ndone;
+
+	/* a snapshot projection's read model is its states (snapshot.c) */
+	projection_snapshot_forget(def->id);
+
+	nedges = empty_tables_foreign_keys(def, &from, &to);
 	memset(&scope, 0, sizeof(scope));
 	projection_owner_enter(&scope, def);
-	while (ndone < def->ntables)
+	for (ndone = 0; ndone < def->ntables; ndone++)
 	{
-		int			pick = -1;
-		char	   *relname;
-		char	   *nspname;
+		int			pick = empty_tables_next(def, done, from, to, nedges);
 
-		/* the last table not referenced by a table still to be emptied */
-		for (i = def->ntables - 1; i >= 0 && pick < 0; i--)
-		{
-			bool		referenced = false;
-
-			if (done[i])
-				continue;
-			for (k = 0; k < nedges && !referenced; k++)
-			{
-				int			j;
-
-				if (to[k] != def->tables[i])
-					continue;
-				for (j = 0; j < def->ntables; j++)
-					if (!done[j] && j != i && def->tables[j] == from[k])
-						referenced = true;
-			}
-			if (!referenced)
-				pick = i;
-		}
-		if (pick < 0)			/* a cycle: reverse order */
-			for (i = def->ntables - 1; i >= 0 && pick < 0; i--)
-				if (!done[i])
-					pick = i;
-
-		relname = get_rel_name(def->tables[pick]);
-		if (relname == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_TABLE),
-					 errmsg("table %u of projection \"%s\" does not exist",
-							def->tables[pick], def->name)));
-		nspname = get_namespace_name(get_rel_namespace(def->tables[pick]));
-		rc = SPI_execute(psprintf("DELETE FROM %s",
-								  quote_qualified_identifier(nspname, relname)),
-						 false, 0);
-		projection_spi_check(rc, SPI_OK_DELETE, "emptying a read-model table");
+		empty_table(def, def->tables[pick]);
 		done[pick] = true;
-		ndone++;
 	}
 	projection_owner_leave(&scope);
 }
