@@ -16,6 +16,7 @@ OBJS = \
 	src/inline.o \
 	src/manage.o \
 	src/replay.o \
+	src/replaychunk.o \
 	src/rebuild.o \
 	src/progress.o \
 	src/aggregate.o \
