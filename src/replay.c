@@ -7,13 +7,13 @@
  *	  its tables.  A replay reads its events in chunks; replaychunk.c
  *	  applies each one.
  *
- * A replay runs user code as the projection's owner (handler.c).  An
- * inline replay locks out appenders first (projection_lock_out_appenders);
- * an async rebuild keeps the projection's registry row locked until commit,
- * so the worker leaves it alone, and stops at the safe horizon (horizon.c).  The rebuilding projection is published in shared
- * memory (projection_publish_rebuild) and unpublished at commit or at the
- * abort of the (sub)transaction running the replay
- * (projection_replay_at_abort).
+ * A replay runs user code as the projection's owner (handler.c).  An inline
+ * replay locks out appenders first (projection_lock_out_appenders); an async
+ * rebuild keeps the projection's registry row locked until commit, so the
+ * worker leaves it alone, and stops at the safe horizon (horizon.c).  The
+ * rebuilding projection is published in shared memory
+ * (projection_publish_rebuild) and unpublished at commit or at the abort of
+ * the (sub)transaction running the replay (projection_replay_at_abort).
  *
  * IDENTIFICATION
  *	  src/replay.c
@@ -219,10 +219,10 @@ projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last
 }
 
 /*
- * Replay events for an inline projection after projection_lock_out_appenders(): with a
- * snapshot taken after the lock, so that it sees every committed event, up
- * to the last one in the store, which *last is set to (from if none is
- * after it).
+ * Replay events for an inline projection after
+ * projection_lock_out_appenders(): with a snapshot taken after the lock, so
+ * that it sees every committed event, up to the last one in the store, which
+ * *last is set to (from if none is after it).
  */
 int64
 projection_replay_inline(ProjectionDef *def, int64 from, int64 *last)

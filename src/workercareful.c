@@ -43,13 +43,13 @@
 #define WORKER_CAREFUL_CHUNK 32
 
 /*
- * The event types the careful replay needs to read: those of the
- * projections that take part and have something left to apply below
- * "limit" (those already at or past it need nothing), as a text[] datum,
- * or (Datum) 0 if one of them handles every type.  After a laggard's
- * failed batch that is the laggard alone, and its range may span millions
- * of positions of other types; the replay's range is fixed (see
- * projection_worker_round_careful), so the gaps need no watching and a filter is safe.
+ * The event types the careful replay needs to read: those of the projections
+ * that take part and have something left to apply below "limit" (those already
+ * at or past it need nothing), as a text[] datum, or (Datum) 0 if one of them
+ * handles every type.  After a laggard's failed batch that is the laggard
+ * alone, and its range may span millions of positions of other types; the
+ * replay's range is fixed (see projection_worker_round_careful), so the gaps
+ * need no watching and a filter is safe.
  */
 static Datum
 worker_careful_filter(ProjectionRoundMember *rps, int nrps, int64 cursor, int64 limit)
@@ -90,9 +90,10 @@ worker_careful_filter(ProjectionRoundMember *rps, int nrps, int64 cursor, int64 
  * Apply one event to one projection in the careful replay, and record its
  * error as on_error says.  A transient error is retried here, in a new
  * subtransaction after a back-off, until the call has failed
- * PROJECTION_WORKER_TRANSIENT_ATTEMPTS times (counting the fast rounds' attempts):
- * aborting the chunk instead would also undo what the chunk recorded for
- * other projections.  A cancel propagates (projection_worker_round retries at once).
+ * PROJECTION_WORKER_TRANSIENT_ATTEMPTS times (counting the fast rounds'
+ * attempts): aborting the chunk instead would also undo what the chunk
+ * recorded for other projections.  A cancel propagates (projection_worker_round
+ * retries at once).
  */
 static void
 worker_apply_recorded(ProjectionRoundMember *rp, ProjectionRoundEvent *ev, MemoryContext errcxt)
@@ -131,17 +132,17 @@ worker_apply_recorded(ProjectionRoundMember *rp, ProjectionRoundEvent *ev, Memor
 }
 
 /*
- * Careful replay of events (from, horizon_limit] after a failed fast
- * round, WORKER_CAREFUL_CHUNK events per transaction, one subtransaction
- * per handler call.  The range is safe to read again with later snapshots:
- * every position in it was visible or dead at the failed round's snapshot,
- * and stays so.  A handler error is recorded as on_error says
- * (worker_apply_recorded); a cancel propagates (projection_worker_round retries at
- * once), and so does any other error (projection_worker_round backs off and retries).
+ * Careful replay of events (from, horizon_limit] after a failed fast round,
+ * WORKER_CAREFUL_CHUNK events per transaction, one subtransaction per handler
+ * call.  The range is safe to read again with later snapshots: every position
+ * in it was visible or dead at the failed round's snapshot, and stays so.  A
+ * handler error is recorded as on_error says (worker_apply_recorded); a cancel
+ * propagates (projection_worker_round retries at once), and so does any other
+ * error (projection_worker_round backs off and retries).
  *
- * Memory: each chunk's transaction allocates in a context of its own
- * (errors included), reset after the chunk; what outlives a chunk's
- * commit (rps, for projection_worker_publish) is allocated there before SPI_connect.
+ * Memory: each chunk's transaction allocates in a context of its own (errors
+ * included), reset after the chunk; what outlives a chunk's commit (rps, for
+ * projection_worker_publish) is allocated there before SPI_connect.
  */
 void
 projection_worker_round_careful(int64 from, int64 horizon_limit)

@@ -74,11 +74,11 @@ projection_worker_error_kind(ErrorData *edata)
 }
 
 /*
- * Charge a transient failure in a fast round to the handler call
- * (projection id, event position) that raised it.  Returns how many times
- * in a row it has failed so: a failure of another call starts again at 1,
- * and so does any round that commits in fast mode (projection_worker_round).  Once it
- * reaches PROJECTION_WORKER_TRANSIENT_ATTEMPTS, the careful replay records the call's
+ * Charge a transient failure in a fast round to the handler call (projection
+ * id, event position) that raised it.  Returns how many times in a row it has
+ * failed so: a failure of another call starts again at 1, and so does any
+ * round that commits in fast mode (projection_worker_round).  Once it reaches
+ * PROJECTION_WORKER_TRANSIENT_ATTEMPTS, the careful replay records the call's
  * next failure at once (projection_worker_transient_spent).
  */
 int
