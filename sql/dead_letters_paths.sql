@@ -37,9 +37,9 @@ SELECT projection.on_batch('dlp_batch', $$
 INSERT INTO dlp.broken VALUES ('d-2'), ('d-4');
 RESET ROLE;
 SELECT projection.append('d-1', 'DlpEvent', '{}') AS first \gset
-SELECT projection.append('d-2', 'DlpEvent', '{}');
-SELECT projection.append('d-3', 'DlpEvent', '{}');
-SELECT projection.append('d-4', 'DlpEvent', '{}');
+SELECT projection.append('d-2', 'DlpEvent', '{}') > :first AS appended;
+SELECT projection.append('d-3', 'DlpEvent', '{}') > :first AS appended;
+SELECT projection.append('d-4', 'DlpEvent', '{}') > :first AS appended;
 SELECT projection.append('d-5', 'DlpEvent', '{}') AS last \gset
 SELECT projection.wait('dlp_handler', :last, '1 hour'), projection.wait('dlp_batch', :last, '1 hour');
 
