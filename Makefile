@@ -7,6 +7,7 @@ OBJS = \
 	src/shmem.o \
 	src/catalog.o \
 	src/handler.o \
+	src/apply.o \
 	src/horizon.o \
 	src/xact.o \
 	src/events.o \
@@ -15,15 +16,22 @@ OBJS = \
 	src/inline.o \
 	src/manage.o \
 	src/replay.o \
+	src/replaychunk.o \
+	src/rebuild.o \
 	src/progress.o \
 	src/aggregate.o \
 	src/launcher.o \
 	src/worker.o \
+	src/workerround.o \
+	src/workercareful.o \
+	src/workerfail.o \
+	src/workerstep.o \
 	src/eventread.o \
 	src/utility.o \
 	src/depend.o \
 	src/spiutil.o \
 	src/lifecycle.o \
+	src/deadletter.o \
 	src/batch.o \
 	src/feed.o \
 	src/feedpoll.o \
@@ -36,7 +44,7 @@ DATA = $(wildcard sql/projection--*.sql)
 PG_CPPFLAGS = -I$(srcdir)/src
 
 # pg_regress: one topic per file in sql/, expected output in expected/
-REGRESS = setup events registry inline security rebuild aggregate aggregate_memory events_subxact privileges manage handler_redefine handler_settings lifecycle batch snapshot feeds privileges_owners retry_batch
+REGRESS = setup events registry inline security rebuild aggregate aggregate_memory events_subxact privileges manage handler_redefine handler_settings lifecycle batch snapshot feeds privileges_owners retry_batch dead_letters_paths
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/projection.conf
 
 # isolation specs live in test/specs, expected output in test/expected

@@ -2,8 +2,7 @@
  *
  * lifecycle.h
  *	  Changing a projection after create(): removing statements (off),
- *	  altering its settings, create's if_not_exists form, and the way out
- *	  of poison events (skip, retry of dead letters).
+ *	  altering its settings, create's if_not_exists form.
  *
  * IDENTIFICATION
  *	  src/lifecycle.h

@@ -3,15 +3,17 @@
  * replay.c
  *	  Catch-up and rebuild: replaying the stored events through one
  *	  projection's handlers in the caller's transaction (inline catch-up at
- *	  create and resume, projection.rebuild()), and emptying its tables.
+ *	  create and resume, projection.rebuild() in rebuild.c), and emptying
+ *	  its tables.  A replay reads its events in chunks; replaychunk.c
+ *	  applies each one.
  *
- * A replay runs user code as the projection's owner (handler.c).  An
- * inline replay locks out appenders first (projection_lock_out_appenders);
- * an async rebuild keeps the projection's registry row locked until commit,
- * so the worker leaves it alone, and stops at the safe horizon (horizon.c).  The rebuilding projection is published in shared
- * memory (projection_publish_rebuild) and unpublished at commit or at the
- * abort of the (sub)transaction running the replay
- * (projection_replay_at_abort).
+ * A replay runs user code as the projection's owner (handler.c).  An inline
+ * replay locks out appenders first (projection_lock_out_appenders); an async
+ * rebuild keeps the projection's registry row locked until commit, so the
+ * worker leaves it alone, and stops at the safe horizon (horizon.c).  The
+ * rebuilding projection is published in shared memory
+ * (projection_publish_rebuild) and unpublished at commit or at the abort of
+ * the (sub)transaction running the replay (projection_replay_at_abort).
  *
  * IDENTIFICATION
  *	  src/replay.c
@@ -29,6 +31,7 @@
 
 #include "batch.h"
 #include "eventread.h"
+#include "replaychunk.h"
 #include "handler.h"
 #include "horizon.h"
 #include "inline.h"
@@ -39,8 +42,6 @@
 #include "replay.h"
 #include "snapshot.h"
 #include "spiutil.h"
-
-PG_FUNCTION_INFO_V1(projection_rebuild);
 
 /*
  * The projection whose replay this backend is running, and the
@@ -57,213 +58,103 @@ static SubTransactionId replaying_subid = InvalidSubTransactionId;
  * ---------------------------------------------------------------------
  */
 
-/* events a replay under on_error 'skip' recorded as dead letters */
+/* events the last replay (under on_error 'skip') recorded as dead letters */
 static int64 replay_skipped = 0;
 
-/* Record an event a replay skipped (on_error 'skip'), as the worker does. */
+/* The number of events the last replay in this backend dead-lettered. */
+int64
+projection_replay_skipped(void)
+{
+	return replay_skipped;
+}
+
+/* events per batch of a replay */
+#define REPLAY_BATCH_ROWS 1000
+
+/* how a replay reads its events: a plan over (after, upto], as the superuser */
+typedef struct ReplayRead
+{
+	SPIPlanPtr	plan;
+	int			nargs;
+	Oid			types[4];
+	Datum		values[4];
+	int			batch_rows;
+	Oid			save_userid;	/* the caller's identity, restored after each read */
+	int			save_sec_context;
+} ReplayRead;
+
+/*
+ * Prepare the read of the projection's events in (from, upto] (its event
+ * types only), in batches of batch_rows, as the bootstrap superuser (the
+ * caller may lack SELECT on the events).  The plan is the caller's to free.
+ */
 static void
-replay_dead_letter(ProjectionDef *def, HeapTuple tup, TupleDesc desc, ErrorData *edata)
+replay_read_begin(ReplayRead *rd, ProjectionDef *def, int64 from, int64 upto)
 {
-	Oid			types[8] = {TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
+	Datum		filter = projection_type_filter(def);
 
-	values[0] = CStringGetTextDatum(def->name);
-	values[1] = SPI_getbinval(tup, desc, 2, &isnull);
-	values[2] = SPI_getbinval(tup, desc, 3, &isnull);
-	values[3] = SPI_getbinval(tup, desc, 4, &isnull);
-	values[4] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
-	values[5] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
-	if (edata->detail)
-		values[6] = CStringGetTextDatum(edata->detail);
-	else
-		nulls[6] = 'n';
-	if (edata->context)
-		values[7] = CStringGetTextDatum(edata->context);
-	else
-		nulls[7] = 'n';
-	projection_registry_exec("INSERT INTO projection.dead_letters "
-							 "(name, global_position, event_type, stream_id, sqlstate, error, detail, context) "
-							 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-							 8, types, values, nulls, SPI_OK_INSERT);
-	replay_skipped++;
+	rd->nargs = filter == (Datum) 0 ? 3 : 4;
+	rd->types[0] = INT8OID;
+	rd->types[1] = INT8OID;
+	rd->types[2] = INT8OID;
+	rd->types[3] = TEXTARRAYOID;
+	rd->batch_rows = REPLAY_BATCH_ROWS;
+	if (def->nbatch_statements > 0)
+		rd->batch_rows = Max(REPLAY_BATCH_ROWS, projection_replay_batch_size);
+	rd->values[0] = Int64GetDatum(from);
+	rd->values[1] = Int64GetDatum(upto);
+	rd->values[2] = Int64GetDatum(rd->batch_rows);
+	rd->values[3] = filter;
+
+	GetUserIdAndSecContext(&rd->save_userid, &rd->save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   rd->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	rd->plan = SPI_prepare(psprintf("SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e "
+									"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+									"AND e.global_position OPERATOR(pg_catalog.<=) $2 %s"
+									"ORDER BY e.global_position LIMIT $3",
+									rd->nargs == 3 ? "" : "AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "),
+						   rd->nargs, rd->types);
+	if (rd->plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SetUserIdAndSecContext(rd->save_userid, rd->save_sec_context);
+}
+
+/* The next batch after position "after", as the superuser, into "cxt". */
+static void
+replay_read_next(ReplayRead *rd, int64 after, MemoryContext cxt, ProjectionEventRows *rows)
+{
+	rd->values[0] = Int64GetDatum(after);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   rd->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	projection_read_events(rd->plan, rd->nargs, rd->types, rd->values, rd->batch_rows,
+						   PROJECTION_BATCH_BYTES, cxt, rows);
+	SetUserIdAndSecContext(rd->save_userid, rd->save_sec_context);
 }
 
 /*
- * Errors a replay under on_error 'skip' must not turn into dead letters: a
- * cancel, a shutdown, a serialization failure or deadlock, a lock time-out,
- * resources or the system failing.  They say nothing about the event, so
- * they abort the replay as they would any statement.
+ * A replay's progress, in positions (the events of other types count as
+ * passed): a NOTICE every PROJECTION_PROGRESS_INTERVAL_MS, and in shared
+ * memory after every chunk.
  */
-static bool
-replay_error_is_fatal(ErrorData *edata)
+static void
+replay_report_progress(ProjectionDef *def, int64 done, int64 total, TimestampTz start,
+					   TimestampTz *last_report)
 {
-	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-
-	return class == ERRCODE_TO_CATEGORY(ERRCODE_QUERY_CANCELED) ||	/* 57 */
-		class == ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE) ||	/* 40 */
-		class == ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) ||	/* 53 */
-		class == ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR) ||	/* 58 */
-		class == ERRCODE_TO_CATEGORY(ERRCODE_INTERNAL_ERROR) ||	/* XX */
-		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
-}
-
-/*
- * Apply events [from, to) of a fetched chunk to a projection, inside one
- * subtransaction (one per event with "each"), as its owner.  Returns the
- * number applied, or -1 after rolling the subtransaction back if one
- * failed; with "each", a failing event is recorded in dead_letters instead
- * (as the worker does) and the rest go on.  Fatal errors are re-thrown.
- */
-static int64
-replay_guarded(ProjectionDef *def, ProjectionEventRows *rows, int from, int to,
-			   bool each, MemoryContext event_cxt)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	int			i = from;
-	volatile int64 applied = 0;
-
-	while (i < to)
+	if (TimestampDifferenceExceeds(*last_report, GetCurrentTimestamp(),
+								   PROJECTION_PROGRESS_INTERVAL_MS))
 	{
-		ErrorData  *volatile edata = NULL;
-		volatile int cur = i;
-		volatile int64 done = 0;
+		TimestampTz now = GetCurrentTimestamp();
+		double		secs = (double) (now - start) / 1000000.0;
+		double		rate = secs > 0 ? done / secs : 0;
 
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(oldcxt);
-		PG_TRY();
-		{
-			ProjectionOwnerScope scope;
-			int			stop = each ? cur + 1 : to;
-
-			memset(&scope, 0, sizeof(scope));
-			for (; cur < stop; cur++)
-			{
-				HeapTuple	tup = rows->tuples[cur];
-				bool		isnull;
-				Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
-				int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
-				char	   *event_type;
-
-				CHECK_FOR_INTERRUPTS();
-				MemoryContextSwitchTo(event_cxt);
-				event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
-				if (projection_wants(def, event_type) || projection_wants_batch(def, event_type))
-				{
-					projection_owner_enter(&scope, def);
-					projection_apply(def, event, event_type, position);
-					if (each)
-						projection_batch_apply_one(def, event, event_type, position);
-					CommandCounterIncrement();
-					done++;
-				}
-				MemoryContextSwitchTo(oldcxt);
-				MemoryContextReset(event_cxt);
-			}
-			/* set-based: the chunk's batch statements after its per-event handlers */
-			if (!each && def->nbatch_statements > 0)
-			{
-				projection_owner_enter(&scope, def);
-				(void) projection_batch_apply_rows(def, rows, from, to);
-				CommandCounterIncrement();
-			}
-			projection_owner_leave(&scope);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(oldcxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
-		}
-		PG_END_TRY();
-
-		if (edata != NULL)
-		{
-			if (replay_error_is_fatal(edata))
-				ReThrowError(edata);
-			if (!each)
-			{
-				FreeErrorData(edata);
-				return -1;
-			}
-			replay_dead_letter(def, rows->tuples[cur], rows->tupdesc, edata);
-			FreeErrorData(edata);
-			cur++;
-		}
-		else
-			applied += done;
-		i = cur;
+		ereport(NOTICE,
+				(errmsg("projection \"%s\": %lld of %lld events replayed (%.0f events/s, about %.0f s left)",
+						def->name, (long long) done, (long long) total, rate,
+						rate > 0 ? (total - done) / rate : 0)));
+		*last_report = now;
 	}
-	return applied;
-}
-
-/*
- * A chunk of a replay under on_error 'skip': first in one subtransaction;
- * if an event fails, again with one subtransaction per event, recording the
- * failing ones as dead letters.  Returns the number of events applied.
- */
-static int64
-replay_chunk_skipping(ProjectionDef *def, ProjectionEventRows *rows,
-					  MemoryContext event_cxt)
-{
-	int64		applied = replay_guarded(def, rows, 0, rows->ntuples, false, event_cxt);
-
-	if (applied >= 0)
-		return applied;
-	return replay_guarded(def, rows, 0, rows->ntuples, true, event_cxt);
-}
-
-/*
- * A chunk of a replay under on_error 'stop' for a projection with batch
- * statements: set-based, in one subtransaction; if that fails, event by
- * event (per-event handlers, then the batch statements over a one-row
- * batch), without subtransactions, so that a batch statement that meets
- * one key twice still applies, and an event that fails on its own fails
- * the replay, as it would without batch statements.  Returns the number of
- * events applied.
- */
-static int64
-replay_chunk_batch(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext event_cxt)
-{
-	int64		applied = replay_guarded(def, rows, 0, rows->ntuples, false, event_cxt);
-	ProjectionOwnerScope scope;
-	int			i;
-
-	if (applied >= 0)
-		return applied;
-	applied = 0;
-	memset(&scope, 0, sizeof(scope));
-	for (i = 0; i < rows->ntuples; i++)
-	{
-		HeapTuple	tup = rows->tuples[i];
-		bool		isnull;
-		Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
-		int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
-		MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
-		char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
-
-		CHECK_FOR_INTERRUPTS();
-		if (projection_wants(def, event_type) || projection_wants_batch(def, event_type))
-		{
-			projection_owner_enter(&scope, def);
-			projection_apply(def, event, event_type, position);
-			projection_batch_apply_one(def, event, event_type, position);
-			CommandCounterIncrement();
-			applied++;
-		}
-		MemoryContextSwitchTo(oldcxt);
-		MemoryContextReset(event_cxt);
-	}
-	projection_owner_leave(&scope);
-	return applied;
+	projection_publish_rebuild(MyDatabaseId, def->id, done, total);
 }
 
 /*
@@ -276,57 +167,29 @@ replay_chunk_batch(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext 
  * replayed (applied) and sets *last to the last position read (from if none).
  * Caller is connected to SPI.
  *
- * The events are read in batches of at most 1000 that hold at most
- * projection.batch_bytes (at least one event each), each batch after the
- * last position of the one before: a cursor's fetch would hold a whole
- * fetch of events of any size.  Every batch reads with the same active
- * snapshot, so they see exactly what one cursor would.
+ * The events are read in batches of at most 1000 (more for batch
+ * statements) that hold at most projection.batch_bytes (at least one event
+ * each), each batch after the last position of the one before: a cursor's
+ * fetch would hold a whole fetch of events of any size.  Every batch reads
+ * with the same active snapshot, so they see exactly what one cursor would.
+ * Each chunk goes the way on_error and batch statements say
+ * (replaychunk.c).
  */
-/* events per batch of a replay */
-#define REPLAY_BATCH_ROWS 1000
-
-static int64
-replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
+int64
+projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 {
-	Oid			types[4] = {INT8OID, INT8OID, INT8OID, TEXTARRAYOID};
-	Datum		values[4];
-	Datum		filter = projection_type_filter(def);
-	int			nargs = filter == (Datum) 0 ? 3 : 4;
-	Oid			save_userid;
-	int			save_sec_context;
-	SPIPlanPtr	plan;
+	ReplayRead	rd;
 	MemoryContext batch_cxt;
+	MemoryContext event_cxt;
 	int64		total = upto - from;
 	int64		replayed = 0;
 	bool		isnull;
-	ProjectionOwnerScope scope;
-	MemoryContext event_cxt;
 	TimestampTz start = GetCurrentTimestamp();
 	TimestampTz last_report = start;
-	int			batch_rows = REPLAY_BATCH_ROWS;
 
 	*last = from;
-	values[0] = Int64GetDatum(from);
-	values[1] = Int64GetDatum(upto);
-	if (def->nbatch_statements > 0)
-		batch_rows = Max(REPLAY_BATCH_ROWS, projection_replay_batch_size);
-	values[2] = Int64GetDatum(batch_rows);
-	values[3] = filter;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	plan = SPI_prepare(psprintf("SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e "
-								"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-								"AND e.global_position OPERATOR(pg_catalog.<=) $2 %s"
-								"ORDER BY e.global_position LIMIT $3",
-								nargs == 3 ? "" : "AND e.event_type OPERATOR(pg_catalog.=) ANY ($4) "),
-					   nargs, types);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-
-	memset(&scope, 0, sizeof(scope));
+	replay_skipped = 0;
+	replay_read_begin(&rd, def, from, upto);
 	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection replay event",
 									  ALLOCSET_DEFAULT_SIZES);
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection replay batch",
@@ -337,67 +200,17 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 
 	for (;;)
 	{
-		int			i;
 		ProjectionEventRows rows;
 
-		/* the next batch, read as the superuser (the caller may lack SELECT) */
-		values[0] = Int64GetDatum(*last);
-		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-		projection_read_events(plan, nargs, types, values, batch_rows,
-							   PROJECTION_BATCH_BYTES, batch_cxt, &rows);
-		SetUserIdAndSecContext(save_userid, save_sec_context);
+		replay_read_next(&rd, *last, batch_cxt, &rows);
 		if (rows.ntuples == 0)
 			break;
-		if (def->skip_errors)
-			replayed += replay_chunk_skipping(def, &rows, event_cxt);
-		else if (def->nbatch_statements > 0)
-			replayed += replay_chunk_batch(def, &rows, event_cxt);
-		else
-		{
-			for (i = 0; i < rows.ntuples; i++)
-			{
-				HeapTuple	tup = rows.tuples[i];
-				Datum		event = SPI_getbinval(tup, rows.tupdesc, 1, &isnull);
-				int64		position = DatumGetInt64(SPI_getbinval(tup, rows.tupdesc, 2, &isnull));
-				MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
-				char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, rows.tupdesc, 3, &isnull));
-
-				CHECK_FOR_INTERRUPTS();
-				if (projection_wants(def, event_type))
-				{
-					projection_owner_enter(&scope, def);
-					projection_apply(def, event, event_type, position);
-					CommandCounterIncrement();
-					replayed++;
-				}
-				MemoryContextSwitchTo(oldcxt);
-				MemoryContextReset(event_cxt);
-			}
-			projection_owner_leave(&scope);
-		}
+		replayed += projection_replay_chunk(def, &rows, event_cxt, &replay_skipped);
 		*last = DatumGetInt64(SPI_getbinval(rows.tuples[rows.ntuples - 1], rows.tupdesc, 2, &isnull));
 		MemoryContextReset(batch_cxt);
-
-		/* progress in positions: the events of other types count as passed */
-		if (TimestampDifferenceExceeds(last_report, GetCurrentTimestamp(),
-									   PROJECTION_PROGRESS_INTERVAL_MS))
-		{
-			TimestampTz now = GetCurrentTimestamp();
-			double		secs = (double) (now - start) / 1000000.0;
-			int64		done = *last - from;
-			double		rate = secs > 0 ? done / secs : 0;
-
-			ereport(NOTICE,
-					(errmsg("projection \"%s\": %lld of %lld events replayed (%.0f events/s, about %.0f s left)",
-							def->name, (long long) done, (long long) total, rate,
-							rate > 0 ? (total - done) / rate : 0)));
-			last_report = now;
-		}
-		projection_publish_rebuild(MyDatabaseId, def->id, *last - from, total);
+		replay_report_progress(def, *last - from, total, start, &last_report);
 	}
-	projection_owner_leave(&scope);
-	SPI_freeplan(plan);
+	SPI_freeplan(rd.plan);
 	MemoryContextDelete(batch_cxt);
 	MemoryContextDelete(event_cxt);
 	projection_publish_rebuild(MyDatabaseId, def->id, 0, 0);
@@ -406,10 +219,10 @@ replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last)
 }
 
 /*
- * Replay events for an inline projection after projection_lock_out_appenders(): with a
- * snapshot taken after the lock, so that it sees every committed event, up
- * to the last one in the store, which *last is set to (from if none is
- * after it).
+ * Replay events for an inline projection after
+ * projection_lock_out_appenders(): with a snapshot taken after the lock, so
+ * that it sees every committed event, up to the last one in the store, which
+ * *last is set to (from if none is after it).
  */
 int64
 projection_replay_inline(ProjectionDef *def, int64 from, int64 *last)
@@ -424,7 +237,7 @@ projection_replay_inline(ProjectionDef *def, int64 from, int64 *last)
 							  0, NULL, NULL, NULL, true, SPI_OK_SELECT);
 	max = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	upto = isnull ? from : Max(from, DatumGetInt64(max));
-	replayed = replay_events(def, from, upto, last);
+	replayed = projection_replay_events(def, from, upto, last);
 	*last = upto;
 	PopActiveSnapshot();
 	return replayed;
@@ -471,38 +284,22 @@ tables_array(ProjectionDef *def)
 }
 
 /*
- * Empty a projection's tables with DELETE, as its owner.  DELETE, not
- * TRUNCATE: readers keep seeing the old rows (MVCC) until this transaction
- * commits, and are never blocked.  A table is emptied after the tables of
- * the projection that reference it with a foreign key (in reverse order of
- * "tables" otherwise, and for cycles).
+ * The foreign keys that reference the projection's tables, as edges
+ * (*from)[i] references (*to)[i]; returns their number.  One from a table
+ * the projection does not own refuses the rebuild before anything is
+ * emptied: emptying would cascade to that table (ON DELETE CASCADE or SET
+ * NULL), or fail half-way.  Connected to SPI; the edges in the current
+ * context.
  */
-void
-projection_empty_tables(ProjectionDef *def)
+static int
+empty_tables_foreign_keys(ProjectionDef *def, Oid **from, Oid **to)
 {
-	ProjectionOwnerScope scope;
-	Datum		tables = tables_array(def);
 	Oid			types[1] = {OIDARRAYOID};
 	Datum		values[1];
-	Oid		   *from;			/* edge i: from[i] references to[i] */
-	Oid		   *to;
 	int			nedges;
-	bool	   *done = palloc0(sizeof(bool) * Max(def->ntables, 1));
-	int			ndone = 0;
-	int			i,
-				k;
 	int			rc;
 
-	/* a snapshot projection's read model is its states (snapshot.c) */
-	projection_snapshot_forget(def->id);
-
-	/*
-	 * The foreign keys that reference the tables.  One from a table the
-	 * projection does not own refuses the rebuild before anything is emptied:
-	 * emptying would cascade to that table (ON DELETE CASCADE or SET NULL),
-	 * or fail half-way.  Those among the tables order the DELETEs.
-	 */
-	values[0] = tables;
+	values[0] = tables_array(def);
 	rc = SPI_execute_with_args("SELECT c.conrelid, c.confrelid, c.conrelid OPERATOR(pg_catalog.=) ANY ($1), "
 							   "c.conname::pg_catalog.text, "
 							   "c.confrelid::pg_catalog.regclass::pg_catalog.text, "
@@ -515,8 +312,8 @@ projection_empty_tables(ProjectionDef *def)
 							   "ORDER BY c.oid",
 							   1, types, values, NULL, true, 0);
 	projection_spi_check(rc, SPI_OK_SELECT, "looking for foreign keys");
-	from = palloc(sizeof(Oid) * Max(SPI_processed, 1));
-	to = palloc(sizeof(Oid) * Max(SPI_processed, 1));
+	*from = palloc(sizeof(Oid) * Max(SPI_processed, 1));
+	*to = palloc(sizeof(Oid) * Max(SPI_processed, 1));
 	for (nedges = 0; nedges < (int) SPI_processed; nedges++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[nedges];
@@ -532,160 +329,99 @@ projection_empty_tables(ProjectionDef *def)
 					 errdetail("A rebuild empties the projection's tables, which would delete from or fail on a table the projection does not own."),
 					 errhint("Drop the constraint, or create the projection again with table %s among its tables.",
 							 SPI_getvalue(tup, desc, 6))));
-		from[nedges] = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
-		to[nedges] = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		(*from)[nedges] = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		(*to)[nedges] = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 	}
-
-	memset(&scope, 0, sizeof(scope));
-	projection_owner_enter(&scope, def);
-	while (ndone < def->ntables)
-	{
-		int			pick = -1;
-		char	   *relname;
-		char	   *nspname;
-
-		/* the last table not referenced by a table still to be emptied */
-		for (i = def->ntables - 1; i >= 0 && pick < 0; i--)
-		{
-			bool		referenced = false;
-
-			if (done[i])
-				continue;
-			for (k = 0; k < nedges && !referenced; k++)
-			{
-				int			j;
-
-				if (to[k] != def->tables[i])
-					continue;
-				for (j = 0; j < def->ntables; j++)
-					if (!done[j] && j != i && def->tables[j] == from[k])
-						referenced = true;
-			}
-			if (!referenced)
-				pick = i;
-		}
-		if (pick < 0)			/* a cycle: reverse order */
-			for (i = def->ntables - 1; i >= 0 && pick < 0; i--)
-				if (!done[i])
-					pick = i;
-
-		relname = get_rel_name(def->tables[pick]);
-		if (relname == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_TABLE),
-					 errmsg("table %u of projection \"%s\" does not exist",
-							def->tables[pick], def->name)));
-		nspname = get_namespace_name(get_rel_namespace(def->tables[pick]));
-		rc = SPI_execute(psprintf("DELETE FROM %s",
-								  quote_qualified_identifier(nspname, relname)),
-						 false, 0);
-		projection_spi_check(rc, SPI_OK_DELETE, "emptying a read-model table");
-		done[pick] = true;
-		ndone++;
-	}
-	projection_owner_leave(&scope);
+	return nedges;
 }
 
 /*
- * rebuild(name) RETURNS bigint: empty the projection's tables and replay
- * every event, in one transaction.  Readers see the old, complete read
- * model until the transaction commits, then the new one; a cancel or error
- * leaves everything as it was.
- *
- * Inline: appends wait until the rebuild commits (they would run the
- * projection's handlers on a half-built read model otherwise).
- *
- * Async: appends are not blocked and other projections keep running.  The
- * projection's registry row stays locked until commit, so the worker leaves
- * this projection alone meanwhile.  The replay stops at the safe horizon
- * (horizon.c: every position up to it is visible or dead) and
- * the checkpoint is set there; the worker applies what came after, once.
+ * The next table to empty: the last one not referenced by a table still to
+ * be emptied, or, in a cycle, the last one left.
  */
-Datum
-projection_rebuild(PG_FUNCTION_ARGS)
+static int
+empty_tables_next(ProjectionDef *def, const bool *done, const Oid *from, const Oid *to,
+				  int nedges)
 {
-	char	   *name = projection_text_arg(fcinfo, 0, "name");
-	MemoryContext cxt = CurrentMemoryContext;
-	ProjectionRow *row;
-	ProjectionRegistry *registry;
-	ProjectionDef *def;
-	int64		replayed;
-	int64		last;
-	int64		horizon;
-	const char *state;
+	int			pick = -1;
+	int			i,
+				k;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	row = projection_registry_lookup(name, cxt);
-	projection_check_owner(row);
-	if (row->is_inline)
-		projection_lock_out_appenders("rebuild");
-	else
+	for (i = def->ntables - 1; i >= 0 && pick < 0; i--)
 	{
-		if (ProjectionAppenders == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot rebuild async projection \"%s\": the projection library is not preloaded", name),
-					 errhint("Add \"projection\" to shared_preload_libraries and restart the server.")));
-		if (IsolationUsesXactSnapshot())
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot rebuild a projection in a REPEATABLE READ or SERIALIZABLE transaction"),
-					 errhint("Run it in a READ COMMITTED transaction.")));
+		bool		referenced = false;
+
+		if (done[i])
+			continue;
+		for (k = 0; k < nedges && !referenced; k++)
+		{
+			int			j;
+
+			if (to[k] != def->tables[i])
+				continue;
+			for (j = 0; j < def->ntables; j++)
+				if (!done[j] && j != i && def->tables[j] == from[k])
+					referenced = true;
+		}
+		if (!referenced)
+			pick = i;
 	}
+	if (pick < 0)				/* a cycle: reverse order */
+		for (i = def->ntables - 1; i >= 0 && pick < 0; i--)
+			if (!done[i])
+				pick = i;
+	return pick;
+}
 
-	registry = projection_registry_acquire();
-	def = projection_registry_def(registry, row->id);
-	projection_empty_tables(def);
+/* DELETE every row of one of the projection's tables (as the caller is). */
+static void
+empty_table(ProjectionDef *def, Oid relid)
+{
+	char	   *relname = get_rel_name(relid);
+	char	   *nspname;
+	int			rc;
 
-	/*
-	 * The rebuild replays every event again: its dead letters are those of
-	 * the events that fail now (on_error 'skip'), so the old ones go, in
-	 * this transaction.  Afterwards dead_letters lists exactly the events
-	 * the new read model lacks.
-	 */
+	if (relname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table %u of projection \"%s\" does not exist",
+						relid, def->name)));
+	nspname = get_namespace_name(get_rel_namespace(relid));
+	rc = SPI_execute(psprintf("DELETE FROM %s",
+							  quote_qualified_identifier(nspname, relname)),
+					 false, 0);
+	projection_spi_check(rc, SPI_OK_DELETE, "emptying a read-model table");
+}
+
+/*
+ * Empty a projection's tables with DELETE, as its owner.  DELETE, not
+ * TRUNCATE: readers keep seeing the old rows (MVCC) until this transaction
+ * commits, and are never blocked.  A table is emptied after the tables of
+ * the projection that reference it with a foreign key (in reverse order of
+ * "tables" otherwise, and for cycles).
+ */
+void
+projection_empty_tables(ProjectionDef *def)
+{
+	ProjectionOwnerScope scope;
+	Oid		   *from;			/* edge i: from[i] references to[i] */
+	Oid		   *to;
+	int			nedges;
+	bool	   *done = palloc0(sizeof(bool) * Max(def->ntables, 1));
+	int			ndone;
+
+	/* a snapshot projection's read model is its states (snapshot.c) */
+	projection_snapshot_forget(def->id);
+
+	nedges = empty_tables_foreign_keys(def, &from, &to);
+	memset(&scope, 0, sizeof(scope));
+	projection_owner_enter(&scope, def);
+	for (ndone = 0; ndone < def->ntables; ndone++)
 	{
-		Oid			types[1] = {TEXTOID};
-		Datum		values[1];
+		int			pick = empty_tables_next(def, done, from, to, nedges);
 
-		values[0] = CStringGetTextDatum(name);
-		projection_registry_exec("DELETE FROM projection.dead_letters WHERE name OPERATOR(pg_catalog.=) $1",
-								 1, types, values, NULL, SPI_OK_DELETE);
+		empty_table(def, def->tables[pick]);
+		done[pick] = true;
 	}
-	replay_skipped = 0;
-	if (row->is_inline)
-	{
-		replayed = projection_replay_inline(def, 0, &last);
-		horizon = last;
-	}
-	else
-	{
-		ProjectionHorizon hz;
-
-		/* the safe horizon (horizon.c): the replay stops at its gap bound */
-		projection_horizon_read_settled(&hz, MyDatabaseId);
-		horizon = projection_horizon_gap_bound(&hz);
-		replayed = replay_events(def, 0, horizon, &last);
-		PopActiveSnapshot();
-	}
-	projection_registry_release(registry);
-
-	state = strcmp(row->state, "paused") == 0 ? "paused" : "running";
-	projection_registry_set_state(row->id, state, true, horizon, true);
-	if (!row->is_inline && strcmp(state, "running") == 0)
-		projection_request_launcher_at_commit();
-
-	projection_log_at_commit(psprintf("projection \"%s\" rebuilt from %lld events (%lld skipped)",
-									  name, (long long) replayed, (long long) replay_skipped));
-	if (replay_skipped > 0)
-		ereport(NOTICE,
-				(errmsg("projection \"%s\" rebuilt from %lld events, %lld skipped", name,
-						(long long) replayed, (long long) replay_skipped),
-				 errdetail("The skipped events and their errors are in projection.dead_letters.")));
-	else
-		ereport(NOTICE,
-				(errmsg("projection \"%s\" rebuilt from %lld events", name, (long long) replayed)));
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
-	PG_RETURN_INT64(replayed);
+	projection_owner_leave(&scope);
 }

@@ -13,6 +13,8 @@
 
 #include "catalog.h"
 
+extern int64 projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last);
+extern int64 projection_replay_skipped(void);
 extern int64 projection_replay_inline(ProjectionDef *def, int64 from, int64 *last);
 extern void projection_empty_tables(ProjectionDef *def);
 extern void projection_replay_at_abort(SubTransactionId subid);
