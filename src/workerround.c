@@ -166,8 +166,8 @@ worker_pick_laggard(ProjectionRoundMember *rps, int nrps, int64 gap_bound)
 
 /*
  * The running async projections of this worker's group, as the round's
- * registry says: with "ready", only those with a handler or statements
- * (the ones a round takes).  A round that locked fewer left some out,
+ * registry says: with "ready", only those with a handler, statements or
+ * batch statements (the ones a round takes).  A round that locked fewer left some out,
  * because a management call or a restore holds them.
  */
 static int
@@ -182,7 +182,8 @@ worker_group_count(ProjectionRegistry *registry, bool ready)
 
 		if (!def->is_inline && def->id % projection_worker.count == projection_worker.index &&
 			(def->state == PROJECTION_RUNNING || def->state == PROJECTION_CATCHING_UP) &&
-			(!ready || OidIsValid(def->handler) || def->nstatements > 0))
+			(!ready || OidIsValid(def->handler) || def->nstatements > 0 ||
+			 def->nbatch_statements > 0))
 			n++;
 	}
 	return n;
