@@ -435,6 +435,43 @@ snapshot_write(SPIPlanPtr *cache, int32 projection_id, Datum *ids, Datum *states
 					   values, NULL, SPI_OK_INSERT, "writing snapshot states");
 }
 
+/*
+ * Events at or below their stream's stored position are skipped as folded in
+ * already.  A dead letter of the projection never was: it is one only
+ * retry_dead_letters hands over, after later events of its stream were
+ * folded.  Skipping it would report it applied and delete the dead letter,
+ * so that nothing would say any more what the states lack: refuse it
+ * (55000), which leaves it a dead letter.  "skipped" holds the positions.
+ */
+static void
+snapshot_check_skipped(SnapshotDef *def, Datum *skipped, int nskipped)
+{
+	static SPIPlanPtr dead_plan = NULL;
+	Oid			types[2] = {TEXTOID, INT8ARRAYOID};
+	Datum		values[2];
+	bool		isnull;
+	Datum		d;
+
+	values[0] = CStringGetTextDatum(def->name);
+	values[1] = PointerGetDatum(construct_array(skipped, nskipped, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	snapshot_exec_plan(snapshot_plan(&dead_plan,
+									 "SELECT pg_catalog.min(d.global_position) "
+									 "FROM projection.dead_letters d "
+									 "WHERE d.name OPERATOR(pg_catalog.=) $1 "
+									 "AND d.global_position OPERATOR(pg_catalog.=) ANY ($2)",
+									 2, types),
+					   values, NULL, SPI_OK_SELECT, "reading dead letters");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot fold the event at position %lld into snapshot projection \"%s\"",
+						(long long) DatumGetInt64(d), def->name),
+				 errdetail("The stored state of its stream already includes later events."),
+				 errhint("Rebuild the projection to fold every event in order.")));
+}
+
 /* ---------------------------------------------------------------------
  * projection._snapshot_apply
  * ---------------------------------------------------------------------
@@ -487,6 +524,8 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 	Datum	   *out_ver;
 	Datum	   *out_pos;
 	Datum	   *out_loaded;		/* the position each was loaded at (0: none) */
+	Datum	   *skipped;		/* events at or below their stored state */
+	int			nskipped = 0;
 
 	if (ARR_ELEMTYPE(arr) != events_type)
 		ereport(ERROR,
@@ -596,6 +635,7 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 	out_ver = palloc(sizeof(Datum) * nstreams);
 	out_pos = palloc(sizeof(Datum) * nstreams);
 	out_loaded = palloc(sizeof(Datum) * nstreams);
+	skipped = palloc(sizeof(Datum) * nevents);
 	in_scope = !(GetUserId() == def.owner && InSecurityRestrictedOperation());
 	if (in_scope)
 		snapshot_owner_enter(&scope, &def);
@@ -624,7 +664,12 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 		for (; i < nevents && strcmp(events[i].stream_id, sid) == 0; i++)
 		{
 			if (events[i].position <= pos)
-				continue;		/* folded in already: a replay */
+			{
+				/* folded in already (a replay), unless it is a dead letter */
+				if (events[i].position <= loaded)
+					skipped[nskipped++] = Int64GetDatum(events[i].position);
+				continue;
+			}
 			snapshot_fold_event(&fold, &state, &state_null, events[i].row);
 			pos = events[i].position;
 			ver = events[i].version;
@@ -647,6 +692,8 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 	}
 	if (in_scope)
 		projection_owner_leave(&scope);
+	if (nskipped > 0)
+		snapshot_check_skipped(&def, skipped, nskipped);
 
 	/*
 	 * Write the changed states: the ones loaded (and locked) with one
