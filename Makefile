@@ -33,6 +33,7 @@ OBJS = \
 	src/lifecycle.o \
 	src/deadletter.o \
 	src/batch.o \
+	src/batchdef.o \
 	src/feed.o \
 	src/feedpoll.o \
 	src/feedack.o \
