@@ -38,6 +38,8 @@ OBJS = \
 	src/feedpoll.o \
 	src/feedack.o \
 	src/snapshot.o \
+	src/snapfold.o \
+	src/snapapply.o \
 	src/pool.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
 
