@@ -88,39 +88,6 @@ batch_validate(const char *sql)
  * ---------------------------------------------------------------------
  */
 
-/* run one of our own statements on the registry as the bootstrap superuser */
-static void
-batch_registry_exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			rc;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	projection_spi_check(rc, expected, sql);
-}
-
-static char *
-batch_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
-{
-	char	   *s;
-
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("argument \"%s\" must not be null", argname)));
-	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (s[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"%s\" must not be empty", argname)));
-	return s;
-}
-
 /*
  * Lock a projection's registry row (a worker batch holding it is waited
  * for: batches are short) and check that the caller owns it.  Returns its
@@ -138,9 +105,9 @@ batch_lookup_owned(const char *name, MemoryContext cxt, Oid *owner, char **searc
 	Oid			owner_id;
 
 	values[0] = CStringGetTextDatum(name);
-	batch_registry_exec("SELECT p.id, p.owner::pg_catalog.oid, p.search_path FROM projection.projections p "
-						"WHERE p.name OPERATOR(pg_catalog.=) $1 FOR UPDATE OF p",
-						1, types, values, SPI_OK_SELECT);
+	projection_registry_exec("SELECT p.id, p.owner::pg_catalog.oid, p.search_path FROM projection.projections p "
+							 "WHERE p.name OPERATOR(pg_catalog.=) $1 FOR UPDATE OF p",
+							 1, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -185,10 +152,10 @@ projection_batch_add_statement(int32 projection_id, Oid owner, const char *searc
 
 	values[0] = Int32GetDatum(projection_id);
 	values[1] = CStringGetTextDatum(statement);
-	batch_registry_exec("INSERT INTO projection.batch_handlers (projection_id, seq, statement) "
-						"SELECT $1, COALESCE(pg_catalog.max(seq), 0) OPERATOR(pg_catalog.+) 1, $2 "
-						"FROM projection.batch_handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
-						2, types, values, SPI_OK_INSERT);
+	projection_registry_exec("INSERT INTO projection.batch_handlers (projection_id, seq, statement) "
+							 "SELECT $1, COALESCE(pg_catalog.max(seq), 0) OPERATOR(pg_catalog.+) 1, $2 "
+							 "FROM projection.batch_handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
+							 2, types, values, NULL, SPI_OK_INSERT);
 }
 
 /*
@@ -202,8 +169,8 @@ projection_batch_add_statement(int32 projection_id, Oid owner, const char *searc
 Datum
 projection_on_batch(PG_FUNCTION_ARGS)
 {
-	char	   *name = batch_text_arg(fcinfo, 0, "name");
-	char	   *statement = batch_text_arg(fcinfo, 1, "statement");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
+	char	   *statement = projection_text_arg(fcinfo, 1, "statement");
 	MemoryContext cxt = CurrentMemoryContext;
 	int32		id;
 	Oid			owner;
@@ -222,7 +189,7 @@ projection_on_batch(PG_FUNCTION_ARGS)
 Datum
 projection_off_batch(PG_FUNCTION_ARGS)
 {
-	char	   *name = batch_text_arg(fcinfo, 0, "name");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	MemoryContext cxt = CurrentMemoryContext;
 	Oid			types[1] = {INT4OID};
 	Datum		values[1];
@@ -231,8 +198,8 @@ projection_off_batch(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	values[0] = Int32GetDatum(batch_lookup_owned(name, cxt, NULL, NULL));
-	batch_registry_exec("DELETE FROM projection.batch_handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
-						1, types, values, SPI_OK_DELETE);
+	projection_registry_exec("DELETE FROM projection.batch_handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
+							 1, types, values, NULL, SPI_OK_DELETE);
 	removed = SPI_processed;
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");

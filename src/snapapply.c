@@ -60,6 +60,29 @@ static SPIPlanPtr load_plan = NULL;
 static SPIPlanPtr upsert_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 
+/* the stored states of a batch's streams, in stream order (bytewise) */
+typedef struct SnapshotLoaded
+{
+	int			n;
+	char	  **ids;
+	Datum	   *states;
+	bool	   *nulls;
+	int64	   *positions;
+	int64	   *versions;
+} SnapshotLoaded;
+
+/* the states a batch changed, as the columns of the writes */
+typedef struct SnapshotChanged
+{
+	int			n;
+	Datum	   *ids;
+	Datum	   *states;
+	bool	   *nulls;
+	Datum	   *versions;
+	Datum	   *positions;
+	Datum	   *loaded;			/* the position each was loaded at (0: none) */
+} SnapshotChanged;
+
 static int
 snapshot_event_cmp(const void *a, const void *b)
 {
@@ -77,31 +100,29 @@ snapshot_event_cmp(const void *a, const void *b)
  * zero (new: insert), as one statement; nothing if there are none.
  */
 static void
-snapshot_write(SPIPlanPtr *cache, int32 projection_id, Datum *ids, Datum *states,
-			   bool *state_nulls, Datum *versions, Datum *positions, Datum *loaded,
-			   int n, bool existing)
+snapshot_write(SPIPlanPtr *cache, int32 projection_id, SnapshotChanged *changed, bool existing)
 {
 	Oid			types[5] = {INT4OID, TEXTARRAYOID, JSONBARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
 	Datum		values[5];
-	Datum	   *w_ids = palloc(sizeof(Datum) * Max(n, 1));
-	Datum	   *w_states = palloc(sizeof(Datum) * Max(n, 1));
-	bool	   *w_nulls = palloc(sizeof(bool) * Max(n, 1));
-	Datum	   *w_ver = palloc(sizeof(Datum) * Max(n, 1));
-	Datum	   *w_pos = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *w_ids = palloc(sizeof(Datum) * Max(changed->n, 1));
+	Datum	   *w_states = palloc(sizeof(Datum) * Max(changed->n, 1));
+	bool	   *w_nulls = palloc(sizeof(bool) * Max(changed->n, 1));
+	Datum	   *w_ver = palloc(sizeof(Datum) * Max(changed->n, 1));
+	Datum	   *w_pos = palloc(sizeof(Datum) * Max(changed->n, 1));
 	int			dims[1];
 	int			lbs[1] = {1};
 	int			m = 0;
 	int			i;
 
-	for (i = 0; i < n; i++)
+	for (i = 0; i < changed->n; i++)
 	{
-		if ((DatumGetInt64(loaded[i]) != 0) != existing)
+		if ((DatumGetInt64(changed->loaded[i]) != 0) != existing)
 			continue;
-		w_ids[m] = ids[i];
-		w_states[m] = states[i];
-		w_nulls[m] = state_nulls[i];
-		w_ver[m] = versions[i];
-		w_pos[m] = positions[i];
+		w_ids[m] = changed->ids[i];
+		w_states[m] = changed->states[i];
+		w_nulls[m] = changed->nulls[i];
+		w_ver[m] = changed->versions[i];
+		w_pos[m] = changed->positions[i];
 		m++;
 	}
 	if (m == 0)
@@ -115,7 +136,7 @@ snapshot_write(SPIPlanPtr *cache, int32 projection_id, Datum *ids, Datum *states
 												TYPALIGN_DOUBLE));
 	values[4] = PointerGetDatum(construct_array(w_pos, m, INT8OID, 8, FLOAT8PASSBYVAL,
 												TYPALIGN_DOUBLE));
-	projection_snapshot_exec_plan(projection_snapshot_plan(cache, existing ?
+	projection_snapshot_exec_plan(projection_kept_plan(cache, existing ?
 									 "INSERT INTO projection.snapshot_states AS s "
 									 "(projection_id, stream_id, state, version, global_position) "
 									 "SELECT $1, u.stream_id, u.state, u.version, u.global_position "
@@ -141,68 +162,22 @@ snapshot_write(SPIPlanPtr *cache, int32 projection_id, Datum *ids, Datum *states
  */
 
 /*
- * _snapshot_apply(name, events projection.events[]) RETURNS bigint: fold a
- * batch of events into the stored states of snapshot projection "name";
- * returns the number of states written.  Called by the projection's batch
- * statement, as its owner; refused (42501) for anyone not a member of the
- * owner role.  Events are taken in (stream, position) order whatever the
- * array's order; an event at or below its stream's stored position is
- * skipped.  The fold's errors propagate (the batch machinery then retries
- * event by event and applies on_error).
+ * The array's events (rows of projection.events; NULLs and rows without a
+ * position or stream left out), sorted by stream (bytewise), then
+ * position.  The rows point into the array.  Returns their number.
  */
-Datum
-projection_snapshot_apply(PG_FUNCTION_ARGS)
+static int
+snapshot_batch_events(ArrayType *arr, SnapshotEvent **result)
 {
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
-	MemoryContext cxt = CurrentMemoryContext;
 	Oid			events_type = projection_oids()->events_type;
-	SnapshotDef def;
 	TupleDesc	rowdesc;
 	Datum	   *elems;
 	bool	   *elem_nulls;
 	int			nelems;
 	SnapshotEvent *events;
 	int			nevents = 0;
-	int			nstreams = 0;
-	Datum	   *stream_ids;
 	int			i;
-	int			g;
-	SnapshotFold fold;
-	ProjectionOwnerScope scope;
-	bool		in_scope;
-	/* loaded states, in stream order */
-	int			nloaded;
-	char	  **loaded_ids;
-	Datum	   *loaded_states;
-	bool	   *loaded_null;
-	int64	   *loaded_pos;
-	int64	   *loaded_ver;
-	int			li;
-	/* changed states */
-	int			nout = 0;
-	Datum	   *out_ids;
-	Datum	   *out_states;
-	bool	   *out_null;
-	Datum	   *out_ver;
-	Datum	   *out_pos;
-	Datum	   *out_loaded;		/* the position each was loaded at (0: none) */
 
-	if (ARR_ELEMTYPE(arr) != events_type)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("events must be an array of projection.events")));
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	projection_snapshot_def_load(name, &def, cxt);
-	if (!has_privs_of_role(GetUserId(), def.owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of projection \"%s\"", name),
-				 errdetail("Only the projection's own batch statement writes its states.")));
-
-	/* the events, sorted by stream and position */
 	deconstruct_array(arr, events_type, -1, false, TYPALIGN_DOUBLE, &elems, &elem_nulls, &nelems);
 	rowdesc = lookup_rowtype_tupdesc_copy(events_type, -1);
 	events = palloc(sizeof(SnapshotEvent) * Max(nelems, 1));
@@ -233,93 +208,113 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 		events[nevents].row = PointerGetDatum(th);
 		nevents++;
 	}
-	if (nevents == 0)
-	{
-		if (SPI_finish() != SPI_OK_FINISH)
-			elog(ERROR, "SPI_finish failed");
-		PG_RETURN_INT64(0);
-	}
-	qsort(events, nevents, sizeof(SnapshotEvent), snapshot_event_cmp);
-	stream_ids = palloc(sizeof(Datum) * nevents);
+	if (nevents > 0)
+		qsort(events, nevents, sizeof(SnapshotEvent), snapshot_event_cmp);
+	*result = events;
+	return nevents;
+}
+
+/*
+ * Load (and lock, in stream order, so that concurrent inline batches take
+ * the locks in one order) the stored states of the sorted events' streams,
+ * copied into "cxt".  Caller is connected to SPI.
+ */
+static void
+snapshot_load_states(SnapshotDef *def, SnapshotEvent *events, int nevents,
+					 MemoryContext cxt, SnapshotLoaded *loaded)
+{
+	Oid			types[2] = {INT4OID, TEXTARRAYOID};
+	Datum		values[2];
+	Datum	   *stream_ids = palloc(sizeof(Datum) * nevents);
+	int			nstreams = 0;
+	MemoryContext oldcxt;
+	int			i;
+
 	for (i = 0; i < nevents; i++)
 		if (i == 0 || strcmp(events[i].stream_id, events[i - 1].stream_id) != 0)
 			stream_ids[nstreams++] = CStringGetTextDatum(events[i].stream_id);
-
-	/*
-	 * Load (and lock, in stream order, so that concurrent inline batches
-	 * take the locks in one order) the stored states of these streams.
-	 */
+	values[0] = Int32GetDatum(def->id);
+	values[1] = PointerGetDatum(construct_array(stream_ids, nstreams, TEXTOID, -1, false,
+												TYPALIGN_INT));
+	projection_snapshot_exec_plan(projection_kept_plan(&load_plan,
+													   "SELECT s.stream_id, s.state, s.global_position, s.version "
+													   "FROM projection.snapshot_states s "
+													   "WHERE s.projection_id OPERATOR(pg_catalog.=) $1 "
+													   "AND s.stream_id OPERATOR(pg_catalog.=) ANY ($2) "
+													   "ORDER BY s.stream_id COLLATE \"C\" FOR UPDATE",
+													   2, types),
+								  values, NULL, SPI_OK_SELECT, "loading snapshot states");
+	oldcxt = MemoryContextSwitchTo(cxt);
+	loaded->n = (int) SPI_processed;
+	loaded->ids = palloc(sizeof(char *) * Max(loaded->n, 1));
+	loaded->states = palloc(sizeof(Datum) * Max(loaded->n, 1));
+	loaded->nulls = palloc(sizeof(bool) * Max(loaded->n, 1));
+	loaded->positions = palloc(sizeof(int64) * Max(loaded->n, 1));
+	loaded->versions = palloc(sizeof(int64) * Max(loaded->n, 1));
+	for (i = 0; i < loaded->n; i++)
 	{
-		Oid			types[2] = {INT4OID, TEXTARRAYOID};
-		Datum		values[2];
-		MemoryContext oldcxt;
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		st;
 
-		values[0] = Int32GetDatum(def.id);
-		values[1] = PointerGetDatum(construct_array(stream_ids, nstreams, TEXTOID, -1, false,
-													TYPALIGN_INT));
-		projection_snapshot_exec_plan(projection_snapshot_plan(&load_plan,
-										 "SELECT s.stream_id, s.state, s.global_position, s.version "
-										 "FROM projection.snapshot_states s "
-										 "WHERE s.projection_id OPERATOR(pg_catalog.=) $1 "
-										 "AND s.stream_id OPERATOR(pg_catalog.=) ANY ($2) "
-										 "ORDER BY s.stream_id COLLATE \"C\" FOR UPDATE",
-										 2, types),
-						   values, NULL, SPI_OK_SELECT, "loading snapshot states");
-		nloaded = (int) SPI_processed;
-		oldcxt = MemoryContextSwitchTo(cxt);
-		loaded_ids = palloc(sizeof(char *) * Max(nloaded, 1));
-		loaded_states = palloc(sizeof(Datum) * Max(nloaded, 1));
-		loaded_null = palloc(sizeof(bool) * Max(nloaded, 1));
-		loaded_pos = palloc(sizeof(int64) * Max(nloaded, 1));
-		loaded_ver = palloc(sizeof(int64) * Max(nloaded, 1));
-		for (i = 0; i < nloaded; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			Datum		st;
-
-			loaded_ids[i] = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-			st = SPI_getbinval(tup, desc, 2, &loaded_null[i]);
-			loaded_states[i] = loaded_null[i] ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(st));
-			loaded_pos[i] = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-			loaded_ver[i] = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-		}
-		MemoryContextSwitchTo(oldcxt);
-		SPI_freetuptable(SPI_tuptable);
+		loaded->ids[i] = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+		st = SPI_getbinval(tup, desc, 2, &loaded->nulls[i]);
+		loaded->states[i] = loaded->nulls[i] ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(st));
+		loaded->positions[i] = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		loaded->versions[i] = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 	}
+	MemoryContextSwitchTo(oldcxt);
+	SPI_freetuptable(SPI_tuptable);
+}
 
-	/* fold each stream's new events, as the owner */
-	out_ids = palloc(sizeof(Datum) * nstreams);
-	out_states = palloc(sizeof(Datum) * nstreams);
-	out_null = palloc(sizeof(bool) * nstreams);
-	out_ver = palloc(sizeof(Datum) * nstreams);
-	out_pos = palloc(sizeof(Datum) * nstreams);
-	out_loaded = palloc(sizeof(Datum) * nstreams);
-	in_scope = !(GetUserId() == def.owner && InSecurityRestrictedOperation());
+/*
+ * Fold each stream's events after its stored position into its state (the
+ * stored one, or the initial state), as the owner (its scope is entered
+ * unless the batch statement already runs as the owner, restricted), and
+ * collect the states that changed into *changed, copied into "cxt".  The
+ * fold's errors propagate.
+ */
+static void
+snapshot_fold_streams(SnapshotDef *def, SnapshotEvent *events, int nevents,
+					  SnapshotLoaded *loaded, MemoryContext cxt, SnapshotChanged *changed)
+{
+	SnapshotFold fold;
+	ProjectionOwnerScope scope;
+	bool		in_scope;
+	int			li = 0;
+	int			i = 0;
+
+	changed->n = 0;
+	changed->ids = palloc(sizeof(Datum) * nevents);
+	changed->states = palloc(sizeof(Datum) * nevents);
+	changed->nulls = palloc(sizeof(bool) * nevents);
+	changed->versions = palloc(sizeof(Datum) * nevents);
+	changed->positions = palloc(sizeof(Datum) * nevents);
+	changed->loaded = palloc(sizeof(Datum) * nevents);
+	in_scope = !(GetUserId() == def->owner && InSecurityRestrictedOperation());
 	if (in_scope)
-		projection_snapshot_owner_enter(&scope, &def);
-	projection_snapshot_fold_init(&fold, &def);
-	li = 0;
-	for (g = 0, i = 0; g < nstreams; g++)
+		projection_snapshot_owner_enter(&scope, def);
+	projection_snapshot_fold_init(&fold, def);
+	while (i < nevents)
 	{
 		const char *sid = events[i].stream_id;
-		Datum		state = def.initial;
+		Datum		state = def->initial;
 		bool		state_null = false;
 		int64		pos = 0;
 		int64		ver = 0;
-		bool		changed = false;
-		int64		loaded = 0;
+		bool		folded = false;
+		int64		loaded_at = 0;
 
-		while (li < nloaded && strcmp(loaded_ids[li], sid) < 0)
+		while (li < loaded->n && strcmp(loaded->ids[li], sid) < 0)
 			li++;
-		if (li < nloaded && strcmp(loaded_ids[li], sid) == 0)
+		if (li < loaded->n && strcmp(loaded->ids[li], sid) == 0)
 		{
-			state = loaded_states[li];
-			state_null = loaded_null[li];
-			pos = loaded_pos[li];
-			ver = loaded_ver[li];
-			loaded = pos;
+			state = loaded->states[li];
+			state_null = loaded->nulls[li];
+			pos = loaded->positions[li];
+			ver = loaded->versions[li];
+			loaded_at = pos;
 		}
 		for (; i < nevents && strcmp(events[i].stream_id, sid) == 0; i++)
 		{
@@ -328,25 +323,72 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 			projection_snapshot_fold_event(&fold, &state, &state_null, events[i].row);
 			pos = events[i].position;
 			ver = events[i].version;
-			changed = true;
+			folded = true;
 		}
-		if (changed)
+		if (folded)
 		{
 			MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+			int			k = changed->n++;
 
-			out_ids[nout] = CStringGetTextDatum(sid);
-			out_null[nout] = state_null;
-			out_states[nout] = state_null ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(state));
-			out_ver[nout] = Int64GetDatum(ver);
-			out_pos[nout] = Int64GetDatum(pos);
-			out_loaded[nout] = Int64GetDatum(loaded);
-			nout++;
+			changed->ids[k] = CStringGetTextDatum(sid);
+			changed->nulls[k] = state_null;
+			changed->states[k] = state_null ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(state));
+			changed->versions[k] = Int64GetDatum(ver);
+			changed->positions[k] = Int64GetDatum(pos);
+			changed->loaded[k] = Int64GetDatum(loaded_at);
 			MemoryContextSwitchTo(oldcxt);
 		}
 		projection_snapshot_fold_reset(&fold);
 	}
 	if (in_scope)
 		projection_owner_leave(&scope);
+}
+
+/*
+ * _snapshot_apply(name, events projection.events[]) RETURNS bigint: fold a
+ * batch of events into the stored states of snapshot projection "name";
+ * returns the number of states written.  Called by the projection's batch
+ * statement, as its owner; refused (42501) for anyone not a member of the
+ * owner role.  Events are taken in (stream, position) order whatever the
+ * array's order; an event at or below its stream's stored position is
+ * skipped.  The fold's errors propagate (the batch machinery then retries
+ * event by event and applies on_error).
+ */
+Datum
+projection_snapshot_apply(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
+	MemoryContext cxt = CurrentMemoryContext;
+	SnapshotDef def;
+	SnapshotEvent *events;
+	int			nevents;
+	SnapshotLoaded loaded;
+	SnapshotChanged changed;
+
+	if (ARR_ELEMTYPE(arr) != projection_oids()->events_type)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("events must be an array of projection.events")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	projection_snapshot_def_load(name, &def, cxt);
+	if (!has_privs_of_role(GetUserId(), def.owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of projection \"%s\"", name),
+				 errdetail("Only the projection's own batch statement writes its states.")));
+
+	nevents = snapshot_batch_events(arr, &events);
+	if (nevents == 0)
+	{
+		if (SPI_finish() != SPI_OK_FINISH)
+			elog(ERROR, "SPI_finish failed");
+		PG_RETURN_INT64(0);
+	}
+	snapshot_load_states(&def, events, nevents, cxt, &loaded);
+	snapshot_fold_streams(&def, events, nevents, &loaded, cxt, &changed);
 
 	/*
 	 * Write the changed states: the ones loaded (and locked) with one
@@ -357,11 +399,9 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 	 * INSERTs) then fails with a unique violation, to be retried, instead
 	 * of overwriting the other's state.
 	 */
-	snapshot_write(&upsert_plan, def.id, out_ids, out_states, out_null, out_ver, out_pos,
-				   out_loaded, nout, true);
-	snapshot_write(&insert_plan, def.id, out_ids, out_states, out_null, out_ver, out_pos,
-				   out_loaded, nout, false);
+	snapshot_write(&upsert_plan, def.id, &changed, true);
+	snapshot_write(&insert_plan, def.id, &changed, false);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
-	PG_RETURN_INT64(nout);
+	PG_RETURN_INT64(changed.n);
 }

@@ -41,27 +41,6 @@ static SPIPlanPtr def_plan = NULL;
  * ---------------------------------------------------------------------
  */
 
-/*
- * Prepare (once per backend) and keep one of our fixed statements.  The
- * statements name every object with its schema, so a kept plan re-planned
- * after DROP and CREATE EXTENSION finds the new tables.
- */
-SPIPlanPtr
-projection_snapshot_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan;
-
-	if (*cache != NULL)
-		return *cache;
-	plan = SPI_prepare(sql, nargs, types);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	*cache = plan;
-	return plan;
-}
-
 /* Run a kept plan as the bootstrap superuser; the caller is connected to SPI. */
 void
 projection_snapshot_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected,
@@ -77,23 +56,6 @@ projection_snapshot_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 	rc = SPI_execute_plan(plan, values, nulls, false, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	projection_spi_check(rc, expected, what);
-}
-
-/* The same for a one-off statement. */
-void
-projection_snapshot_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
-			  int expected)
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			rc;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	projection_spi_check(rc, expected, sql);
 }
 
 /*
@@ -113,7 +75,7 @@ projection_snapshot_def_load(const char *name, SnapshotDef *def, MemoryContext c
 	MemoryContext oldcxt;
 
 	values[0] = CStringGetTextDatum(name);
-	projection_snapshot_exec_plan(projection_snapshot_plan(&def_plan,
+	projection_snapshot_exec_plan(projection_kept_plan(&def_plan,
 									 "SELECT p.id, p.owner::pg_catalog.oid, p.search_path, "
 									 "d.fold::pg_catalog.oid, d.initial, p.event_types "
 									 "FROM projection.projections p "

@@ -39,11 +39,8 @@ typedef struct SnapshotFold
 	MemoryContext state_cxt;	/* holds the current state */
 	MemoryContext spare_cxt;	/* the previous state's, swapped */
 } SnapshotFold;
-extern SPIPlanPtr projection_snapshot_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *types);
 extern void projection_snapshot_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 										  int expected, const char *what);
-extern void projection_snapshot_exec(const char *sql, int nargs, Oid *types, Datum *values,
-									 const char *nulls, int expected);
 extern void projection_snapshot_def_load(const char *name, SnapshotDef *def, MemoryContext cxt);
 extern void projection_snapshot_fold_init(SnapshotFold *f, SnapshotDef *def);
 extern void projection_snapshot_fold_event(SnapshotFold *f, Datum *state, bool *state_null,

@@ -53,6 +53,7 @@
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
+#include "batch.h"
 #include "catalog.h"
 #include "compat.h"
 #include "eventread.h"
@@ -66,22 +67,6 @@
 PG_FUNCTION_INFO_V1(projection_create_snapshot);
 PG_FUNCTION_INFO_V1(projection_snapshot);
 
-static char *
-snapshot_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
-{
-	char	   *s;
-
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("argument \"%s\" must not be null", argname)));
-	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (s[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"%s\" must not be empty", argname)));
-	return s;
-}
 /*
  * A fold must be f(state jsonb, e projection.events) RETURNS jsonb, not
  * temporary (it is stored), and executable by the caller.  The same errors
@@ -129,6 +114,113 @@ snapshot_check_fold(Oid fold)
 #define SNAPSHOT_READ_ROWS 1000
 
 /*
+ * The stored state of the stream in the snapshot projection (*state copied
+ * into "cxt"), or its initial state; returns the position folded in (0:
+ * none stored).  Caller is connected to SPI.
+ */
+static int64
+snapshot_stored_state(SnapshotDef *def, text *stream_id, MemoryContext cxt,
+					  Datum *state, bool *state_null)
+{
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+	int64		pos = 0;
+
+	values[0] = Int32GetDatum(def->id);
+	values[1] = PointerGetDatum(stream_id);
+	projection_registry_exec("SELECT s.state, s.global_position FROM projection.snapshot_states s "
+							 "WHERE s.projection_id OPERATOR(pg_catalog.=) $1 "
+							 "AND s.stream_id OPERATOR(pg_catalog.=) $2",
+							 2, types, values, NULL, SPI_OK_SELECT);
+	*state = def->initial;
+	*state_null = false;
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		Datum		st = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, state_null);
+		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+
+		if (!*state_null)
+			*state = PointerGetDatum(PG_DETOAST_DATUM_COPY(st));
+		MemoryContextSwitchTo(oldcxt);
+		pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	return pos;
+}
+
+/*
+ * Fold (*state, *state_null) forward, as the owner, with the stream's
+ * events after position "pos", of the projection's event types, less its
+ * dead letters, read in bounded batches as the extension (the caller's
+ * right to read was checked).  The result lives in the current (SPI)
+ * context.  Caller is connected to SPI; the fold's errors propagate.
+ */
+static void
+snapshot_fold_forward(SnapshotDef *def, text *stream_id, int64 pos, Datum *state,
+					  bool *state_null)
+{
+	SnapshotFold fold;
+	ProjectionOwnerScope scope;
+	MemoryContext batch_cxt;
+	SPIPlanPtr	plan;
+	Oid			types[5] = {TEXTOID, INT8OID, TEXTARRAYOID, TEXTOID, INT8OID};
+	Datum		values[5];
+
+	plan = SPI_prepare(psprintf("SELECT e, e.global_position FROM projection.events e "
+								"WHERE e.stream_id OPERATOR(pg_catalog.=) $1 "
+								"AND e.global_position OPERATOR(pg_catalog.>) $2 "
+								"AND (%s) "
+								"AND NOT EXISTS (SELECT 1 FROM projection.dead_letters d "
+								"WHERE d.name OPERATOR(pg_catalog.=) $4 "
+								"AND d.global_position OPERATOR(pg_catalog.=) e.global_position) "
+								"ORDER BY e.global_position LIMIT $5",
+								def->all_types ? "$3 IS NOT NULL" : "e.event_type OPERATOR(pg_catalog.=) ANY ($3)"),
+					   5, types);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	values[0] = PointerGetDatum(stream_id);
+	/* every type: an empty array, which the query does not read */
+	values[2] = def->all_types ? PointerGetDatum(construct_empty_array(TEXTOID)) : def->event_types;
+	values[3] = CStringGetTextDatum(def->name);
+	values[4] = Int64GetDatum(SNAPSHOT_READ_ROWS);
+	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection snapshot batch",
+									  ALLOCSET_DEFAULT_SIZES);
+	projection_snapshot_fold_init(&fold, def);
+	for (;;)
+	{
+		ProjectionEventRows rows;
+		Oid			save_userid;
+		int			save_sec_context;
+		int			i;
+
+		values[1] = Int64GetDatum(pos);
+		GetUserIdAndSecContext(&save_userid, &save_sec_context);
+		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		projection_read_events(plan, 5, types, values, SNAPSHOT_READ_ROWS,
+							   PROJECTION_BATCH_BYTES, batch_cxt, &rows);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		if (rows.ntuples > 0)
+		{
+			projection_snapshot_owner_enter(&scope, def);
+			for (i = 0; i < rows.ntuples; i++)
+			{
+				bool		isnull;
+				Datum		event = SPI_getbinval(rows.tuples[i], rows.tupdesc, 1, &isnull);
+
+				pos = DatumGetInt64(SPI_getbinval(rows.tuples[i], rows.tupdesc, 2, &isnull));
+				projection_snapshot_fold_event(&fold, state, state_null, event);
+			}
+			projection_owner_leave(&scope);
+		}
+		MemoryContextReset(batch_cxt);
+		if (!rows.full)
+			break;
+	}
+	SPI_freeplan(plan);
+}
+
+/*
  * snapshot(name, stream_id) RETURNS jsonb: the stream's current state in
  * snapshot projection "name": its stored state (or the initial state)
  * folded forward, as the owner, with the stream's events after the stored
@@ -139,19 +231,13 @@ snapshot_check_fold(Oid fold)
 Datum
 projection_snapshot(PG_FUNCTION_ARGS)
 {
-	char	   *name = snapshot_text_arg(fcinfo, 0, "name");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	MemoryContext cxt = CurrentMemoryContext;
 	SnapshotDef def;
 	text	   *stream_id;
 	Datum		state;
-	bool		state_null = false;
-	int64		pos = 0;
-	SnapshotFold fold;
-	ProjectionOwnerScope scope;
-	MemoryContext batch_cxt;
-	SPIPlanPtr	plan;
-	Oid			types[5] = {TEXTOID, INT8OID, TEXTARRAYOID, TEXTOID, INT8OID};
-	Datum		values[5];
+	bool		state_null;
+	int64		pos;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -171,84 +257,8 @@ projection_snapshot(PG_FUNCTION_ARGS)
 				 errhint("Grant it with GRANT SELECT ON projection.events TO %s.",
 						 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
 
-	/* the stored state */
-	{
-		Oid			stypes[2] = {INT4OID, TEXTOID};
-		Datum		svalues[2];
-
-		svalues[0] = Int32GetDatum(def.id);
-		svalues[1] = PointerGetDatum(stream_id);
-		projection_snapshot_exec("SELECT s.state, s.global_position FROM projection.snapshot_states s "
-					  "WHERE s.projection_id OPERATOR(pg_catalog.=) $1 "
-					  "AND s.stream_id OPERATOR(pg_catalog.=) $2",
-					  2, stypes, svalues, NULL, SPI_OK_SELECT);
-	}
-	state = def.initial;
-	if (SPI_processed > 0)
-	{
-		bool		isnull;
-		Datum		st = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &state_null);
-		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
-
-		if (!state_null)
-			state = PointerGetDatum(PG_DETOAST_DATUM_COPY(st));
-		MemoryContextSwitchTo(oldcxt);
-		pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	}
-
-	/* the events after it, in batches, as the extension (the caller's right was checked) */
-	plan = SPI_prepare(psprintf("SELECT e, e.global_position FROM projection.events e "
-					   "WHERE e.stream_id OPERATOR(pg_catalog.=) $1 "
-					   "AND e.global_position OPERATOR(pg_catalog.>) $2 "
-					   "AND (%s) "
-					   "AND NOT EXISTS (SELECT 1 FROM projection.dead_letters d "
-					   "WHERE d.name OPERATOR(pg_catalog.=) $4 "
-					   "AND d.global_position OPERATOR(pg_catalog.=) e.global_position) "
-					   "ORDER BY e.global_position LIMIT $5",
-					   def.all_types ? "$3 IS NOT NULL" : "e.event_type OPERATOR(pg_catalog.=) ANY ($3)"),
-					   5, types);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	values[0] = PointerGetDatum(stream_id);
-	/* every type: an empty array, which the query does not read */
-	values[2] = def.all_types ? PointerGetDatum(construct_empty_array(TEXTOID)) : def.event_types;
-	values[3] = CStringGetTextDatum(def.name);
-	values[4] = Int64GetDatum(SNAPSHOT_READ_ROWS);
-	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection snapshot batch",
-									  ALLOCSET_DEFAULT_SIZES);
-	projection_snapshot_fold_init(&fold, &def);
-	for (;;)
-	{
-		ProjectionEventRows rows;
-		Oid			save_userid;
-		int			save_sec_context;
-		int			i;
-
-		values[1] = Int64GetDatum(pos);
-		GetUserIdAndSecContext(&save_userid, &save_sec_context);
-		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-		projection_read_events(plan, 5, types, values, SNAPSHOT_READ_ROWS,
-							   PROJECTION_BATCH_BYTES, batch_cxt, &rows);
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-		if (rows.ntuples > 0)
-		{
-			projection_snapshot_owner_enter(&scope, &def);
-			for (i = 0; i < rows.ntuples; i++)
-			{
-				bool		isnull;
-				Datum		event = SPI_getbinval(rows.tuples[i], rows.tupdesc, 1, &isnull);
-
-				pos = DatumGetInt64(SPI_getbinval(rows.tuples[i], rows.tupdesc, 2, &isnull));
-				projection_snapshot_fold_event(&fold, &state, &state_null, event);
-			}
-			projection_owner_leave(&scope);
-		}
-		MemoryContextReset(batch_cxt);
-		if (!rows.full)
-			break;
-	}
-	SPI_freeplan(plan);
+	pos = snapshot_stored_state(&def, stream_id, cxt, &state, &state_null);
+	snapshot_fold_forward(&def, stream_id, pos, &state, &state_null);
 
 	/* the state lives in SPI memory: copy it out before SPI_finish */
 	if (!state_null)
@@ -275,7 +285,8 @@ projection_snapshot(PG_FUNCTION_ARGS)
  * the fold, then create() the projection without a handler (as the caller,
  * so create's own checks and errors apply: privileges, mode, on_error,
  * event types, duplicate name), record its fold and initial state, and add
- * its batch statement with on_batch().  An async projection starts from the
+ * its batch statement (projection_batch_add_statement(), as on_batch()
+ * does).  An async projection starts from the
  * beginning and catches up in the worker; an inline one is created at the
  * end and rebuilt at once (create()'s own inline catch-up would run before
  * the batch statement exists).  Everything in the caller's transaction:
@@ -284,12 +295,14 @@ projection_snapshot(PG_FUNCTION_ARGS)
 Datum
 projection_create_snapshot(PG_FUNCTION_ARGS)
 {
-	char	   *name = snapshot_text_arg(fcinfo, 0, "name");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	char	   *mode;
 	char	   *on_error;
 	Oid			fold;
 	bool		is_inline;
 	StringInfoData stmt;
+	MemoryContext cxt = CurrentMemoryContext;
+	SnapshotDef def;
 	int			rc;
 
 	if (PG_ARGISNULL(1))
@@ -300,8 +313,8 @@ projection_create_snapshot(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("argument \"%s\" must not be null", "initial")));
-	mode = snapshot_text_arg(fcinfo, 4, "mode");
-	on_error = snapshot_text_arg(fcinfo, 5, "on_error");
+	mode = projection_text_arg(fcinfo, 4, "mode");
+	on_error = projection_text_arg(fcinfo, 5, "on_error");
 	fold = PG_GETARG_OID(1);
 	is_inline = strcmp(mode, "inline") == 0;
 	snapshot_check_fold(fold);
@@ -333,10 +346,10 @@ projection_create_snapshot(PG_FUNCTION_ARGS)
 		values[0] = CStringGetTextDatum(name);
 		values[1] = ObjectIdGetDatum(fold);
 		values[2] = PG_GETARG_DATUM(2);
-		projection_snapshot_exec("INSERT INTO projection.snapshot_defs (projection_id, fold, initial) "
-					  "SELECT p.id, $2::pg_catalog.regprocedure, $3 FROM projection.projections p "
-					  "WHERE p.name OPERATOR(pg_catalog.=) $1",
-					  3, types, values, NULL, SPI_OK_INSERT);
+		projection_registry_exec("INSERT INTO projection.snapshot_defs (projection_id, fold, initial) "
+								 "SELECT p.id, $2::pg_catalog.regprocedure, $3 FROM projection.projections p "
+								 "WHERE p.name OPERATOR(pg_catalog.=) $1",
+								 3, types, values, NULL, SPI_OK_INSERT);
 		if (SPI_processed != 1)
 			elog(ERROR, "projection \"%s\" was not created", name);
 	}
@@ -344,16 +357,9 @@ projection_create_snapshot(PG_FUNCTION_ARGS)
 	appendStringInfo(&stmt,
 					 "SELECT projection._snapshot_apply(%s, pg_catalog.array_agg(b::projection.events)) FROM batch b",
 					 quote_literal_cstr(name));
-	{
-		Oid			types[2] = {TEXTOID, TEXTOID};
-		Datum		values[2];
-
-		values[0] = CStringGetTextDatum(name);
-		values[1] = CStringGetTextDatum(stmt.data);
-		rc = SPI_execute_with_args("SELECT projection.on_batch($1, $2)",
-								   2, types, values, NULL, false, 0);
-		projection_spi_check(rc, SPI_OK_SELECT, "adding the batch statement of a snapshot projection");
-	}
+	/* validated as the owner (the caller, who just created it) and added, as on_batch() does */
+	projection_snapshot_def_load(name, &def, cxt);
+	projection_batch_add_statement(def.id, def.owner, def.search_path, stmt.data);
 	if (is_inline && projection_sequence_last_value() > 0)
 	{
 		Oid			types[1] = {TEXTOID};
@@ -392,9 +398,9 @@ projection_snapshot_forget(int32 projection_id)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	values[0] = Int32GetDatum(projection_id);
-	projection_snapshot_exec("DELETE FROM projection.snapshot_states "
-				  "WHERE projection_id OPERATOR(pg_catalog.=) $1",
-				  1, types, values, NULL, SPI_OK_DELETE);
+	projection_registry_exec("DELETE FROM projection.snapshot_states "
+							 "WHERE projection_id OPERATOR(pg_catalog.=) $1",
+							 1, types, values, NULL, SPI_OK_DELETE);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 }
