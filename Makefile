@@ -33,10 +33,13 @@ OBJS = \
 	src/lifecycle.o \
 	src/deadletter.o \
 	src/batch.o \
+	src/batchdef.o \
 	src/feed.o \
 	src/feedpoll.o \
 	src/feedack.o \
 	src/snapshot.o \
+	src/snapfold.o \
+	src/snapapply.o \
 	src/pool.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
 

@@ -38,6 +38,9 @@
  * catalog.c), each batch in a GUC nest level of its own, rolled back when
  * it returns, as for per-event handlers.
  *
+ * Adding and removing batch statements (on_batch, off_batch) and checking
+ * them as the owner is batchdef.c's; this file prepares and runs them.
+ *
  * Locking: none of its own.  The registry's rules (catalog.c) apply: the
  * statements are part of the registry, loaded with it by catalog.c (which
  * does not call this file: no cycle), and their plans are kept in it.
@@ -75,9 +78,6 @@
 #include "handler.h"
 #include "projection.h"
 #include "spiutil.h"
-
-PG_FUNCTION_INFO_V1(projection_on_batch);
-PG_FUNCTION_INFO_V1(projection_off_batch);
 
 /* events per batch of a catch-up or a rebuild */
 int			projection_replay_batch_size = 10000;
@@ -145,10 +145,11 @@ reads_batch_walker(Node *node, void *context)
 
 /*
  * Register "store" as the relation "batch" in the current SPI connection
- * (a nested one the caller opened: SPI_finish forgets it).
+ * (a nested one the caller opened: SPI_finish forgets it).  Also used by
+ * batchdef.c to validate a statement against an empty batch.
  */
-static void
-batch_register(Tuplestorestate *store)
+void
+projection_batch_register(Tuplestorestate *store)
 {
 	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
 	int			rc;
@@ -179,10 +180,11 @@ batch_register(Tuplestorestate *store)
  * reads "batch" and can write something (a SELECT only through a volatile
  * function or a data-modifying WITH).  A generic plan (there are no
  * parameters).  Raises the parser's and planner's errors, and ours.  The
- * plan is not kept; the caller decides.
+ * plan is not kept; the caller decides (batchdef.c validates with it and
+ * throws it away).
  */
-static SPIPlanPtr
-batch_prepare(const char *sql)
+SPIPlanPtr
+projection_batch_prepare(const char *sql)
 {
 	SPIPlanPtr	plan;
 	List	   *sources;
@@ -233,44 +235,6 @@ batch_prepare(const char *sql)
 				 errhint("Write the read model with INSERT, UPDATE, DELETE or MERGE over \"%s\".",
 						 PROJECTION_BATCH_RELATION)));
 	return plan;
-}
-
-/*
- * Check a batch statement as the current user (the caller has entered the
- * owner's scope): it is prepared and planned against an empty batch, the
- * privileges its plan needs are checked as the executor would (without
- * running it: that could write), and the plan is thrown away.
- */
-static void
-batch_validate(const char *sql)
-{
-	Tuplestorestate *store = tuplestore_begin_heap(false, false, work_mem);
-	SPIPlanPtr	plan;
-	CachedPlan *cplan;
-	ListCell   *lc;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	batch_register(store);
-	plan = batch_prepare(sql);
-	cplan = SPI_plan_get_cached_plan(plan);
-	if (cplan == NULL)
-		elog(ERROR, "could not plan the batch statement");
-	foreach(lc, cplan->stmt_list)
-	{
-		PlannedStmt *pstmt = lfirst_node(PlannedStmt, lc);
-
-#if PG_VERSION_NUM >= 160000
-		(void) ExecCheckPermissions(pstmt->rtable, pstmt->permInfos, true);
-#else
-		(void) ExecCheckRTPerms(pstmt->rtable, true);
-#endif
-	}
-	ReleaseCachedPlan(cplan, NULL);
-	SPI_freeplan(plan);
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
-	tuplestore_end(store);
 }
 
 /* ---------------------------------------------------------------------
@@ -377,7 +341,7 @@ projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		batch_register(batch->store);
+		projection_batch_register(batch->store);
 		for (i = 0; i < def->nbatch_statements; i++)
 		{
 			ProjectionBatchStatement *stmt = &def->batch_statements[i];
@@ -385,7 +349,7 @@ projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
 
 			if (stmt->plan == NULL)
 			{
-				SPIPlanPtr	plan = batch_prepare(stmt->sql);
+				SPIPlanPtr	plan = projection_batch_prepare(stmt->sql);
 
 				if (SPI_keepplan(plan) != 0)
 					elog(ERROR, "SPI_keepplan failed");
@@ -562,160 +526,4 @@ projection_batch_apply_inline_one(ProjectionRegistry *registry, ProjectionOwnerS
 		projection_batch_end(&batch);
 	}
 	pfree(event_type);
-}
-
-/* ---------------------------------------------------------------------
- * projection.on_batch / projection.off_batch
- * ---------------------------------------------------------------------
- */
-
-/* run one of our own statements on the registry as the bootstrap superuser */
-static void
-batch_registry_exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			rc;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	projection_spi_check(rc, expected, sql);
-}
-
-static char *
-batch_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
-{
-	char	   *s;
-
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("argument \"%s\" must not be null", argname)));
-	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (s[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"%s\" must not be empty", argname)));
-	return s;
-}
-
-/*
- * Lock a projection's registry row (a worker batch holding it is waited
- * for: batches are short) and check that the caller owns it.  Returns its
- * id; *owner and *search_path (palloc'd in "cxt") if asked for.  Caller is
- * connected to SPI.
- */
-static int32
-batch_lookup_owned(const char *name, MemoryContext cxt, Oid *owner, char **search_path)
-{
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
-	Oid			owner_id;
-
-	values[0] = CStringGetTextDatum(name);
-	batch_registry_exec("SELECT p.id, p.owner::pg_catalog.oid, p.search_path FROM projection.projections p "
-						"WHERE p.name OPERATOR(pg_catalog.=) $1 FOR UPDATE OF p",
-						1, types, values, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("projection \"%s\" does not exist", name)));
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	owner_id = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
-	if (!has_privs_of_role(GetUserId(), owner_id))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of projection \"%s\"", name)));
-	if (owner != NULL)
-		*owner = owner_id;
-	if (search_path != NULL)
-		*search_path = MemoryContextStrdup(cxt, TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)));
-	return DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-}
-
-/*
- * Validate a batch statement as the projection's owner, with its
- * search_path, and add it after the projection's others.  Caller is
- * connected to SPI.  Also the entry point for kinds of projection built on
- * batch statements (snapshots): they pass their own projection's id.
- */
-void
-projection_batch_add_statement(int32 projection_id, Oid owner, const char *search_path,
-							   const char *statement)
-{
-	ProjectionDef def;
-	ProjectionOwnerScope scope;
-	Oid			types[2] = {INT4OID, TEXTOID};
-	Datum		values[2];
-
-	memset(&def, 0, sizeof(def));
-	def.id = projection_id;
-	def.owner = owner;
-	def.search_path = (char *) search_path;
-	memset(&scope, 0, sizeof(scope));
-	projection_owner_enter(&scope, &def);
-	batch_validate(statement);
-	projection_owner_leave(&scope);
-
-	values[0] = Int32GetDatum(projection_id);
-	values[1] = CStringGetTextDatum(statement);
-	batch_registry_exec("INSERT INTO projection.batch_handlers (projection_id, seq, statement) "
-						"SELECT $1, COALESCE(pg_catalog.max(seq), 0) OPERATOR(pg_catalog.+) 1, $2 "
-						"FROM projection.batch_handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
-						2, types, values, SPI_OK_INSERT);
-}
-
-/*
- * on_batch(name, statement): add a batch statement.  Only the projection's
- * owner (or a member of that role, or a superuser) may; the statement is
- * prepared now as the owner, so that errors in it (unknown tables or
- * columns, a syntax error, a missing privilege) are reported here and
- * nothing is registered.  It takes effect from the next batch, in every
- * session and worker, once this transaction commits.
- */
-Datum
-projection_on_batch(PG_FUNCTION_ARGS)
-{
-	char	   *name = batch_text_arg(fcinfo, 0, "name");
-	char	   *statement = batch_text_arg(fcinfo, 1, "statement");
-	MemoryContext cxt = CurrentMemoryContext;
-	int32		id;
-	Oid			owner;
-	char	   *search_path;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	id = batch_lookup_owned(name, cxt, &owner, &search_path);
-	projection_batch_add_statement(id, owner, search_path, statement);
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
-	PG_RETURN_VOID();
-}
-
-/* off_batch(name): remove the projection's batch statements; returns how many */
-Datum
-projection_off_batch(PG_FUNCTION_ARGS)
-{
-	char	   *name = batch_text_arg(fcinfo, 0, "name");
-	MemoryContext cxt = CurrentMemoryContext;
-	Oid			types[1] = {INT4OID};
-	Datum		values[1];
-	uint64		removed;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	values[0] = Int32GetDatum(batch_lookup_owned(name, cxt, NULL, NULL));
-	batch_registry_exec("DELETE FROM projection.batch_handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
-						1, types, values, SPI_OK_DELETE);
-	removed = SPI_processed;
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
-	PG_RETURN_INT32((int32) removed);
 }

@@ -38,6 +38,9 @@ extern void projection_batch_define_gucs(void);
 
 extern bool projection_wants_batch(ProjectionDef *def, const char *event_type);
 
+extern void projection_batch_register(Tuplestorestate *store);
+extern SPIPlanPtr projection_batch_prepare(const char *sql);
+
 /* assembling and running a batch; the caller is in the owner's scope, connected to SPI */
 extern void projection_batch_begin(ProjectionBatch *batch);
 extern void projection_batch_put(ProjectionBatch *batch, Datum event, int64 position);
@@ -57,6 +60,7 @@ extern void projection_batch_apply_inline_one(ProjectionRegistry *registry,
 											  HeapTuple tuple, TupleDesc desc);
 
 /* for other kinds of projection built on batch statements (snapshots) */
+/* batchdef.c */
 extern void projection_batch_add_statement(int32 projection_id, Oid owner,
 										   const char *search_path, const char *statement);
 

@@ -57,33 +57,48 @@ replay_chunk_guarded(ProjectionDef *def, ProjectionEventRows *rows, MemoryContex
 		int			i;
 
 		memset(&scope, 0, sizeof(scope));
-		for (i = 0; i < rows->ntuples; i++)
+
+		/*
+		 * Only batch statements: nothing to do event by event (a GUC nest
+		 * level and a command counter per event, for nothing), the chunk
+		 * goes through them below.
+		 */
+		i = (!OidIsValid(def->handler) && def->nstatements == 0) ? rows->ntuples : 0;
+		for (; i < rows->ntuples; i++)
 		{
 			HeapTuple	tup = rows->tuples[i];
 			bool		isnull;
 			Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
 			int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
 			char	   *event_type;
+			bool		per_event;
 
 			CHECK_FOR_INTERRUPTS();
 			MemoryContextSwitchTo(event_cxt);
 			event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
-			if (projection_wants(def, event_type) || projection_wants_batch(def, event_type))
+			per_event = projection_wants(def, event_type);
+			if (per_event)
 			{
+				/* the per-event handlers only for the events they take */
 				projection_owner_enter(&scope, def);
 				projection_apply(def, event, event_type, position);
 				CommandCounterIncrement();
-				applied++;
 			}
+			if (per_event || projection_wants_batch(def, event_type))
+				applied++;
 			MemoryContextSwitchTo(oldcxt);
 			MemoryContextReset(event_cxt);
 		}
 		/* set-based: the chunk's batch statements after its per-event handlers */
 		if (def->nbatch_statements > 0)
 		{
+			int64		batched;
+
 			projection_owner_enter(&scope, def);
-			(void) projection_batch_apply_rows(def, rows, 0, rows->ntuples);
+			batched = projection_batch_apply_rows(def, rows, 0, rows->ntuples);
 			CommandCounterIncrement();
+			if (!OidIsValid(def->handler) && def->nstatements == 0)
+				applied = batched;
 		}
 		projection_owner_leave(&scope);
 		ReleaseCurrentSubTransaction();

@@ -5,7 +5,10 @@ jsonb state per order stream, folded by a PL/pgSQL function through fmgr,
 loaded and written once per stream per batch, against the same read model
 with per-event handlers (the catchup section's async order_summary, a
 PL/pgSQL handler running one UPDATE per event, and its projection.on
-variant) and the set-based INSERT ... SELECT ... GROUP BY.
+variant) and the set-based INSERT ... SELECT ... GROUP BY.  Then the fold
+alone: the same fold as an SQL aggregate over the same events, grouped by
+stream in position order, in one process (the bound of any snapshot
+projection using this fold), and a fold that only returns its state.
 
 Measured the same way as the catchup section: async catch-up from the
 beginning over the run's events (the worker's steady rate), then
@@ -133,6 +136,36 @@ SELECT count(*) FROM projection.snapshots s
     cmp.append("%s set-based (%.2f s)" % (ratio(upto / total, sb), b.setbased_secs[n]))
     b.record("snapshot", "projection.rebuild('snap_order_summary'): %.2f s to rebuilt (the call took %.2f s)"
              % (total, t_call), upto / total, "ev/s", ", ".join(cmp))
+
+    # the fold alone: the same PL/pgSQL fold as an aggregate over the same
+    # events (grouped by stream, in position order), in one process, with
+    # nothing read or written by the extension; and a fold that only
+    # returns its state (the cost of calling a PL/pgSQL function per event)
+    await conn.execute("""
+CREATE FUNCTION snap.noop_fold(s jsonb, e projection.events) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN s;
+END
+$$;
+CREATE AGGREGATE snap.fold_agg(projection.events) (sfunc = snap.order_fold, stype = jsonb, initcond = '{}');
+CREATE AGGREGATE snap.noop_agg(projection.events) (sfunc = snap.noop_fold, stype = jsonb, initcond = '{}');
+""")
+    alone = {}
+    for agg in ("fold_agg", "noop_agg"):
+        async with conn.transaction():
+            await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            t0 = time.perf_counter()
+            await conn.fetchval(
+                "SELECT count(f) FROM (SELECT e.stream_id, snap.%s(e ORDER BY e.global_position) AS f "
+                "FROM projection.events e WHERE e.event_type = ANY ($1) AND e.global_position <= $2 "
+                "GROUP BY e.stream_id) x" % agg, PROJECTIONS[n]["types"], upto)
+            alone[agg] = time.perf_counter() - t0
+    cmp = ["the snapshot rebuild spends %.2f s" % total]
+    if per_event:
+        cmp.append("the per-event handler %.2f s" % (upto / per_event))
+    cmp.append("a fold that only returns its state %.2f s" % alone["noop_agg"])
+    b.record("snapshot", "the fold alone: the PL/pgSQL fold as an aggregate over the same events, grouped by stream: %.2f s"
+             % alone["fold_agg"], upto / alone["fold_agg"], "ev/s", "; ".join(cmp))
 
     # snapshot() of a stream the projection has not applied yet: an append
     # in an open transaction (rolled back, so no later section sees it)
