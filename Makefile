@@ -28,6 +28,7 @@ OBJS = \
 	src/feed.o \
 	src/feedpoll.o \
 	src/feedack.o \
+	src/feeddepend.o \
 	src/snapshot.o \
 	src/pool.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
@@ -36,7 +37,7 @@ DATA = $(wildcard sql/projection--*.sql)
 PG_CPPFLAGS = -I$(srcdir)/src
 
 # pg_regress: one topic per file in sql/, expected output in expected/
-REGRESS = setup events registry inline security rebuild aggregate aggregate_memory events_subxact privileges manage handler_redefine handler_settings lifecycle batch snapshot feeds privileges_owners retry_batch
+REGRESS = setup events registry inline security rebuild aggregate aggregate_memory events_subxact privileges manage handler_redefine handler_settings lifecycle batch snapshot feeds feed_owners privileges_owners retry_batch
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/projection.conf
 
 # isolation specs live in test/specs, expected output in test/expected
