@@ -64,6 +64,7 @@
 #include "catalog.h"
 #include "eventread.h"
 #include "feed.h"
+#include "horizon.h"
 #include "projection.h"
 #include "spiutil.h"
 #include "shmem.h"
@@ -309,10 +310,11 @@ feed_new_token(ProjectionFeedRow *row, FeedPartition *p)
 /* the lease UPDATE of feed_take_lease; true if it took the lease */
 static bool
 feed_update_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Interval *lease,
-				  int64 last)
+				  int64 last, int64 after)
 {
-	Oid			types[7] = {INT4OID, INT4OID, INT8OID, TEXTOID, TEXTOID, INTERVALOID, INT8OID};
-	Datum		values[7];
+	Oid			types[8] = {INT4OID, INT4OID, INT8OID, TEXTOID, TEXTOID, INTERVALOID, INT8OID, INT8OID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	values[0] = Int32GetDatum(row->id);
 	values[1] = Int32GetDatum(p->partition);
@@ -323,14 +325,18 @@ feed_update_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, I
 											 MyProcPid));
 	values[5] = IntervalPGetDatum(lease);
 	values[6] = Int64GetDatum(last);
+	values[7] = Int64GetDatum(after);
+	if (after < 0)
+		nulls[7] = 'n';
 	projection_feed_exec("UPDATE projection.feed_partitions SET "
 			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = $4, lease_holder = $5, "
-			  "lease_expires = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6, lease_last = $7 "
+			  "lease_expires = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6, lease_last = $7, "
+			  "position = COALESCE($8, position) "
 			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2 "
 			  "AND lease_epoch OPERATOR(pg_catalog.=) $3 "
 			  "AND (lease_expires IS NULL OR lease_expires OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()) "
 			  "AND (retry_at IS NULL OR retry_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())",
-			  7, types, values, NULL, SPI_OK_UPDATE);
+			  8, types, values, nulls, SPI_OK_UPDATE);
 	return SPI_processed == 1;
 }
 
@@ -346,7 +352,8 @@ feed_update_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, I
  * wants).  Returns false if someone else got there first.
  */
 static bool
-feed_take_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Interval *lease, int64 last)
+feed_take_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Interval *lease, int64 last,
+				int64 after)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -356,7 +363,7 @@ feed_take_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Int
 	MemoryContextSwitchTo(oldcontext);
 	PG_TRY();
 	{
-		taken = feed_update_lease(row, p, token, lease, last);
+		taken = feed_update_lease(row, p, token, lease, last, after);
 		if (taken)
 			ReleaseCurrentSubTransaction();
 		else
@@ -391,9 +398,9 @@ typedef enum FeedLook
  * OBJECT_IN_USE.  Sets *next_expiry for the long-poll's sleep.
  */
 static FeedLook
-feed_look(ProjectionFeedRow *row, int partition, int max_events, Size max_bytes, Interval *lease,
-		  MemoryContext cxt, ProjectionEventRows *rows, FeedPartition *got, char **token,
-		  TimestampTz *next_expiry)
+feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Size max_bytes,
+		  Interval *lease, MemoryContext cxt, ProjectionEventRows *rows, FeedPartition *got,
+		  char **token, TimestampTz *next_expiry)
 {
 	int64		horizon;
 	FeedPartition *parts;
@@ -417,6 +424,8 @@ feed_look(ProjectionFeedRow *row, int partition, int max_events, Size max_bytes,
 		{
 			FeedPartition *p = &parts[i];
 
+			if (after >= 0)
+				p->position = after;	/* the client's checkpoint */
 			if (p->leased || p->backing_off || p->position >= horizon)
 				continue;
 			feed_read_events(row, p, horizon, max_events, max_bytes, cxt, rows);
@@ -425,7 +434,7 @@ feed_look(ProjectionFeedRow *row, int partition, int max_events, Size max_bytes,
 			last = DatumGetInt64(heap_getattr(rows->tuples[rows->ntuples - 1],
 											  Anum_events_global_position, rows->tupdesc, &isnull));
 			*token = feed_new_token(row, p);
-			if (feed_take_lease(row, p, *token, lease, last))
+			if (feed_take_lease(row, p, *token, lease, last, after))
 			{
 				*got = *p;
 				result = FEED_LOOK_GOT;
@@ -440,10 +449,14 @@ feed_look(ProjectionFeedRow *row, int partition, int max_events, Size max_bytes,
 }
 
 /*
- * poll(feed, max_events, wait, lease, partition, max_bytes): lease one
- * partition (the given one, or any free one with events) and return its
+ * poll(feed, max_events, wait, lease, partition, max_bytes, after): lease
+ * one partition (the given one, or any free one with events) and return its
  * next events after its checkpoint, in position order, up to the safe
- * horizon, each row with the lease token and the partition.  Nothing to
+ * horizon, each row with the lease token and the partition.  With after
+ * (1.4, the client-owned checkpoint: a consumer that stores its position
+ * with its own writes), the events after that position instead, and the
+ * lease moves the partition's checkpoint there; after needs a partition
+ * unless the feed has one.  Nothing to
  * return: no rows, no lease.  With wait, an empty poll sleeps until events
  * come or wait passes (see the file header).  Owner only; the owner must
  * still be allowed to read projection.events.
@@ -457,6 +470,7 @@ projection_poll(PG_FUNCTION_ARGS)
 	int64		wait_ms;
 	Interval   *lease;
 	int32		partition = -1;
+	int64		after = -1;
 	Size		max_bytes = SIZE_MAX;
 	MemoryContext cxt = CurrentMemoryContext;
 	MemoryContext look_cxt;
@@ -505,6 +519,16 @@ projection_poll(PG_FUNCTION_ARGS)
 					 errmsg("max_bytes must be at least 1")));
 		max_bytes = (Size) PG_GETARG_INT32(5);
 	}
+	/* after (1.4): the 1.3 signature has six arguments */
+	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
+	{
+		after = PG_GETARG_INT64(6);
+		if (after < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("after must not be negative"),
+					 errhint("Pass the position of the last event the consumer stored, or 0 for the beginning.")));
+	}
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -525,6 +549,22 @@ projection_poll(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("feed \"%s\" has no partition %d", name, partition),
 				 errdetail("Its partitions are 0 to %d.", row->partitions - 1)));
+	if (after >= 0 && partition < 0)
+	{
+		if (row->partitions > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("after needs a partition for feed \"%s\", which has %d partitions",
+							name, row->partitions),
+					 errdetail("A position kept by the consumer belongs to one partition."),
+					 errhint("Pass the partition whose position it is (partition => ...).")));
+		partition = 0;
+	}
+	if (after > projection_sequence_last_value())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("after %lld is past the last event", (long long) after),
+				 errdetail("The last position drawn is %lld.", (long long) projection_sequence_last_value())));
 
 	release = feed_may_release_snapshot(fcinfo);
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
@@ -549,8 +589,8 @@ projection_poll(PG_FUNCTION_ARGS)
 			ConditionVariablePrepareToSleep(cv);
 		MemoryContextReset(look_cxt);
 		oldcxt = MemoryContextSwitchTo(look_cxt);
-		look = feed_look(row, partition, max_events, max_bytes, lease, look_cxt, &rows, &got,
-						 &token, &next_expiry);
+		look = feed_look(row, partition, after, max_events, max_bytes, lease, look_cxt, &rows,
+						 &got, &token, &next_expiry);
 		MemoryContextSwitchTo(oldcxt);
 		if (look == FEED_LOOK_GOT)
 		{
@@ -582,6 +622,7 @@ projection_poll(PG_FUNCTION_ARGS)
 	if (found)
 	{
 		text	   *token_text = cstring_to_text(token);
+
 
 		for (i = 0; i < rows.ntuples; i++)
 		{
