@@ -29,6 +29,7 @@ OBJS = \
 	src/feedpoll.o \
 	src/feedack.o \
 	src/feeddepend.o \
+	src/feedlease.o \
 	src/snapshot.o \
 	src/pool.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"

@@ -14,7 +14,7 @@
  *	   lease, no nack back-off) that has events in (position, H]: the given
  *	   one, or the free one with the lowest checkpoint; read its next events
  *	   there;
- *	3. take the lease with one UPDATE that succeeds only if the row is
+ *	3. take the lease (feedlease.c) with one UPDATE that succeeds only if the row is
  *	   unchanged since step 2 (same lease_epoch, still free): a concurrent
  *	   poll, ack, nack or seek makes it fail, and poll starts over.  No row
  *	   lock is held by a poll that returns nothing, so a long-poll blocks
@@ -64,12 +64,11 @@
 #include "catalog.h"
 #include "eventread.h"
 #include "feed.h"
+#include "feedlease.h"
 #include "horizon.h"
 #include "projection.h"
 #include "spiutil.h"
 #include "shmem.h"
-
-#define FEED_TOKEN_RANDOM_BYTES 12
 
 PG_FUNCTION_INFO_V1(projection_poll);
 
@@ -290,100 +289,6 @@ feed_read_events(ProjectionFeedRow *row, FeedPartition *p, int64 horizon, int ma
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
-/* a new lease token: feed, partition, epoch and random bytes */
-static char *
-feed_new_token(ProjectionFeedRow *row, FeedPartition *p)
-{
-	uint8		bytes[FEED_TOKEN_RANDOM_BYTES];
-	char		hex[FEED_TOKEN_RANDOM_BYTES * 2 + 1];
-	int			i;
-
-	if (!pg_strong_random(bytes, sizeof(bytes)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate a random lease token")));
-	for (i = 0; i < FEED_TOKEN_RANDOM_BYTES; i++)
-		sprintf(hex + 2 * i, "%02x", bytes[i]);
-	return psprintf("%d.%d.%lld.%s", row->id, p->partition, (long long) p->epoch + 1, hex);
-}
-
-/* the lease UPDATE of feed_take_lease; true if it took the lease */
-static bool
-feed_update_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Interval *lease,
-				  int64 last, int64 after)
-{
-	Oid			types[8] = {INT4OID, INT4OID, INT8OID, TEXTOID, TEXTOID, INTERVALOID, INT8OID, INT8OID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-
-	values[0] = Int32GetDatum(row->id);
-	values[1] = Int32GetDatum(p->partition);
-	values[2] = Int64GetDatum(p->epoch);
-	values[3] = CStringGetTextDatum(token);
-	values[4] = CStringGetTextDatum(psprintf("%s (pid %d)",
-											 application_name ? application_name : "",
-											 MyProcPid));
-	values[5] = IntervalPGetDatum(lease);
-	values[6] = Int64GetDatum(last);
-	values[7] = Int64GetDatum(after);
-	if (after < 0)
-		nulls[7] = 'n';
-	projection_feed_exec("UPDATE projection.feed_partitions SET "
-			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = $4, lease_holder = $5, "
-			  "lease_expires = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6, lease_last = $7, "
-			  "position = COALESCE($8, position) "
-			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2 "
-			  "AND lease_epoch OPERATOR(pg_catalog.=) $3 "
-			  "AND (lease_expires IS NULL OR lease_expires OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()) "
-			  "AND (retry_at IS NULL OR retry_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())",
-			  8, types, values, nulls, SPI_OK_UPDATE);
-	return SPI_processed == 1;
-}
-
-/*
- * Take the lease of partition p if its row is still as we read it (same
- * epoch, no unexpired lease, no back-off).  In READ COMMITTED the UPDATE
- * waits for a concurrent writer of the row and re-checks the new version;
- * when the re-check fails, the UPDATE changes nothing but keeps the row
- * locked to the end of the transaction.  So the UPDATE runs in a
- * subtransaction that is rolled back when it changed nothing: a poll that
- * lost a race holds no lock while it tries another partition or sleeps
- * (two such polls could otherwise deadlock, each holding the row the other
- * wants).  Returns false if someone else got there first.
- */
-static bool
-feed_take_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Interval *lease, int64 last,
-				int64 after)
-{
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool taken = false;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		taken = feed_update_lease(row, p, token, lease, last, after);
-		if (taken)
-			ReleaseCurrentSubTransaction();
-		else
-			RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		/* leave the subtransaction before the error goes on */
-		MemoryContextSwitchTo(oldcontext);
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	return taken;
-}
-
 /* what one look at the feed found */
 typedef enum FeedLook
 {
@@ -433,8 +338,8 @@ feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Si
 				continue;
 			last = DatumGetInt64(heap_getattr(rows->tuples[rows->ntuples - 1],
 											  Anum_events_global_position, rows->tupdesc, &isnull));
-			*token = feed_new_token(row, p);
-			if (feed_take_lease(row, p, *token, lease, last, after))
+			*token = projection_feed_new_token(row, p->partition, p->epoch);
+			if (projection_feed_take_lease(row, p->partition, p->epoch, *token, lease, last, after))
 			{
 				*got = *p;
 				result = FEED_LOOK_GOT;
