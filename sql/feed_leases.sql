@@ -112,6 +112,19 @@ SELECT projection.create_feed('regress_fl1');
 SELECT min(global_position), count(*) FROM projection.poll('regress_fl1', after => 15);
 SELECT "position" FROM projection.feed_status WHERE feed = 'regress_fl1';
 
+-- a poll of its own commits its lease without waiting for the WAL flush,
+-- in its own transaction only: the session's setting is unchanged after
+-- it, and a poll inside a transaction block leaves it alone
+SELECT projection.seek('regress_fl1', 0);
+SELECT global_position FROM projection.poll('regress_fl1', 1);
+SHOW synchronous_commit;
+SELECT projection.seek('regress_fl1', 0);
+BEGIN;
+SELECT global_position FROM projection.poll('regress_fl1', 1);
+SHOW synchronous_commit;
+COMMIT;
+SHOW synchronous_commit;
+
 -- clean up
 RESET ROLE;
 \c :regress_db

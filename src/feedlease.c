@@ -11,6 +11,9 @@
  * index feed_partitions_token_idx holds them).  Taking the lease bumps
  * lease_epoch (feed.c's header).
  *
+ * A poll that is a statement of its own commits its lease without waiting
+ * for the WAL flush (projection_feed_lease_commit_async).
+ *
  * Locking: the lease UPDATE's row lock, held to the end of the poll's
  * transaction when the lease is taken, released with a subtransaction
  * when it is not (see projection_feed_take_lease).  No LWLock.
@@ -129,4 +132,25 @@ projection_feed_take_lease(ProjectionFeedRow *row, int partition, int64 epoch, c
 	}
 	PG_END_TRY();
 	return taken;
+}
+
+/*
+ * A poll that is a statement of its own ("own_statement": poll's
+ * feed_may_release_snapshot, and no transaction block) commits its lease
+ * without waiting for the WAL flush: its only write is the lease, and a
+ * lease lost in a crash costs nothing the contract does not allow (the
+ * token's ack is refused, the events are delivered again).  That takes one
+ * flush out of the path from an append's commit to the poll's return.
+ * Inside a transaction block the poll may share its transaction with the
+ * caller's own writes, whose durability is the caller's: the session's
+ * synchronous_commit is left alone.  SET LOCAL semantics: the setting ends
+ * with the transaction.  Call after the lease was taken.
+ */
+void
+projection_feed_lease_commit_async(bool own_statement)
+{
+	if (!own_statement || IsTransactionBlock())
+		return;
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 }

@@ -528,6 +528,8 @@ projection_poll(PG_FUNCTION_ARGS)
 	{
 		text	   *token_text = cstring_to_text(token);
 
+		projection_feed_lease_commit_async(release);
+
 
 		for (i = 0; i < rows.ntuples; i++)
 		{
