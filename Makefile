@@ -30,6 +30,7 @@ OBJS = \
 	src/feedack.o \
 	src/feeddepend.o \
 	src/feedlease.o \
+	src/feedread.o \
 	src/snapshot.o \
 	src/pool.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
