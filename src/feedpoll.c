@@ -62,7 +62,6 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
-#include "eventread.h"
 #include "feed.h"
 #include "feedlease.h"
 #include "feedread.h"
@@ -210,28 +209,32 @@ feed_refresh(ProjectionFeedRow *row)
 /* what one look at the feed found */
 typedef enum FeedLook
 {
-	FEED_LOOK_GOT,				/* leased a partition, events in *rows */
+	FEED_LOOK_GOT,				/* leased a partition, its events in batch->store */
 	FEED_LOOK_EMPTY,			/* nothing to hand out now */
 	FEED_LOOK_RACE				/* lost a lease to a concurrent poll: look again */
 } FeedLook;
 
 /*
  * One look: horizon, partitions, events, lease (steps 1-3 of the file
- * header).  With a given partition whose lease is held, raises
+ * header).  The events of a candidate go straight into a new tuplestore of
+ * poll's result type (in the query's memory, as InitMaterializedSRF makes
+ * them); it becomes batch->store if the lease is taken, and is freed
+ * otherwise.  With a given partition whose lease is held, raises
  * OBJECT_IN_USE.  Sets *next_expiry for the long-poll's sleep.
  */
 static FeedLook
 feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Size max_bytes,
-		  Interval *lease, MemoryContext cxt, ProjectionEventRows *rows, FeedPartition *got,
-		  char **token, TimestampTz *next_expiry)
+		  Interval *lease, ReturnSetInfo *rsinfo, ProjectionFeedBatch *batch,
+		  TimestampTz *next_expiry)
 {
 	int64		horizon;
 	FeedPartition *parts;
 	int			nparts;
 	int			i;
 	FeedLook	result = FEED_LOOK_EMPTY;
-	int64		last;
-	bool		isnull;
+	char	   *token;
+	MemoryContext oldcxt;
+	bool		random_access = (rsinfo->allowedModes & SFRM_Materialize_Random) != 0;
 
 	*next_expiry = 0;
 	horizon = projection_feed_horizon();
@@ -251,20 +254,27 @@ feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Si
 				p->position = after;	/* the client's checkpoint */
 			if (p->leased || p->backing_off || p->position >= horizon)
 				continue;
+			token = projection_feed_new_token(row, p->partition, p->epoch);
+			oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+			batch->store = tuplestore_begin_heap(random_access, false, work_mem);
+			MemoryContextSwitchTo(oldcxt);
 			projection_feed_read_events(row, p->partition, p->position, horizon, max_events,
-										max_bytes, cxt, rows);
-			if (rows->ntuples == 0)
-				continue;
-			last = DatumGetInt64(heap_getattr(rows->tuples[rows->ntuples - 1],
-											  Anum_events_global_position, rows->tupdesc, &isnull));
-			*token = projection_feed_new_token(row, p->partition, p->epoch);
-			if (projection_feed_take_lease(row, p->partition, p->epoch, *token, lease, last, after))
+										max_bytes, cstring_to_text(token), rsinfo->setDesc, batch);
+			if (batch->ntuples == 0)
 			{
-				*got = *p;
-				result = FEED_LOOK_GOT;
+				tuplestore_end(batch->store);
+				batch->store = NULL;
+				continue;
 			}
+			if (projection_feed_take_lease(row, p->partition, p->epoch, token, lease, batch->last,
+										   after))
+				result = FEED_LOOK_GOT;
 			else
+			{
+				tuplestore_end(batch->store);
+				batch->store = NULL;
 				result = FEED_LOOK_RACE;
+			}
 			break;
 		}
 	}
@@ -303,11 +313,8 @@ projection_poll(PG_FUNCTION_ARGS)
 	TimestampTz deadline;
 	bool		release;
 	ConditionVariable *cv;
-	ProjectionEventRows rows;
-	FeedPartition got;
-	char	   *token = NULL;
+	ProjectionFeedBatch batch;
 	bool		found = false;
-	int			i;
 
 	projection_require_arg(fcinfo, 1, "max_events");
 	projection_require_arg(fcinfo, 2, "wait");
@@ -395,10 +402,9 @@ projection_poll(PG_FUNCTION_ARGS)
 	cv = projection_feed_cv(MyDatabaseId);
 
 	/*
-	 * Each look allocates (partitions, appenders, the events it read): a
-	 * long-poll woken by many commits of other partitions or types must not
-	 * pile them up.  The rows of the look that found events stay until they
-	 * are copied into the result.
+	 * Each look allocates (partitions, appenders): a long-poll woken by
+	 * many commits of other partitions or types must not pile them up.  The
+	 * events go into a tuplestore of their own (feed_look).
 	 */
 	look_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection poll",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -413,8 +419,8 @@ projection_poll(PG_FUNCTION_ARGS)
 			ConditionVariablePrepareToSleep(cv);
 		MemoryContextReset(look_cxt);
 		oldcxt = MemoryContextSwitchTo(look_cxt);
-		look = feed_look(row, partition, after, max_events, max_bytes, lease, look_cxt, &rows,
-						 &got, &token, &next_expiry);
+		look = feed_look(row, partition, after, max_events, max_bytes, lease, rsinfo, &batch,
+						 &next_expiry);
 		MemoryContextSwitchTo(oldcxt);
 		if (look == FEED_LOOK_GOT)
 		{
@@ -445,23 +451,10 @@ projection_poll(PG_FUNCTION_ARGS)
 
 	if (found)
 	{
-		text	   *token_text = cstring_to_text(token);
-
+		/* the look's tuplestore is the result (InitMaterializedSRF's is empty) */
+		tuplestore_end(rsinfo->setResult);
+		rsinfo->setResult = batch.store;
 		projection_feed_lease_commit_async(release);
-
-
-		for (i = 0; i < rows.ntuples; i++)
-		{
-			Datum		values[2 + Natts_events];
-			bool		nulls[2 + Natts_events];
-
-			values[0] = PointerGetDatum(token_text);
-			nulls[0] = false;
-			values[1] = Int32GetDatum(got.partition);
-			nulls[1] = false;
-			heap_deform_tuple(rows.tuples[i], rows.tupdesc, values + 2, nulls + 2);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		}
 	}
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
