@@ -15,8 +15,9 @@
             crash only means redelivery).
   drain     one consumer draining a backlog through poll/ack in batches of
             500 (events/s), 4 consumers on a feed of 4 partitions, each polling
-            its own partition, and the seed-style client reading batches of 500
-            with its checkpoint in a table, as fast as it can.
+            its own partition, one consumer whose session has synchronous_commit
+            off, and the seed-style client reading batches of 500 with its
+            checkpoint in a table, as fast as it can.
 
 Every consumer checks what it got: each event once, in position order within
 a stream, nothing missing at the end; any difference fails the run.
@@ -184,7 +185,7 @@ async def drain(b, conn, events):
     last = await conn.fetchval("SELECT max(global_position) FROM projection.events")
     first = last - events
 
-    async def run(label, feed, partitions, consumers):
+    async def run(label, feed, partitions, consumers, sync_ack=True):
         if feed is not None:
             await conn.execute("SELECT projection.create_feed($1, start_from => $2, partitions => $3)",
                                feed, str(first), partitions)
@@ -195,7 +196,7 @@ async def drain(b, conn, events):
         if feed is None:
             await _seed_style(b, stop, got, None)
         else:
-            await asyncio.gather(*[_consumer(b, feed, p, stop, got, None, wait=0.0)
+            await asyncio.gather(*[_consumer(b, feed, p, stop, got, None, wait=0.0, sync_ack=sync_ack)
                                    for p in consumers])
         secs = time.time() - t0
         await _check(b, conn, "drain (%s)" % label, [g for g in got if g[0] > first], first, last)
@@ -204,6 +205,8 @@ async def drain(b, conn, events):
 
     await run("1 consumer, poll/ack", "drain1", 1, [None])
     await run("4 consumers on 4 partitions", "drain4", 4, [0, 1, 2, 3])
+    # the same consumer whose acks do not wait for the WAL flush (a lost ack: redelivery)
+    await run("1 consumer, poll/ack, synchronous_commit off", "drain1a", 1, [None], sync_ack=False)
     # the seed's client over the same backlog, its checkpoint in a table
     got = []
     conn2 = await b.connect(DB)
