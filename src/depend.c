@@ -297,6 +297,13 @@ depend_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 		if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
 			return;
 	}
+	/*
+	 * feeds (feeddepend.c): projection.feeds' owner entries go with it.
+	 * Before the registry's lookup: DROP EXTENSION may have dropped the
+	 * registry already.
+	 */
+	if (classId == RelationRelationId && projection_feed_table_dropped(objectId))
+		return;
 	registry = depend_registry_relid();
 	if (!OidIsValid(registry))
 		return;
@@ -305,9 +312,6 @@ depend_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 		depend_forget_all(registry);
 		return;
 	}
-	/* feeds (feeddepend.c): projection.feeds' owner entries go with it */
-	if (classId == RelationRelationId && projection_feed_table_dropped(objectId))
-		return;
 	if (depend_dropping_extension)
 		return;
 	depend_object_dropped(registry, classId, objectId);
