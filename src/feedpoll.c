@@ -132,9 +132,11 @@ feed_may_release_snapshot(FunctionCallInfo fcinfo)
 
 /*
  * The feed's partitions as the active snapshot sees them (ordered by
- * checkpoint, then number), or only "partition" if >= 0.  Sets *next_expiry
- * to the soonest end of a lease or of a nack's back-off (0 if none).
- * Result palloc'd.
+ * checkpoint, then number), or only "partition" if >= 0, and whether the
+ * feed is paused (row->paused): after a sleep the feed may have been
+ * paused, resumed or dropped, and one statement tells all (UNDEFINED_OBJECT
+ * if it was dropped).  Sets *next_expiry to the soonest end of a lease or
+ * of a nack's back-off (0 if none).  Result palloc'd.
  */
 static FeedPartition *
 feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, TimestampTz *next_expiry)
@@ -146,15 +148,21 @@ feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, Timestam
 
 	values[0] = Int32GetDatum(row->id);
 	values[1] = Int32GetDatum(partition);
-	projection_feed_run("SELECT partition, position, lease_epoch, "
-			 "COALESCE(lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
-			 "lease_expires, "
-			 "COALESCE(retry_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
-			 "retry_at FROM projection.feed_partitions "
-			 "WHERE feed_id OPERATOR(pg_catalog.=) $1 "
-			 "AND ($2 OPERATOR(pg_catalog.<) 0 OR partition OPERATOR(pg_catalog.=) $2) "
-			 "ORDER BY position, partition",
+	projection_feed_run("SELECT p.partition, p.position, p.lease_epoch, "
+			 "COALESCE(p.lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
+			 "p.lease_expires, "
+			 "COALESCE(p.retry_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
+			 "p.retry_at, f.paused FROM projection.feed_partitions p "
+			 "JOIN projection.feeds f ON f.id OPERATOR(pg_catalog.=) p.feed_id "
+			 "WHERE p.feed_id OPERATOR(pg_catalog.=) $1 "
+			 "AND ($2 OPERATOR(pg_catalog.<) 0 OR p.partition OPERATOR(pg_catalog.=) $2) "
+			 "ORDER BY p.position, p.partition",
 			 2, types, values, NULL, true, SPI_OK_SELECT);
+	/* a feed has at least one partition, and the given one exists (checked) */
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("feed \"%s\" was dropped while polling", row->name)));
 
 	*next_expiry = 0;
 	parts = palloc(sizeof(FeedPartition) * Max(SPI_processed, 1));
@@ -174,6 +182,7 @@ feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, Timestam
 		parts[i].backing_off = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
 		d = SPI_getbinval(tup, desc, 7, &isnull);
 		parts[i].retry_at = isnull ? 0 : DatumGetTimestampTz(d);
+		row->paused = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 		if (parts[i].leased && (*next_expiry == 0 || parts[i].expires < *next_expiry))
 			*next_expiry = parts[i].expires;
 		if (parts[i].backing_off && (*next_expiry == 0 || parts[i].retry_at < *next_expiry))
@@ -182,28 +191,6 @@ feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, Timestam
 	*count = (int) SPI_processed;
 	SPI_freetuptable(SPI_tuptable);
 	return parts;
-}
-
-/*
- * Re-read the feed's row with a new snapshot: it may have been dropped,
- * paused or resumed while we slept.  Raises UNDEFINED_OBJECT if dropped.
- */
-static void
-feed_refresh(ProjectionFeedRow *row)
-{
-	Oid			types[1] = {INT4OID};
-	Datum		values[1];
-	bool		isnull;
-
-	values[0] = Int32GetDatum(row->id);
-	projection_feed_exec("SELECT paused FROM projection.feeds WHERE id OPERATOR(pg_catalog.=) $1",
-			  1, types, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("feed \"%s\" was dropped while polling", row->name)));
-	row->paused = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_freetuptable(SPI_tuptable);
 }
 
 /* what one look at the feed found */
@@ -444,7 +431,7 @@ projection_poll(PG_FUNCTION_ARGS)
 		}
 		(void) ConditionVariableTimedSleep(cv, Max(sleep_ms, 1), PG_WAIT_EXTENSION);
 		CHECK_FOR_INTERRUPTS();
-		feed_refresh(row);
+		/* the next look sees whether the feed was paused, resumed or dropped */
 	}
 	if (wait_ms > 0)
 		ConditionVariableCancelSleep();
