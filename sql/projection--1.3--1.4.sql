@@ -9,3 +9,68 @@
  * headed by a comment naming it.  The README's "Upgrading" section says what
  * changes for existing projections.
  */
+
+/* ------------------------------------------------------------------------
+ * Feeds: owners in pg_shdepend (issue 13, src/feeddepend.c)
+ *
+ * One pg_shdepend "owner" entry per feed, kept by a row trigger (so rows
+ * that pg_restore loads get theirs too): DROP ROLE of a feed's owner is
+ * refused with 2BP01, also from another database; DROP OWNED BY drops the
+ * role's feeds and REASSIGN OWNED BY gives them to the new role (the
+ * utility hook, src/depend.c).  The UPDATE records the entries of the
+ * feeds that exist.
+ * ------------------------------------------------------------------------
+ */
+CREATE FUNCTION projection._feed_owner() RETURNS trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'projection_feed_owner_trigger';
+COMMENT ON FUNCTION projection._feed_owner() IS 'records the owner of each feed in pg_shdepend';
+REVOKE ALL ON FUNCTION projection._feed_owner() FROM PUBLIC;
+CREATE TRIGGER _feed_owner AFTER INSERT OR UPDATE OF owner OR DELETE ON projection.feeds
+	FOR EACH ROW EXECUTE FUNCTION projection._feed_owner();
+CREATE TRIGGER _feed_owner_truncate AFTER TRUNCATE ON projection.feeds
+	FOR EACH STATEMENT EXECUTE FUNCTION projection._feed_owner();
+UPDATE projection.feeds SET owner = owner;
+COMMENT ON FUNCTION projection.repair_dependencies() IS 'records missing owner entries of projections and feeds in pg_shdepend and stops projections whose owner is gone (superuser)';
+
+/* ------------------------------------------------------------------------
+ * Feeds: extend_lease, seek of one partition (issue 13, src/feedack.c)
+ * ------------------------------------------------------------------------
+ */
+CREATE FUNCTION projection.extend_lease(feed text, token text, lease interval DEFAULT '30 s')
+	RETURNS timestamptz
+	LANGUAGE c VOLATILE PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'projection_extend_lease';
+COMMENT ON FUNCTION projection.extend_lease(text, text, interval) IS 'makes a live feed lease end that long from now (owner only; a lost lease is refused with PJF01)';
+REVOKE ALL ON FUNCTION projection.extend_lease(text, text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION projection.extend_lease(text, text, interval) TO PUBLIC;
+
+-- seek gains a partition argument: the 1.3 function is replaced
+ALTER EXTENSION projection DROP FUNCTION projection.seek(text, bigint);
+DROP FUNCTION projection.seek(text, bigint);
+CREATE FUNCTION projection.seek(feed text, "position" bigint, partition integer DEFAULT NULL)
+	RETURNS void
+	LANGUAGE c VOLATILE PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'projection_seek';
+COMMENT ON FUNCTION projection.seek(text, bigint, integer) IS 'moves the checkpoint of every partition of a feed, or of one, and ends their leases (owner only)';
+REVOKE ALL ON FUNCTION projection.seek(text, bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION projection.seek(text, bigint, integer) TO PUBLIC;
+
+/*
+ * poll gains "after": the client-owned checkpoint (the consumer keeps its
+ * position with its own writes and passes it in; src/feedpoll.c).  The 1.3
+ * function is replaced.
+ */
+ALTER EXTENSION projection DROP FUNCTION projection.poll(text, integer, interval, interval, integer, integer);
+DROP FUNCTION projection.poll(text, integer, interval, interval, integer, integer);
+CREATE FUNCTION projection.poll(feed text, max_events integer DEFAULT 100,
+								wait interval DEFAULT '0 s', lease interval DEFAULT '30 s',
+								partition integer DEFAULT NULL, max_bytes integer DEFAULT NULL,
+								after bigint DEFAULT NULL)
+	RETURNS TABLE (token text, partition integer, global_position bigint, stream_id text,
+				   stream_version bigint, event_type text, data jsonb, metadata jsonb,
+				   recorded_at timestamptz)
+	LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 100
+	AS 'MODULE_PATHNAME', 'projection_poll';
+COMMENT ON FUNCTION projection.poll(text, integer, interval, interval, integer, integer, bigint) IS 'leases a feed partition and returns its next events up to the safe horizon, after its checkpoint or the consumer''s own (owner only)';
+REVOKE ALL ON FUNCTION projection.poll(text, integer, interval, interval, integer, integer, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION projection.poll(text, integer, interval, interval, integer, integer, bigint) TO PUBLIC;

@@ -78,6 +78,7 @@
 
 #include "catalog.h"
 #include "depend.h"
+#include "feeddepend.h"
 #include "manage.h"
 #include "projection.h"
 #include "spiutil.h"
@@ -296,6 +297,13 @@ depend_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 		if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
 			return;
 	}
+	/*
+	 * feeds (feeddepend.c): projection.feeds' owner entries go with it.
+	 * Before the registry's lookup: DROP EXTENSION may have dropped the
+	 * registry already.
+	 */
+	if (classId == RelationRelationId && projection_feed_table_dropped(objectId))
+		return;
 	registry = depend_registry_relid();
 	if (!OidIsValid(registry))
 		return;
@@ -343,6 +351,7 @@ depend_drop_role(DropRoleStmt *stmt)
 		RoleSpec   *spec = lfirst(lc);
 		Oid			roleid;
 		List	   *names;
+		List	   *feeds;
 		ListCell   *lc2;
 		StringInfoData detail;
 
@@ -352,11 +361,15 @@ depend_drop_role(DropRoleStmt *stmt)
 		if (!OidIsValid(roleid) || (superuser_arg(roleid) && !superuser()))
 			continue;
 		names = depend_projection_names(OWNED_PROJECTIONS_SQL, roleid);
-		if (names == NIL)
+		feeds = projection_feed_owned_names(roleid);	/* feeddepend.c */
+		if (names == NIL && feeds == NIL)
 			continue;
 		initStringInfo(&detail);
 		foreach(lc2, names)
 			appendStringInfo(&detail, "%sowner of projection %s",
+							 detail.len > 0 ? "\n" : "", (char *) lfirst(lc2));
+		foreach(lc2, feeds)
+			appendStringInfo(&detail, "%sowner of feed %s",
 							 detail.len > 0 ? "\n" : "", (char *) lfirst(lc2));
 		ereport(ERROR,
 				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
@@ -389,6 +402,7 @@ depend_drop_owned(DropOwnedStmt *stmt)
 
 		foreach(lc2, names)
 			depend_drop_projection(lfirst(lc2));
+		projection_feed_drop_owned(lfirst_oid(lc));	/* feeddepend.c */
 	}
 }
 
@@ -468,6 +482,7 @@ depend_reassign_owned(ReassignOwnedStmt *stmt)
 					"updated_at = pg_catalog.now() "
 					"WHERE owner::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
 					lfirst_oid(lc), newrole, SPI_OK_UPDATE);
+		projection_feed_reassign_owned(lfirst_oid(lc), newrole);	/* feeddepend.c */
 	}
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
@@ -785,6 +800,7 @@ projection_repair_dependencies(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	recorded = projection_depend_check_owners();
+	recorded += projection_feed_check_owners();	/* feeddepend.c */
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_INT32(recorded);

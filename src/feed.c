@@ -57,8 +57,9 @@
 
 #include "catalog.h"
 #include "feed.h"
-#include "projection.h"
 #include "horizon.h"
+#include "projection.h"
+#include "registry.h"
 #include "shmem.h"
 #include "spiutil.h"
 
@@ -320,37 +321,6 @@ projection_feed_horizon(void)
  * ---------------------------------------------------------------------
  */
 
-static void
-feed_check_event_types(ArrayType *types)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n,
-				i;
-
-	if (ARR_NDIM(types) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"%s\" must be a one-dimensional array", "event_types")));
-	deconstruct_array(types, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	if (n == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"%s\" must not be empty", "event_types"),
-				 errhint("Pass NULL to feed every event type.")));
-	for (i = 0; i < n; i++)
-	{
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("argument \"%s\" must not contain nulls", "event_types")));
-		if (VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i])) == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("argument \"%s\" must not contain empty strings", "event_types")));
-	}
-}
-
 /*
  * create_feed(name, event_types, start_from, partitions, max_attempts): a
  * feed owned by the caller, every partition's checkpoint at the start
@@ -373,7 +343,7 @@ projection_create_feed(PG_FUNCTION_ARGS)
 	projection_require_arg(fcinfo, 3, "partitions");
 	partitions = PG_GETARG_INT32(3);
 	if (!PG_ARGISNULL(1))
-		feed_check_event_types(PG_GETARG_ARRAYTYPE_P(1));
+		projection_check_event_types(PG_GETARG_ARRAYTYPE_P(1), "Pass NULL to feed every event type.");
 	if (partitions < 1 || partitions > FEED_MAX_PARTITIONS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

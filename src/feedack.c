@@ -3,15 +3,18 @@
  * feedack.c
  *	  The end of a feed lease: ack (the checkpoint moves), nack (the events
  *	  before a failed one are acked, the failed one is retried after a
- *	  back-off or parked), and seek (every checkpoint moves, every lease
- *	  ends).
+ *	  back-off or parked), seek (the checkpoints move, their leases end),
+ *	  and extend_lease (a slow consumer keeps its lease longer).
  *
  * ack and nack find the partition by its lease token (FOR UPDATE) and
  * refuse with PJF01, changing nothing, unless that lease is still live:
  * one that expired, was taken over by another poll, or ended with an ack,
- * a nack or a seek belongs to its next holder.  Every write here bumps
- * lease_epoch, so a poll that read the row before fails to take its lease
- * and looks again (feedpoll.c).  Row locks only.
+ * a nack or a seek belongs to its next holder; extend_lease too.  Every
+ * write here but extend_lease bumps lease_epoch, so a poll that read the
+ * row before fails to take its lease and looks again (feedpoll.c).
+ * extend_lease needs no bump: it only moves a live lease's end later, and a
+ * poll takes a lease only where it has ended (its UPDATE re-checks that
+ * on the row as extend_lease left it).  Row locks only.
  *
  * IDENTIFICATION
  *	  src/feedack.c
@@ -34,6 +37,7 @@
 PG_FUNCTION_INFO_V1(projection_ack);
 PG_FUNCTION_INFO_V1(projection_nack);
 PG_FUNCTION_INFO_V1(projection_seek);
+PG_FUNCTION_INFO_V1(projection_extend_lease);
 
 /* ---------------------------------------------------------------------
  * seek, ack
@@ -41,9 +45,10 @@ PG_FUNCTION_INFO_V1(projection_seek);
  */
 
 /*
- * seek(feed, position): every partition's checkpoint to position, every
- * lease ended (their acks are refused).  Back to replay, ahead to skip;
- * not past the last position drawn.
+ * seek(feed, position, partition): every partition's checkpoint (or only
+ * the given partition's, 1.4) to position, their leases ended (their acks
+ * are refused).  Back to replay, ahead to skip; not past the last position
+ * drawn.
  */
 Datum
 projection_seek(PG_FUNCTION_ARGS)
@@ -53,14 +58,29 @@ projection_seek(PG_FUNCTION_ARGS)
 	ProjectionFeedRow    *row;
 	int64		position;
 	int64		last;
-	Oid			types[2] = {INT4OID, INT8OID};
-	Datum		values[2];
+	int32		partition = -1;
+	Oid			types[3] = {INT4OID, INT8OID, INT4OID};
+	Datum		values[3];
 
 	projection_require_arg(fcinfo, 1, "position");
 	position = PG_GETARG_INT64(1);
+	/* the 1.3 signature has no partition argument */
+	if (PG_NARGS() > 2 && !PG_ARGISNULL(2))
+	{
+		partition = PG_GETARG_INT32(2);
+		if (partition < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("partition must not be negative")));
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	row = projection_feed_lookup(name, true, cxt);
+	if (partition >= row->partitions)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("feed \"%s\" has no partition %d", name, partition),
+				 errdetail("Its partitions are 0 to %d.", row->partitions - 1)));
 	last = projection_sequence_last_value();
 	if (position < 0 || position > last)
 		ereport(ERROR,
@@ -70,12 +90,14 @@ projection_seek(PG_FUNCTION_ARGS)
 						   (long long) last)));
 	values[0] = Int32GetDatum(row->id);
 	values[1] = Int64GetDatum(position);
+	values[2] = Int32GetDatum(partition);
 	projection_feed_exec("UPDATE projection.feed_partitions SET position = $2, "
 			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
 			  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
 			  "failed_position = NULL, attempts = 0, last_error = NULL, retry_at = NULL "
-			  "WHERE feed_id OPERATOR(pg_catalog.=) $1",
-			  2, types, values, NULL, SPI_OK_UPDATE);
+			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 "
+			  "AND ($3 OPERATOR(pg_catalog.<) 0 OR partition OPERATOR(pg_catalog.=) $3)",
+			  3, types, values, NULL, SPI_OK_UPDATE);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	projection_feed_wake_on_commit();
@@ -283,3 +305,54 @@ projection_nack(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(result);
 }
 
+
+/*
+ * extend_lease(feed, token, lease) (1.4): a consumer that needs longer than
+ * its lease for the events of a poll keeps the lease: it now ends "lease"
+ * from now (earlier or later than before).  Returns the new end.  Only a
+ * live lease can be extended: one that expired, was taken over or ended is
+ * refused with PJF01 (its events are another holder's now), so the token
+ * fences a consumer that woke up too late, as ack does.
+ */
+Datum
+projection_extend_lease(PG_FUNCTION_ARGS)
+{
+	char	   *name = projection_text_arg(fcinfo, 0, "feed");
+	char	   *token = projection_text_arg(fcinfo, 1, "token");
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionFeedRow *row;
+	FeedLease	lease;
+	Interval   *length;
+	Oid			types[3] = {INT4OID, INT4OID, INTERVALOID};
+	Datum		values[3];
+	bool		isnull;
+	TimestampTz expires;
+
+	projection_require_arg(fcinfo, 2, "lease");
+	length = PG_GETARG_INTERVAL_P(2);
+	if (projection_feed_interval_ms(length) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease must be positive")));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = projection_feed_lookup(name, false, cxt);
+	feed_lease_row(row, token, &lease);
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(lease.partition);
+	values[2] = IntervalPGetDatum(length);
+	projection_feed_exec("UPDATE projection.feed_partitions SET "
+						 "lease_expires = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $3 "
+						 "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2 "
+						 "RETURNING lease_expires",
+						 3, types, values, NULL, SPI_OK_UPDATE_RETURNING);
+	if (SPI_processed != 1)
+		elog(ERROR, "the leased partition of feed \"%s\" vanished", name);
+	expires = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+												&isnull));
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	/* a shorter lease ends sooner: a long-poll waiting for it must wake then */
+	projection_feed_wake_on_commit();
+	PG_RETURN_TIMESTAMPTZ(expires);
+}

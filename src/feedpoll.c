@@ -14,7 +14,7 @@
  *	   lease, no nack back-off) that has events in (position, H]: the given
  *	   one, or the free one with the lowest checkpoint; read its next events
  *	   there;
- *	3. take the lease with one UPDATE that succeeds only if the row is
+ *	3. take the lease (feedlease.c) with one UPDATE that succeeds only if the row is
  *	   unchanged since step 2 (same lease_epoch, still free): a concurrent
  *	   poll, ack, nack or seek makes it fail, and poll starts over.  No row
  *	   lock is held by a poll that returns nothing, so a long-poll blocks
@@ -62,13 +62,13 @@
 #include "utils/timestamp.h"
 
 #include "catalog.h"
-#include "eventread.h"
 #include "feed.h"
+#include "feedlease.h"
+#include "feedread.h"
+#include "horizon.h"
 #include "projection.h"
 #include "spiutil.h"
 #include "shmem.h"
-
-#define FEED_TOKEN_RANDOM_BYTES 12
 
 PG_FUNCTION_INFO_V1(projection_poll);
 
@@ -132,9 +132,11 @@ feed_may_release_snapshot(FunctionCallInfo fcinfo)
 
 /*
  * The feed's partitions as the active snapshot sees them (ordered by
- * checkpoint, then number), or only "partition" if >= 0.  Sets *next_expiry
- * to the soonest end of a lease or of a nack's back-off (0 if none).
- * Result palloc'd.
+ * checkpoint, then number), or only "partition" if >= 0, and whether the
+ * feed is paused (row->paused): after a sleep the feed may have been
+ * paused, resumed or dropped, and one statement tells all (UNDEFINED_OBJECT
+ * if it was dropped).  Sets *next_expiry to the soonest end of a lease or
+ * of a nack's back-off (0 if none).  Result palloc'd.
  */
 static FeedPartition *
 feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, TimestampTz *next_expiry)
@@ -146,15 +148,21 @@ feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, Timestam
 
 	values[0] = Int32GetDatum(row->id);
 	values[1] = Int32GetDatum(partition);
-	projection_feed_run("SELECT partition, position, lease_epoch, "
-			 "COALESCE(lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
-			 "lease_expires, "
-			 "COALESCE(retry_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
-			 "retry_at FROM projection.feed_partitions "
-			 "WHERE feed_id OPERATOR(pg_catalog.=) $1 "
-			 "AND ($2 OPERATOR(pg_catalog.<) 0 OR partition OPERATOR(pg_catalog.=) $2) "
-			 "ORDER BY position, partition",
+	projection_feed_run("SELECT p.partition, p.position, p.lease_epoch, "
+			 "COALESCE(p.lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
+			 "p.lease_expires, "
+			 "COALESCE(p.retry_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
+			 "p.retry_at, f.paused FROM projection.feed_partitions p "
+			 "JOIN projection.feeds f ON f.id OPERATOR(pg_catalog.=) p.feed_id "
+			 "WHERE p.feed_id OPERATOR(pg_catalog.=) $1 "
+			 "AND ($2 OPERATOR(pg_catalog.<) 0 OR p.partition OPERATOR(pg_catalog.=) $2) "
+			 "ORDER BY p.position, p.partition",
 			 2, types, values, NULL, true, SPI_OK_SELECT);
+	/* a feed has at least one partition, and the given one exists (checked) */
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("feed \"%s\" was dropped while polling", row->name)));
 
 	*next_expiry = 0;
 	parts = palloc(sizeof(FeedPartition) * Max(SPI_processed, 1));
@@ -174,6 +182,7 @@ feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, Timestam
 		parts[i].backing_off = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
 		d = SPI_getbinval(tup, desc, 7, &isnull);
 		parts[i].retry_at = isnull ? 0 : DatumGetTimestampTz(d);
+		row->paused = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 		if (parts[i].leased && (*next_expiry == 0 || parts[i].expires < *next_expiry))
 			*next_expiry = parts[i].expires;
 		if (parts[i].backing_off && (*next_expiry == 0 || parts[i].retry_at < *next_expiry))
@@ -184,215 +193,25 @@ feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, Timestam
 	return parts;
 }
 
-/*
- * Re-read the feed's row with a new snapshot: it may have been dropped,
- * paused or resumed while we slept.  Raises UNDEFINED_OBJECT if dropped.
- */
-static void
-feed_refresh(ProjectionFeedRow *row)
-{
-	Oid			types[1] = {INT4OID};
-	Datum		values[1];
-	bool		isnull;
-
-	values[0] = Int32GetDatum(row->id);
-	projection_feed_exec("SELECT paused FROM projection.feeds WHERE id OPERATOR(pg_catalog.=) $1",
-			  1, types, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("feed \"%s\" was dropped while polling", row->name)));
-	row->paused = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_freetuptable(SPI_tuptable);
-}
-
-/*
- * Read partition "p"'s events in (p->position, horizon], at most max_events
- * and, after the first, max_bytes, with the active snapshot, as the
- * bootstrap superuser (the feed's owner may read events: checked).  Rows
- * in "cxt".
- *
- * The four forms of the query (with or without a type filter and a
- * partition filter) are kept plans, one set per backend.  They are planned
- * with enable_sort off: right after a bulk load the statistics may say the
- * range holds a few rows, and a bitmap scan sorted afterwards would then
- * read the whole backlog for every poll; the index scan in position order
- * stops after max_events.
- */
-static SPIPlanPtr feed_event_plans[4];
-
-static void
-feed_read_events(ProjectionFeedRow *row, FeedPartition *p, int64 horizon, int max_events,
-				 Size max_bytes, MemoryContext cxt, ProjectionEventRows *rows)
-{
-	Oid			types[6];
-	Datum		values[6];
-	int			nargs = 0;
-	int			form = (row->types != (Datum) 0 ? 1 : 0) + (row->partitions > 1 ? 2 : 0);
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-
-	types[nargs] = INT8OID;
-	values[nargs++] = Int64GetDatum(p->position);
-	types[nargs] = INT8OID;
-	values[nargs++] = Int64GetDatum(horizon);
-	types[nargs] = INT4OID;
-	values[nargs++] = Int32GetDatum(max_events);
-	if (row->types != (Datum) 0)
-	{
-		types[nargs] = TEXTARRAYOID;
-		values[nargs++] = row->types;
-	}
-	if (row->partitions > 1)
-	{
-		types[nargs] = INT4OID;
-		values[nargs++] = Int32GetDatum(row->partitions);
-		types[nargs] = INT4OID;
-		values[nargs++] = Int32GetDatum(p->partition);
-	}
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	if (feed_event_plans[form] == NULL)
-	{
-		StringInfoData sql;
-		SPIPlanPtr	plan;
-
-		initStringInfo(&sql);
-		appendStringInfoString(&sql,
-							   "SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, "
-							   "e.data, e.metadata, e.recorded_at FROM projection.events e "
-							   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-							   "AND e.global_position OPERATOR(pg_catalog.<=) $2");
-		if (form & 1)
-			appendStringInfoString(&sql, " AND e.event_type OPERATOR(pg_catalog.=) ANY ($4)");
-		if (form & 2)
-			appendStringInfo(&sql, " AND projection.feed_partition(e.stream_id, $%d) OPERATOR(pg_catalog.=) $%d",
-							 nargs - 1, nargs);
-		appendStringInfoString(&sql, " ORDER BY e.global_position LIMIT $3");
-		plan = SPI_prepare(sql.data, nargs, types);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		feed_event_plans[form] = plan;
-		pfree(sql.data);
-	}
-	projection_read_events(feed_event_plans[form], nargs, types, values, max_events, max_bytes,
-						   cxt, rows);
-	AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-}
-
-/* a new lease token: feed, partition, epoch and random bytes */
-static char *
-feed_new_token(ProjectionFeedRow *row, FeedPartition *p)
-{
-	uint8		bytes[FEED_TOKEN_RANDOM_BYTES];
-	char		hex[FEED_TOKEN_RANDOM_BYTES * 2 + 1];
-	int			i;
-
-	if (!pg_strong_random(bytes, sizeof(bytes)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate a random lease token")));
-	for (i = 0; i < FEED_TOKEN_RANDOM_BYTES; i++)
-		sprintf(hex + 2 * i, "%02x", bytes[i]);
-	return psprintf("%d.%d.%lld.%s", row->id, p->partition, (long long) p->epoch + 1, hex);
-}
-
-/* the lease UPDATE of feed_take_lease; true if it took the lease */
-static bool
-feed_update_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Interval *lease,
-				  int64 last)
-{
-	Oid			types[7] = {INT4OID, INT4OID, INT8OID, TEXTOID, TEXTOID, INTERVALOID, INT8OID};
-	Datum		values[7];
-
-	values[0] = Int32GetDatum(row->id);
-	values[1] = Int32GetDatum(p->partition);
-	values[2] = Int64GetDatum(p->epoch);
-	values[3] = CStringGetTextDatum(token);
-	values[4] = CStringGetTextDatum(psprintf("%s (pid %d)",
-											 application_name ? application_name : "",
-											 MyProcPid));
-	values[5] = IntervalPGetDatum(lease);
-	values[6] = Int64GetDatum(last);
-	projection_feed_exec("UPDATE projection.feed_partitions SET "
-			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = $4, lease_holder = $5, "
-			  "lease_expires = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6, lease_last = $7 "
-			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2 "
-			  "AND lease_epoch OPERATOR(pg_catalog.=) $3 "
-			  "AND (lease_expires IS NULL OR lease_expires OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()) "
-			  "AND (retry_at IS NULL OR retry_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())",
-			  7, types, values, NULL, SPI_OK_UPDATE);
-	return SPI_processed == 1;
-}
-
-/*
- * Take the lease of partition p if its row is still as we read it (same
- * epoch, no unexpired lease, no back-off).  In READ COMMITTED the UPDATE
- * waits for a concurrent writer of the row and re-checks the new version;
- * when the re-check fails, the UPDATE changes nothing but keeps the row
- * locked to the end of the transaction.  So the UPDATE runs in a
- * subtransaction that is rolled back when it changed nothing: a poll that
- * lost a race holds no lock while it tries another partition or sleeps
- * (two such polls could otherwise deadlock, each holding the row the other
- * wants).  Returns false if someone else got there first.
- */
-static bool
-feed_take_lease(ProjectionFeedRow *row, FeedPartition *p, const char *token, Interval *lease, int64 last)
-{
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool taken = false;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		taken = feed_update_lease(row, p, token, lease, last);
-		if (taken)
-			ReleaseCurrentSubTransaction();
-		else
-			RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		/* leave the subtransaction before the error goes on */
-		MemoryContextSwitchTo(oldcontext);
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	return taken;
-}
-
 /* what one look at the feed found */
 typedef enum FeedLook
 {
-	FEED_LOOK_GOT,				/* leased a partition, events in *rows */
+	FEED_LOOK_GOT,				/* leased a partition, its events in batch->store */
 	FEED_LOOK_EMPTY,			/* nothing to hand out now */
 	FEED_LOOK_RACE				/* lost a lease to a concurrent poll: look again */
 } FeedLook;
 
 /*
  * One look: horizon, partitions, events, lease (steps 1-3 of the file
- * header).  With a given partition whose lease is held, raises
+ * header).  The events of a candidate go straight into a new tuplestore of
+ * poll's result type (in the query's memory, as InitMaterializedSRF makes
+ * them); it becomes batch->store if the lease is taken, and is freed
+ * otherwise.  With a given partition whose lease is held, raises
  * OBJECT_IN_USE.  Sets *next_expiry for the long-poll's sleep.
  */
 static FeedLook
-feed_look(ProjectionFeedRow *row, int partition, int max_events, Size max_bytes, Interval *lease,
-		  MemoryContext cxt, ProjectionEventRows *rows, FeedPartition *got, char **token,
+feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Size max_bytes,
+		  Interval *lease, ReturnSetInfo *rsinfo, ProjectionFeedBatch *batch,
 		  TimestampTz *next_expiry)
 {
 	int64		horizon;
@@ -400,8 +219,9 @@ feed_look(ProjectionFeedRow *row, int partition, int max_events, Size max_bytes,
 	int			nparts;
 	int			i;
 	FeedLook	result = FEED_LOOK_EMPTY;
-	int64		last;
-	bool		isnull;
+	char	   *token;
+	MemoryContext oldcxt;
+	bool		random_access = (rsinfo->allowedModes & SFRM_Materialize_Random) != 0;
 
 	*next_expiry = 0;
 	horizon = projection_feed_horizon();
@@ -417,21 +237,31 @@ feed_look(ProjectionFeedRow *row, int partition, int max_events, Size max_bytes,
 		{
 			FeedPartition *p = &parts[i];
 
+			if (after >= 0)
+				p->position = after;	/* the client's checkpoint */
 			if (p->leased || p->backing_off || p->position >= horizon)
 				continue;
-			feed_read_events(row, p, horizon, max_events, max_bytes, cxt, rows);
-			if (rows->ntuples == 0)
-				continue;
-			last = DatumGetInt64(heap_getattr(rows->tuples[rows->ntuples - 1],
-											  Anum_events_global_position, rows->tupdesc, &isnull));
-			*token = feed_new_token(row, p);
-			if (feed_take_lease(row, p, *token, lease, last))
+			token = projection_feed_new_token(row, p->partition, p->epoch);
+			oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+			batch->store = tuplestore_begin_heap(random_access, false, work_mem);
+			MemoryContextSwitchTo(oldcxt);
+			projection_feed_read_events(row, p->partition, p->position, horizon, max_events,
+										max_bytes, cstring_to_text(token), rsinfo->setDesc, batch);
+			if (batch->ntuples == 0)
 			{
-				*got = *p;
-				result = FEED_LOOK_GOT;
+				tuplestore_end(batch->store);
+				batch->store = NULL;
+				continue;
 			}
+			if (projection_feed_take_lease(row, p->partition, p->epoch, token, lease, batch->last,
+										   after))
+				result = FEED_LOOK_GOT;
 			else
+			{
+				tuplestore_end(batch->store);
+				batch->store = NULL;
 				result = FEED_LOOK_RACE;
+			}
 			break;
 		}
 	}
@@ -440,10 +270,14 @@ feed_look(ProjectionFeedRow *row, int partition, int max_events, Size max_bytes,
 }
 
 /*
- * poll(feed, max_events, wait, lease, partition, max_bytes): lease one
- * partition (the given one, or any free one with events) and return its
+ * poll(feed, max_events, wait, lease, partition, max_bytes, after): lease
+ * one partition (the given one, or any free one with events) and return its
  * next events after its checkpoint, in position order, up to the safe
- * horizon, each row with the lease token and the partition.  Nothing to
+ * horizon, each row with the lease token and the partition.  With after
+ * (1.4, the client-owned checkpoint: a consumer that stores its position
+ * with its own writes), the events after that position instead, and the
+ * lease moves the partition's checkpoint there; after needs a partition
+ * unless the feed has one.  Nothing to
  * return: no rows, no lease.  With wait, an empty poll sleeps until events
  * come or wait passes (see the file header).  Owner only; the owner must
  * still be allowed to read projection.events.
@@ -457,6 +291,7 @@ projection_poll(PG_FUNCTION_ARGS)
 	int64		wait_ms;
 	Interval   *lease;
 	int32		partition = -1;
+	int64		after = -1;
 	Size		max_bytes = SIZE_MAX;
 	MemoryContext cxt = CurrentMemoryContext;
 	MemoryContext look_cxt;
@@ -465,11 +300,8 @@ projection_poll(PG_FUNCTION_ARGS)
 	TimestampTz deadline;
 	bool		release;
 	ConditionVariable *cv;
-	ProjectionEventRows rows;
-	FeedPartition got;
-	char	   *token = NULL;
+	ProjectionFeedBatch batch;
 	bool		found = false;
-	int			i;
 
 	projection_require_arg(fcinfo, 1, "max_events");
 	projection_require_arg(fcinfo, 2, "wait");
@@ -505,6 +337,16 @@ projection_poll(PG_FUNCTION_ARGS)
 					 errmsg("max_bytes must be at least 1")));
 		max_bytes = (Size) PG_GETARG_INT32(5);
 	}
+	/* after (1.4): the 1.3 signature has six arguments */
+	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
+	{
+		after = PG_GETARG_INT64(6);
+		if (after < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("after must not be negative"),
+					 errhint("Pass the position of the last event the consumer stored, or 0 for the beginning.")));
+	}
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -525,16 +367,31 @@ projection_poll(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("feed \"%s\" has no partition %d", name, partition),
 				 errdetail("Its partitions are 0 to %d.", row->partitions - 1)));
+	if (after >= 0 && partition < 0)
+	{
+		if (row->partitions > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("after needs a partition for feed \"%s\", which has %d partitions",
+							name, row->partitions),
+					 errdetail("A position kept by the consumer belongs to one partition."),
+					 errhint("Pass the partition whose position it is (partition => ...).")));
+		partition = 0;
+	}
+	if (after > projection_sequence_last_value())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("after %lld is past the last event", (long long) after),
+				 errdetail("The last position drawn is %lld.", (long long) projection_sequence_last_value())));
 
 	release = feed_may_release_snapshot(fcinfo);
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
 	cv = projection_feed_cv(MyDatabaseId);
 
 	/*
-	 * Each look allocates (partitions, appenders, the events it read): a
-	 * long-poll woken by many commits of other partitions or types must not
-	 * pile them up.  The rows of the look that found events stay until they
-	 * are copied into the result.
+	 * Each look allocates (partitions, appenders): a long-poll woken by
+	 * many commits of other partitions or types must not pile them up.  The
+	 * events go into a tuplestore of their own (feed_look).
 	 */
 	look_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection poll",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -549,8 +406,8 @@ projection_poll(PG_FUNCTION_ARGS)
 			ConditionVariablePrepareToSleep(cv);
 		MemoryContextReset(look_cxt);
 		oldcxt = MemoryContextSwitchTo(look_cxt);
-		look = feed_look(row, partition, max_events, max_bytes, lease, look_cxt, &rows, &got,
-						 &token, &next_expiry);
+		look = feed_look(row, partition, after, max_events, max_bytes, lease, rsinfo, &batch,
+						 &next_expiry);
 		MemoryContextSwitchTo(oldcxt);
 		if (look == FEED_LOOK_GOT)
 		{
@@ -574,27 +431,17 @@ projection_poll(PG_FUNCTION_ARGS)
 		}
 		(void) ConditionVariableTimedSleep(cv, Max(sleep_ms, 1), PG_WAIT_EXTENSION);
 		CHECK_FOR_INTERRUPTS();
-		feed_refresh(row);
+		/* the next look sees whether the feed was paused, resumed or dropped */
 	}
 	if (wait_ms > 0)
 		ConditionVariableCancelSleep();
 
 	if (found)
 	{
-		text	   *token_text = cstring_to_text(token);
-
-		for (i = 0; i < rows.ntuples; i++)
-		{
-			Datum		values[2 + Natts_events];
-			bool		nulls[2 + Natts_events];
-
-			values[0] = PointerGetDatum(token_text);
-			nulls[0] = false;
-			values[1] = Int32GetDatum(got.partition);
-			nulls[1] = false;
-			heap_deform_tuple(rows.tuples[i], rows.tupdesc, values + 2, nulls + 2);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		}
+		/* the look's tuplestore is the result (InitMaterializedSRF's is empty) */
+		tuplestore_end(rsinfo->setResult);
+		rsinfo->setResult = batch.store;
+		projection_feed_lease_commit_async(release);
 	}
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");

@@ -389,7 +389,7 @@ projection_alter(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 	{
 		event_types = PG_GETARG_ARRAYTYPE_P(2);
-		projection_check_event_types(event_types);
+		projection_check_event_types(event_types, "Pass NULL to handle every event type.");
 	}
 	if (!PG_ARGISNULL(3))
 	{

@@ -271,7 +271,7 @@ projection_create(PG_FUNCTION_ARGS)
 	if (OidIsValid(handler))
 		check_handler(handler);
 	if (!PG_ARGISNULL(2))
-		projection_check_event_types(PG_GETARG_ARRAYTYPE_P(2));
+		projection_check_event_types(PG_GETARG_ARRAYTYPE_P(2), "Pass NULL to handle every event type.");
 	projection_check_tables(PG_GETARG_ARRAYTYPE_P(4));
 	search_path = creator_search_path();
 

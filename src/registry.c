@@ -398,8 +398,14 @@ projection_check_tables(ArrayType *tables)
 	}
 }
 
+/*
+ * Check an event_types argument: one-dimensional, not empty, no NULL or
+ * empty string.  "empty_hint" is the hint of the empty-array error (what
+ * NULL means for the caller: projections, snapshots and feeds say it their
+ * way).  Raises INVALID_PARAMETER_VALUE or NULL_VALUE_NOT_ALLOWED.
+ */
 void
-projection_check_event_types(ArrayType *types)
+projection_check_event_types(ArrayType *types, const char *empty_hint)
 {
 	Datum	   *elems;
 	bool	   *nulls;
@@ -415,7 +421,7 @@ projection_check_event_types(ArrayType *types)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("argument \"%s\" must not be empty", "event_types"),
-				 errhint("Pass NULL to handle every event type.")));
+				 errhint("%s", empty_hint)));
 	for (i = 0; i < n; i++)
 	{
 		if (nulls[i])

@@ -32,7 +32,7 @@ extern void projection_registry_set_state(int32 id, const char *state, bool set_
 										  int64 position, bool clear_error);
 extern ProjectionDef *projection_registry_def(ProjectionRegistry *registry, int32 id);
 extern void projection_check_tables(ArrayType *tables);
-extern void projection_check_event_types(ArrayType *types);
+extern void projection_check_event_types(ArrayType *types, const char *empty_hint);
 
 /* set by projection.create() while it inserts its registry row */
 extern bool projection_creating;

@@ -6,10 +6,18 @@
             "WHERE global_position > checkpoint" every 100 ms.  The commit time
             is pg_xact_commit_timestamp of the event's row, the receive time the
             consumer's clock when the rows arrived (the same machine's clock).
+            The commit timestamp is taken before the appender's WAL flush, so
+            that figure includes the flush, which no reader can beat; the
+            "append returned" figures start when the appender's call returned
+            (after its flush), and show what the feed itself adds.  The feed
+            runs twice: acks waiting for the WAL flush (the default), and a
+            consumer session with synchronous_commit off (an ack lost in a
+            crash only means redelivery).
   drain     one consumer draining a backlog through poll/ack in batches of
             500 (events/s), 4 consumers on a feed of 4 partitions, each polling
-            its own partition, and the seed-style client reading batches of 500
-            with its checkpoint in a table, as fast as it can.
+            its own partition, one consumer whose session has synchronous_commit
+            off, and the seed-style client reading batches of 500 with its
+            checkpoint in a table, as fast as it can.
 
 Every consumer checks what it got: each event once, in position order within
 a stream, nothing missing at the end; any difference fails the run.
@@ -29,8 +37,9 @@ def pct(values, p):
     return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
 
 
-async def _append_at_rate(conn, rate, secs, stream_count=50):
-    """Append one event per call at `rate` per second for `secs`; returns the count."""
+async def _append_at_rate(conn, rate, secs, stream_count=50, returned=None):
+    """Append one event per call at `rate` per second for `secs`; returns the count.
+    returned: position -> the time the append returned."""
     stmt = await conn.prepare("SELECT projection.append($1, 'Tick', '{}')")
     n = 0
     t0 = time.time()
@@ -41,7 +50,9 @@ async def _append_at_rate(conn, rate, secs, stream_count=50):
         due = t0 + n / rate
         if due > now:
             await asyncio.sleep(due - now)
-        await stmt.fetchval("tick-%d" % (n % stream_count))
+        pos = await stmt.fetchval("tick-%d" % (n % stream_count))
+        if returned is not None:
+            returned[pos] = time.time()
         n += 1
     return n
 
@@ -65,8 +76,10 @@ async def _check(b, conn, what, got, first, last, feed_types=None):
     return True
 
 
-async def _consumer(b, feed, partition, stop, got, lat, wait=1.0, batch=500):
+async def _consumer(b, feed, partition, stop, got, lat, wait=1.0, batch=500, sync_ack=True):
     conn = await b.connect(DB)
+    if not sync_ack:
+        await conn.execute("SET synchronous_commit = off")
     poll = await conn.prepare(
         "SELECT token, global_position, stream_id, stream_version "
         "FROM projection.poll($1, $2, wait => $3::interval, partition => $4)")
@@ -127,19 +140,20 @@ async def _latencies(conn, lat, first, last):
 
 
 async def latency(b, conn, rate, secs):
-    for variant in ("feed", "seed"):
+    for variant in ("feed", "feed-async-ack", "seed"):
         first = await conn.fetchval("SELECT COALESCE(max(global_position), 0) FROM projection.events")
-        if variant == "feed":
+        if variant != "seed":
             await conn.execute("SELECT projection.drop_feed(name) FROM projection.feeds WHERE name = 'lat'")
             await conn.execute("SELECT projection.create_feed('lat', start_from => 'end')")
         stop = asyncio.Event()
-        got, lat = [], {}
-        task = asyncio.ensure_future(_consumer(b, "lat", None, stop, got, lat) if variant == "feed"
-                                     else _seed_style(b, stop, got, lat))
+        got, lat, returned = [], {}, {}
+        task = asyncio.ensure_future(
+            _seed_style(b, stop, got, lat) if variant == "seed"
+            else _consumer(b, "lat", None, stop, got, lat, sync_ack=(variant == "feed")))
         await asyncio.sleep(0.3)
         app = await b.connect(DB)
         try:
-            n = await _append_at_rate(app, rate, secs)
+            n = await _append_at_rate(app, rate, secs, returned=returned)
         finally:
             await app.close()
         last = await conn.fetchval("SELECT max(global_position) FROM projection.events")
@@ -151,11 +165,16 @@ async def latency(b, conn, rate, secs):
         await task
         await _check(b, conn, "latency (%s)" % variant, got, first, last)
         ms = await _latencies(conn, lat, first, last)
-        label = ("long-polling feed consumer" if variant == "feed"
-                 else "seed-style client polling every 100 ms")
+        after_return = [(lat[p] - t) * 1000.0 for p, t in returned.items() if p in lat]
+        label = {"feed": "long-polling feed consumer",
+                 "feed-async-ack": "long-polling feed consumer, synchronous_commit off",
+                 "seed": "seed-style client polling every 100 ms"}[variant]
         for p in (50, 90, 99):
             b.record("feeds", "commit to poll at %d appends/s, %s, p%d" % (rate, label, p),
                      pct(ms, p), "ms", "%d events" % n)
+        for p in (50, 99):
+            b.record("feeds", "append returned to poll at %d appends/s, %s, p%d" % (rate, label, p),
+                     pct(after_return, p), "ms", "%d events" % n)
 
 
 async def drain(b, conn, events):
@@ -166,7 +185,7 @@ async def drain(b, conn, events):
     last = await conn.fetchval("SELECT max(global_position) FROM projection.events")
     first = last - events
 
-    async def run(label, feed, partitions, consumers):
+    async def run(label, feed, partitions, consumers, sync_ack=True):
         if feed is not None:
             await conn.execute("SELECT projection.create_feed($1, start_from => $2, partitions => $3)",
                                feed, str(first), partitions)
@@ -177,7 +196,7 @@ async def drain(b, conn, events):
         if feed is None:
             await _seed_style(b, stop, got, None)
         else:
-            await asyncio.gather(*[_consumer(b, feed, p, stop, got, None, wait=0.0)
+            await asyncio.gather(*[_consumer(b, feed, p, stop, got, None, wait=0.0, sync_ack=sync_ack)
                                    for p in consumers])
         secs = time.time() - t0
         await _check(b, conn, "drain (%s)" % label, [g for g in got if g[0] > first], first, last)
@@ -186,6 +205,8 @@ async def drain(b, conn, events):
 
     await run("1 consumer, poll/ack", "drain1", 1, [None])
     await run("4 consumers on 4 partitions", "drain4", 4, [0, 1, 2, 3])
+    # the same consumer whose acks do not wait for the WAL flush (a lost ack: redelivery)
+    await run("1 consumer, poll/ack, synchronous_commit off", "drain1a", 1, [None], sync_ack=False)
     # the seed's client over the same backlog, its checkpoint in a table
     got = []
     conn2 = await b.connect(DB)

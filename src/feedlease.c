@@ -1,0 +1,156 @@
+/*-------------------------------------------------------------------------
+ *
+ * feedlease.c
+ *	  Taking a feed lease: the token, and the UPDATE that takes the lease
+ *	  only if the partition's row is still as poll read it.  poll
+ *	  (feedpoll.c) calls these; ack, nack, seek and extend_lease
+ *	  (feedack.c) end or move a lease.
+ *
+ * A token is "feed.partition.epoch.random": the epoch the lease will have
+ * and 12 random bytes, so a token is never handed out twice (the unique
+ * index feed_partitions_token_idx holds them).  Taking the lease bumps
+ * lease_epoch (feed.c's header).
+ *
+ * A poll that is a statement of its own commits its lease without waiting
+ * for the WAL flush (projection_feed_lease_commit_async).
+ *
+ * Locking: the lease UPDATE's row lock, held to the end of the poll's
+ * transaction when the lease is taken, released with a subtransaction
+ * when it is not (see projection_feed_take_lease).  No LWLock.
+ *
+ * IDENTIFICATION
+ *	  src/feedlease.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+#include "feed.h"
+#include "feedlease.h"
+#include "spiutil.h"
+
+#define FEED_TOKEN_RANDOM_BYTES 12
+
+/* a new lease token: feed, partition, epoch and random bytes */
+char *
+projection_feed_new_token(ProjectionFeedRow *row, int partition, int64 epoch)
+{
+	uint8		bytes[FEED_TOKEN_RANDOM_BYTES];
+	char		hex[FEED_TOKEN_RANDOM_BYTES * 2 + 1];
+	int			i;
+
+	if (!pg_strong_random(bytes, sizeof(bytes)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random lease token")));
+	for (i = 0; i < FEED_TOKEN_RANDOM_BYTES; i++)
+		sprintf(hex + 2 * i, "%02x", bytes[i]);
+	return psprintf("%d.%d.%lld.%s", row->id, partition, (long long) epoch + 1, hex);
+}
+
+/* the lease UPDATE of projection_feed_take_lease; true if it took the lease */
+static bool
+feed_update_lease(ProjectionFeedRow *row, int partition, int64 epoch, const char *token,
+				  Interval *lease, int64 last, int64 after)
+{
+	Oid			types[8] = {INT4OID, INT4OID, INT8OID, TEXTOID, TEXTOID, INTERVALOID, INT8OID, INT8OID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(partition);
+	values[2] = Int64GetDatum(epoch);
+	values[3] = CStringGetTextDatum(token);
+	values[4] = CStringGetTextDatum(psprintf("%s (pid %d)",
+											 application_name ? application_name : "",
+											 MyProcPid));
+	values[5] = IntervalPGetDatum(lease);
+	values[6] = Int64GetDatum(last);
+	values[7] = Int64GetDatum(after);
+	if (after < 0)
+		nulls[7] = 'n';
+	projection_feed_exec("UPDATE projection.feed_partitions SET "
+			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = $4, lease_holder = $5, "
+			  "lease_expires = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6, lease_last = $7, "
+			  "position = COALESCE($8, position) "
+			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2 "
+			  "AND lease_epoch OPERATOR(pg_catalog.=) $3 "
+			  "AND (lease_expires IS NULL OR lease_expires OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()) "
+			  "AND (retry_at IS NULL OR retry_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())",
+			  8, types, values, nulls, SPI_OK_UPDATE);
+	return SPI_processed == 1;
+}
+
+/*
+ * Take the lease of a partition if its row is still as poll read it (same
+ * epoch, no unexpired lease, no back-off).  In READ COMMITTED the UPDATE
+ * waits for a concurrent writer of the row and re-checks the new version;
+ * when the re-check fails, the UPDATE changes nothing but keeps the row
+ * locked to the end of the transaction.  So the UPDATE runs in a
+ * subtransaction that is rolled back when it changed nothing: a poll that
+ * lost a race holds no lock while it tries another partition or sleeps
+ * (two such polls could otherwise deadlock, each holding the row the other
+ * wants).  Returns false if someone else got there first.
+ */
+bool
+projection_feed_take_lease(ProjectionFeedRow *row, int partition, int64 epoch, const char *token,
+						   Interval *lease, int64 last, int64 after)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool taken = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		taken = feed_update_lease(row, partition, epoch, token, lease, last, after);
+		if (taken)
+			ReleaseCurrentSubTransaction();
+		else
+			RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		/* leave the subtransaction before the error goes on */
+		MemoryContextSwitchTo(oldcontext);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return taken;
+}
+
+/*
+ * A poll that is a statement of its own ("own_statement": poll's
+ * feed_may_release_snapshot, and no transaction block) commits its lease
+ * without waiting for the WAL flush: its only write is the lease, and a
+ * lease lost in a crash costs nothing the contract does not allow (the
+ * token's ack is refused, the events are delivered again).  That takes one
+ * flush out of the path from an append's commit to the poll's return.
+ * Inside a transaction block the poll may share its transaction with the
+ * caller's own writes, whose durability is the caller's: the session's
+ * synchronous_commit is left alone.  SET LOCAL semantics: the setting ends
+ * with the transaction.  Call after the lease was taken.
+ */
+void
+projection_feed_lease_commit_async(bool own_statement)
+{
+	if (!own_statement || IsTransactionBlock())
+		return;
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}

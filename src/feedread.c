@@ -1,0 +1,228 @@
+/*-------------------------------------------------------------------------
+ *
+ * feedread.c
+ *	  Reading a feed partition's next events for poll (feedpoll.c): the
+ *	  kept plans of the query, run as the bootstrap superuser, and a
+ *	  receiver that puts each event straight into a tuplestore of poll's
+ *	  result type (token, partition, the event's columns), with no copy of
+ *	  the rows in between.
+ *
+ * Locking: none beyond the query's own; no shared state.
+ *
+ * IDENTIFICATION
+ *	  src/feedread.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/params.h"
+#include "tcop/dest.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
+#include "feed.h"
+#include "feedread.h"
+#include "projection.h"
+
+/* the receiver: the rows go into batch->store, up to the bounds */
+typedef struct FeedReadReceiver
+{
+	DestReceiver pub;
+	ProjectionFeedBatch *batch;
+	TupleDesc	result_desc;
+	Datum		token;
+	int32		partition;
+	int			max_rows;
+	Size		max_bytes;
+	Size		bytes;
+} FeedReadReceiver;
+
+static void
+feedread_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+	if (typeinfo->natts != Natts_events)
+		elog(ERROR, "the feed's event query returns %d columns, not %d", typeinfo->natts, Natts_events);
+}
+
+/*
+ * One event: its row of poll's result, in the store (tuplestore_putvalues
+ * forms it in the store's context).  The bytes counted are those of the
+ * event's row as a heap tuple, as eventread.c counts them.  false (stop the
+ * executor) once a bound is reached.
+ */
+static bool
+feedread_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	FeedReadReceiver *r = (FeedReadReceiver *) self;
+	Datum		values[2 + Natts_events];
+	bool		nulls[2 + Natts_events];
+	bool		hasnull = false;
+	Size		hoff;
+	int			i;
+
+	slot_getallattrs(slot);
+	values[0] = r->token;
+	nulls[0] = false;
+	values[1] = Int32GetDatum(r->partition);
+	nulls[1] = false;
+	for (i = 0; i < Natts_events; i++)
+	{
+		values[2 + i] = slot->tts_values[i];
+		nulls[2 + i] = slot->tts_isnull[i];
+		hasnull |= slot->tts_isnull[i];
+	}
+	tuplestore_putvalues(r->batch->store, r->result_desc, values, nulls);
+	r->batch->ntuples++;
+	r->batch->last = DatumGetInt64(slot->tts_values[Anum_events_global_position - 1]);
+
+	hoff = offsetof(HeapTupleHeaderData, t_bits) + (hasnull ? BITMAPLEN(Natts_events) : 0);
+	r->bytes += HEAPTUPLESIZE + MAXALIGN(hoff) +
+		heap_compute_data_size(slot->tts_tupleDescriptor, slot->tts_values, slot->tts_isnull);
+	return r->batch->ntuples < r->max_rows && r->bytes < r->max_bytes;
+}
+
+static void
+feedread_shutdown(DestReceiver *self)
+{
+}
+
+static void
+feedread_destroy(DestReceiver *self)
+{
+}
+
+/* run the kept plan with the receiver (connected to SPI, as the superuser) */
+static void
+feedread_run(SPIPlanPtr plan, int nargs, Oid *types, Datum *values, FeedReadReceiver *receiver)
+{
+	SPIExecuteOptions options;
+	ParamListInfo params = makeParamList(nargs);
+	int			i;
+	int			rc;
+
+	for (i = 0; i < nargs; i++)
+	{
+		params->params[i].value = values[i];
+		params->params[i].isnull = false;
+		params->params[i].pflags = PARAM_FLAG_CONST;
+		params->params[i].ptype = types[i];
+	}
+	receiver->pub.receiveSlot = feedread_receive;
+	receiver->pub.rStartup = feedread_startup;
+	receiver->pub.rShutdown = feedread_shutdown;
+	receiver->pub.rDestroy = feedread_destroy;
+	receiver->pub.mydest = DestNone;
+
+	memset(&options, 0, sizeof(options));
+	options.params = params;
+	options.read_only = true;
+	options.tcount = receiver->max_rows;
+	options.dest = (DestReceiver *) receiver;
+	rc = SPI_execute_plan_extended(plan, &options);
+	/* a SELECT into a DestNone receiver is reported as a utility command */
+	if (rc != SPI_OK_SELECT && rc != SPI_OK_UTILITY)
+		elog(ERROR, "SPI_execute_plan_extended failed while reading events: %s",
+			 SPI_result_code_string(rc));
+}
+
+/*
+ * Read a partition's events in (position, horizon], at most max_events
+ * and, after the first, max_bytes, with the active snapshot, as the
+ * bootstrap superuser (the feed's owner may read events: checked), into
+ * batch->store (created by the caller) as rows of poll's result type
+ * "result_desc", each with "token" and the partition; batch->ntuples and
+ * batch->last say what was read.
+ *
+ * The four forms of the query (with or without a type filter and a
+ * partition filter) are kept plans, one set per backend.  They are planned
+ * with enable_sort off: right after a bulk load the statistics may say the
+ * range holds a few rows, and a bitmap scan sorted afterwards would then
+ * read the whole backlog for every poll; the index scan in position order
+ * stops after max_events.
+ */
+static SPIPlanPtr feed_event_plans[4];
+
+void
+projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 position, int64 horizon,
+							int max_events, Size max_bytes, text *token, TupleDesc result_desc,
+							ProjectionFeedBatch *batch)
+{
+	FeedReadReceiver receiver;
+	Oid			types[6];
+	Datum		values[6];
+	int			nargs = 0;
+	int			form = (row->types != (Datum) 0 ? 1 : 0) + (row->partitions > 1 ? 2 : 0);
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+
+	types[nargs] = INT8OID;
+	values[nargs++] = Int64GetDatum(position);
+	types[nargs] = INT8OID;
+	values[nargs++] = Int64GetDatum(horizon);
+	types[nargs] = INT4OID;
+	values[nargs++] = Int32GetDatum(max_events);
+	if (row->types != (Datum) 0)
+	{
+		types[nargs] = TEXTARRAYOID;
+		values[nargs++] = row->types;
+	}
+	if (row->partitions > 1)
+	{
+		types[nargs] = INT4OID;
+		values[nargs++] = Int32GetDatum(row->partitions);
+		types[nargs] = INT4OID;
+		values[nargs++] = Int32GetDatum(partition);
+	}
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (feed_event_plans[form] == NULL)
+	{
+		StringInfoData sql;
+		SPIPlanPtr	plan;
+
+		initStringInfo(&sql);
+		appendStringInfoString(&sql,
+							   "SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, "
+							   "e.data, e.metadata, e.recorded_at FROM projection.events e "
+							   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+							   "AND e.global_position OPERATOR(pg_catalog.<=) $2");
+		if (form & 1)
+			appendStringInfoString(&sql, " AND e.event_type OPERATOR(pg_catalog.=) ANY ($4)");
+		if (form & 2)
+			appendStringInfo(&sql, " AND projection.feed_partition(e.stream_id, $%d) OPERATOR(pg_catalog.=) $%d",
+							 nargs - 1, nargs);
+		appendStringInfoString(&sql, " ORDER BY e.global_position LIMIT $3");
+		plan = SPI_prepare(sql.data, nargs, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		feed_event_plans[form] = plan;
+		pfree(sql.data);
+	}
+	memset(&receiver, 0, sizeof(receiver));
+	receiver.batch = batch;
+	receiver.result_desc = result_desc;
+	receiver.token = PointerGetDatum(token);
+	receiver.partition = partition;
+	receiver.max_rows = Max(max_events, 1);
+	receiver.max_bytes = max_bytes;
+	batch->ntuples = 0;
+	batch->last = position;
+	feedread_run(feed_event_plans[form], nargs, types, values, &receiver);
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
