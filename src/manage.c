@@ -193,202 +193,285 @@ first_nonempty_table(ArrayType *tables)
 	return NULL;
 }
 
+/* The arguments of create(), read and checked by create_read_args. */
+typedef struct CreateArgs
+{
+	char	   *name;
+	Oid			handler;		/* InvalidOid: statements only */
+	ArrayType  *event_types;	/* NULL: every type */
+	ArrayType  *tables;
+	char	   *mode;
+	char	   *on_error;
+	char	   *if_not_empty;	/* "error", "keep" or "empty" */
+	bool		if_not_exists;
+	bool		is_inline;
+	bool		from_beginning;
+} CreateArgs;
+
+/*
+ * Read create()'s arguments and check their values (no lookups yet).  A
+ * 1.1 definition of create() (before ALTER EXTENSION UPDATE) passes no
+ * if_not_empty and no if_not_exists.
+ */
+static void
+create_read_args(FunctionCallInfo fcinfo, CreateArgs *args)
+{
+	char	   *start_from;
+
+	args->name = projection_text_arg(fcinfo, 0, "name");
+	args->handler = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
+	args->if_not_empty = "error";
+	args->if_not_exists = false;
+	args->mode = projection_text_arg(fcinfo, 3, "mode");
+	start_from = projection_text_arg(fcinfo, 5, "start_from");
+	args->on_error = projection_text_arg(fcinfo, 6, "on_error");
+	if (PG_NARGS() > 7)
+		args->if_not_empty = projection_text_arg(fcinfo, 7, "if_not_empty");
+	if (PG_NARGS() > 8)
+	{
+		projection_require_arg(fcinfo, 8, "if_not_exists");
+		args->if_not_exists = PG_GETARG_BOOL(8);
+	}
+	projection_require_arg(fcinfo, 4, "tables");
+	args->event_types = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
+	args->tables = PG_GETARG_ARRAYTYPE_P(4);
+
+	if (strcmp(args->mode, "inline") == 0)
+		args->is_inline = true;
+	else if (strcmp(args->mode, "async") == 0)
+		args->is_inline = false;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid mode \"%s\"", args->mode),
+				 errhint("Valid modes are \"inline\" and \"async\".")));
+	if (strcmp(start_from, "beginning") == 0)
+		args->from_beginning = true;
+	else if (strcmp(start_from, "end") == 0)
+		args->from_beginning = false;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid start_from \"%s\"", start_from),
+				 errhint("Valid values are \"beginning\" and \"end\".")));
+	if (strcmp(args->on_error, "stop") != 0 && strcmp(args->on_error, "skip") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid on_error \"%s\"", args->on_error),
+				 errhint("Valid values are \"stop\" and \"skip\".")));
+	if (strcmp(args->if_not_empty, "error") != 0 && strcmp(args->if_not_empty, "keep") != 0 &&
+		strcmp(args->if_not_empty, "empty") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid if_not_empty \"%s\"", args->if_not_empty),
+				 errhint("Valid values are \"error\", \"keep\" and \"empty\".")));
+}
+
+/*
+ * The caller's rights: SELECT on the events (a projection receives them),
+ * TRIGGER for an inline projection, EXECUTE on the handler, the right to
+ * write the tables; and the handler's signature and the event types.
+ */
+static void
+create_check_rights(const CreateArgs *args)
+{
+	projection_check_events_privilege(ACL_SELECT, "Creating a projection");
+	if (args->is_inline)
+		projection_check_events_privilege(ACL_TRIGGER, "Creating an inline projection");
+	if (OidIsValid(args->handler))
+		check_handler(args->handler);
+	if (args->event_types != NULL)
+		projection_check_event_types(args->event_types);
+	projection_check_tables(args->tables);
+}
+
+/*
+ * Does a projection of this name exist?  With if_not_exists, an identical
+ * one gets a NOTICE (lifecycle.c) and true, a different one an error;
+ * without, a name taken is DUPLICATE_OBJECT.  Connected to SPI.
+ */
+static bool
+create_exists(const CreateArgs *args)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+
+	values[0] = CStringGetTextDatum(args->name);
+	projection_registry_exec("SELECT 1 FROM projection.projections WHERE name OPERATOR(pg_catalog.=) $1",
+							 1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed > 0 && args->if_not_exists)
+	{
+		/* identical: NOTICE and nothing else; different: an error */
+		projection_create_existing(args->name, args->handler, args->event_types,
+								   args->is_inline, args->tables, args->on_error);
+		return true;
+	}
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("projection \"%s\" already exists", args->name)));
+	return false;
+}
+
+/*
+ * From the beginning, with if_not_empty 'error': refuse tables that hold
+ * rows (every existing event would be counted twice).  Connected to SPI.
+ */
+static void
+create_check_empty(const CreateArgs *args)
+{
+	char	   *table;
+
+	if (!args->from_beginning || strcmp(args->if_not_empty, "error") != 0 ||
+		projection_sequence_last_value() <= 0)
+		return;
+	table = first_nonempty_table(args->tables);
+	if (table != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot create projection \"%s\" from the beginning: table %s is not empty", args->name, table),
+				 errdetail("Table %s already holds rows, and start_from => 'beginning' applies every existing event to it, so they would be counted twice.", table),
+				 errhint("Empty the table first, pass if_not_empty => 'empty' to have create() empty the projection's tables as rebuild() does, or if_not_empty => 'keep' if the rows may stay (idempotent handlers).")));
+}
+
+/*
+ * Insert the registry row, owned by the caller, with the creator's
+ * search_path: at the end of the store (start_from 'end'), or at 0, in
+ * state catching_up for an async projection with events to catch up.
+ * Connected to SPI.
+ */
+static void
+create_insert_row(const CreateArgs *args, const char *search_path)
+{
+	Oid			types[10] = {TEXTOID, OIDOID, TEXTARRAYOID, TEXTOID, OIDARRAYOID,
+	TEXTOID, OIDOID, TEXTOID, INT8OID, TEXTOID};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int64		start_position = 0;
+	const char *state = "running";
+
+	if (!args->from_beginning)
+		start_position = projection_sequence_last_value();
+	else if (!args->is_inline && projection_sequence_last_value() > 0)
+		state = "catching_up";
+
+	values[0] = CStringGetTextDatum(args->name);
+	values[1] = ObjectIdGetDatum(args->handler);
+	if (!OidIsValid(args->handler))
+		nulls[1] = 'n';
+	if (args->event_types == NULL)
+		nulls[2] = 'n';
+	else
+		values[2] = PointerGetDatum(args->event_types);
+	values[3] = CStringGetTextDatum(args->mode);
+	values[4] = PointerGetDatum(args->tables);
+	values[5] = CStringGetTextDatum(args->on_error);
+	values[6] = ObjectIdGetDatum(GetUserId());
+	values[7] = CStringGetTextDatum(search_path);
+	values[8] = Int64GetDatum(start_position);
+	values[9] = CStringGetTextDatum(state);
+	projection_creating = true; /* not a restore; reset at abort too */
+	projection_registry_exec("INSERT INTO projection.projections "
+							 "(name, handler, event_types, mode, tables, on_error, owner, search_path, position, state) "
+							 "VALUES ($1, $2::pg_catalog.regprocedure, $3, $4, $5::pg_catalog.regclass[], $6, "
+							 "$7::pg_catalog.regrole, $8, $9, $10)",
+							 10, types, values, nulls, SPI_OK_INSERT);
+	projection_creating = false;
+	CommandCounterIncrement();
+}
+
+/*
+ * The new projection's definition from a reloaded registry cache (the row
+ * was inserted by this transaction); release it with
+ * projection_registry_release(*registry).
+ */
+static ProjectionDef *
+create_new_def(const char *name, MemoryContext cxt, ProjectionRegistry **registry)
+{
+	ProjectionRow *row = projection_registry_lookup(name, cxt);
+
+	projection_registry_invalidate();
+	*registry = projection_registry_acquire();
+	return projection_registry_def(*registry, row->id);
+}
+
+/*
+ * What follows the insert: emptying the tables (if_not_empty 'empty'), the
+ * inline catch-up (before create returns), the worker for an async one.
+ * Connected to SPI.
+ */
+static void
+create_start(const CreateArgs *args, MemoryContext cxt)
+{
+	ProjectionRegistry *registry;
+	ProjectionDef *def;
+
+	if (args->from_beginning && strcmp(args->if_not_empty, "empty") == 0)
+	{
+		def = create_new_def(args->name, cxt, &registry);
+		projection_empty_tables(def);
+		projection_registry_release(registry);
+		CommandCounterIncrement();
+	}
+
+	if (args->is_inline && args->from_beginning && !OidIsValid(args->handler) &&
+		projection_sequence_last_value() > 0)
+		ereport(NOTICE,
+				(errmsg("inline projection \"%s\" has no handler function yet, so existing events are not applied to it", args->name),
+				 errhint("Add its statements with projection.on(), then call projection.rebuild('%s').", args->name)));
+	if (args->is_inline && args->from_beginning)
+	{
+		int64		replayed;
+		int64		last;
+
+		def = create_new_def(args->name, cxt, &registry);
+		replayed = projection_replay_inline(def, 0, &last);
+		projection_registry_release(registry);
+		if (replayed > 0)
+			ereport(NOTICE,
+					(errmsg("projection \"%s\" caught up with %lld events",
+							args->name, (long long) replayed)));
+	}
+	if (!args->is_inline)
+	{
+		warn_if_no_worker();
+		projection_request_launcher_at_commit();
+	}
+}
+
 /*
  * create(name, handler regproc, event_types text[], mode, tables regclass[],
- *		  start_from, on_error, if_not_empty)
+ *		  start_from, on_error, if_not_empty, if_not_exists)
  *
  * With start_from 'beginning', every existing event is applied to the
  * tables; rows already in them would be counted twice, so a table that is
  * not empty is refused unless if_not_empty is 'keep' (leave the rows: the
  * handlers are idempotent, or the rows are not derived from events) or
  * 'empty' (empty the tables first, as rebuild() does, in this transaction).
- * A 1.1 definition of create() (before ALTER EXTENSION UPDATE) passes no
- * if_not_empty: then 'error' too.
+ * Every argument is checked before the first write; an inline projection
+ * locks appenders out before the emptiness check (inline.c).
  */
 Datum
 projection_create(PG_FUNCTION_ARGS)
 {
-	char	   *name = projection_text_arg(fcinfo, 0, "name");
-	Oid			handler = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
-	char	   *mode;
-	char	   *start_from;
-	char	   *on_error;
-	char	   *if_not_empty = "error";
-	bool		if_not_exists = false;
-	bool		is_inline;
-	bool		from_beginning;
+	CreateArgs	args;
 	char	   *search_path;
 	MemoryContext cxt = CurrentMemoryContext;
-	ProjectionRow *row;
-	int64		start_position = 0;
-	const char *state = "running";
 
-	mode = projection_text_arg(fcinfo, 3, "mode");
-	start_from = projection_text_arg(fcinfo, 5, "start_from");
-	on_error = projection_text_arg(fcinfo, 6, "on_error");
-	if (PG_NARGS() > 7)
-		if_not_empty = projection_text_arg(fcinfo, 7, "if_not_empty");
-	if (PG_NARGS() > 8)
-	{
-		projection_require_arg(fcinfo, 8, "if_not_exists");
-		if_not_exists = PG_GETARG_BOOL(8);
-	}
-	projection_require_arg(fcinfo, 4, "tables");
-
-	if (strcmp(mode, "inline") == 0)
-		is_inline = true;
-	else if (strcmp(mode, "async") == 0)
-		is_inline = false;
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid mode \"%s\"", mode),
-				 errhint("Valid modes are \"inline\" and \"async\".")));
-	if (strcmp(start_from, "beginning") == 0)
-		from_beginning = true;
-	else if (strcmp(start_from, "end") == 0)
-		from_beginning = false;
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid start_from \"%s\"", start_from),
-				 errhint("Valid values are \"beginning\" and \"end\".")));
-	if (strcmp(on_error, "stop") != 0 && strcmp(on_error, "skip") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid on_error \"%s\"", on_error),
-				 errhint("Valid values are \"stop\" and \"skip\".")));
-	if (strcmp(if_not_empty, "error") != 0 && strcmp(if_not_empty, "keep") != 0 &&
-		strcmp(if_not_empty, "empty") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid if_not_empty \"%s\"", if_not_empty),
-				 errhint("Valid values are \"error\", \"keep\" and \"empty\".")));
-	/* a projection receives events: only a role that may read them creates one */
-	projection_check_events_privilege(ACL_SELECT, "Creating a projection");
-	if (is_inline)
-		projection_check_events_privilege(ACL_TRIGGER, "Creating an inline projection");
-	if (OidIsValid(handler))
-		check_handler(handler);
-	if (!PG_ARGISNULL(2))
-		projection_check_event_types(PG_GETARG_ARRAYTYPE_P(2));
-	projection_check_tables(PG_GETARG_ARRAYTYPE_P(4));
+	create_read_args(fcinfo, &args);
+	create_check_rights(&args);
 	search_path = creator_search_path();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-
+	if (!create_exists(&args))
 	{
-		Oid			types[1] = {TEXTOID};
-		Datum		values[1];
-
-		values[0] = CStringGetTextDatum(name);
-		projection_registry_exec("SELECT 1 FROM projection.projections WHERE name OPERATOR(pg_catalog.=) $1",
-								 1, types, values, NULL, SPI_OK_SELECT);
-		if (SPI_processed > 0 && if_not_exists)
-		{
-			/* identical: NOTICE and nothing else; different: an error */
-			projection_create_existing(name, handler,
-									   PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2),
-									   is_inline, PG_GETARG_ARRAYTYPE_P(4), on_error);
-			if (SPI_finish() != SPI_OK_FINISH)
-				elog(ERROR, "SPI_finish failed");
-			PG_RETURN_VOID();
-		}
-		if (SPI_processed > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("projection \"%s\" already exists", name)));
+		if (args.is_inline)
+			projection_lock_out_appenders("create");
+		create_check_empty(&args);
+		create_insert_row(&args, search_path);
+		create_start(&args, cxt);
 	}
-
-	if (is_inline)
-		projection_lock_out_appenders("create");
-	if (from_beginning && strcmp(if_not_empty, "error") == 0 &&
-		projection_sequence_last_value() > 0)
-	{
-		char	   *table = first_nonempty_table(PG_GETARG_ARRAYTYPE_P(4));
-
-		if (table != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot create projection \"%s\" from the beginning: table %s is not empty", name, table),
-					 errdetail("Table %s already holds rows, and start_from => 'beginning' applies every existing event to it, so they would be counted twice.", table),
-					 errhint("Empty the table first, pass if_not_empty => 'empty' to have create() empty the projection's tables as rebuild() does, or if_not_empty => 'keep' if the rows may stay (idempotent handlers).")));
-	}
-	if (!from_beginning)
-		start_position = projection_sequence_last_value();
-	else if (!is_inline && projection_sequence_last_value() > 0)
-		state = "catching_up";
-
-	{
-		Oid			types[10] = {TEXTOID, OIDOID, TEXTARRAYOID, TEXTOID, OIDARRAYOID,
-		TEXTOID, OIDOID, TEXTOID, INT8OID, TEXTOID};
-		Datum		values[10];
-		char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-
-		values[0] = CStringGetTextDatum(name);
-		values[1] = ObjectIdGetDatum(handler);
-		if (!OidIsValid(handler))
-			nulls[1] = 'n';
-		if (PG_ARGISNULL(2))
-			nulls[2] = 'n';
-		else
-			values[2] = PG_GETARG_DATUM(2);
-		values[3] = CStringGetTextDatum(mode);
-		values[4] = PG_GETARG_DATUM(4);
-		values[5] = CStringGetTextDatum(on_error);
-		values[6] = ObjectIdGetDatum(GetUserId());
-		values[7] = CStringGetTextDatum(search_path);
-		values[8] = Int64GetDatum(start_position);
-		values[9] = CStringGetTextDatum(state);
-		projection_creating = true; /* not a restore; reset at abort too */
-		projection_registry_exec("INSERT INTO projection.projections "
-								 "(name, handler, event_types, mode, tables, on_error, owner, search_path, position, state) "
-								 "VALUES ($1, $2::pg_catalog.regprocedure, $3, $4, $5::pg_catalog.regclass[], $6, "
-					  "$7::pg_catalog.regrole, $8, $9, $10)",
-								 10, types, values, nulls, SPI_OK_INSERT);
-		projection_creating = false;
-	}
-	CommandCounterIncrement();
-
-	if (from_beginning && strcmp(if_not_empty, "empty") == 0)
-	{
-		ProjectionRegistry *registry;
-
-		row = projection_registry_lookup(name, cxt);
-		projection_registry_invalidate();
-		registry = projection_registry_acquire();
-		projection_empty_tables(projection_registry_def(registry, row->id));
-		projection_registry_release(registry);
-		CommandCounterIncrement();
-	}
-
-	if (is_inline && from_beginning && !OidIsValid(handler) && projection_sequence_last_value() > 0)
-		ereport(NOTICE,
-				(errmsg("inline projection \"%s\" has no handler function yet, so existing events are not applied to it", name),
-				 errhint("Add its statements with projection.on(), then call projection.rebuild('%s').", name)));
-	if (is_inline && from_beginning)
-	{
-		ProjectionRegistry *registry;
-		int64		replayed;
-		int64		last;
-
-		row = projection_registry_lookup(name, cxt);
-		projection_registry_invalidate();
-		registry = projection_registry_acquire();
-		replayed = projection_replay_inline(projection_registry_def(registry, row->id), 0, &last);
-		projection_registry_release(registry);
-		if (replayed > 0)
-			ereport(NOTICE,
-					(errmsg("projection \"%s\" caught up with %lld events",
-							name, (long long) replayed)));
-	}
-	if (!is_inline)
-	{
-		warn_if_no_worker();
-		projection_request_launcher_at_commit();
-	}
-
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_VOID();
@@ -398,6 +481,33 @@ projection_create(PG_FUNCTION_ARGS)
  * projection.on
  * ---------------------------------------------------------------------
  */
+
+/*
+ * Start a management call on an existing projection: connect to SPI, lock
+ * its registry row (projection_registry_lookup, which cancels a worker
+ * batch holding it) and check that the caller owns it.  Raises
+ * UNDEFINED_OBJECT or INSUFFICIENT_PRIVILEGE.  The row is in the caller's
+ * memory context.  End the call with manage_end().
+ */
+static ProjectionRow *
+manage_begin(const char *name)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ProjectionRow *row;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = projection_registry_lookup(name, cxt);
+	projection_check_owner(row);
+	return row;
+}
+
+static void
+manage_end(void)
+{
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+}
 
 /*
  * on(name, event_type, statement): add a statement handler.  The statement
@@ -410,16 +520,12 @@ projection_on(PG_FUNCTION_ARGS)
 	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	char	   *event_type = projection_text_arg(fcinfo, 1, "event_type");
 	char	   *statement = projection_text_arg(fcinfo, 2, "statement");
-	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionRow *row;
 	ProjectionRegistry *registry;
 	ProjectionOwnerScope scope;
 	SPIPlanPtr	plan;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	row = projection_registry_lookup(name, cxt);
-	projection_check_owner(row);
+	row = manage_begin(name);
 
 	registry = projection_registry_acquire();
 	memset(&scope, 0, sizeof(scope));
@@ -442,8 +548,7 @@ projection_on(PG_FUNCTION_ARGS)
 								 "FROM projection.handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
 								 3, types, values, NULL, SPI_OK_INSERT);
 	}
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
+	manage_end();
 	PG_RETURN_VOID();
 }
 
@@ -457,15 +562,11 @@ Datum
 projection_drop(PG_FUNCTION_ARGS)
 {
 	char	   *name = projection_text_arg(fcinfo, 0, "name");
-	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionRow *row;
 	Oid			types[2] = {INT4OID, TEXTOID};
 	Datum		values[2];
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	row = projection_registry_lookup(name, cxt);
-	projection_check_owner(row);
+	row = manage_begin(name);
 	if (row->is_inline)
 		projection_lock_out_appenders("drop");
 
@@ -479,8 +580,7 @@ projection_drop(PG_FUNCTION_ARGS)
 	projection_forget_checkpoints(row->id);
 	/* harmless if the drop rolls back: the worker publishes again */
 	projection_forget_progress(MyDatabaseId, row->id);
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
+	manage_end();
 	PG_RETURN_VOID();
 }
 
@@ -493,13 +593,9 @@ Datum
 projection_pause(PG_FUNCTION_ARGS)
 {
 	char	   *name = projection_text_arg(fcinfo, 0, "name");
-	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionRow *row;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	row = projection_registry_lookup(name, cxt);
-	projection_check_owner(row);
+	row = manage_begin(name);
 	if (strcmp(row->state, "paused") == 0)
 		ereport(NOTICE,
 				(errmsg("projection \"%s\" is already paused", name)));
@@ -512,8 +608,7 @@ projection_pause(PG_FUNCTION_ARGS)
 		projection_registry_set_state(row->id, "paused", false, 0, false);
 	if (strcmp(row->state, "paused") != 0)
 		projection_log_at_commit(psprintf("projection \"%s\" paused", name));
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
+	manage_end();
 	PG_RETURN_VOID();
 }
 
@@ -526,13 +621,9 @@ Datum
 projection_resume(PG_FUNCTION_ARGS)
 {
 	char	   *name = projection_text_arg(fcinfo, 0, "name");
-	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionRow *row;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	row = projection_registry_lookup(name, cxt);
-	projection_check_owner(row);
+	row = manage_begin(name);
 	if (strcmp(row->state, "running") == 0 || strcmp(row->state, "catching_up") == 0)
 		ereport(NOTICE,
 				(errmsg("projection \"%s\" is already running", name)));
@@ -555,7 +646,6 @@ projection_resume(PG_FUNCTION_ARGS)
 	if (strcmp(row->state, "running") != 0 && strcmp(row->state, "catching_up") != 0)
 		projection_log_at_commit(psprintf("projection \"%s\" resumed (it was %s at position %lld)",
 										  name, row->state, (long long) row->position));
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
+	manage_end();
 	PG_RETURN_VOID();
 }
