@@ -182,6 +182,162 @@ wait_read(SPIPlanPtr plan, int32 id, const char *name, int64 up_to, WaitSeen *se
 	SPI_freetuptable(SPI_tuptable);
 }
 
+/* what one call of wait() is waiting for, and what it saw last */
+typedef struct WaitState
+{
+	const char *name;
+	int32		id;
+	bool		is_inline;
+	int64		up_to;
+	SPIPlanPtr	plan;			/* wait_read's statement */
+	ConditionVariable *cv;		/* NULL without shared memory */
+	bool		first;			/* no read yet */
+	int64		seen_applied;	/* published checkpoint at the last read */
+	uint64		seen_gen;		/* registry generation at the last read */
+	TimestampTz last_read;
+} WaitState;
+
+/* The timeout in milliseconds (a month counts 30 days); raises if negative. */
+static int64
+wait_timeout_ms(Interval *timeout)
+{
+	int64		timeout_ms = (int64) (timeout->time / 1000) +
+		(int64) timeout->day * 86400000 + (int64) timeout->month * 30 * 86400000;
+
+	if (timeout_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative")));
+	return timeout_ms;
+}
+
+/*
+ * Find the projection (its id and mode) without keeping its row locked
+ * while we sleep, and prepare wait_read's statement as the bootstrap
+ * superuser.  Raises UNDEFINED_OBJECT.  Connected to SPI.
+ */
+static void
+wait_begin(WaitState *w)
+{
+	Oid			ntypes[1] = {TEXTOID};
+	Datum		values[1];
+	bool		isnull;
+	Oid			types[2] = {INT4OID, INT8OID};
+	Oid			save_userid;
+	int			save_sec_context;
+
+	values[0] = CStringGetTextDatum(w->name);
+	projection_registry_exec("SELECT id, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
+							 "WHERE name OPERATOR(pg_catalog.=) $1",
+							 1, ntypes, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("projection \"%s\" does not exist", w->name)));
+	w->id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	w->is_inline = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	w->plan = SPI_prepare(psprintf("SELECT %s OPERATOR(pg_catalog.>=) $2 OR "
+								   "(mode OPERATOR(pg_catalog.=) 'inline' AND state OPERATOR(pg_catalog.=) 'running'), "
+								   "state OPERATOR(pg_catalog.=) 'failed', %s, last_error_position, "
+								   "last_error, owner::pg_catalog.oid "
+								   "FROM projection.projections p WHERE id OPERATOR(pg_catalog.=) $1",
+								   projection_checkpoint_sql(), projection_checkpoint_sql()),
+						  2, types);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	if (w->plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	w->cv = ProjectionShared != NULL ? projection_progress_cv(MyDatabaseId) : NULL;
+	w->first = true;
+	w->seen_applied = -2;
+	w->seen_gen = 0;
+	w->last_read = 0;
+}
+
+/* what one look at the projection found */
+typedef enum WaitOutcome
+{
+	WAIT_GO_ON,					/* sleep, and look again */
+	WAIT_REACHED,				/* it has applied every event up to up_to */
+	WAIT_OWN_EVENTS				/* it cannot before this transaction commits */
+} WaitOutcome;
+
+/*
+ * Look at the projection (wait_read).  What cannot move raises 55000: the
+ * projection failed, or no worker can run it.  The first look inside a
+ * transaction that appended up to up_to gives up with a WARNING.
+ */
+static WaitOutcome
+wait_check(WaitState *w)
+{
+	WaitSeen	seen;
+	int64		own;
+
+	wait_read(w->plan, w->id, w->name, w->up_to, &seen);
+	if (seen.reached)
+		return WAIT_REACHED;
+	if (seen.failed)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("projection \"%s\" failed at event %lld and cannot reach position %lld",
+						w->name, (long long) seen.error_position, (long long) w->up_to),
+				 seen.last_error ? errdetail("The error was: %s", seen.last_error) : 0,
+				 errhint("Fix the cause, then call projection.resume('%s').", w->name)));
+	if (!w->is_inline)
+	{
+		const char *hint = NULL;
+		const char *reason = wait_no_worker_reason(&hint);
+
+		if (reason != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("no worker can run async projection \"%s\": %s", w->name, reason),
+					 errhint("%s", hint)));
+	}
+	/* our own events: the worker cannot apply them before we commit (horizon.c) */
+	if (w->first && !w->is_inline && projection_appender_own(&own) &&
+		(own == 0 || (uint64) w->up_to >= (uint64) own))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("waiting for projection \"%s\" inside a transaction that appended events", w->name),
+				 errdetail("The worker cannot apply this transaction's events before it commits."),
+				 errhint("Commit first, then call projection.wait().")));
+		return WAIT_OWN_EVENTS;
+	}
+	w->first = false;
+	return WAIT_GO_ON;
+}
+
+/*
+ * Sleep until a broadcast, at most "remaining" ms (and a second), holding
+ * no snapshot if "release" (our reads use fresh ones).  Without a
+ * condition variable (no shared memory, or a standby, where nothing is
+ * broadcast) it naps 100 ms and has the next look read.
+ */
+static void
+wait_sleep(WaitState *w, long remaining, bool release)
+{
+	if (release)
+	{
+		InvalidateCatalogSnapshot();
+		MyProc->xmin = InvalidTransactionId;
+	}
+	if (w->cv != NULL && !RecoveryInProgress())
+		(void) ConditionVariableTimedSleep(w->cv, Min(remaining, 1000), PG_WAIT_EXTENSION);
+	else
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(remaining, 100), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		w->last_read = 0;		/* nothing is broadcast: read every time */
+	}
+	CHECK_FOR_INTERRUPTS();
+}
+
 /*
  * wait(name, up_to, timeout) RETURNS boolean: true once the projection has
  * applied every event up to position up_to, false when the timeout passes.
@@ -205,162 +361,56 @@ wait_read(SPIPlanPtr plan, int32 id, const char *name, int64 up_to, WaitSeen *se
 Datum
 projection_wait(PG_FUNCTION_ARGS)
 {
-	char	   *name = projection_text_arg(fcinfo, 0, "name");
-	int64		up_to;
-	Interval   *timeout;
-	int32		id;
-	bool		is_inline;
+	WaitState	w;
 	TimestampTz deadline;
 	bool		result = false;
-	int64		timeout_ms;
 	bool		release;
-	SPIPlanPtr	plan;
-	Oid			types[2] = {INT4OID, INT8OID};
-	ConditionVariable *cv = NULL;
-	int64		seen_applied = -2;
-	uint64		seen_gen = 0;
-	TimestampTz last_read = 0;
-	bool		first = true;
 
+	memset(&w, 0, sizeof(w));
+	w.name = projection_text_arg(fcinfo, 0, "name");
 	projection_require_arg(fcinfo, 1, "up_to");
 	projection_require_arg(fcinfo, 2, "timeout");
-	up_to = PG_GETARG_INT64(1);
-	timeout = PG_GETARG_INTERVAL_P(2);
-	timeout_ms = (int64) (timeout->time / 1000) +
-		(int64) timeout->day * 86400000 + (int64) timeout->month * 30 * 86400000;
-	if (timeout_ms < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("timeout must not be negative")));
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	w.up_to = PG_GETARG_INT64(1);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										   wait_timeout_ms(PG_GETARG_INTERVAL_P(2)));
 	release = wait_may_release_snapshot(fcinfo);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	/* check existence without keeping the row locked while we sleep */
-	{
-		Oid			ntypes[1] = {TEXTOID};
-		Datum		values[1];
-		bool		isnull;
-
-		values[0] = CStringGetTextDatum(name);
-		projection_registry_exec("SELECT id, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
-								 "WHERE name OPERATOR(pg_catalog.=) $1",
-								 1, ntypes, values, NULL, SPI_OK_SELECT);
-		if (SPI_processed == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("projection \"%s\" does not exist", name)));
-		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		is_inline = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	}
-
-	{
-		Oid			save_userid;
-		int			save_sec_context;
-
-		GetUserIdAndSecContext(&save_userid, &save_sec_context);
-		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-		plan = SPI_prepare(psprintf("SELECT %s OPERATOR(pg_catalog.>=) $2 OR "
-									"(mode OPERATOR(pg_catalog.=) 'inline' AND state OPERATOR(pg_catalog.=) 'running'), "
-									"state OPERATOR(pg_catalog.=) 'failed', %s, last_error_position, "
-									"last_error, owner::pg_catalog.oid "
-									"FROM projection.projections p WHERE id OPERATOR(pg_catalog.=) $1",
-									projection_checkpoint_sql(), projection_checkpoint_sql()),
-						   2, types);
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	}
-	if (ProjectionShared != NULL)
-		cv = projection_progress_cv(MyDatabaseId);
-
+	wait_begin(&w);
 	for (;;)
 	{
 		long		remaining;
 		TimestampTz now;
-		int64		applied = projection_progress_applied(MyDatabaseId, id);
+		int64		applied = projection_progress_applied(MyDatabaseId, w.id);
 		uint64		gen = 0;
 
 		(void) projection_registry_generation(MyDatabaseId, &gen);
-		if (cv != NULL)
-			ConditionVariablePrepareToSleep(cv);
+		if (w.cv != NULL)
+			ConditionVariablePrepareToSleep(w.cv);
 		now = GetCurrentTimestamp();
-		if (first || applied != seen_applied || gen != seen_gen ||
-			TimestampDifferenceExceeds(last_read, now, 1000))
+		if (w.first || applied != w.seen_applied || gen != w.seen_gen ||
+			TimestampDifferenceExceeds(w.last_read, now, 1000))
 		{
-			WaitSeen	seen;
+			WaitOutcome outcome = wait_check(&w);
 
-			wait_read(plan, id, name, up_to, &seen);
-			seen_applied = applied;
-			seen_gen = gen;
-			last_read = now;
-			if (seen.reached)
+			w.seen_applied = applied;
+			w.seen_gen = gen;
+			w.last_read = now;
+			if (outcome != WAIT_GO_ON)
 			{
-				result = true;
+				result = outcome == WAIT_REACHED;
 				break;
 			}
-			if (seen.failed)
-				ereport(ERROR,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("projection \"%s\" failed at event %lld and cannot reach position %lld",
-								name, (long long) seen.error_position, (long long) up_to),
-						 seen.last_error ? errdetail("The error was: %s", seen.last_error) : 0,
-						 errhint("Fix the cause, then call projection.resume('%s').", name)));
-			if (!is_inline)
-			{
-				const char *hint = NULL;
-				const char *reason = wait_no_worker_reason(&hint);
-
-				if (reason != NULL)
-					ereport(ERROR,
-							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-							 errmsg("no worker can run async projection \"%s\": %s", name, reason),
-							 errhint("%s", hint)));
-			}
-			if (first && !is_inline && projection_appended_in_xact() &&
-				ProjectionAppenders != NULL && MyBackendId != InvalidBackendId &&
-				MyBackendId <= ProjectionNumAppenders)
-			{
-				uint64		own = pg_atomic_read_u64(&ProjectionAppenders[MyBackendId - 1].min_pos);
-
-				if (own == 0 || (uint64) up_to >= own)
-				{
-					ereport(WARNING,
-							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-							 errmsg("waiting for projection \"%s\" inside a transaction that appended events", name),
-							 errdetail("The worker cannot apply this transaction's events before it commits."),
-							 errhint("Commit first, then call projection.wait().")));
-					break;
-				}
-			}
-			first = false;
 		}
 		remaining = (long) ((deadline - now) / 1000);
 		if (remaining <= 0)
 			break;
-
-		/* sleep holding no snapshot (our reads use fresh ones) */
-		if (release)
-		{
-			InvalidateCatalogSnapshot();
-			MyProc->xmin = InvalidTransactionId;
-		}
-		if (cv != NULL && !RecoveryInProgress())
-			(void) ConditionVariableTimedSleep(cv, Min(remaining, 1000), PG_WAIT_EXTENSION);
-		else
-		{
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 Min(remaining, 100), PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			last_read = 0;		/* nothing is broadcast: read every time */
-		}
-		CHECK_FOR_INTERRUPTS();
+		wait_sleep(&w, remaining, release);
 	}
-	if (cv != NULL)
+	if (w.cv != NULL)
 		ConditionVariableCancelSleep();
-	SPI_freeplan(plan);
+	SPI_freeplan(w.plan);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_BOOL(result);
