@@ -19,6 +19,7 @@ OBJS = \
 	src/replaychunk.o \
 	src/rebuild.o \
 	src/progress.o \
+	src/wait.o \
 	src/aggregate.o \
 	src/launcher.o \
 	src/worker.o \
