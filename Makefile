@@ -11,6 +11,7 @@ OBJS = \
 	src/horizon.o \
 	src/xact.o \
 	src/events.o \
+	src/streams.o \
 	src/registry.o \
 	src/checkpoint.o \
 	src/inline.o \
