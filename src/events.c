@@ -160,24 +160,10 @@ projection_append(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (append_plan == NULL || !SPI_plan_is_valid(append_plan))
-	{
-		SPIPlanPtr	plan;
-
-		if (append_plan != NULL)
-		{
-			SPI_freeplan(append_plan);
-			append_plan = NULL;
-		}
-		plan = SPI_prepare("INSERT INTO projection.events "
-						   "(stream_id, stream_version, event_type, data, metadata) "
-						   "VALUES ($1, $2, $3, $4, $5)", 5, types);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		append_plan = plan;
-	}
+	(void) projection_kept_plan(&append_plan,
+								"INSERT INTO projection.events "
+								"(stream_id, stream_version, event_type, data, metadata) "
+								"VALUES ($1, $2, $3, $4, $5)", 5, types);
 	values[0] = PointerGetDatum(stream_id);
 	values[1] = Int64GetDatum(current + 1);
 	values[2] = PointerGetDatum(event_type);
@@ -290,6 +276,25 @@ projection_append_capture_end(const ProjectionAppendCapture *saved)
 	return position;
 }
 
+/* The trigger protocol: BEFORE INSERT FOR EACH ROW on projection.events. */
+static void
+position_check_call(FunctionCallInfo fcinfo)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired BEFORE INSERT FOR EACH ROW",
+						"projection._position")));
+	if (RelationGetRelid(td->tg_relation) != projection_oids()->events)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" may only be used on projection.events",
+						"projection._position")));
+}
+
 /*
  * BEFORE INSERT FOR EACH ROW on projection.events (fires first, by name).
  *
@@ -314,19 +319,8 @@ projection_position_trigger(PG_FUNCTION_ARGS)
 	int64		position;
 	text	   *stream_id;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("function \"%s\" must be fired BEFORE INSERT FOR EACH ROW",
-						"projection._position")));
-
+	position_check_call(fcinfo);
 	o = projection_oids();
-	if (RelationGetRelid(td->tg_relation) != o->events)
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("function \"%s\" may only be used on projection.events",
-						"projection._position")));
 
 	desc = RelationGetDescr(td->tg_relation);
 	tuple = td->tg_trigtuple;
