@@ -31,6 +31,7 @@ OBJS = \
 	src/eventread.o \
 	src/utility.o \
 	src/depend.o \
+	src/owners.o \
 	src/spiutil.o \
 	src/lifecycle.o \
 	src/deadletter.o \
