@@ -15,6 +15,7 @@ OBJS = \
 	src/registry.o \
 	src/checkpoint.o \
 	src/inline.o \
+	src/create.o \
 	src/manage.o \
 	src/replay.o \
 	src/replaychunk.o \
