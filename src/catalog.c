@@ -6,8 +6,9 @@
  * Every backend that appends events (inline projections) and every async
  * worker keeps a cache of projection.projections and projection.handlers:
  * one ProjectionRegistry, allocated in its own child of CacheMemoryContext,
- * with the kept SPI plans of the statement handlers.  Writes to the registry tables fire a statement trigger that
- * sends a relcache invalidation for projection.projections
+ * with the kept SPI plans of the statement handlers.  Writes to the
+ * registry tables fire a statement trigger that sends a relcache
+ * invalidation for projection.projections
  * (projection_registry_changed_trigger), so every backend drops its cache at
  * the writer's commit, and the writer itself at its next command.  Those
  * invalidations are sent only after the writer's commit has become visible,
@@ -21,6 +22,11 @@
  * the count is reset when a transaction aborts (projection_registry_at_abort).
  *
  * Running handlers as their owner is handler.c's.
+ *
+ * Locking: none.  The registry is read with the latest snapshot, as the
+ * bootstrap superuser, taking only the AccessShareLocks of the read; the
+ * invalidation callbacks run inside invalidation processing and only flip
+ * this backend's flags; everything else here is backend-local.
  *
  * IDENTIFICATION
  *	  src/catalog.c

@@ -11,10 +11,12 @@
  * sees global_position order and never an event that was rolled back.  The
  * queue lives in TopTransactionContext and is cleared by xact.c.
  *
- * An inline projection that catches up or rebuilds locks appenders out
- * (ShareLock on projection.events, projection_lock_out_appenders) until its
- * transaction ends, so that no append runs its handlers on a half-built
- * read model.
+ * Locking: an inline projection that catches up or rebuilds locks
+ * appenders out (ShareLock on projection.events,
+ * projection_lock_out_appenders) until its transaction ends, so that no
+ * append runs its handlers on a half-built read model.  The trigger itself
+ * takes no lock: it runs in the appender's transaction, which holds
+ * RowExclusiveLock on projection.events.
  *
  * IDENTIFICATION
  *	  src/inline.c
