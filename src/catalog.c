@@ -103,7 +103,7 @@ catalog_register_callback(void)
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(catalog_relcache_callback, (Datum) 0);
-		/* a dropped owner makes its projections stop (depend.c) */
+		/* a dropped owner makes its projections stop (owners.c) */
 		CacheRegisterSyscacheCallback(AUTHOID, catalog_authid_callback, (Datum) 0);
 		callback_registered = true;
 	}
@@ -357,7 +357,7 @@ registry_load_projections(ProjectionRegistry *registry, Snapshot snapshot)
 
 		/*
 		 * An owner that no longer exists (dropped under version 1.1, or by a
-		 * backend without the library: depend.c) must not make every append
+		 * backend without the library: owners.c) must not make every append
 		 * fail: nobody runs such a projection.
 		 */
 		if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(def->owner)))
