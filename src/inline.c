@@ -14,9 +14,10 @@
  * Locking: an inline projection that catches up or rebuilds locks
  * appenders out (ShareLock on projection.events,
  * projection_lock_out_appenders) until its transaction ends, so that no
- * append runs its handlers on a half-built read model.  The trigger itself
- * takes no lock: it runs in the appender's transaction, which holds
- * RowExclusiveLock on projection.events.
+ * append runs its handlers on a half-built read model.  The trigger takes
+ * no lock of its own (a registry reload reads as catalog.c says): it runs
+ * in the appender's transaction, which holds RowExclusiveLock on
+ * projection.events; the handlers take whatever locks their writes need.
  *
  * IDENTIFICATION
  *	  src/inline.c
