@@ -10,9 +10,9 @@
  *
  * Locking: no row lock is kept (the projection is found by a plain
  * SELECT), no LWLock is held across anything that can raise (the progress
- * hash is read through progress.c), and while it sleeps wait() holds no
- * snapshot where it may release it (wait_may_release_snapshot), so it does
- * not hold back vacuum or the worker's pruning.  This transaction's own
+ * hash is read through progress.c), and while it sleeps wait() advertises
+ * no xmin where it may (wait_may_release_snapshot), so it does not hold
+ * back vacuum or the worker's pruning.  This transaction's own
  * appender entry is read through horizon.c.
  *
  * IDENTIFICATION
