@@ -11,14 +11,17 @@ OBJS = \
 	src/horizon.o \
 	src/xact.o \
 	src/events.o \
+	src/streams.o \
 	src/registry.o \
 	src/checkpoint.o \
 	src/inline.o \
+	src/create.o \
 	src/manage.o \
 	src/replay.o \
 	src/replaychunk.o \
 	src/rebuild.o \
 	src/progress.o \
+	src/wait.o \
 	src/aggregate.o \
 	src/launcher.o \
 	src/worker.o \
@@ -29,6 +32,7 @@ OBJS = \
 	src/eventread.o \
 	src/utility.o \
 	src/depend.o \
+	src/owners.o \
 	src/spiutil.o \
 	src/lifecycle.o \
 	src/deadletter.o \

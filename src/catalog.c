@@ -6,8 +6,9 @@
  * Every backend that appends events (inline projections) and every async
  * worker keeps a cache of projection.projections and projection.handlers:
  * one ProjectionRegistry, allocated in its own child of CacheMemoryContext,
- * with the kept SPI plans of the statement handlers.  Writes to the registry tables fire a statement trigger that
- * sends a relcache invalidation for projection.projections
+ * with the kept SPI plans of the statement handlers.  Writes to the
+ * registry tables fire a statement trigger that sends a relcache
+ * invalidation for projection.projections
  * (projection_registry_changed_trigger), so every backend drops its cache at
  * the writer's commit, and the writer itself at its next command.  Those
  * invalidations are sent only after the writer's commit has become visible,
@@ -21,6 +22,11 @@
  * the count is reset when a transaction aborts (projection_registry_at_abort).
  *
  * Running handlers as their owner is handler.c's.
+ *
+ * Locking: none.  The registry is read with the latest snapshot, as the
+ * bootstrap superuser, taking only the AccessShareLocks of the read; the
+ * invalidation callbacks run inside invalidation processing and only flip
+ * this backend's flags; everything else here is backend-local.
  *
  * IDENTIFICATION
  *	  src/catalog.c
@@ -97,7 +103,7 @@ catalog_register_callback(void)
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(catalog_relcache_callback, (Datum) 0);
-		/* a dropped owner makes its projections stop (depend.c) */
+		/* a dropped owner makes its projections stop (owners.c) */
 		CacheRegisterSyscacheCallback(AUTHOID, catalog_authid_callback, (Datum) 0);
 		callback_registered = true;
 	}
@@ -285,30 +291,157 @@ registry_load_batch_statements(ProjectionRegistry *registry, Snapshot snapshot)
 }
 
 /*
- * Read the registry tables into a new ProjectionRegistry.
+ * One row of the registry query of registry_load_projections into "def",
+ * in the registry's context (the current one).
+ */
+static void
+registry_read_def(ProjectionDef *def, HeapTuple tup, TupleDesc desc)
+{
+	bool		isnull;
+	Datum		d;
+
+	def->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	def->name = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	d = SPI_getbinval(tup, desc, 3, &isnull);
+	def->handler = isnull ? InvalidOid : DatumGetObjectId(d);
+	d = SPI_getbinval(tup, desc, 4, &isnull);
+	if (isnull)
+	{
+		def->ntypes = 0;
+		def->types = NULL;
+	}
+	else
+		def->types = text_array_to_cstrings(d, &def->ntypes);
+	def->is_inline = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	def->tables = oid_array(SPI_getbinval(tup, desc, 6, &isnull), &def->ntables);
+	def->skip_errors = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
+	def->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
+	def->search_path = TextDatumGetCString(SPI_getbinval(tup, desc, 9, &isnull));
+	def->state = parse_state(TextDatumGetCString(SPI_getbinval(tup, desc, 10, &isnull)));
+	def->position = DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
+}
+
+/*
+ * Read projection.projections into the registry's projections, in id
+ * order.  Called by registry_load, connected to SPI as the bootstrap
+ * superuser, with the registry's snapshot.
+ */
+static void
+registry_load_projections(ProjectionRegistry *registry, Snapshot snapshot)
+{
+	SPIPlanPtr	plan;
+	MemoryContext oldcxt;
+	int			rc;
+	uint64		i;
+
+	plan = SPI_prepare("SELECT p.id, p.name, p.handler::pg_catalog.oid, p.event_types, "
+					   "p.mode OPERATOR(pg_catalog.=) 'inline', "
+					   "p.tables::pg_catalog.oid[], p.on_error OPERATOR(pg_catalog.=) 'skip', "
+					   "p.owner::pg_catalog.oid, p.search_path, p.state, p.position "
+					   "FROM projection.projections p ORDER BY p.id",
+					   0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare registry query: %s", SPI_result_code_string(SPI_result));
+	rc = SPI_execute_snapshot(plan, NULL, NULL, snapshot, InvalidSnapshot, true, false, 0);
+	projection_spi_check(rc, SPI_OK_SELECT, "reading projection.projections");
+
+	oldcxt = MemoryContextSwitchTo(registry->cxt);
+	registry->nprojections = (int) SPI_processed;
+	registry->projections = palloc0(sizeof(ProjectionDef) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		ProjectionDef *def = &registry->projections[i];
+
+		def->cxt = registry->cxt;
+		registry_read_def(def, SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+
+		/*
+		 * An owner that no longer exists (dropped under version 1.1, or by a
+		 * backend without the library: owners.c) must not make every append
+		 * fail: nobody runs such a projection.
+		 */
+		if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(def->owner)))
+			def->state = PROJECTION_FAILED;
+		if (def->is_inline && def->state == PROJECTION_RUNNING)
+			registry->ninline_running++;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	SPI_freetuptable(SPI_tuptable);
+	SPI_freeplan(plan);
+}
+
+/*
+ * Attach the statements of projection.on (projection.handlers) to the
+ * registry's projections, in seq order.  Called by registry_load after
+ * registry_load_projections, as it is.
+ */
+static void
+registry_load_statements(ProjectionRegistry *registry, Snapshot snapshot)
+{
+	SPIPlanPtr	plan;
+	MemoryContext oldcxt;
+	int			rc;
+	int			p = 0;
+	uint64		i;
+
+	plan = SPI_prepare("SELECT h.projection_id, h.event_type, h.statement "
+					   "FROM projection.handlers h ORDER BY h.projection_id, h.seq",
+					   0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare handler query: %s", SPI_result_code_string(SPI_result));
+	rc = SPI_execute_snapshot(plan, NULL, NULL, snapshot, InvalidSnapshot, true, false, 0);
+	projection_spi_check(rc, SPI_OK_SELECT, "reading projection.handlers");
+
+	oldcxt = MemoryContextSwitchTo(registry->cxt);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int32		projid = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		ProjectionDef *def;
+		ProjectionStatement *stmt;
+
+		/* both lists are sorted by projection id: merge them */
+		while (p < registry->nprojections && registry->projections[p].id < projid)
+			p++;
+		if (p >= registry->nprojections || registry->projections[p].id != projid)
+			continue;
+		def = &registry->projections[p];
+		if (def->statements == NULL)
+			def->statements = palloc0(sizeof(ProjectionStatement) * (SPI_processed - i));
+		stmt = &def->statements[def->nstatements++];
+		stmt->event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		stmt->sql = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+		stmt->plan = NULL;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	SPI_freeplan(plan);
+}
+
+/*
+ * Read the registry tables into a new ProjectionRegistry: the projections,
+ * then their statements and batch statements.
  *
  * Reads with the latest snapshot, whatever the caller's isolation level, so
  * that an appender under REPEATABLE READ still sees a projection created and
  * caught up after its snapshot was taken (create() locks out appends while it
  * runs, so everything committed after it is seen here).  The read runs as
  * the bootstrap superuser because appenders need no right on the registry;
- * no user code runs during it.
+ * no user code runs during it.  The registry generation is read before the
+ * snapshot (shmem.c).  The result lives in its own context under
+ * CacheMemoryContext.
  */
 static ProjectionRegistry *
 registry_load(void)
 {
-	const ProjectionOids *o = projection_oids();
 	MemoryContext cxt;
-	MemoryContext oldcxt;
 	ProjectionRegistry *registry;
-	SPIPlanPtr	plan;
 	Snapshot	snapshot;
 	Oid			save_userid;
 	int			save_sec_context;
-	int			rc;
-	uint64		i;
 
-	(void) o;
+	(void) projection_oids();
 	cxt = AllocSetContextCreate(CacheMemoryContext, "projection registry",
 								ALLOCSET_SMALL_SIZES);
 	registry = MemoryContextAllocZero(cxt, sizeof(ProjectionRegistry));
@@ -326,100 +459,8 @@ registry_load(void)
 	registry->trusted = projection_registry_generation(MyDatabaseId, &registry->generation);
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 
-	plan = SPI_prepare("SELECT p.id, p.name, p.handler::pg_catalog.oid, p.event_types, "
-					   "p.mode OPERATOR(pg_catalog.=) 'inline', "
-					   "p.tables::pg_catalog.oid[], p.on_error OPERATOR(pg_catalog.=) 'skip', "
-					   "p.owner::pg_catalog.oid, p.search_path, p.state, p.position "
-					   "FROM projection.projections p ORDER BY p.id",
-					   0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "could not prepare registry query: %s", SPI_result_code_string(SPI_result));
-	rc = SPI_execute_snapshot(plan, NULL, NULL, snapshot, InvalidSnapshot, true, false, 0);
-	projection_spi_check(rc, SPI_OK_SELECT, "reading projection.projections");
-
-	oldcxt = MemoryContextSwitchTo(cxt);
-	registry->nprojections = (int) SPI_processed;
-	registry->projections = palloc0(sizeof(ProjectionDef) * Max(SPI_processed, 1));
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		ProjectionDef *def = &registry->projections[i];
-		bool		isnull;
-		Datum		d;
-
-		def->cxt = cxt;
-		def->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		def->name = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		d = SPI_getbinval(tup, desc, 3, &isnull);
-		def->handler = isnull ? InvalidOid : DatumGetObjectId(d);
-		d = SPI_getbinval(tup, desc, 4, &isnull);
-		if (isnull)
-		{
-			def->ntypes = 0;
-			def->types = NULL;
-		}
-		else
-			def->types = text_array_to_cstrings(d, &def->ntypes);
-		def->is_inline = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
-		def->tables = oid_array(SPI_getbinval(tup, desc, 6, &isnull), &def->ntables);
-		def->skip_errors = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
-		def->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
-		def->search_path = TextDatumGetCString(SPI_getbinval(tup, desc, 9, &isnull));
-		def->state = parse_state(TextDatumGetCString(SPI_getbinval(tup, desc, 10, &isnull)));
-		def->position = DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
-
-		/*
-		 * An owner that no longer exists (dropped under version 1.1, or by a
-		 * backend without the library: depend.c) must not make every append
-		 * fail: nobody runs such a projection.
-		 */
-		if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(def->owner)))
-			def->state = PROJECTION_FAILED;
-		if (def->is_inline && def->state == PROJECTION_RUNNING)
-			registry->ninline_running++;
-	}
-	MemoryContextSwitchTo(oldcxt);
-	SPI_freetuptable(SPI_tuptable);
-	SPI_freeplan(plan);
-
-	plan = SPI_prepare("SELECT h.projection_id, h.event_type, h.statement "
-					   "FROM projection.handlers h ORDER BY h.projection_id, h.seq",
-					   0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "could not prepare handler query: %s", SPI_result_code_string(SPI_result));
-	rc = SPI_execute_snapshot(plan, NULL, NULL, snapshot, InvalidSnapshot, true, false, 0);
-	projection_spi_check(rc, SPI_OK_SELECT, "reading projection.handlers");
-
-	oldcxt = MemoryContextSwitchTo(cxt);
-	{
-		int			p = 0;
-
-		for (i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			int32		projid = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-			ProjectionDef *def;
-			ProjectionStatement *stmt;
-
-			/* both lists are sorted by projection id: merge them */
-			while (p < registry->nprojections && registry->projections[p].id < projid)
-				p++;
-			if (p >= registry->nprojections || registry->projections[p].id != projid)
-				continue;
-			def = &registry->projections[p];
-			if (def->statements == NULL)
-				def->statements = palloc0(sizeof(ProjectionStatement) * (SPI_processed - i));
-			stmt = &def->statements[def->nstatements++];
-			stmt->event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-			stmt->sql = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-			stmt->plan = NULL;
-		}
-	}
-	MemoryContextSwitchTo(oldcxt);
-	SPI_freeplan(plan);
+	registry_load_projections(registry, snapshot);
+	registry_load_statements(registry, snapshot);
 	registry_load_batch_statements(registry, snapshot);
 
 	UnregisterSnapshot(snapshot);

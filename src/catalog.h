@@ -72,7 +72,7 @@ typedef struct ProjectionRegistry
 	int			ninline_running;	/* inline projections in state running */
 	bool		trusted;		/* no registry change was committing at the load */
 	uint64		generation;		/* registry generation read before the load */
-	uint64		serial;			/* this backend's count of loads (depend.c) */
+	uint64		serial;			/* this backend's count of loads (owners.c) */
 	struct ProjectionRegistry *next_retired;
 } ProjectionRegistry;
 

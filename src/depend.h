@@ -14,6 +14,9 @@
 
 #include "nodes/nodes.h"
 
+/* the owner checks the worker calls are owners.c's */
+#include "owners.h"
+
 /* what a utility statement in progress means for dependencies */
 typedef struct ProjectionDependState
 {
@@ -24,7 +27,5 @@ typedef struct ProjectionDependState
 extern void projection_depend_install_hook(void);
 extern void projection_depend_before_utility(Node *parsetree, ProjectionDependState *saved);
 extern void projection_depend_after_utility(ProjectionDependState *saved);
-extern void projection_depend_fail_ownerless(int32 id, const char *name, Oid owner);
-extern int	projection_depend_check_owners(void);
 
 #endif							/* PROJECTION_DEPEND_H */

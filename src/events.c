@@ -1,21 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * events.c
- *	  The event store: projection.append(), the position trigger, stream
- *	  versions, the append-only guard, and the privilege to read events.
+ *	  The event store: projection.append(), the position trigger, the
+ *	  positions of each (sub)transaction, the append-only guard, and the
+ *	  privilege to read events.
  *
  * append() inserts through one kept plan; the position trigger gives the
  * row its position (after publishing the appender entry, horizon.c rule 1)
  * and its stream version, and append() returns the position its own row
  * got (ProjectionAppendCapture), not the last one this backend drew.
  *
- * Stream versions: appends that need a version (append(), or INSERT without
- * stream_version) take a transaction-level advisory lock on the stream, so
- * concurrent appends to one stream serialize and never share a version; the
- * current version is read from the (stream_id, stream_version) index with
- * SnapshotSelf (committed rows and all of our own, those of the current
- * command too), and remembered for the rest of the transaction (we hold the
- * lock until it ends; a subtransaction abort forgets it).
+ * Stream versions and their locks are streams.c's: the position trigger
+ * gives a row without stream_version the stream's next one, under the
+ * stream's lock, and append() reads the current one before it inserts.
  *
  * Positions drawn are tracked per subtransaction (AppendLevel), so that a
  * rolled-back subtransaction stops holding async readers back (horizon.c
@@ -25,6 +22,11 @@
  * Events inserted without these triggers (session_replication_role =
  * replica, logical replication) are invisible to the async workers; the
  * worker warns about them (projection_warn_untracked_events).
+ *
+ * Locking: append() takes the stream's lock (streams.c) before it inserts,
+ * a plain INSERT without stream_version takes it in the position trigger;
+ * the trigger publishes the appender entry before it draws a position
+ * (horizon.c).  Nothing here takes an LWLock.
  *
  * IDENTIFICATION
  *	  src/events.c
@@ -36,7 +38,6 @@
 #include "access/genam.h"
 #include "access/table.h"
 #include "commands/sequence.h"
-#include "common/hashfn.h"
 #include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -50,19 +51,13 @@
 #include "projection.h"
 #include "shmem.h"
 #include "spiutil.h"
+#include "streams.h"
 
 PG_FUNCTION_INFO_V1(projection_append);
 PG_FUNCTION_INFO_V1(projection_position_trigger);
 PG_FUNCTION_INFO_V1(projection_append_only_trigger);
 
-/* advisory lock space of stream locks (pg_advisory_* use 1 and 2) */
-#define PROJECTION_STREAM_LOCK_FIELD4 0x504A
-
 /* ---- per-transaction state of this backend, reset at its end ---- */
-
-/* the stream version cache: a context of its own under TopTransactionContext */
-static HTAB *stream_versions = NULL;
-static MemoryContext stream_versions_cxt = NULL;
 
 /* rows of the current statement, counted by the BEFORE trigger */
 static int64 stmt_assigned_rows = 0;
@@ -96,13 +91,6 @@ typedef struct AppendLevel
 } AppendLevel;
 
 static AppendLevel *append_levels = NULL;	/* in TopTransactionContext */
-
-typedef struct StreamVersionEntry
-{
-	uint64		hash;			/* key */
-	int64		version;
-	char	   *stream_id;		/* to tell hash collisions apart */
-} StreamVersionEntry;
 
 /* ---------------------------------------------------------------------
  * projection.append
@@ -172,24 +160,10 @@ projection_append(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (append_plan == NULL || !SPI_plan_is_valid(append_plan))
-	{
-		SPIPlanPtr	plan;
-
-		if (append_plan != NULL)
-		{
-			SPI_freeplan(append_plan);
-			append_plan = NULL;
-		}
-		plan = SPI_prepare("INSERT INTO projection.events "
-						   "(stream_id, stream_version, event_type, data, metadata) "
-						   "VALUES ($1, $2, $3, $4, $5)", 5, types);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		append_plan = plan;
-	}
+	(void) projection_kept_plan(&append_plan,
+								"INSERT INTO projection.events "
+								"(stream_id, stream_version, event_type, data, metadata) "
+								"VALUES ($1, $2, $3, $4, $5)", 5, types);
 	values[0] = PointerGetDatum(stream_id);
 	values[1] = Int64GetDatum(current + 1);
 	values[2] = PointerGetDatum(event_type);
@@ -285,16 +259,6 @@ append_level_note_position(int64 position)
 	projection_appender_note_position(position);
 }
 
-/* Forget every remembered stream version (and free the cache). */
-static void
-stream_cache_forget(void)
-{
-	if (stream_versions_cxt != NULL)
-		MemoryContextDelete(stream_versions_cxt);
-	stream_versions_cxt = NULL;
-	stream_versions = NULL;
-}
-
 void
 projection_append_capture_begin(ProjectionAppendCapture *saved)
 {
@@ -312,135 +276,23 @@ projection_append_capture_end(const ProjectionAppendCapture *saved)
 	return position;
 }
 
-static StreamVersionEntry *
-stream_cache_lookup(const char *stream_id, int len, bool create)
-{
-	uint64		hash = hash_bytes_extended((const unsigned char *) stream_id, len, 0);
-	StreamVersionEntry *entry;
-	bool		found;
-
-	if (stream_versions == NULL)
-	{
-		HASHCTL		ctl;
-
-		if (!create)
-			return NULL;
-		/* forgotten when the transaction ends (projection_events_at_eoxact) */
-		stream_versions_cxt = AllocSetContextCreate(TopTransactionContext,
-													"projection stream versions",
-													ALLOCSET_DEFAULT_SIZES);
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(uint64);
-		ctl.entrysize = sizeof(StreamVersionEntry);
-		ctl.hcxt = stream_versions_cxt;
-		stream_versions = hash_create("projection stream versions", 64, &ctl,
-									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
-	entry = hash_search(stream_versions, &hash, create ? HASH_ENTER : HASH_FIND, &found);
-	if (entry == NULL)
-		return NULL;
-	if (found && (strlen(entry->stream_id) != (size_t) len ||
-				  memcmp(entry->stream_id, stream_id, len) != 0))
-	{
-		/* collision: treat as absent; the caller overwrites it */
-		if (!create)
-			return NULL;
-		found = false;
-	}
-	if (!found)
-	{
-		entry->version = -1;
-		entry->stream_id = MemoryContextAlloc(stream_versions_cxt, len + 1);
-		memcpy(entry->stream_id, stream_id, len);
-		entry->stream_id[len] = '\0';
-	}
-	return entry;
-}
-
-/*
- * Read the highest committed (or own) version of a stream from the index.
- *
- * With SnapshotSelf: it sees what the latest MVCC snapshot would (every
- * committed row; other appenders of the stream hold its lock, so theirs are
- * committed or dead), and also the rows of the current command, inserted
- * before this one.  So one INSERT may give some rows of a stream their
- * versions and leave the next ones to us: their rows are in the index
- * already when our row's trigger runs, and an MVCC snapshot would not see
- * them.  (Remembering every explicit version instead would cost memory for
- * every stream of a bulk load or restore, which gives all versions.)
- */
-static int64
-stream_lookup_version(text *stream_id)
-{
-	const ProjectionOids *o = projection_oids();
-	Relation	heap;
-	Relation	index;
-	Snapshot	snapshot = SnapshotSelf;
-	ScanKeyData key;
-	IndexScanDesc scan;
-	TupleTableSlot *slot;
-	int64		version = 0;
-
-	heap = table_open(o->events, AccessShareLock);
-	index = index_open(o->stream_index, AccessShareLock);
-
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
-	key.sk_collation = index->rd_indcollation[0];
-
-	scan = projection_index_beginscan(heap, index, snapshot, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	slot = table_slot_create(heap, NULL);
-	if (index_getnext_slot(scan, BackwardScanDirection, slot))
-	{
-		bool		isnull;
-
-		version = DatumGetInt64(slot_getattr(slot, Anum_events_stream_version, &isnull));
-	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, AccessShareLock);
-	table_close(heap, AccessShareLock);
-	return version;
-}
-
-/*
- * The current version of a stream (0 if it has no events), with the
- * stream's advisory lock held until the end of the transaction, so that the
- * caller can append version + 1 without racing other appenders.
- */
-int64
-projection_stream_version(text *stream_id)
-{
-	const char *data = VARDATA_ANY(stream_id);
-	int			len = VARSIZE_ANY_EXHDR(stream_id);
-	StreamVersionEntry *entry;
-	LOCKTAG		tag;
-	uint64		hash;
-
-	entry = stream_cache_lookup(data, len, false);
-	if (entry != NULL && entry->version >= 0)
-		return entry->version;
-
-	hash = hash_bytes_extended((const unsigned char *) data, len, 0);
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (hash >> 32), (uint32) hash,
-						 PROJECTION_STREAM_LOCK_FIELD4);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-
-	entry = stream_cache_lookup(data, len, true);
-	entry->version = stream_lookup_version(stream_id);
-	return entry->version;
-}
-
-/* Remember a version this transaction wrote, if it holds the stream's lock. */
+/* The trigger protocol: BEFORE INSERT FOR EACH ROW on projection.events. */
 static void
-stream_note_version(text *stream_id, int64 version)
+position_check_call(FunctionCallInfo fcinfo)
 {
-	StreamVersionEntry *entry = stream_cache_lookup(VARDATA_ANY(stream_id),
-													VARSIZE_ANY_EXHDR(stream_id),
-													false);
+	TriggerData *td = (TriggerData *) fcinfo->context;
 
-	if (entry != NULL && entry->version >= 0 && version > entry->version)
-		entry->version = version;
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired BEFORE INSERT FOR EACH ROW",
+						"projection._position")));
+	if (RelationGetRelid(td->tg_relation) != projection_oids()->events)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" may only be used on projection.events",
+						"projection._position")));
 }
 
 /*
@@ -467,19 +319,8 @@ projection_position_trigger(PG_FUNCTION_ARGS)
 	int64		position;
 	text	   *stream_id;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("function \"%s\" must be fired BEFORE INSERT FOR EACH ROW",
-						"projection._position")));
-
+	position_check_call(fcinfo);
 	o = projection_oids();
-	if (RelationGetRelid(td->tg_relation) != o->events)
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("function \"%s\" may only be used on projection.events",
-						"projection._position")));
 
 	desc = RelationGetDescr(td->tg_relation);
 	tuple = td->tg_trigtuple;
@@ -536,12 +377,12 @@ projection_position_trigger(PG_FUNCTION_ARGS)
 	{
 		int64		version = projection_stream_version(stream_id) + 1;
 
-		stream_note_version(stream_id, version);
+		projection_stream_note_version(stream_id, version);
 		repl[Anum_events_stream_version - 1] = true;
 		repl_values[Anum_events_stream_version - 1] = Int64GetDatum(version);
 	}
 	else
-		stream_note_version(stream_id, DatumGetInt64(values[Anum_events_stream_version - 1]));
+		projection_stream_note_version(stream_id, DatumGetInt64(values[Anum_events_stream_version - 1]));
 
 	if (nulls[Anum_events_metadata - 1])
 	{
@@ -705,8 +546,7 @@ projection_statement_imported(void)
 void
 projection_events_at_eoxact(void)
 {
-	stream_versions = NULL;
-	stream_versions_cxt = NULL;
+	projection_streams_at_eoxact();
 	stmt_assigned_rows = 0;
 	stmt_imported_rows = 0;
 	stmt_imported_max = 0;
@@ -728,7 +568,7 @@ projection_events_at_subxact_abort(SubTransactionId mySubid)
 	AppendLevel *level;
 	int64		min_pos = 0;
 
-	stream_cache_forget();
+	projection_stream_versions_forget();
 	if (append_levels != NULL && append_levels->subid == mySubid)
 	{
 		level = append_levels;

@@ -25,7 +25,6 @@ typedef struct ProjectionAppendCapture
 } ProjectionAppendCapture;
 
 extern void projection_check_events_privilege(AclMode what, const char *action);
-extern int64 projection_stream_version(text *stream_id);
 extern void projection_append_capture_begin(ProjectionAppendCapture *saved);
 extern int64 projection_append_capture_end(const ProjectionAppendCapture *saved);
 extern bool projection_statement_imported(void);

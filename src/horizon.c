@@ -203,6 +203,22 @@ projection_appended_in_xact(void)
 }
 
 /*
+ * Has this transaction a published appender entry?  If so, *min_pos gets
+ * the lowest position it holds, as published (0: none drawn yet).  For
+ * readers inside an appending transaction (wait()): no reader applies this
+ * transaction's events before it ends, so they are not to be waited for.
+ */
+bool
+projection_appender_own(int64 *min_pos)
+{
+	if (!appended_in_xact || ProjectionAppenders == NULL || MyBackendId == InvalidBackendId ||
+		MyBackendId > ProjectionNumAppenders)
+		return false;
+	*min_pos = (int64) pg_atomic_read_u64(&ProjectionAppenders[MyBackendId - 1].min_pos);
+	return true;
+}
+
+/*
  * Transaction end (commit or abort, from xact.c), after the transaction has
  * left the proc array (rule 2): clear our entry and wake the worker, which
  * may be waiting for our positions.  Plain shared-memory stores and SetLatch

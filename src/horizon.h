@@ -19,6 +19,7 @@ extern void projection_appender_note_position(int64 position);
 extern void projection_appender_forget(int64 min_pos);
 extern void projection_appender_at_eoxact(void);
 extern bool projection_appended_in_xact(void);
+extern bool projection_appender_own(int64 *min_pos);
 
 /* reader side: what one read of the horizon saw (steps 1 to 3) */
 typedef struct ProjectionHorizon

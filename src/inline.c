@@ -11,10 +11,13 @@
  * sees global_position order and never an event that was rolled back.  The
  * queue lives in TopTransactionContext and is cleared by xact.c.
  *
- * An inline projection that catches up or rebuilds locks appenders out
- * (ShareLock on projection.events, projection_lock_out_appenders) until its
- * transaction ends, so that no append runs its handlers on a half-built
- * read model.
+ * Locking: an inline projection that catches up or rebuilds locks
+ * appenders out (ShareLock on projection.events,
+ * projection_lock_out_appenders) until its transaction ends, so that no
+ * append runs its handlers on a half-built read model.  The trigger takes
+ * no lock of its own (a registry reload reads as catalog.c says): it runs
+ * in the appender's transaction, which holds RowExclusiveLock on
+ * projection.events; the handlers take whatever locks their writes need.
  *
  * IDENTIFICATION
  *	  src/inline.c
@@ -108,6 +111,143 @@ inline_apply_tuple(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
 	inline_apply_event(registry, scope, event, position, event_type);
 }
 
+/* The trigger protocol: AFTER INSERT FOR EACH STATEMENT, with new rows. */
+static void
+inline_check_call(FunctionCallInfo fcinfo)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event) ||
+		td->tg_newtable == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" must be fired AFTER INSERT FOR EACH STATEMENT with a transition table",
+						"projection._inline")));
+}
+
+/*
+ * A handler appended (the trigger is re-entered): queue the statement's
+ * events for the outermost call, tagged with this subtransaction, which
+ * inserted them (the statement ran in it), so that the subtransaction
+ * callback can drop them if it rolls back.  The queue is in
+ * TopTransactionContext.
+ */
+static void
+inline_queue_nested(Tuplestorestate *ts, TupleDesc desc)
+{
+	MemoryContext oldcxt;
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	SubTransactionId subid = GetCurrentSubTransactionId();
+
+	tuplestore_rescan(ts);
+	while (tuplestore_gettupleslot(ts, true, false, slot))
+	{
+		bool		should_free;
+		HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+		PendingEvent *pe;
+
+		oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+		pe = palloc(sizeof(PendingEvent));
+		pe->subid = subid;
+		pe->tuple = heap_copytuple(tup);
+		inline_pending = lappend(inline_pending, pe);
+		MemoryContextSwitchTo(oldcxt);
+		if (should_free)
+			heap_freetuple(tup);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+}
+
+/*
+ * Events appended by handlers, in the order they were appended.  Those of
+ * subtransactions that rolled back are gone from the queue; the others'
+ * subtransactions have all ended (a handler cannot return inside one),
+ * committed into ours.  Each event in event_cxt, reset after it.
+ */
+static void
+inline_apply_pending(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
+					 TupleDesc desc, MemoryContext event_cxt)
+{
+	MemoryContext oldcxt;
+
+	while (inline_pending != NIL)
+	{
+		PendingEvent *pe = linitial(inline_pending);
+
+		Assert(pe->subid == GetCurrentSubTransactionId());
+		inline_pending = list_delete_first(inline_pending);
+		oldcxt = MemoryContextSwitchTo(event_cxt);
+		inline_apply_tuple(registry, scope, pe->tuple, desc);
+		projection_batch_apply_inline_one(registry, scope, pe->tuple, desc);
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(event_cxt);
+		heap_freetuple(pe->tuple);
+		pfree(pe);
+	}
+}
+
+/*
+ * The outermost call: the statement's events one by one in position order
+ * (each in a context reset after it), then as one batch (batch.c), then
+ * the events handlers appended meanwhile.  Handlers run as their owners
+ * (handler.c), inside this SPI connection.
+ */
+static void
+inline_apply_statement(ProjectionRegistry *registry, Tuplestorestate *ts, TupleDesc desc)
+{
+	ProjectionOwnerScope scope;
+	MemoryContext event_cxt;
+	MemoryContext oldcxt;
+	TupleTableSlot *slot;
+
+	memset(&scope, 0, sizeof(scope));
+	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection inline event",
+									  ALLOCSET_DEFAULT_SIZES);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	tuplestore_rescan(ts);
+	while (tuplestore_gettupleslot(ts, true, false, slot))
+	{
+		bool		should_free;
+		HeapTuple	tup;
+
+		oldcxt = MemoryContextSwitchTo(event_cxt);
+		tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+		inline_apply_tuple(registry, &scope, tup, desc);
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(event_cxt);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	/* then the statement's events as one batch (batch.c) */
+	projection_batch_apply_inline(registry, &scope, ts, desc);
+	inline_apply_pending(registry, &scope, desc, event_cxt);
+
+	projection_owner_leave(&scope);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	MemoryContextDelete(event_cxt);
+}
+
+/* After an error in the outermost call: free what is left in the queue. */
+static void
+inline_clear_pending(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, inline_pending)
+	{
+		PendingEvent *pe = lfirst(lc);
+
+		heap_freetuple(pe->tuple);
+		pfree(pe);
+	}
+	list_free(inline_pending);
+	inline_pending = NIL;
+}
+
 /*
  * AFTER INSERT FOR EACH STATEMENT on projection.events, with the inserted
  * rows as transition table: runs the inline projections, event by event in
@@ -119,17 +259,8 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	ProjectionRegistry *registry;
-	Tuplestorestate *ts;
-	TupleDesc	desc;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event) ||
-		td->tg_newtable == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("function \"%s\" must be fired AFTER INSERT FOR EACH STATEMENT with a transition table",
-						"projection._inline")));
-
+	inline_check_call(fcinfo);
 	if (projection_statement_imported())
 		return PointerGetDatum(NULL);
 
@@ -142,38 +273,9 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 	}
 
-	ts = td->tg_newtable;
-	desc = RelationGetDescr(td->tg_relation);
-
 	if (inline_depth > 0)
 	{
-		/*
-		 * A handler appended: queue the events for the outermost call, tagged
-		 * with this subtransaction, which inserted them (the statement ran in
-		 * it), so that the subtransaction callback can drop them if it rolls
-		 * back.
-		 */
-		MemoryContext oldcxt;
-		TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-		SubTransactionId subid = GetCurrentSubTransactionId();
-
-		tuplestore_rescan(ts);
-		while (tuplestore_gettupleslot(ts, true, false, slot))
-		{
-			bool		should_free;
-			HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
-			PendingEvent *pe;
-
-			oldcxt = MemoryContextSwitchTo(TopTransactionContext);
-			pe = palloc(sizeof(PendingEvent));
-			pe->subid = subid;
-			pe->tuple = heap_copytuple(tup);
-			inline_pending = lappend(inline_pending, pe);
-			MemoryContextSwitchTo(oldcxt);
-			if (should_free)
-				heap_freetuple(tup);
-		}
-		ExecDropSingleTupleTableSlot(slot);
+		inline_queue_nested(td->tg_newtable, RelationGetDescr(td->tg_relation));
 		projection_registry_release(registry);
 		return PointerGetDatum(NULL);
 	}
@@ -185,80 +287,13 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 	inline_depth++;
 	PG_TRY();
 	{
-		{
-			ProjectionOwnerScope scope;
-			MemoryContext event_cxt;
-			MemoryContext oldcxt;
-			TupleTableSlot *slot;
-
-			memset(&scope, 0, sizeof(scope));
-			event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection inline event",
-											  ALLOCSET_DEFAULT_SIZES);
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
-
-			slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-			tuplestore_rescan(ts);
-			while (tuplestore_gettupleslot(ts, true, false, slot))
-			{
-				bool		should_free;
-				HeapTuple	tup;
-
-				oldcxt = MemoryContextSwitchTo(event_cxt);
-				tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
-				inline_apply_tuple(registry, &scope, tup, desc);
-				MemoryContextSwitchTo(oldcxt);
-				MemoryContextReset(event_cxt);
-			}
-			ExecDropSingleTupleTableSlot(slot);
-			/* then the statement's events as one batch (batch.c) */
-			projection_batch_apply_inline(registry, &scope, ts, desc);
-
-			/*
-			 * Events appended by handlers, in the order they were appended.
-			 * Those of subtransactions that rolled back are gone from the
-			 * queue; the others' subtransactions have all ended (a handler
-			 * cannot return inside one), committed into ours.
-			 */
-			while (inline_pending != NIL)
-			{
-				PendingEvent *pe = linitial(inline_pending);
-
-				Assert(pe->subid == GetCurrentSubTransactionId());
-				inline_pending = list_delete_first(inline_pending);
-				oldcxt = MemoryContextSwitchTo(event_cxt);
-				inline_apply_tuple(registry, &scope, pe->tuple, desc);
-				projection_batch_apply_inline_one(registry, &scope, pe->tuple, desc);
-				MemoryContextSwitchTo(oldcxt);
-				MemoryContextReset(event_cxt);
-				heap_freetuple(pe->tuple);
-				pfree(pe);
-			}
-
-			projection_owner_leave(&scope);
-			if (SPI_finish() != SPI_OK_FINISH)
-				elog(ERROR, "SPI_finish failed");
-			MemoryContextDelete(event_cxt);
-		}
+		inline_apply_statement(registry, td->tg_newtable, RelationGetDescr(td->tg_relation));
 	}
 	PG_FINALLY();
 	{
 		inline_depth--;
 		if (inline_depth == 0)
-		{
-			/* left over only after an error */
-			ListCell   *lc;
-
-			foreach(lc, inline_pending)
-			{
-				PendingEvent *pe = lfirst(lc);
-
-				heap_freetuple(pe->tuple);
-				pfree(pe);
-			}
-			list_free(inline_pending);
-			inline_pending = NIL;
-		}
+			inline_clear_pending();	/* left over only after an error */
 		projection_registry_release(registry);
 	}
 	PG_END_TRY();

@@ -2,17 +2,18 @@
  *
  * progress.c
  *	  Published progress and what sessions see of it: the shared progress
- *	  hash (publish, forget, report, the condition variable),
- *	  projection.wait(), projection.status's C part, the worker list, and
- *	  the launcher notification of CREATE EXTENSION.
+ *	  hash (publish, forget, report, the condition variable waiters sleep
+ *	  on), projection.status's C part, the worker list, and the launcher
+ *	  notification of CREATE EXTENSION.  projection.wait() is wait.c's.
  *
  * Locking: the progress hash (allocated by shmem.c) is read and written
  * only under ProjectionShared->lock, never across anything that can raise.
  * Workers publish after each commit; rebuilds publish their progress while
  * they run.  Waiters sleep on progress_cvs[dboid %
- * PROJECTION_REGISTRY_GEN_SLOTS].  Progress is also read from the
- * checkpoints; wait() sleeps on the progress condition variable and never
- * holds a lock or a snapshot while it sleeps (wait_may_release_snapshot).
+ * PROJECTION_REGISTRY_GEN_SLOTS], broadcast after each publish.  The
+ * status view reads the registry and the checkpoints in one query as the
+ * bootstrap superuser, with the statement's snapshot, and takes no lock of
+ * its own.
  *
  * IDENTIFICATION
  *	  src/progress.c
@@ -23,348 +24,20 @@
 
 #include "catalog/pg_authid.h"
 #include "funcapi.h"
-#include "pgstat.h"
-#include "storage/proc.h"
-#include "tcop/pquery.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/guc.h"
-#include "utils/snapmgr.h"
 
 #include "catalog.h"
 #include "checkpoint.h"
-#include "horizon.h"
 #include "progress.h"
-#include "pool.h"
 #include "projection.h"
+#include "shmem.h"
 #include "spiutil.h"
 
-PG_FUNCTION_INFO_V1(projection_wait);
 PG_FUNCTION_INFO_V1(projection_notify_launcher);
 PG_FUNCTION_INFO_V1(projection_worker_info);
 PG_FUNCTION_INFO_V1(projection_status);
-
-/* ---------------------------------------------------------------------
- * projection.wait
- * ---------------------------------------------------------------------
- */
-
-/*
- * Why no worker can apply this database's async projections, or NULL if
- * one can (or may soon: the launcher has not given the database a slot
- * yet).  *hint gets what to do.  On a standby no worker runs, but replay
- * brings the primary's progress, so that is not a reason.
- */
-static const char *
-wait_no_worker_reason(const char **hint)
-{
-	const char *reason;
-	char	   *pool_hint;
-
-	if (ProjectionShared == NULL)
-	{
-		*hint = "Add \"projection\" to shared_preload_libraries and restart the server.";
-		return "the projection library is not preloaded";
-	}
-	if (RecoveryInProgress())
-		return NULL;
-	/* waiting for a pool slot is not "cannot run": one frees up (pool.c) */
-	reason = projection_pool_unavailable(MyDatabaseId, &pool_hint);
-	if (reason != NULL)
-		*hint = pool_hint;
-	return reason;
-}
-
-/*
- * May wait() stop advertising an xmin while it sleeps?  Only if nothing
- * will read with this backend's older snapshots after it returns: the
- * statement is a plain "SELECT projection.wait(...)" (a Result node whose
- * targets are calls of wait with constant or parameter arguments, no
- * subqueries), at the top level, no other portal of the transaction is
- * open (a cursor keeps its snapshot), and the isolation level is READ
- * COMMITTED (in REPEATABLE READ the transaction's snapshot serves every
- * later statement).  Anywhere else wait() keeps the statement's snapshot,
- * as any function does.
- */
-static bool
-wait_may_release_snapshot(FunctionCallInfo fcinfo)
-{
-	Portal		portal = ActivePortal;
-	PlannedStmt *stmt;
-	ListCell   *lc;
-
-	if (IsolationUsesXactSnapshot() || portal == NULL || list_length(portal->stmts) != 1 ||
-		!ThereAreNoReadyPortals())
-		return false;
-	stmt = linitial_node(PlannedStmt, portal->stmts);
-	if (stmt->commandType != CMD_SELECT || stmt->utilityStmt != NULL ||
-		stmt->subplans != NIL || stmt->planTree == NULL ||
-		!IsA(stmt->planTree, Result) || stmt->planTree->lefttree != NULL ||
-		stmt->planTree->initPlan != NIL ||
-		((Result *) stmt->planTree)->resconstantqual != NULL)
-		return false;
-	foreach(lc, stmt->planTree->targetlist)
-	{
-		TargetEntry *te = lfirst_node(TargetEntry, lc);
-		FuncExpr   *call = (FuncExpr *) te->expr;
-		ListCell   *arg;
-
-		if (!IsA(call, FuncExpr) || call->funcid != fcinfo->flinfo->fn_oid)
-			return false;
-		foreach(arg, call->args)
-			if (!IsA(lfirst(arg), Const) && !IsA(lfirst(arg), Param))
-				return false;
-	}
-	return true;
-}
-
-/* what wait() reads of its projection */
-typedef struct WaitSeen
-{
-	bool		reached;
-	bool		failed;
-	int64		position;
-	int64		error_position;
-	char	   *last_error;		/* NULL unless the caller may see it */
-} WaitSeen;
-
-/*
- * Read the projection's committed registry row with a fresh snapshot (so
- * it works in any isolation level, and so that, once wait() has stopped
- * advertising the statement's xmin, only a recent one is advertised, and
- * only for this read).  A running inline projection has applied every
- * committed event.  Raises UNDEFINED_OBJECT if it was dropped.
- */
-static void
-wait_read(SPIPlanPtr plan, int32 id, const char *name, int64 up_to, WaitSeen *seen)
-{
-	Datum		values[2];
-	Oid			save_userid;
-	int			save_sec_context;
-	Snapshot	snapshot;
-	int			rc;
-	bool		isnull;
-	HeapTuple	tup;
-	TupleDesc	desc;
-
-	values[0] = Int32GetDatum(id);
-	values[1] = Int64GetDatum(up_to);
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	rc = SPI_execute_snapshot(plan, values, NULL, snapshot, InvalidSnapshot, true, false, 1);
-	UnregisterSnapshot(snapshot);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	projection_spi_check(rc, SPI_OK_SELECT, "reading a checkpoint");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("projection \"%s\" was dropped while waiting", name)));
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	seen->reached = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));
-	seen->failed = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
-	seen->position = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-	seen->error_position = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-	if (isnull)
-		seen->error_position = seen->position + 1;
-	seen->last_error = NULL;
-	if (seen->failed)
-	{
-		Oid			owner = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
-
-		/* event data: only for the owner and readers of the events (D9) */
-		if (has_privs_of_role(GetUserId(), owner) ||
-			pg_class_aclcheck(projection_oids()->events, GetUserId(), ACL_SELECT) == ACLCHECK_OK)
-			seen->last_error = SPI_getvalue(tup, desc, 5);
-	}
-	SPI_freetuptable(SPI_tuptable);
-}
-
-/*
- * wait(name, up_to, timeout) RETURNS boolean: true once the projection has
- * applied every event up to position up_to, false when the timeout passes.
- *
- * What cannot move is an error at once (55000), not a silent time-out: a
- * projection failed before up_to, or an async projection that no worker
- * can run.  A paused projection is waited for (pausing is an operator's
- * deliberate, temporary act; resume() wakes the wait).  Inside a
- * transaction that appended an event at or below up_to, the worker cannot
- * get there before this transaction commits: a WARNING, and false at once.
- *
- * Sleeps on its database's condition variable, which workers broadcast
- * after each commit (prepared before each check, so that no broadcast is
- * missed).  A wake-up reads the registry only when the projection's
- * published checkpoint or the registry generation moved (or once a second,
- * as a safety net), so other projections' commits cost a hash lookup.
- * While it sleeps it advertises no xmin, where it may (see
- * wait_may_release_snapshot), so it does not hold back vacuum or the
- * worker's pruning.
- */
-Datum
-projection_wait(PG_FUNCTION_ARGS)
-{
-	char	   *name = projection_text_arg(fcinfo, 0, "name");
-	int64		up_to;
-	Interval   *timeout;
-	int32		id;
-	bool		is_inline;
-	TimestampTz deadline;
-	bool		result = false;
-	int64		timeout_ms;
-	bool		release;
-	SPIPlanPtr	plan;
-	Oid			types[2] = {INT4OID, INT8OID};
-	ConditionVariable *cv = NULL;
-	int64		seen_applied = -2;
-	uint64		seen_gen = 0;
-	TimestampTz last_read = 0;
-	bool		first = true;
-
-	projection_require_arg(fcinfo, 1, "up_to");
-	projection_require_arg(fcinfo, 2, "timeout");
-	up_to = PG_GETARG_INT64(1);
-	timeout = PG_GETARG_INTERVAL_P(2);
-	timeout_ms = (int64) (timeout->time / 1000) +
-		(int64) timeout->day * 86400000 + (int64) timeout->month * 30 * 86400000;
-	if (timeout_ms < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("timeout must not be negative")));
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	release = wait_may_release_snapshot(fcinfo);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	/* check existence without keeping the row locked while we sleep */
-	{
-		Oid			ntypes[1] = {TEXTOID};
-		Datum		values[1];
-		bool		isnull;
-
-		values[0] = CStringGetTextDatum(name);
-		projection_registry_exec("SELECT id, mode OPERATOR(pg_catalog.=) 'inline' FROM projection.projections "
-								 "WHERE name OPERATOR(pg_catalog.=) $1",
-								 1, ntypes, values, NULL, SPI_OK_SELECT);
-		if (SPI_processed == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("projection \"%s\" does not exist", name)));
-		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		is_inline = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	}
-
-	{
-		Oid			save_userid;
-		int			save_sec_context;
-
-		GetUserIdAndSecContext(&save_userid, &save_sec_context);
-		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-		plan = SPI_prepare(psprintf("SELECT %s OPERATOR(pg_catalog.>=) $2 OR "
-									"(mode OPERATOR(pg_catalog.=) 'inline' AND state OPERATOR(pg_catalog.=) 'running'), "
-									"state OPERATOR(pg_catalog.=) 'failed', %s, last_error_position, "
-									"last_error, owner::pg_catalog.oid "
-									"FROM projection.projections p WHERE id OPERATOR(pg_catalog.=) $1",
-									projection_checkpoint_sql(), projection_checkpoint_sql()),
-						   2, types);
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	}
-	if (ProjectionShared != NULL)
-		cv = projection_progress_cv(MyDatabaseId);
-
-	for (;;)
-	{
-		long		remaining;
-		TimestampTz now;
-		int64		applied = projection_progress_applied(MyDatabaseId, id);
-		uint64		gen = 0;
-
-		(void) projection_registry_generation(MyDatabaseId, &gen);
-		if (cv != NULL)
-			ConditionVariablePrepareToSleep(cv);
-		now = GetCurrentTimestamp();
-		if (first || applied != seen_applied || gen != seen_gen ||
-			TimestampDifferenceExceeds(last_read, now, 1000))
-		{
-			WaitSeen	seen;
-
-			wait_read(plan, id, name, up_to, &seen);
-			seen_applied = applied;
-			seen_gen = gen;
-			last_read = now;
-			if (seen.reached)
-			{
-				result = true;
-				break;
-			}
-			if (seen.failed)
-				ereport(ERROR,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("projection \"%s\" failed at event %lld and cannot reach position %lld",
-								name, (long long) seen.error_position, (long long) up_to),
-						 seen.last_error ? errdetail("The error was: %s", seen.last_error) : 0,
-						 errhint("Fix the cause, then call projection.resume('%s').", name)));
-			if (!is_inline)
-			{
-				const char *hint = NULL;
-				const char *reason = wait_no_worker_reason(&hint);
-
-				if (reason != NULL)
-					ereport(ERROR,
-							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-							 errmsg("no worker can run async projection \"%s\": %s", name, reason),
-							 errhint("%s", hint)));
-			}
-			if (first && !is_inline && projection_appended_in_xact() &&
-				ProjectionAppenders != NULL && MyBackendId != InvalidBackendId &&
-				MyBackendId <= ProjectionNumAppenders)
-			{
-				uint64		own = pg_atomic_read_u64(&ProjectionAppenders[MyBackendId - 1].min_pos);
-
-				if (own == 0 || (uint64) up_to >= own)
-				{
-					ereport(WARNING,
-							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-							 errmsg("waiting for projection \"%s\" inside a transaction that appended events", name),
-							 errdetail("The worker cannot apply this transaction's events before it commits."),
-							 errhint("Commit first, then call projection.wait().")));
-					break;
-				}
-			}
-			first = false;
-		}
-		remaining = (long) ((deadline - now) / 1000);
-		if (remaining <= 0)
-			break;
-
-		/* sleep holding no snapshot (our reads use fresh ones) */
-		if (release)
-		{
-			InvalidateCatalogSnapshot();
-			MyProc->xmin = InvalidTransactionId;
-		}
-		if (cv != NULL && !RecoveryInProgress())
-			(void) ConditionVariableTimedSleep(cv, Min(remaining, 1000), PG_WAIT_EXTENSION);
-		else
-		{
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 Min(remaining, 100), PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			last_read = 0;		/* nothing is broadcast: read every time */
-		}
-		CHECK_FOR_INTERRUPTS();
-	}
-	if (cv != NULL)
-		ConditionVariableCancelSleep();
-	SPI_freeplan(plan);
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
-	PG_RETURN_BOOL(result);
-}
 
 /* ---------------------------------------------------------------------
  * Internal helpers

@@ -54,11 +54,6 @@ bool		projection_creating = false;
  */
 
 /*
- * Look up a projection by name and lock its registry row.  Raises
- * UNDEFINED_OBJECT if it does not exist.  Result in the caller's context
- * (saved before SPI_connect), given as "cxt".
- */
-/*
  * Before a management call waits for a projection's row lock: if a worker's
  * batch holds it, cancel that batch instead of waiting for it (a handler may
  * run for minutes; an operator must be able to pause or drop the projection
@@ -133,6 +128,11 @@ wait_out_worker_batch(const char *name, bool *held)
 	}
 }
 
+/*
+ * Look up a projection by name and lock its registry row.  Raises
+ * UNDEFINED_OBJECT if it does not exist.  Result in the caller's context
+ * (saved before SPI_connect), given as "cxt".
+ */
 ProjectionRow *
 projection_registry_lookup(const char *name, MemoryContext cxt)
 {
