@@ -52,15 +52,20 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
 #include "fmgr.h"
-#include "nodes/pg_list.h"
-#include "utils/memutils.h"
 #include "miscadmin.h"
+#include "nodes/pg_list.h"
 #include "storage/shmem.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
+#include "checkpoint.h"
 #include "pool.h"
 #include "projection.h"
 #include "shmem.h"
+#include "spiutil.h"
 
 ProjectionPoolState *ProjectionPool = NULL;
 
@@ -186,22 +191,71 @@ projection_pool_note_append(ProjectionRegistry *registry)
 }
 
 /*
- * This transaction's commit is async work for every group of the database:
- * a projection created, resumed or rebuilt, or events or projections
- * restored from a dump.
+ * The worker groups of this database that have async work as this
+ * transaction leaves the registry: an async projection catching up, or
+ * running with its checkpoint below the sequence's last value.  Groups
+ * without such a projection have nothing for a worker to do.  Runs one
+ * query as the bootstrap superuser; 0 where the extension is not (or no
+ * longer) installed.  Raises only on can't-happen SPI failures.
+ */
+static uint32
+pool_groups_with_work(void)
+{
+	uint32		groups = 0;
+	char	   *sql;
+	uint64		i;
+
+	if (!OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
+		return 0;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	sql = psprintf("SELECT p.id FROM projection.projections p "
+				   "WHERE p.mode OPERATOR(pg_catalog.=) 'async' "
+				   "AND (p.state OPERATOR(pg_catalog.=) 'catching_up' "
+				   "OR (p.state OPERATOR(pg_catalog.=) 'running' AND %s OPERATOR(pg_catalog.<) "
+				   "(SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END "
+				   "FROM projection." PROJECTION_EVENTS_SEQUENCE " s)))",
+				   projection_checkpoint_sql());
+	PushActiveSnapshot(GetTransactionSnapshot());
+	projection_registry_exec(sql, 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			groups |= pool_group_bit(DatumGetInt32(id));
+	}
+	PopActiveSnapshot();
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	return groups;
+}
+
+/*
+ * Pre-commit (xact.c), while the transaction can still read: a management
+ * call (create, resume, rebuild, skip), a restore or re-enabled triggers
+ * asked for workers (projection_request_launcher_at_commit, shmem.c).  Only
+ * the groups that now have async work get one at commit; a projection
+ * created at the end of the store, or resumed or rebuilt with nothing left
+ * to apply, asks for nothing, and the other groups of the database are not
+ * disturbed.
  */
 void
-projection_pool_want_all(void)
+projection_pool_at_pre_commit(void)
 {
-	pool_xact_groups |= projection_pool_all_groups();
+	if (ProjectionShared == NULL || !projection_launcher_requested())
+		return;
+	pool_xact_groups |= pool_groups_with_work();
 }
 
 /*
  * Commit callback (xact.c, every commit): for the groups noted in this
  * transaction, wake their workers, and ask the launcher for a worker for
- * each that has none.  (An appending commit wakes every worker of the
- * database anyway: horizon.c.)  No locks but the spinlock of
- * projection_pool_demand, no allocation, no errors.
+ * each that has none; the workers of other groups are left alone.  (An
+ * appending commit wakes every worker of the database anyway: horizon.c.)
+ * No locks but the spinlock of projection_pool_demand, no allocation, no
+ * errors.
  */
 void
 projection_pool_at_commit(void)
@@ -227,11 +281,11 @@ projection_pool_at_commit(void)
 		index = slot->index;
 		procno = slot->pgprocno;
 		pg_read_barrier();
-		if (procno < 0 || slot->dboid != MyDatabaseId || slot->index != index)
+		if (procno < 0 || slot->dboid != MyDatabaseId || slot->index != index ||
+			index >= 32 || (groups & ((uint32) 1 << index)) == 0)
 			continue;
 		projection_set_latch(procno);
-		if (index < 32)
-			covered |= (uint32) 1 << index;
+		covered |= (uint32) 1 << index;
 	}
 
 	groups &= ~covered;

@@ -70,9 +70,9 @@ extern uint32 projection_wait_event(ProjectionWaitEvent which);
 extern Size projection_pool_shmem_size(void);
 extern void projection_pool_shmem_init(void);
 
-/* committing backends (trigger.c) */
+/* committing backends (inline.c, xact.c) */
 extern void projection_pool_note_append(ProjectionRegistry *registry);
-extern void projection_pool_want_all(void);
+extern void projection_pool_at_pre_commit(void);
 extern void projection_pool_at_commit(void);
 extern void projection_pool_at_abort(void);
 extern void projection_log_at_commit(const char *message);

@@ -323,15 +323,19 @@ projection_request_launcher_at_commit(void)
 }
 
 /*
- * Transaction end (from xact.c): after a commit, note the request for the
- * pool (pool.c), which passes it on to the launcher.  No locks, no errors.
+ * Did this transaction ask for the launcher?  pool.c's pre-commit step then
+ * finds the groups that have async work, and its commit step asks for them.
  */
+bool
+projection_launcher_requested(void)
+{
+	return launcher_request_pending;
+}
+
+/* Transaction end (from xact.c): the request is over.  Cannot fail. */
 void
 projection_launcher_request_at_eoxact(bool commit)
 {
-	/* async work for every worker group: xact.c's projection_pool_at_commit() asks for it */
-	if (commit && launcher_request_pending)
-		projection_pool_want_all();
 	launcher_request_pending = false;
 }
 

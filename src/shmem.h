@@ -149,6 +149,7 @@ extern void projection_wake_database_worker(Oid dboid);
 extern ConditionVariable *projection_feed_cv(Oid dboid);
 extern void projection_feed_wake(Oid dboid);
 extern void projection_request_launcher_at_commit(void);
+extern bool projection_launcher_requested(void);
 extern void projection_launcher_request_at_eoxact(bool commit);
 extern ProjectionDbSlot *projection_find_dbslot(Oid dboid, int index);
 extern void projection_registry_change_begin(Oid dboid);

@@ -63,6 +63,8 @@ projection_xact_callback(XactEvent event, void *arg)
 						 errdetail("Sessions could not tell when the change becomes visible.")));
 			break;
 		case XACT_EVENT_PRE_COMMIT:
+			/* the worker groups a management call gave work to (pool.c) */
+			projection_pool_at_pre_commit();
 			/* before the commit becomes visible (shmem.c, registry generations) */
 			projection_registry_at_pre_commit();
 			break;
