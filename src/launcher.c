@@ -273,6 +273,7 @@ launcher_serve(ProjectionDbDemand *e, LauncherDb *db, TimestampTz now,
 {
 	int			index;
 	bool		waiting = false;
+	uint32		waiting_groups = 0;
 	int			i;
 
 	e->wanted |= pg_atomic_exchange_u32(&e->pending, 0);
@@ -286,6 +287,7 @@ launcher_serve(ProjectionDbDemand *e, LauncherDb *db, TimestampTz now,
 		/* gone (or a template now): never start a worker there */
 		e->wanted = 0;
 		e->waiting_since = 0;
+		pg_atomic_write_u32(&e->waiting, 0);
 		for (i = 0; i < ProjectionShared->ndbslots; i++)
 			if (ProjectionShared->dbslots[i].dboid == pg_atomic_read_u32(&e->dboid))
 				has_slot = true;
@@ -322,6 +324,7 @@ launcher_serve(ProjectionDbDemand *e, LauncherDb *db, TimestampTz now,
 		{
 			/* a probe waits for a free slot; real work may have an idle worker leave */
 			waiting = true;
+			waiting_groups |= bit;
 			if (!e->probe)
 				(*nwaiting)++;
 			continue;
@@ -341,6 +344,7 @@ launcher_serve(ProjectionDbDemand *e, LauncherDb *db, TimestampTz now,
 	}
 	if (e->wanted == 0)
 		e->probe = false;
+	pg_atomic_write_u32(&e->waiting, waiting_groups);
 	if (!waiting)
 		e->waiting_since = 0;
 	else if (e->waiting_since == 0)

@@ -58,6 +58,7 @@
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "storage/shmem.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -107,6 +108,7 @@ projection_pool_shmem_init(void)
 		memset(e, 0, sizeof(ProjectionDbDemand));
 		pg_atomic_init_u32(&e->dboid, InvalidOid);
 		pg_atomic_init_u32(&e->pending, 0);
+		pg_atomic_init_u32(&e->waiting, 0);
 	}
 }
 
@@ -456,6 +458,18 @@ projection_pool_waiting(Oid dboid)
 }
 
 /*
+ * Does the worker group of one projection of the database wait for a free
+ * pool slot?  Reads the launcher's last word without a lock.
+ */
+bool
+projection_pool_group_waiting(Oid dboid, int32 projection_id)
+{
+	ProjectionDbDemand *e = projection_pool_demand(dboid, false);
+
+	return e != NULL && (pg_atomic_read_u32(&e->waiting) & pool_group_bit(projection_id)) != 0;
+}
+
+/*
  * The wait event to report while one of our processes waits.  On 17 and
  * later each has its own name (pg_stat_activity.wait_event), registered on
  * first use in this process; before, they are all "Extension".
@@ -477,10 +491,49 @@ projection_wait_event(ProjectionWaitEvent which)
 }
 
 PG_FUNCTION_INFO_V1(projection_waiting_for_worker);
+PG_FUNCTION_INFO_V1(projection_waiting_for_worker_of);
 
-/* _waiting_for_worker(): does a worker group of this database wait for a pool slot? */
+/*
+ * _waiting_for_worker() of version 1.3: does a worker group of this
+ * database wait for a pool slot?  Kept for databases not yet updated to 1.4.
+ */
 Datum
 projection_waiting_for_worker(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(ProjectionShared != NULL && projection_pool_waiting(MyDatabaseId));
+}
+
+/*
+ * _waiting_for_worker(name) (1.4): does this async projection's own worker
+ * group wait for a pool slot?  False for an unknown or inline projection.
+ * The registry is read only while some group of the database waits, so the
+ * status view stays cheap.
+ */
+Datum
+projection_waiting_for_worker_of(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	ProjectionDbDemand *e;
+	ProjectionRegistry *registry;
+	bool		result = false;
+	int			i;
+
+	if (ProjectionShared == NULL)
+		PG_RETURN_BOOL(false);
+	e = projection_pool_demand(MyDatabaseId, false);
+	if (e == NULL || pg_atomic_read_u32(&e->waiting) == 0)
+		PG_RETURN_BOOL(false);
+	registry = projection_registry_acquire();
+	for (i = 0; i < registry->nprojections; i++)
+	{
+		ProjectionDef *def = &registry->projections[i];
+
+		if (strcmp(def->name, name) == 0)
+		{
+			result = !def->is_inline && projection_pool_group_waiting(MyDatabaseId, def->id);
+			break;
+		}
+	}
+	projection_registry_release(registry);
+	PG_RETURN_BOOL(result);
 }

@@ -32,6 +32,8 @@ typedef struct ProjectionDbDemand
 {
 	pg_atomic_uint32 dboid;		/* InvalidOid: entry free */
 	pg_atomic_uint32 pending;	/* worker groups asked for, not yet seen by the launcher */
+	pg_atomic_uint32 waiting;	/* groups waiting for a free pool slot, as of the
+								 * launcher's last pass (written by it only) */
 	uint32		wanted;			/* groups the launcher has still to give a worker */
 	bool		probe;			/* the wanted workers only look (after a server start) */
 	int			stop;			/* > 0: start no worker (utility.c's database commands) */
@@ -88,5 +90,6 @@ extern void projection_pool_release_database(Oid dboid);
 /* why async projections of a database cannot run, or NULL (api.c) */
 extern const char *projection_pool_unavailable(Oid dboid, char **hint);
 extern bool projection_pool_waiting(Oid dboid);
+extern bool projection_pool_group_waiting(Oid dboid, int32 projection_id);
 
 #endif							/* PROJECTION_POOL_H */
