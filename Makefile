@@ -5,6 +5,7 @@ MODULE_big = projection
 OBJS = \
 	src/projection.o \
 	src/shmem.o \
+	src/cancel.o \
 	src/catalog.o \
 	src/handler.o \
 	src/apply.o \
