@@ -261,11 +261,86 @@ typedef struct LauncherStart
 	char		name[NAMEDATALEN];
 } LauncherStart;
 
+/* what launcher_serve_group() did for one wanted group */
+typedef enum LauncherGroupOutcome
+{
+	LAUNCHER_GROUP_SERVED,		/* woken, starting, or given a slot: no longer wanted */
+	LAUNCHER_GROUP_KEPT,		/* still wanted: its worker is leaving, or a back-off runs */
+	LAUNCHER_GROUP_WAITING		/* still wanted: no free pool slot */
+} LauncherGroupOutcome;
+
+/*
+ * A database that is gone (or became a template, or no longer allows
+ * connections): never start a worker there, and forget what it wanted.
+ * Returns whether its entry can be freed (gone, and no slot or stop refers
+ * to it).  Caller holds ProjectionShared->lock exclusively.
+ */
+static bool
+launcher_forget_wants(ProjectionDbDemand *e, LauncherDb *db)
+{
+	bool		has_slot = false;
+	int			i;
+
+	e->wanted = 0;
+	e->waiting_since = 0;
+	pg_atomic_write_u32(&e->waiting, 0);
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+		if (ProjectionShared->dbslots[i].dboid == pg_atomic_read_u32(&e->dboid))
+			has_slot = true;
+	return db == NULL && !has_slot && e->stop == 0;
+}
+
+/*
+ * One wanted group of a database: wake its worker, wait for it, or bind a
+ * free pool slot for a worker to start once the lock is released
+ * (appended to *starts).  Caller holds ProjectionShared->lock exclusively.
+ */
+static LauncherGroupOutcome
+launcher_serve_group(ProjectionDbDemand *e, LauncherDb *db, int index, TimestampTz now,
+					 LauncherStart *starts, int *nstarts)
+{
+	ProjectionDbSlot *slot = projection_find_dbslot(db->oid, index);
+	LauncherStart *start;
+
+	if (slot != NULL)
+	{
+		if (slot->pid > 0 && slot->pgprocno >= 0)
+		{
+			/* it runs and takes wake-ups: a commit raced with its start */
+			projection_set_latch(slot->pgprocno);
+			return LAUNCHER_GROUP_SERVED;
+		}
+		if (slot->pid == -1)
+			return LAUNCHER_GROUP_SERVED;	/* starting: its first round sees the commit */
+		/* else leaving: it stays (and takes wake-ups) or wakes us when gone */
+		return LAUNCHER_GROUP_KEPT;
+	}
+	if (e->next_start > now)
+		return LAUNCHER_GROUP_KEPT;
+	slot = projection_find_dbslot(InvalidOid, 0);
+	if (slot == NULL || *nstarts >= ProjectionShared->ndbslots)
+		return LAUNCHER_GROUP_WAITING;
+
+	free_slot(slot);
+	slot->dboid = db->oid;
+	slot->index = index;
+	slot->pid = -1;
+	slot->probe = e->probe;
+	start = &starts[(*nstarts)++];
+	start->slotno = slot - ProjectionShared->dbslots;
+	start->dboid = db->oid;
+	start->index = index;
+	start->probe = e->probe;
+	strlcpy(start->name, db->name, NAMEDATALEN);
+	return LAUNCHER_GROUP_SERVED;
+}
+
 /*
  * Decide for one database's entry, under ProjectionShared->lock held
  * exclusively: wake or start its wanted groups' workers (appending to
- * *starts), or count them as waiting for a slot.  Returns whether the
- * entry should be freed (its database is gone).
+ * *starts), or count them as waiting for a slot (*nwaiting, and the
+ * entry's "waiting" groups that projection.status shows).  Returns whether
+ * the entry should be freed (its database is gone).
  */
 static bool
 launcher_serve(ProjectionDbDemand *e, LauncherDb *db, TimestampTz now,
@@ -274,73 +349,37 @@ launcher_serve(ProjectionDbDemand *e, LauncherDb *db, TimestampTz now,
 	int			index;
 	bool		waiting = false;
 	uint32		waiting_groups = 0;
-	int			i;
 
 	e->wanted |= pg_atomic_exchange_u32(&e->pending, 0);
 	if (e->stop > 0 && e->stop_until <= now)
 		e->stop = 0;
 
 	if (db == NULL || !db->connectable)
-	{
-		bool		has_slot = false;
-
-		/* gone (or a template now): never start a worker there */
-		e->wanted = 0;
-		e->waiting_since = 0;
-		pg_atomic_write_u32(&e->waiting, 0);
-		for (i = 0; i < ProjectionShared->ndbslots; i++)
-			if (ProjectionShared->dbslots[i].dboid == pg_atomic_read_u32(&e->dboid))
-				has_slot = true;
-		return db == NULL && !has_slot && e->stop == 0;
-	}
+		return launcher_forget_wants(e, db);
 	if (e->stop > 0)
 		return false;
 
 	for (index = 0; index < 32 && e->wanted != 0; index++)
 	{
 		uint32		bit = (uint32) 1 << index;
-		ProjectionDbSlot *slot;
 
 		if ((e->wanted & bit) == 0)
 			continue;
-		slot = projection_find_dbslot(db->oid, index);
-		if (slot != NULL)
+		switch (launcher_serve_group(e, db, index, now, starts, nstarts))
 		{
-			if (slot->pid > 0 && slot->pgprocno >= 0)
-			{
-				/* it runs and takes wake-ups: a commit raced with its start */
-				projection_set_latch(slot->pgprocno);
+			case LAUNCHER_GROUP_SERVED:
 				e->wanted &= ~bit;
-			}
-			else if (slot->pid == -1)
-				e->wanted &= ~bit;	/* starting: its first round sees the commit */
-			/* else leaving: it stays (and takes wake-ups) or wakes us when gone */
-			continue;
+				break;
+			case LAUNCHER_GROUP_KEPT:
+				break;
+			case LAUNCHER_GROUP_WAITING:
+				/* a probe waits for a free slot; real work may have an idle worker leave */
+				waiting = true;
+				waiting_groups |= bit;
+				if (!e->probe)
+					(*nwaiting)++;
+				break;
 		}
-		if (e->next_start > now)
-			continue;
-		slot = projection_find_dbslot(InvalidOid, 0);
-		if (slot == NULL || *nstarts >= ProjectionShared->ndbslots)
-		{
-			/* a probe waits for a free slot; real work may have an idle worker leave */
-			waiting = true;
-			waiting_groups |= bit;
-			if (!e->probe)
-				(*nwaiting)++;
-			continue;
-		}
-		free_slot(slot);
-		slot->dboid = db->oid;
-		slot->index = index;
-		slot->pid = -1;
-		slot->probe = e->probe;
-		starts[*nstarts].slotno = slot - ProjectionShared->dbslots;
-		starts[*nstarts].dboid = db->oid;
-		starts[*nstarts].index = index;
-		starts[*nstarts].probe = e->probe;
-		strlcpy(starts[*nstarts].name, db->name, NAMEDATALEN);
-		(*nstarts)++;
-		e->wanted &= ~bit;
 	}
 	if (e->wanted == 0)
 		e->probe = false;
@@ -468,28 +507,10 @@ launcher_start_worker(LauncherStart *start)
 	}
 }
 
-/*
- * One pass: read pg_database, move requests into the demand table's
- * "wanted", start workers for them, free entries of databases that are
- * gone.  Returns the time until the next pass is due (ms, -1: none).
- */
-static long
-launcher_pass(void)
+/* Say once that the demand table overflowed (a commit found no entry). */
+static void
+launcher_note_overflow(void)
 {
-	LauncherDb *dbs;
-	int			ndbs;
-	LauncherStart *starts;
-	int			nstarts = 0;
-	int			nwaiting = 0;
-	uint32		nused;
-	uint32		i;
-	TimestampTz now;
-	TimestampTz next;
-	long		timeout = LAUNCHER_NAPTIME_MS;
-
-	dbs = launcher_read_databases(&ndbs);
-	if (!ProjectionPool->probed)
-		launcher_probe_all(dbs, ndbs);
 	if (pg_atomic_exchange_u32(&ProjectionPool->overflow, 0) != 0 && !warned_overflow)
 	{
 		warned_overflow = true;
@@ -497,30 +518,42 @@ launcher_pass(void)
 				(errmsg("projection: more than %d databases asked for workers since the server started; the others are served after the next append, or after a restart",
 						PROJECTION_POOL_DATABASES)));
 	}
+}
 
-	starts = palloc(sizeof(LauncherStart) * ProjectionShared->ndbslots);
-	now = GetCurrentTimestamp();
-	next = TimestampTzPlusMilliseconds(now, LAUNCHER_NAPTIME_MS);
-	nused = pg_atomic_read_u32(&ProjectionPool->nused);
+/* Free a demand entry whose database is gone; caller holds ProjectionShared->lock. */
+static void
+launcher_free_entry(ProjectionDbDemand *e)
+{
+	memset(((char *) e) + offsetof(ProjectionDbDemand, wanted), 0,
+		   sizeof(ProjectionDbDemand) - offsetof(ProjectionDbDemand, wanted));
+	SpinLockAcquire(&ProjectionPool->mutex);
+	pg_atomic_write_u32(&e->dboid, InvalidOid);
+	SpinLockRelease(&ProjectionPool->mutex);
+}
+
+/*
+ * Serve every entry of the demand table (launcher_serve), taking
+ * ProjectionShared->lock for each.  Returns when the next pass is due for
+ * back-offs and stops that lapse (at most "next").
+ */
+static TimestampTz
+launcher_serve_all(LauncherDb *dbs, int ndbs, TimestampTz now, TimestampTz next,
+				   LauncherStart *starts, int *nstarts, int *nwaiting)
+{
+	uint32		nused = pg_atomic_read_u32(&ProjectionPool->nused);
+	uint32		i;
+
 	for (i = 0; i < nused; i++)
 	{
 		ProjectionDbDemand *e = &ProjectionPool->dbs[i];
 		Oid			oid = pg_atomic_read_u32(&e->dboid);
-		bool		forget;
 
 		if (!OidIsValid(oid))
 			continue;
 		LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-		forget = launcher_serve(e, launcher_find_database(dbs, ndbs, oid), now,
-								starts, &nstarts, &nwaiting);
-		if (forget)
-		{
-			memset(((char *) e) + offsetof(ProjectionDbDemand, wanted), 0,
-				   sizeof(ProjectionDbDemand) - offsetof(ProjectionDbDemand, wanted));
-			SpinLockAcquire(&ProjectionPool->mutex);
-			pg_atomic_write_u32(&e->dboid, InvalidOid);
-			SpinLockRelease(&ProjectionPool->mutex);
-		}
+		if (launcher_serve(e, launcher_find_database(dbs, ndbs, oid), now,
+						   starts, nstarts, nwaiting))
+			launcher_free_entry(e);
 		else
 		{
 			if (e->wanted != 0 && e->stop == 0 && e->next_start > now && e->next_start < next)
@@ -530,19 +563,16 @@ launcher_pass(void)
 		}
 		LWLockRelease(ProjectionShared->lock);
 	}
-	/* workers that go idle wake us while groups wait (worker.c, worker_set_idle) */
-	pg_atomic_write_u32(&ProjectionPool->nwaiting, nwaiting);
-	if (nwaiting > 0)
-	{
-		LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-		launcher_evict(nwaiting);
-		LWLockRelease(ProjectionShared->lock);
-	}
+	return next;
+}
 
-	for (i = 0; i < (uint32) nstarts; i++)
-		launcher_start_worker(&starts[i]);
+/* A start that failed asked to be retried: the next pass is due then (at most "next"). */
+static TimestampTz
+launcher_next_retry(TimestampTz now, TimestampTz next)
+{
+	uint32		nused = pg_atomic_read_u32(&ProjectionPool->nused);
+	uint32		i;
 
-	/* a start that failed asked to be retried: look again then */
 	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
 	for (i = 0; i < nused; i++)
 	{
@@ -553,12 +583,84 @@ launcher_pass(void)
 			next = e->next_start;
 	}
 	LWLockRelease(ProjectionShared->lock);
+	return next;
+}
+
+/*
+ * One pass: read pg_database, move requests into the demand table's
+ * "wanted", start workers for them, free entries of databases that are
+ * gone.  Returns the time until the next pass is due (ms).
+ */
+static long
+launcher_pass(void)
+{
+	LauncherDb *dbs;
+	int			ndbs;
+	LauncherStart *starts;
+	int			nstarts = 0;
+	int			nwaiting = 0;
+	int			i;
+	TimestampTz now;
+	TimestampTz next;
+	long		timeout;
+
+	dbs = launcher_read_databases(&ndbs);
+	if (!ProjectionPool->probed)
+		launcher_probe_all(dbs, ndbs);
+	launcher_note_overflow();
+
+	starts = palloc(sizeof(LauncherStart) * ProjectionShared->ndbslots);
+	now = GetCurrentTimestamp();
+	next = launcher_serve_all(dbs, ndbs, now, TimestampTzPlusMilliseconds(now, LAUNCHER_NAPTIME_MS),
+							  starts, &nstarts, &nwaiting);
+
+	/* workers that go idle wake us while groups wait (worker.c, worker_set_idle) */
+	pg_atomic_write_u32(&ProjectionPool->nwaiting, nwaiting);
+	if (nwaiting > 0)
+	{
+		LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
+		launcher_evict(nwaiting);
+		LWLockRelease(ProjectionShared->lock);
+	}
+
+	for (i = 0; i < nstarts; i++)
+		launcher_start_worker(&starts[i]);
+	next = launcher_next_retry(now, next);
 
 	now = GetCurrentTimestamp();
 	timeout = (long) Max(10, (next - now) / 1000 + 1);
 	pfree(starts);
 	pfree(dbs);
 	return timeout;
+}
+
+/*
+ * At the launcher's start: workers started by a previous launcher keep
+ * running and keep their slots; a slot still marked "starting" belongs to a
+ * launcher that is gone, and we have no handle for it: give its group back
+ * to the demand table, so that it is started again.  Caller holds
+ * ProjectionShared->lock exclusively.
+ */
+static void
+launcher_adopt_slots(void)
+{
+	int			i;
+
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (slot->pid == -2)
+			free_slot(slot);	/* left; no handle to see it go */
+		else if (slot->pid == -1)
+		{
+			ProjectionDbDemand *e = projection_pool_demand(slot->dboid, false);
+
+			if (e != NULL && slot->index < 32)
+				pg_atomic_fetch_or_u32(&e->pending, (uint32) 1 << slot->index);
+			free_slot(slot);
+		}
+	}
 }
 
 void
@@ -580,31 +682,7 @@ projection_launcher_main(Datum main_arg)
 	ProjectionShared->launcher_pgprocno = PROJECTION_MY_PGPROCNO;
 	ProjectionShared->launcher_pid = MyProcPid;
 
-	/*
-	 * Workers started by a previous launcher keep running and keep their
-	 * slots; a slot still marked "starting" belongs to a launcher that is
-	 * gone, and we have no handle for it: give its group back to the
-	 * demand table, so that it is started again.
-	 */
-	{
-		int			i;
-
-		for (i = 0; i < ProjectionShared->ndbslots; i++)
-		{
-			ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
-
-			if (slot->pid == -2)
-				free_slot(slot);	/* left; no handle to see it go */
-			else if (slot->pid == -1)
-			{
-				ProjectionDbDemand *e = projection_pool_demand(slot->dboid, false);
-
-				if (e != NULL && slot->index < 32)
-					pg_atomic_fetch_or_u32(&e->pending, (uint32) 1 << slot->index);
-				free_slot(slot);
-			}
-		}
-	}
+	launcher_adopt_slots();
 	LWLockRelease(ProjectionShared->lock);
 	before_shmem_exit(launcher_detach, (Datum) 0);
 
