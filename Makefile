@@ -6,6 +6,7 @@ OBJS = \
 	src/projection.o \
 	src/shmem.o \
 	src/cancel.o \
+	src/assign.o \
 	src/catalog.o \
 	src/handler.o \
 	src/apply.o \

@@ -346,6 +346,17 @@ projection_feed_wake(Oid dboid)
 	ConditionVariableBroadcast(projection_feed_cv(dboid));
 }
 
+/* Empty a pool slot; caller holds ProjectionShared->lock exclusively. */
+void
+projection_slot_clear(ProjectionDbSlot *slot)
+{
+	memset(slot, 0, sizeof(ProjectionDbSlot));
+	slot->dboid = InvalidOid;
+	slot->pgprocno = -1;
+	slot->latchno = -1;
+	slot->batch_xid = InvalidTransactionId;
+}
+
 /*
  * Find the slot of one of a database's workers (with InvalidOid: a free
  * slot, not one whose worker is still exiting); caller holds

@@ -145,6 +145,7 @@ extern void projection_request_launcher_at_commit(void);
 extern bool projection_launcher_requested(void);
 extern void projection_launcher_request_at_eoxact(bool commit);
 extern ProjectionDbSlot *projection_find_dbslot(Oid dboid, int index);
+extern void projection_slot_clear(ProjectionDbSlot *slot);
 extern void projection_registry_change_begin(Oid dboid);
 extern void projection_registry_change_end(Oid dboid);
 extern bool projection_registry_generation(Oid dboid, uint64 *gen);
