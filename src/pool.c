@@ -57,6 +57,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
+#include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -79,22 +80,35 @@ static List *pool_xact_logs = NIL;
 /* this backend's entry in the demand table (its database never changes) */
 static ProjectionDbDemand *pool_my_entry = NULL;
 
-Size
-projection_pool_shmem_size(void)
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* shmem_request_hook: the demand table's space. */
+static void
+pool_shmem_request(void)
 {
-	return sizeof(ProjectionPoolState);
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(sizeof(ProjectionPoolState));
 }
 
-/* Initialise the demand table; caller holds AddinShmemInitLock. */
-void
-projection_pool_shmem_init(void)
+/* shmem_startup_hook: attach to (or create and initialise) the demand table. */
+static void
+pool_shmem_startup(void)
 {
 	bool		found;
 	int			i;
 
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	ProjectionPool = ShmemInitStruct("projection pool", sizeof(ProjectionPoolState), &found);
 	if (found)
+	{
+		LWLockRelease(AddinShmemInitLock);
 		return;
+	}
 	SpinLockInit(&ProjectionPool->mutex);
 	pg_atomic_init_u32(&ProjectionPool->nused, 0);
 	pg_atomic_init_u32(&ProjectionPool->overflow, 0);
@@ -109,6 +123,21 @@ projection_pool_shmem_init(void)
 		pg_atomic_init_u32(&e->pending, 0);
 		pg_atomic_init_u32(&e->waiting, 0);
 	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Chain the demand table's shared memory hooks (from _PG_init, while
+ * preloading): the table is pool.c's own, so shmem.c needs nothing from
+ * this file.
+ */
+void
+projection_pool_install_hooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = pool_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = pool_shmem_startup;
 }
 
 /* Every worker group of a database, as a bit mask. */

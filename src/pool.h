@@ -69,8 +69,7 @@ typedef enum ProjectionWaitEvent
 
 extern uint32 projection_wait_event(ProjectionWaitEvent which);
 
-extern Size projection_pool_shmem_size(void);
-extern void projection_pool_shmem_init(void);
+extern void projection_pool_install_hooks(void);
 
 /* committing backends (inline.c, xact.c) */
 extern void projection_pool_note_append(ProjectionRegistry *registry);

@@ -45,7 +45,6 @@
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
 
-#include "pool.h"
 #include "projection.h"
 #include "shmem.h"
 
@@ -90,7 +89,6 @@ projection_shmem_request(void)
 	RequestAddinShmemSpace(shmem_state_size());
 	RequestAddinShmemSpace(shmem_appenders_size());
 	RequestAddinShmemSpace(shmem_holds_size());
-	RequestAddinShmemSpace(projection_pool_shmem_size());
 	RequestAddinShmemSpace(hash_estimate_size(projection_max_projections,
 											  sizeof(ProjectionProgress)));
 	RequestNamedLWLockTranche("projection", 1);
@@ -119,7 +117,6 @@ projection_shmem_startup(void)
 										  shmem_appenders_size(), &found_appenders);
 	ProjectionNumAppenders = MaxBackends;
 	ProjectionHolds = ShmemInitStruct("projection holds", shmem_holds_size(), &found_holds);
-	projection_pool_shmem_init();
 
 	if (!found)
 	{
