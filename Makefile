@@ -7,6 +7,7 @@ OBJS = \
 	src/shmem.o \
 	src/cancel.o \
 	src/assign.o \
+	src/oplog.o \
 	src/catalog.o \
 	src/handler.o \
 	src/apply.o \

@@ -44,7 +44,7 @@
 #include "catalog.h"
 #include "deadletter.h"
 #include "handler.h"
-#include "pool.h"
+#include "oplog.h"
 #include "projection.h"
 #include "registry.h"
 #include "shmem.h"

@@ -74,9 +74,6 @@ ProjectionPoolState *ProjectionPool = NULL;
 /* worker groups with a running async projection this transaction appended for */
 static uint32 pool_xact_groups = 0;
 
-/* LOG lines for the end of this transaction (PoolLogLine), in TopTransactionContext */
-static List *pool_xact_logs = NIL;
-
 /* this backend's entry in the demand table (its database never changes) */
 static ProjectionDbDemand *pool_my_entry = NULL;
 
@@ -336,87 +333,6 @@ void
 projection_pool_at_abort(void)
 {
 	pool_xact_groups = 0;
-}
-
-/* a LOG line kept until the end of its transaction (TopTransactionContext) */
-typedef struct PoolLogLine
-{
-	SubTransactionId subid;		/* the subtransaction that wrote it */
-	char	   *message;
-	char	   *detail;			/* NULL: none */
-} PoolLogLine;
-
-/*
- * Log a line for the operator (a projection paused, resumed, rebuilt, an
- * event skipped) if, and when, the transaction commits: the line is kept
- * with the subtransaction that asked for it, dropped if that subtransaction
- * or the transaction aborts, and written at commit
- * (projection_pool_log_at_eoxact).  "detail" may be NULL.  The strings are
- * copied; raises only when out of memory.
- */
-void
-projection_log_detail_at_commit(const char *message, const char *detail)
-{
-	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
-	PoolLogLine *line = palloc(sizeof(PoolLogLine));
-
-	line->subid = GetCurrentSubTransactionId();
-	line->message = pstrdup(message);
-	line->detail = detail != NULL ? pstrdup(detail) : NULL;
-	pool_xact_logs = lappend(pool_xact_logs, line);
-	MemoryContextSwitchTo(oldcxt);
-}
-
-/* The same without a detail. */
-void
-projection_log_at_commit(const char *message)
-{
-	projection_log_detail_at_commit(message, NULL);
-}
-
-/*
- * Transaction end (xact.c): at COMMIT, after the commit record is written,
- * write the kept lines; at abort or PREPARE, forget them (their memory goes
- * with TopTransactionContext).  A LOG report does not raise.
- */
-void
-projection_pool_log_at_eoxact(bool commit)
-{
-	List	   *logs = pool_xact_logs;
-	ListCell   *lc;
-
-	pool_xact_logs = NIL;
-	if (!commit)
-		return;
-	foreach(lc, logs)
-	{
-		PoolLogLine *line = (PoolLogLine *) lfirst(lc);
-
-		ereport(LOG,
-				(errmsg_internal("%s", line->message),
-				 line->detail != NULL ? errdetail_internal("%s", line->detail) : 0));
-	}
-}
-
-/*
- * Subtransaction abort (xact.c): forget the lines of the subtransaction
- * and of every subtransaction inside it.  Subtransaction ids grow, and
- * while "subid" runs every newer one is inside it, so those are the lines
- * with an id of "subid" or more.  No allocation, no errors (the cells stay
- * in TopTransactionContext until the transaction ends).
- */
-void
-projection_pool_log_at_subxact_abort(SubTransactionId subid)
-{
-	ListCell   *lc;
-
-	foreach(lc, pool_xact_logs)
-	{
-		PoolLogLine *line = (PoolLogLine *) lfirst(lc);
-
-		if (line->subid >= subid)
-			pool_xact_logs = foreach_delete_current(pool_xact_logs, lc);
-	}
 }
 
 /*

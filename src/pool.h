@@ -76,10 +76,6 @@ extern void projection_pool_note_append(ProjectionRegistry *registry);
 extern void projection_pool_at_pre_commit(void);
 extern void projection_pool_at_commit(void);
 extern void projection_pool_at_abort(void);
-extern void projection_log_at_commit(const char *message);
-extern void projection_log_detail_at_commit(const char *message, const char *detail);
-extern void projection_pool_log_at_eoxact(bool commit);
-extern void projection_pool_log_at_subxact_abort(SubTransactionId subid);
 
 /* the launcher and the workers */
 extern ProjectionDbDemand *projection_pool_demand(Oid dboid, bool create);
