@@ -52,7 +52,10 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -218,9 +221,45 @@ projection_pool_note_append(ProjectionRegistry *registry)
 }
 
 /*
+ * Does a registry row lack the pg_shdepend entry of its owner (a restore
+ * with triggers disabled, pg_upgrade, an owner that is gone)?  Then the
+ * database's first worker (group 0) has work too: it records the entries,
+ * and fails projections whose owner is gone (depend.c,
+ * projection_depend_check_owners, whose candidate query this mirrors).
+ * Only where the entries are kept (1.2 and later: the _registry_owner
+ * trigger); the bootstrap superuser is pinned and never gets one.  Caller
+ * is connected to SPI.
+ */
+static bool
+pool_owner_entries_missing(void)
+{
+	Oid			registry = projection_oids()->registry;
+	Oid			types[3] = {OIDOID, OIDOID, OIDOID};
+	Datum		values[3];
+	bool		isnull;
+
+	if (!OidIsValid(get_trigger_oid(registry, "_registry_owner", true)))
+		return false;
+	values[0] = ObjectIdGetDatum(MyDatabaseId);
+	values[1] = ObjectIdGetDatum(registry);
+	values[2] = ObjectIdGetDatum(BOOTSTRAP_SUPERUSERID);
+	projection_registry_exec("SELECT EXISTS (SELECT FROM projection.projections c "
+							 "WHERE c.owner::pg_catalog.oid OPERATOR(pg_catalog.<>) $3 AND NOT EXISTS ("
+							 "SELECT FROM pg_catalog.pg_shdepend d "
+							 "WHERE d.dbid OPERATOR(pg_catalog.=) $1 AND d.classid OPERATOR(pg_catalog.=) $2 "
+							 "AND d.objid OPERATOR(pg_catalog.=) c.id::pg_catalog.oid "
+							 "AND d.refobjid OPERATOR(pg_catalog.=) c.owner::pg_catalog.oid "
+							 "AND d.deptype OPERATOR(pg_catalog.=) 'o'))",
+							 3, types, values, NULL, SPI_OK_SELECT);
+	return SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * The worker groups of this database that have async work as this
  * transaction leaves the registry: an async projection catching up, or
- * running with its checkpoint below the sequence's last value.  Groups
+ * running with its checkpoint below the sequence's last value; and group 0
+ * when owner entries are missing (pool_owner_entries_missing).  Groups
  * without such a projection have nothing for a worker to do.  Runs one
  * query as the bootstrap superuser; 0 where the extension is not (or no
  * longer) installed.  Raises only on can't-happen SPI failures.
@@ -253,6 +292,8 @@ pool_groups_with_work(void)
 		if (!isnull)
 			groups |= pool_group_bit(DatumGetInt32(id));
 	}
+	if ((groups & 1) == 0 && pool_owner_entries_missing())
+		groups |= 1;
 	PopActiveSnapshot();
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
