@@ -5,6 +5,9 @@ MODULE_big = projection
 OBJS = \
 	src/projection.o \
 	src/shmem.o \
+	src/cancel.o \
+	src/assign.o \
+	src/oplog.o \
 	src/catalog.o \
 	src/handler.o \
 	src/apply.o \

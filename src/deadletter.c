@@ -44,6 +44,7 @@
 #include "catalog.h"
 #include "deadletter.h"
 #include "handler.h"
+#include "oplog.h"
 #include "projection.h"
 #include "registry.h"
 #include "shmem.h"
@@ -173,10 +174,9 @@ projection_skip(PG_FUNCTION_ARGS)
 	}
 	projection_registry_set_state(row->id, "running", true, position, true);
 	projection_request_launcher_at_commit();
-	ereport(LOG,
-			(errmsg("projection \"%s\" skipped event %lld with projection.skip(); it is in projection.dead_letters",
-					name, (long long) position),
-			 errdetail("The event had failed with SQLSTATE %s.", sqlstate)));
+	projection_log_detail_at_commit(psprintf("projection \"%s\" skipped event %lld with projection.skip(); it is in projection.dead_letters",
+											 name, (long long) position),
+									psprintf("The event had failed with SQLSTATE %s.", sqlstate));
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_INT64(position);
@@ -365,9 +365,8 @@ projection_retry_dead_letters(PG_FUNCTION_ARGS)
 			(errmsg("projection \"%s\": %lld dead letters retried, %lld applied, %lld still failing",
 					name, (long long) (applied + failed), (long long) applied, (long long) failed)));
 	if (applied + failed > 0)
-		ereport(LOG,
-				(errmsg("projection \"%s\": %lld dead letters retried with projection.retry_dead_letters(), %lld applied, %lld still failing",
-						name, (long long) (applied + failed), (long long) applied, (long long) failed)));
+		projection_log_at_commit(psprintf("projection \"%s\": %lld dead letters retried with projection.retry_dead_letters(), %lld applied, %lld still failing",
+										  name, (long long) (applied + failed), (long long) applied, (long long) failed));
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 

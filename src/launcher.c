@@ -8,17 +8,12 @@
  * is set: by a commit that has async work for a database group without a
  * worker (pool.c), by a worker that stops or stays after all, by the
  * utility hook releasing a database, or by the end of a back-off.  Each
- * time it reads pg_database and walks the demand table (pool.c): for each
- * wanted group of a database that exists and allows connections it
- *	- wakes the group's worker if one runs and takes wake-ups;
- *	- waits if that worker is leaving (it wakes us when gone, or stays);
- *	- else takes a free pool slot and starts a worker, unless the database
- *	  is stopped by a database command (utility.c) or its workers failed
- *	  recently (back-off);
- *	- with no free slot, asks the longest-idle worker of any database to
- *	  leave, and marks the group waiting (projection.status shows it).
- * The entries of databases that are gone are forgotten, so no worker is
- * ever started for a dropped database.  After a server start (shared
+ * time it reads pg_database, has assign.c decide for every wanted group of
+ * the demand table (pool.c) whether to wake its worker, wait, give it a
+ * free pool slot, or ask an idle worker to leave for it, and then registers
+ * the workers to start.  The entries of databases that are gone are
+ * forgotten, so no worker is ever started for a dropped database.  After a
+ * server start (shared
  * memory is new) the launcher probes every database once: a probe worker
  * applies what is pending and leaves when caught up, or at once, quietly,
  * where the extension is not installed.  Workers are BGW_NEVER_RESTART
@@ -55,6 +50,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "assign.h"
 #include "launcher.h"
 #include "pool.h"
 #include "projection.h"
@@ -125,16 +121,6 @@ launcher_check_sizing(void)
 						 needed)));
 }
 
-static void
-free_slot(ProjectionDbSlot *slot)
-{
-	memset(slot, 0, sizeof(ProjectionDbSlot));
-	slot->dboid = InvalidOid;
-	slot->pgprocno = -1;
-	slot->latchno = -1;
-	slot->batch_xid = InvalidTransactionId;
-}
-
 /*
  * Free the pool slots of workers the postmaster has seen exit: those that
  * left (pid -2) and those that stopped before claiming their slot (for
@@ -158,18 +144,11 @@ launcher_reap(void)
 			worker_handles[i] = NULL;
 			LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
 			if (ProjectionShared->dbslots[i].pid == -1 || ProjectionShared->dbslots[i].pid == -2)
-				free_slot(&ProjectionShared->dbslots[i]);
+				projection_slot_clear(&ProjectionShared->dbslots[i]);
 			LWLockRelease(ProjectionShared->lock);
 		}
 	}
 }
-
-typedef struct LauncherDb
-{
-	Oid			oid;
-	bool		connectable;	/* not a template, allows connections */
-	char		name[NAMEDATALEN];
-} LauncherDb;
 
 /* pg_database, in the caller's memory context */
 static LauncherDb *
@@ -211,17 +190,6 @@ launcher_read_databases(int *ndbs)
 	return dbs;
 }
 
-static LauncherDb *
-launcher_find_database(LauncherDb *dbs, int ndbs, Oid oid)
-{
-	int			i;
-
-	for (i = 0; i < ndbs; i++)
-		if (dbs[i].oid == oid)
-			return &dbs[i];
-	return NULL;
-}
-
 /* After a server start: every connectable database gets a probe of each group. */
 static void
 launcher_probe_all(LauncherDb *dbs, int ndbs)
@@ -249,142 +217,6 @@ launcher_probe_all(LauncherDb *dbs, int ndbs)
 	ereport(LOG,
 			(errmsg("projection: looking for pending async work in %d databases after the server start", n),
 			 errdetail("Each database gets a short-lived worker, projection.max_workers at a time; those without the extension or without pending work leave at once.")));
-}
-
-/* a worker to start once the lock is released */
-typedef struct LauncherStart
-{
-	int			slotno;
-	Oid			dboid;
-	int			index;
-	bool		probe;
-	char		name[NAMEDATALEN];
-} LauncherStart;
-
-/*
- * Decide for one database's entry, under ProjectionShared->lock held
- * exclusively: wake or start its wanted groups' workers (appending to
- * *starts), or count them as waiting for a slot.  Returns whether the
- * entry should be freed (its database is gone).
- */
-static bool
-launcher_serve(ProjectionDbDemand *e, LauncherDb *db, TimestampTz now,
-			   LauncherStart *starts, int *nstarts, int *nwaiting)
-{
-	int			index;
-	bool		waiting = false;
-	int			i;
-
-	e->wanted |= pg_atomic_exchange_u32(&e->pending, 0);
-	if (e->stop > 0 && e->stop_until <= now)
-		e->stop = 0;
-
-	if (db == NULL || !db->connectable)
-	{
-		bool		has_slot = false;
-
-		/* gone (or a template now): never start a worker there */
-		e->wanted = 0;
-		e->waiting_since = 0;
-		for (i = 0; i < ProjectionShared->ndbslots; i++)
-			if (ProjectionShared->dbslots[i].dboid == pg_atomic_read_u32(&e->dboid))
-				has_slot = true;
-		return db == NULL && !has_slot && e->stop == 0;
-	}
-	if (e->stop > 0)
-		return false;
-
-	for (index = 0; index < 32 && e->wanted != 0; index++)
-	{
-		uint32		bit = (uint32) 1 << index;
-		ProjectionDbSlot *slot;
-
-		if ((e->wanted & bit) == 0)
-			continue;
-		slot = projection_find_dbslot(db->oid, index);
-		if (slot != NULL)
-		{
-			if (slot->pid > 0 && slot->pgprocno >= 0)
-			{
-				/* it runs and takes wake-ups: a commit raced with its start */
-				projection_set_latch(slot->pgprocno);
-				e->wanted &= ~bit;
-			}
-			else if (slot->pid == -1)
-				e->wanted &= ~bit;	/* starting: its first round sees the commit */
-			/* else leaving: it stays (and takes wake-ups) or wakes us when gone */
-			continue;
-		}
-		if (e->next_start > now)
-			continue;
-		slot = projection_find_dbslot(InvalidOid, 0);
-		if (slot == NULL || *nstarts >= ProjectionShared->ndbslots)
-		{
-			/* a probe waits for a free slot; real work may have an idle worker leave */
-			waiting = true;
-			if (!e->probe)
-				(*nwaiting)++;
-			continue;
-		}
-		free_slot(slot);
-		slot->dboid = db->oid;
-		slot->index = index;
-		slot->pid = -1;
-		slot->probe = e->probe;
-		starts[*nstarts].slotno = slot - ProjectionShared->dbslots;
-		starts[*nstarts].dboid = db->oid;
-		starts[*nstarts].index = index;
-		starts[*nstarts].probe = e->probe;
-		strlcpy(starts[*nstarts].name, db->name, NAMEDATALEN);
-		(*nstarts)++;
-		e->wanted &= ~bit;
-	}
-	if (e->wanted == 0)
-		e->probe = false;
-	if (!waiting)
-		e->waiting_since = 0;
-	else if (e->waiting_since == 0)
-	{
-		e->waiting_since = now;
-		elog(DEBUG1, "projection: database \"%s\" waits for a free worker slot", db->name);
-	}
-	return false;
-}
-
-/*
- * Ask idle workers to leave so that waiting groups get their slots: as many
- * as groups wait, less those already leaving, longest idle first.  Caller
- * holds ProjectionShared->lock exclusively.
- */
-static void
-launcher_evict(int nwaiting)
-{
-	int			i;
-
-	/* slots that are being given back already: asked to leave, or left and not yet reaped */
-	for (i = 0; i < ProjectionShared->ndbslots; i++)
-		if ((OidIsValid(ProjectionShared->dbslots[i].dboid) &&
-			 ProjectionShared->dbslots[i].exit_requested) ||
-			ProjectionShared->dbslots[i].pid == -2)
-			nwaiting--;
-	while (nwaiting-- > 0)
-	{
-		ProjectionDbSlot *victim = NULL;
-
-		for (i = 0; i < ProjectionShared->ndbslots; i++)
-		{
-			ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
-
-			if (slot->pid > 0 && slot->pgprocno >= 0 && slot->idle_since != 0 &&
-				!slot->exit_requested &&
-				(victim == NULL || slot->idle_since < victim->idle_since))
-				victim = slot;
-		}
-		if (victim == NULL)
-			break;
-		victim->exit_requested = true;
-		projection_set_latch(victim->latchno);
-	}
 }
 
 /* Register one worker; caller holds no lock. */
@@ -427,7 +259,7 @@ launcher_start_worker(LauncherStart *start)
 		ProjectionDbSlot *slot = &ProjectionShared->dbslots[start->slotno];
 
 		if (slot->pid == -1 && slot->dboid == start->dboid)
-			free_slot(slot);
+			projection_slot_clear(slot);
 	}
 	if (e != NULL && ok)
 	{
@@ -464,10 +296,23 @@ launcher_start_worker(LauncherStart *start)
 	}
 }
 
+/* Say once that the demand table overflowed (a commit found no entry). */
+static void
+launcher_note_overflow(void)
+{
+	if (pg_atomic_exchange_u32(&ProjectionPool->overflow, 0) != 0 && !warned_overflow)
+	{
+		warned_overflow = true;
+		ereport(LOG,
+				(errmsg("projection: more than %d databases asked for workers since the server started; the others are served after the next append, or after a restart",
+						PROJECTION_POOL_DATABASES)));
+	}
+}
+
 /*
  * One pass: read pg_database, move requests into the demand table's
  * "wanted", start workers for them, free entries of databases that are
- * gone.  Returns the time until the next pass is due (ms, -1: none).
+ * gone.  Returns the time until the next pass is due (ms).
  */
 static long
 launcher_pass(void)
@@ -477,84 +322,68 @@ launcher_pass(void)
 	LauncherStart *starts;
 	int			nstarts = 0;
 	int			nwaiting = 0;
-	uint32		nused;
-	uint32		i;
+	int			i;
 	TimestampTz now;
 	TimestampTz next;
-	long		timeout = LAUNCHER_NAPTIME_MS;
+	long		timeout;
 
 	dbs = launcher_read_databases(&ndbs);
 	if (!ProjectionPool->probed)
 		launcher_probe_all(dbs, ndbs);
-	if (pg_atomic_exchange_u32(&ProjectionPool->overflow, 0) != 0 && !warned_overflow)
-	{
-		warned_overflow = true;
-		ereport(LOG,
-				(errmsg("projection: more than %d databases asked for workers since the server started; the others are served after the next append, or after a restart",
-						PROJECTION_POOL_DATABASES)));
-	}
+	launcher_note_overflow();
 
 	starts = palloc(sizeof(LauncherStart) * ProjectionShared->ndbslots);
 	now = GetCurrentTimestamp();
-	next = TimestampTzPlusMilliseconds(now, LAUNCHER_NAPTIME_MS);
-	nused = pg_atomic_read_u32(&ProjectionPool->nused);
-	for (i = 0; i < nused; i++)
-	{
-		ProjectionDbDemand *e = &ProjectionPool->dbs[i];
-		Oid			oid = pg_atomic_read_u32(&e->dboid);
-		bool		forget;
+	next = projection_assign_slots(dbs, ndbs, now, TimestampTzPlusMilliseconds(now, LAUNCHER_NAPTIME_MS),
+							  starts, &nstarts, &nwaiting);
 
-		if (!OidIsValid(oid))
-			continue;
-		LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-		forget = launcher_serve(e, launcher_find_database(dbs, ndbs, oid), now,
-								starts, &nstarts, &nwaiting);
-		if (forget)
-		{
-			memset(((char *) e) + offsetof(ProjectionDbDemand, wanted), 0,
-				   sizeof(ProjectionDbDemand) - offsetof(ProjectionDbDemand, wanted));
-			SpinLockAcquire(&ProjectionPool->mutex);
-			pg_atomic_write_u32(&e->dboid, InvalidOid);
-			SpinLockRelease(&ProjectionPool->mutex);
-		}
-		else
-		{
-			if (e->wanted != 0 && e->stop == 0 && e->next_start > now && e->next_start < next)
-				next = e->next_start;
-			if (e->stop > 0 && e->stop_until < next)
-				next = e->stop_until;
-		}
-		LWLockRelease(ProjectionShared->lock);
-	}
 	/* workers that go idle wake us while groups wait (worker.c, worker_set_idle) */
 	pg_atomic_write_u32(&ProjectionPool->nwaiting, nwaiting);
 	if (nwaiting > 0)
 	{
 		LWLockAcquire(ProjectionShared->lock, LW_EXCLUSIVE);
-		launcher_evict(nwaiting);
+		projection_assign_evict(nwaiting);
 		LWLockRelease(ProjectionShared->lock);
 	}
 
-	for (i = 0; i < (uint32) nstarts; i++)
+	for (i = 0; i < nstarts; i++)
 		launcher_start_worker(&starts[i]);
-
-	/* a start that failed asked to be retried: look again then */
-	LWLockAcquire(ProjectionShared->lock, LW_SHARED);
-	for (i = 0; i < nused; i++)
-	{
-		ProjectionDbDemand *e = &ProjectionPool->dbs[i];
-
-		if (OidIsValid(pg_atomic_read_u32(&e->dboid)) && e->wanted != 0 && e->stop == 0 &&
-			e->next_start > now && e->next_start < next)
-			next = e->next_start;
-	}
-	LWLockRelease(ProjectionShared->lock);
+	next = projection_assign_next_retry(now, next);
 
 	now = GetCurrentTimestamp();
 	timeout = (long) Max(10, (next - now) / 1000 + 1);
 	pfree(starts);
 	pfree(dbs);
 	return timeout;
+}
+
+/*
+ * At the launcher's start: workers started by a previous launcher keep
+ * running and keep their slots; a slot still marked "starting" belongs to a
+ * launcher that is gone, and we have no handle for it: give its group back
+ * to the demand table, so that it is started again.  Caller holds
+ * ProjectionShared->lock exclusively.
+ */
+static void
+launcher_adopt_slots(void)
+{
+	int			i;
+
+	for (i = 0; i < ProjectionShared->ndbslots; i++)
+	{
+		ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
+
+		if (slot->pid == -2)
+			projection_slot_clear(slot);	/* left; no handle to see it go */
+		else if (slot->pid == -1)
+		{
+			ProjectionDbDemand *e = projection_pool_demand(slot->dboid, false);
+
+			if (e != NULL && slot->index < 32)
+				pg_atomic_fetch_or_u32(&e->pending, (uint32) 1 << slot->index);
+			projection_slot_clear(slot);
+		}
+	}
 }
 
 void
@@ -576,31 +405,7 @@ projection_launcher_main(Datum main_arg)
 	ProjectionShared->launcher_pgprocno = PROJECTION_MY_PGPROCNO;
 	ProjectionShared->launcher_pid = MyProcPid;
 
-	/*
-	 * Workers started by a previous launcher keep running and keep their
-	 * slots; a slot still marked "starting" belongs to a launcher that is
-	 * gone, and we have no handle for it: give its group back to the
-	 * demand table, so that it is started again.
-	 */
-	{
-		int			i;
-
-		for (i = 0; i < ProjectionShared->ndbslots; i++)
-		{
-			ProjectionDbSlot *slot = &ProjectionShared->dbslots[i];
-
-			if (slot->pid == -2)
-				free_slot(slot);	/* left; no handle to see it go */
-			else if (slot->pid == -1)
-			{
-				ProjectionDbDemand *e = projection_pool_demand(slot->dboid, false);
-
-				if (e != NULL && slot->index < 32)
-					pg_atomic_fetch_or_u32(&e->pending, (uint32) 1 << slot->index);
-				free_slot(slot);
-			}
-		}
-	}
+	launcher_adopt_slots();
 	LWLockRelease(ProjectionShared->lock);
 	before_shmem_exit(launcher_detach, (Datum) 0);
 

@@ -30,6 +30,7 @@
 #include "lifecycle.h"
 #include "manage.h"
 #include "progress.h"
+#include "oplog.h"
 #include "pool.h"
 #include "projection.h"
 #include "registry.h"

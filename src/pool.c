@@ -52,44 +52,63 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
 #include "fmgr.h"
-#include "nodes/pg_list.h"
-#include "utils/memutils.h"
 #include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
+#include "checkpoint.h"
 #include "pool.h"
 #include "projection.h"
 #include "shmem.h"
+#include "spiutil.h"
 
 ProjectionPoolState *ProjectionPool = NULL;
 
 /* worker groups with a running async projection this transaction appended for */
 static uint32 pool_xact_groups = 0;
 
-/* LOG lines for the end of this transaction, in TopTransactionContext */
-static List *pool_xact_logs = NIL;
-static bool pool_log_callback_registered = false;
-
 /* this backend's entry in the demand table (its database never changes) */
 static ProjectionDbDemand *pool_my_entry = NULL;
 
-Size
-projection_pool_shmem_size(void)
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* shmem_request_hook: the demand table's space. */
+static void
+pool_shmem_request(void)
 {
-	return sizeof(ProjectionPoolState);
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(sizeof(ProjectionPoolState));
 }
 
-/* Initialise the demand table; caller holds AddinShmemInitLock. */
-void
-projection_pool_shmem_init(void)
+/* shmem_startup_hook: attach to (or create and initialise) the demand table. */
+static void
+pool_shmem_startup(void)
 {
 	bool		found;
 	int			i;
 
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	ProjectionPool = ShmemInitStruct("projection pool", sizeof(ProjectionPoolState), &found);
 	if (found)
+	{
+		LWLockRelease(AddinShmemInitLock);
 		return;
+	}
 	SpinLockInit(&ProjectionPool->mutex);
 	pg_atomic_init_u32(&ProjectionPool->nused, 0);
 	pg_atomic_init_u32(&ProjectionPool->overflow, 0);
@@ -102,7 +121,23 @@ projection_pool_shmem_init(void)
 		memset(e, 0, sizeof(ProjectionDbDemand));
 		pg_atomic_init_u32(&e->dboid, InvalidOid);
 		pg_atomic_init_u32(&e->pending, 0);
+		pg_atomic_init_u32(&e->waiting, 0);
 	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Chain the demand table's shared memory hooks (from _PG_init, while
+ * preloading): the table is pool.c's own, so shmem.c needs nothing from
+ * this file.
+ */
+void
+projection_pool_install_hooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = pool_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = pool_shmem_startup;
 }
 
 /* Every worker group of a database, as a bit mask. */
@@ -186,22 +221,109 @@ projection_pool_note_append(ProjectionRegistry *registry)
 }
 
 /*
- * This transaction's commit is async work for every group of the database:
- * a projection created, resumed or rebuilt, or events or projections
- * restored from a dump.
+ * Does a registry row lack the pg_shdepend entry of its owner (a restore
+ * with triggers disabled, pg_upgrade, an owner that is gone)?  Then the
+ * database's first worker (group 0) has work too: it records the entries,
+ * and fails projections whose owner is gone (depend.c,
+ * projection_depend_check_owners, whose candidate query this mirrors).
+ * Only where the entries are kept (1.2 and later: the _registry_owner
+ * trigger); the bootstrap superuser is pinned and never gets one.  Caller
+ * is connected to SPI.
+ */
+static bool
+pool_owner_entries_missing(void)
+{
+	Oid			registry = projection_oids()->registry;
+	Oid			types[3] = {OIDOID, OIDOID, OIDOID};
+	Datum		values[3];
+	bool		isnull;
+
+	if (!OidIsValid(get_trigger_oid(registry, "_registry_owner", true)))
+		return false;
+	values[0] = ObjectIdGetDatum(MyDatabaseId);
+	values[1] = ObjectIdGetDatum(registry);
+	values[2] = ObjectIdGetDatum(BOOTSTRAP_SUPERUSERID);
+	projection_registry_exec("SELECT EXISTS (SELECT FROM projection.projections c "
+							 "WHERE c.owner::pg_catalog.oid OPERATOR(pg_catalog.<>) $3 AND NOT EXISTS ("
+							 "SELECT FROM pg_catalog.pg_shdepend d "
+							 "WHERE d.dbid OPERATOR(pg_catalog.=) $1 AND d.classid OPERATOR(pg_catalog.=) $2 "
+							 "AND d.objid OPERATOR(pg_catalog.=) c.id::pg_catalog.oid "
+							 "AND d.refobjid OPERATOR(pg_catalog.=) c.owner::pg_catalog.oid "
+							 "AND d.deptype OPERATOR(pg_catalog.=) 'o'))",
+							 3, types, values, NULL, SPI_OK_SELECT);
+	return SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * The worker groups of this database that have async work as this
+ * transaction leaves the registry: an async projection catching up, or
+ * running with its checkpoint below the sequence's last value; and group 0
+ * when owner entries are missing (pool_owner_entries_missing).  Groups
+ * without such a projection have nothing for a worker to do.  Runs one
+ * query as the bootstrap superuser; 0 where the extension is not (or no
+ * longer) installed.  Raises only on can't-happen SPI failures.
+ */
+static uint32
+pool_groups_with_work(void)
+{
+	uint32		groups = 0;
+	char	   *sql;
+	uint64		i;
+
+	if (!OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
+		return 0;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	sql = psprintf("SELECT p.id FROM projection.projections p "
+				   "WHERE p.mode OPERATOR(pg_catalog.=) 'async' "
+				   "AND (p.state OPERATOR(pg_catalog.=) 'catching_up' "
+				   "OR (p.state OPERATOR(pg_catalog.=) 'running' AND %s OPERATOR(pg_catalog.<) "
+				   "(SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END "
+				   "FROM projection." PROJECTION_EVENTS_SEQUENCE " s)))",
+				   projection_checkpoint_sql());
+	PushActiveSnapshot(GetTransactionSnapshot());
+	projection_registry_exec(sql, 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			groups |= pool_group_bit(DatumGetInt32(id));
+	}
+	if ((groups & 1) == 0 && pool_owner_entries_missing())
+		groups |= 1;
+	PopActiveSnapshot();
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	return groups;
+}
+
+/*
+ * Pre-commit (xact.c), while the transaction can still read: a management
+ * call (create, resume, rebuild, skip), a restore or re-enabled triggers
+ * asked for workers (projection_request_launcher_at_commit, shmem.c).  Only
+ * the groups that now have async work get one at commit; a projection
+ * created at the end of the store, or resumed or rebuilt with nothing left
+ * to apply, asks for nothing, and the other groups of the database are not
+ * disturbed.
  */
 void
-projection_pool_want_all(void)
+projection_pool_at_pre_commit(void)
 {
-	pool_xact_groups |= projection_pool_all_groups();
+	if (ProjectionShared == NULL || !projection_launcher_requested())
+		return;
+	pool_xact_groups |= pool_groups_with_work();
 }
 
 /*
  * Commit callback (xact.c, every commit): for the groups noted in this
  * transaction, wake their workers, and ask the launcher for a worker for
- * each that has none.  (An appending commit wakes every worker of the
- * database anyway: horizon.c.)  No locks but the spinlock of
- * projection_pool_demand, no allocation, no errors.
+ * each that has none; the workers of other groups are left alone.  (An
+ * appending commit wakes every worker of the database anyway: horizon.c.)
+ * No locks but the spinlock of projection_pool_demand, no allocation, no
+ * errors.
  */
 void
 projection_pool_at_commit(void)
@@ -227,11 +349,11 @@ projection_pool_at_commit(void)
 		index = slot->index;
 		procno = slot->pgprocno;
 		pg_read_barrier();
-		if (procno < 0 || slot->dboid != MyDatabaseId || slot->index != index)
+		if (procno < 0 || slot->dboid != MyDatabaseId || slot->index != index ||
+			index >= 32 || (groups & ((uint32) 1 << index)) == 0)
 			continue;
 		projection_set_latch(procno);
-		if (index < 32)
-			covered |= (uint32) 1 << index;
+		covered |= (uint32) 1 << index;
 	}
 
 	groups &= ~covered;
@@ -252,49 +374,6 @@ void
 projection_pool_at_abort(void)
 {
 	pool_xact_groups = 0;
-}
-
-/*
- * Transaction callback of projection_log_at_commit: emit the kept lines just
- * before the commit, where an error could still be reported; a rollback
- * drops them.
- */
-static void
-pool_log_xact_callback(XactEvent event, void *arg)
-{
-	ListCell   *lc;
-	List	   *logs = pool_xact_logs;
-
-	if (logs == NIL)
-		return;
-	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PARALLEL_PRE_COMMIT)
-	{
-		pool_xact_logs = NIL;
-		foreach(lc, logs)
-			ereport(LOG, (errmsg_internal("%s", (char *) lfirst(lc))));
-	}
-	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
-			 event == XACT_EVENT_PREPARE || event == XACT_EVENT_COMMIT)
-		pool_xact_logs = NIL;
-}
-
-/*
- * Log a line for the operator (a projection paused, resumed, rebuilt) if,
- * and when, the transaction commits.
- */
-void
-projection_log_at_commit(const char *message)
-{
-	MemoryContext oldcxt;
-
-	if (!pool_log_callback_registered)
-	{
-		RegisterXactCallback(pool_log_xact_callback, NULL);
-		pool_log_callback_registered = true;
-	}
-	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
-	pool_xact_logs = lappend(pool_xact_logs, pstrdup(message));
-	MemoryContextSwitchTo(oldcxt);
 }
 
 /*
@@ -402,6 +481,18 @@ projection_pool_waiting(Oid dboid)
 }
 
 /*
+ * Does the worker group of one projection of the database wait for a free
+ * pool slot?  Reads the launcher's last word without a lock.
+ */
+bool
+projection_pool_group_waiting(Oid dboid, int32 projection_id)
+{
+	ProjectionDbDemand *e = projection_pool_demand(dboid, false);
+
+	return e != NULL && (pg_atomic_read_u32(&e->waiting) & pool_group_bit(projection_id)) != 0;
+}
+
+/*
  * The wait event to report while one of our processes waits.  On 17 and
  * later each has its own name (pg_stat_activity.wait_event), registered on
  * first use in this process; before, they are all "Extension".
@@ -423,10 +514,49 @@ projection_wait_event(ProjectionWaitEvent which)
 }
 
 PG_FUNCTION_INFO_V1(projection_waiting_for_worker);
+PG_FUNCTION_INFO_V1(projection_waiting_for_worker_of);
 
-/* _waiting_for_worker(): does a worker group of this database wait for a pool slot? */
+/*
+ * _waiting_for_worker() of version 1.3: does a worker group of this
+ * database wait for a pool slot?  Kept for databases not yet updated to 1.4.
+ */
 Datum
 projection_waiting_for_worker(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(ProjectionShared != NULL && projection_pool_waiting(MyDatabaseId));
+}
+
+/*
+ * _waiting_for_worker(name) (1.4): does this async projection's own worker
+ * group wait for a pool slot?  False for an unknown or inline projection.
+ * The registry is read only while some group of the database waits, so the
+ * status view stays cheap.
+ */
+Datum
+projection_waiting_for_worker_of(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	ProjectionDbDemand *e;
+	ProjectionRegistry *registry;
+	bool		result = false;
+	int			i;
+
+	if (ProjectionShared == NULL)
+		PG_RETURN_BOOL(false);
+	e = projection_pool_demand(MyDatabaseId, false);
+	if (e == NULL || pg_atomic_read_u32(&e->waiting) == 0)
+		PG_RETURN_BOOL(false);
+	registry = projection_registry_acquire();
+	for (i = 0; i < registry->nprojections; i++)
+	{
+		ProjectionDef *def = &registry->projections[i];
+
+		if (strcmp(def->name, name) == 0)
+		{
+			result = !def->is_inline && projection_pool_group_waiting(MyDatabaseId, def->id);
+			break;
+		}
+	}
+	projection_registry_release(registry);
+	PG_RETURN_BOOL(result);
 }

@@ -32,6 +32,8 @@ typedef struct ProjectionDbDemand
 {
 	pg_atomic_uint32 dboid;		/* InvalidOid: entry free */
 	pg_atomic_uint32 pending;	/* worker groups asked for, not yet seen by the launcher */
+	pg_atomic_uint32 waiting;	/* groups waiting for a free pool slot, as of the
+								 * launcher's last pass (written by it only) */
 	uint32		wanted;			/* groups the launcher has still to give a worker */
 	bool		probe;			/* the wanted workers only look (after a server start) */
 	int			stop;			/* > 0: start no worker (utility.c's database commands) */
@@ -67,15 +69,13 @@ typedef enum ProjectionWaitEvent
 
 extern uint32 projection_wait_event(ProjectionWaitEvent which);
 
-extern Size projection_pool_shmem_size(void);
-extern void projection_pool_shmem_init(void);
+extern void projection_pool_install_hooks(void);
 
-/* committing backends (trigger.c) */
+/* committing backends (inline.c, xact.c) */
 extern void projection_pool_note_append(ProjectionRegistry *registry);
-extern void projection_pool_want_all(void);
+extern void projection_pool_at_pre_commit(void);
 extern void projection_pool_at_commit(void);
 extern void projection_pool_at_abort(void);
-extern void projection_log_at_commit(const char *message);
 
 /* the launcher and the workers */
 extern ProjectionDbDemand *projection_pool_demand(Oid dboid, bool create);
@@ -88,5 +88,6 @@ extern void projection_pool_release_database(Oid dboid);
 /* why async projections of a database cannot run, or NULL (api.c) */
 extern const char *projection_pool_unavailable(Oid dboid, char **hint);
 extern bool projection_pool_waiting(Oid dboid);
+extern bool projection_pool_group_waiting(Oid dboid, int32 projection_id);
 
 #endif							/* PROJECTION_POOL_H */

@@ -23,6 +23,7 @@
 #include "batch.h"
 #include "depend.h"
 #include "launcher.h"
+#include "pool.h"
 #include "projection.h"
 #include "shmem.h"
 #include "utility.h"
@@ -134,5 +135,6 @@ _PG_init(void)
 	MarkGUCPrefixReserved("projection");
 
 	projection_shmem_install_hooks();
+	projection_pool_install_hooks();
 	projection_launcher_register();
 }

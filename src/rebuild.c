@@ -24,7 +24,7 @@
 
 #include "horizon.h"
 #include "inline.h"
-#include "pool.h"
+#include "oplog.h"
 #include "projection.h"
 #include "registry.h"
 #include "replay.h"

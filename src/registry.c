@@ -32,6 +32,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 
+#include "cancel.h"
 #include "checkpoint.h"
 #include "projection.h"
 #include "registry.h"

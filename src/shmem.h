@@ -85,14 +85,6 @@ typedef struct ProjectionHold
 	pg_atomic_uint32 database;	/* InvalidOid: no database hold */
 } ProjectionHold;
 
-/* what projection_cancel_batch() found holding a registry row */
-typedef enum ProjectionCancelResult
-{
-	PROJECTION_CANCEL_SENT,		/* a worker's batch: cancelled */
-	PROJECTION_CANCEL_NOT_YET,	/* a worker, not yet in its batch: ask again */
-	PROJECTION_CANCEL_NOT_WORKER	/* another session (or nobody) */
-} ProjectionCancelResult;
-
 typedef struct ProjectionProgressKey
 {
 	Oid			dboid;
@@ -139,6 +131,7 @@ typedef struct ProjectionSharedState
 
 extern ProjectionSharedState *ProjectionShared;
 extern ProjectionAppender *ProjectionAppenders;
+extern ProjectionHold *ProjectionHolds;
 extern HTAB *ProjectionProgressHash;
 extern int	ProjectionNumAppenders;
 
@@ -149,22 +142,12 @@ extern void projection_wake_database_worker(Oid dboid);
 extern ConditionVariable *projection_feed_cv(Oid dboid);
 extern void projection_feed_wake(Oid dboid);
 extern void projection_request_launcher_at_commit(void);
+extern bool projection_launcher_requested(void);
 extern void projection_launcher_request_at_eoxact(bool commit);
 extern ProjectionDbSlot *projection_find_dbslot(Oid dboid, int index);
+extern void projection_slot_clear(ProjectionDbSlot *slot);
 extern void projection_registry_change_begin(Oid dboid);
 extern void projection_registry_change_end(Oid dboid);
 extern bool projection_registry_generation(Oid dboid, uint64 *gen);
-
-/* cancelling a worker's batch for a management call */
-extern void projection_hold(Oid dboid, int32 projection_id);
-extern void projection_release_hold(void);
-extern void projection_release_database_hold(void);
-extern Datum projection_held_projections(Oid dboid);
-extern bool projection_database_held(Oid dboid);
-extern ProjectionCancelResult projection_cancel_batch(Oid dboid, TransactionId xid);
-extern int	projection_cancel_database_batches(Oid dboid);
-extern void projection_worker_batch_begin(Oid dboid, int index);
-extern void projection_worker_batch_end(Oid dboid, int index);
-extern bool projection_worker_batch_aborted(Oid dboid, int index);
 
 #endif							/* PROJECTION_SHMEM_H */

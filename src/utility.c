@@ -17,7 +17,7 @@
  * DROP EXTENSION projection must not wait behind a worker's batch either
  * (a handler may run for minutes): before the command runs, the backend
  * holds the database (workers start no round) and cancels every batch of
- * the database's workers (shmem.c, cancel requests), waiting until each has
+ * the database's workers (cancel.c), waiting until each has
  * rolled back; then the command takes its locks without waiting for them.
  * The hold ends with the transaction (an end-of-transaction callback): a
  * worker that started a round while the drop was not yet committed would
@@ -61,6 +61,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "cancel.h"
 #include "depend.h"
 #include "pool.h"
 #include "projection.h"

@@ -274,7 +274,7 @@ worker_start(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	/* a cancel (SIGINT) may only interrupt a batch (shmem.c, cancel requests) */
+	/* a cancel (SIGINT) may only interrupt a batch (cancel.c) */
 	HOLD_CANCEL_INTERRUPTS();
 
 	/*

@@ -30,6 +30,7 @@
 
 #include "apply.h"
 #include "batch.h"
+#include "cancel.h"
 #include "catalog.h"
 #include "handler.h"
 #include "horizon.h"

@@ -43,6 +43,7 @@
 #include "utils/memutils.h"
 
 #include "batch.h"
+#include "cancel.h"
 #include "catalog.h"
 #include "events.h"
 #include "handler.h"

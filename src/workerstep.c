@@ -38,6 +38,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "cancel.h"
 #include "catalog.h"
 #include "checkpoint.h"
 #include "depend.h"

@@ -30,6 +30,7 @@
 #include "handler.h"
 #include "horizon.h"
 #include "inline.h"
+#include "oplog.h"
 #include "pool.h"
 #include "projection.h"
 #include "registry.h"
@@ -63,6 +64,8 @@ projection_xact_callback(XactEvent event, void *arg)
 						 errdetail("Sessions could not tell when the change becomes visible.")));
 			break;
 		case XACT_EVENT_PRE_COMMIT:
+			/* the worker groups a management call gave work to (pool.c) */
+			projection_pool_at_pre_commit();
 			/* before the commit becomes visible (shmem.c, registry generations) */
 			projection_registry_at_pre_commit();
 			break;
@@ -77,6 +80,8 @@ projection_xact_callback(XactEvent event, void *arg)
 			projection_handler_at_eoxact();
 			projection_utility_at_eoxact();
 			projection_feed_at_eoxact(true);
+			/* the management calls' LOG lines, now that they committed (oplog.c) */
+			projection_oplog_at_eoxact(true);
 			break;
 		case XACT_EVENT_ABORT:
 			projection_registry_at_eoxact();
@@ -90,6 +95,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			projection_handler_at_eoxact();
 			projection_utility_at_eoxact();
 			projection_feed_at_eoxact(false);
+			projection_oplog_at_eoxact(false);
 			break;
 		case XACT_EVENT_PREPARE:
 			/* PRE_PREPARE refused appends and registry changes */
@@ -101,6 +107,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			projection_handler_at_eoxact();
 			projection_utility_at_eoxact();
 			projection_feed_at_eoxact(false);
+			projection_oplog_at_eoxact(false);
 			break;
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -116,7 +123,8 @@ projection_xact_callback(XactEvent event, void *arg)
  * Subtransaction end.  At abort: its stream locks, versions, positions and
  * counted rows are gone (events.c), so are the events it queued for inline
  * projections (inline.c) and the handler calls it built (handler.c); a
- * create() or a replay running in it has ended.  At commit: what it did
+ * create() or a replay running in it has ended, and the LOG lines it kept
+ * for the commit are dropped (oplog.c).  At commit: what it did
  * now belongs to its parent.
  */
 static void
@@ -130,6 +138,7 @@ projection_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		projection_inline_at_subxact_abort(mySubid);
 		projection_replay_at_abort(mySubid);
 		projection_handler_at_subxact_abort(mySubid);
+		projection_oplog_at_subxact_abort(mySubid);
 	}
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
 	{

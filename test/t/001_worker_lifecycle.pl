@@ -89,8 +89,11 @@ is( $node->safe_psql(
 $node->safe_psql('postgres', 'CREATE DATABASE db1');
 $node->create_ext('db1');
 setup_projection($node, 'db1');
+# with nothing to apply yet, the new projection needs no worker; its first
+# event gets one started
+check_applies($node, 'db1', 'after CREATE EXTENSION');
 ok($node->wait_for_worker('db1'),
-	'a worker runs in db1 right after its first async projection, without a restart');
+	'a worker runs in db1 right after its first async event, without a restart');
 is( $node->safe_psql(
 		'postgres',
 		"SELECT count(*) FROM pg_stat_activity "
@@ -98,7 +101,6 @@ is( $node->safe_psql(
 		  . "AND application_name = 'projection worker'"),
 	'1',
 	'pg_stat_activity shows one projection worker connected to db1 (one group has a projection)');
-check_applies($node, 'db1', 'after CREATE EXTENSION');
 
 # CREATE EXTENSION in a rolled-back transaction starts nothing
 $node->safe_psql('postgres', 'CREATE DATABASE db_rollback');

@@ -22,7 +22,6 @@ $node->start;
 my $db = 'postgres';
 $node->create_ext($db);
 $node->create_recording_projection($db, 'p', 'worker_only', 'h');
-my ($pid) = $node->worker_pids($db);
 
 # one transaction per append: the worker applies them in several rounds
 for my $i (1 .. 50)
@@ -30,6 +29,8 @@ for my $i (1 .. 50)
 	$node->safe_psql($db, "SELECT projection.append('s-$i', 'E', '{}')");
 }
 ok($node->wait_caught_up($db, 'p'), 'the worker applied 50 events');
+# started by the first event (nothing to apply before it), it stays for the idle timeout
+my ($pid) = $node->worker_pids($db);
 
 sub inserted
 {

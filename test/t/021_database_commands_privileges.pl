@@ -41,6 +41,9 @@ SELECT projection.create('counted', 'apply_h', tables => '{applied}');
 my $intruder = $node->connstr('postgres') . ' user=regress_intruder';
 my $owner = $node->connstr('postgres') . ' user=regress_tenant';
 
+# a worker runs once the projection has an event to apply (and stays)
+$node->safe_psql('tenant', "SELECT projection.append('s', 'E', '{}')");
+ok($node->wait_caught_up('tenant', 'counted'), 'the first event is applied');
 my @pids = $node->worker_pids('tenant');
 
 # A command the intruder may not run: PostgreSQL's error, the same workers.
