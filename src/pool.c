@@ -77,6 +77,15 @@ ProjectionPoolState *ProjectionPool = NULL;
 /* worker groups with a running async projection this transaction appended for */
 static uint32 pool_xact_groups = 0;
 
+/*
+ * A management call's commit: the groups of every running or catching-up
+ * async projection (pool_groups_with_work), and the count of untrusted
+ * registry loads read before the change began to commit
+ * (projection_pool_before_registry_change).
+ */
+static uint32 pool_xact_candidates = 0;
+static uint64 pool_xact_untrusted_loads = 0;
+
 /* this backend's entry in the demand table (its database never changes) */
 static ProjectionDbDemand *pool_my_entry = NULL;
 
@@ -265,31 +274,38 @@ pool_owner_entries_missing(void)
  * longer) installed.  Raises only on can't-happen SPI failures.
  */
 static uint32
-pool_groups_with_work(void)
+pool_groups_with_work(uint32 *candidates)
 {
 	uint32		groups = 0;
 	char	   *sql;
 	uint64		i;
 
+	*candidates = 0;
 	if (!OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
 		return 0;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	sql = psprintf("SELECT p.id FROM projection.projections p "
-				   "WHERE p.mode OPERATOR(pg_catalog.=) 'async' "
-				   "AND (p.state OPERATOR(pg_catalog.=) 'catching_up' "
-				   "OR (p.state OPERATOR(pg_catalog.=) 'running' AND %s OPERATOR(pg_catalog.<) "
+	sql = psprintf("SELECT p.id, p.state OPERATOR(pg_catalog.=) 'catching_up' "
+				   "OR %s OPERATOR(pg_catalog.<) "
 				   "(SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END "
-				   "FROM projection." PROJECTION_EVENTS_SEQUENCE " s)))",
+				   "FROM projection." PROJECTION_EVENTS_SEQUENCE " s) "
+				   "FROM projection.projections p "
+				   "WHERE p.mode OPERATOR(pg_catalog.=) 'async' "
+				   "AND p.state OPERATOR(pg_catalog.=) ANY ('{catching_up,running}')",
 				   projection_checkpoint_sql());
 	PushActiveSnapshot(GetTransactionSnapshot());
 	projection_registry_exec(sql, 0, NULL, NULL, NULL, SPI_OK_SELECT);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
+		bool		work_null;
 		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		work = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &work_null);
 
-		if (!isnull)
+		if (isnull)
+			continue;
+		*candidates |= pool_group_bit(DatumGetInt32(id));
+		if (!work_null && DatumGetBool(work))
 			groups |= pool_group_bit(DatumGetInt32(id));
 	}
 	if ((groups & 1) == 0 && pool_owner_entries_missing())
@@ -312,9 +328,31 @@ pool_groups_with_work(void)
 void
 projection_pool_at_pre_commit(void)
 {
+	uint32		candidates;
+
 	if (ProjectionShared == NULL || !projection_launcher_requested())
 		return;
-	pool_xact_groups |= pool_groups_with_work();
+	pool_xact_groups |= pool_groups_with_work(&candidates);
+	pool_xact_candidates |= candidates;
+}
+
+/*
+ * Pre-commit, before this transaction's registry change begins to commit
+ * (xact.c; registry.c then calls projection_registry_change_begin, and only
+ * after that does projection_pool_at_pre_commit look for work).  An append
+ * that draws its position after that look, while the change is not yet
+ * visible, may read a registry without it (a resumed or created projection
+ * missing) and ask for no worker: but such a registry load happens while
+ * the change is committing, and counts itself (catalog.c,
+ * projection_registry_note_untrusted) before taking its snapshot.  An
+ * append that loaded its registry before the change began drew its position
+ * before the look, which sees it.  projection_pool_at_commit, after our
+ * commit became visible, compares the count with the one read here.
+ */
+void
+projection_pool_before_registry_change(void)
+{
+	pool_xact_untrusted_loads = projection_registry_untrusted_loads(MyDatabaseId);
 }
 
 /*
@@ -332,7 +370,12 @@ projection_pool_at_commit(void)
 	uint32		covered = 0;
 	int			i;
 
+	/* someone read the registry while our change was committing */
+	if ((pool_xact_candidates & ~groups) != 0 &&
+		projection_registry_untrusted_loads(MyDatabaseId) != pool_xact_untrusted_loads)
+		groups |= pool_xact_candidates;
 	pool_xact_groups = 0;
+	pool_xact_candidates = 0;
 	if (ProjectionShared == NULL || groups == 0)
 		return;
 
@@ -374,6 +417,7 @@ void
 projection_pool_at_abort(void)
 {
 	pool_xact_groups = 0;
+	pool_xact_candidates = 0;
 }
 
 /*

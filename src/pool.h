@@ -74,6 +74,7 @@ extern void projection_pool_install_hooks(void);
 /* committing backends (inline.c, xact.c) */
 extern void projection_pool_note_append(ProjectionRegistry *registry);
 extern void projection_pool_at_pre_commit(void);
+extern void projection_pool_before_registry_change(void);
 extern void projection_pool_at_commit(void);
 extern void projection_pool_at_abort(void);
 

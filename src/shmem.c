@@ -125,6 +125,7 @@ projection_shmem_startup(void)
 		{
 			pg_atomic_init_u64(&ProjectionShared->registry_gens[i].gen, 1);
 			pg_atomic_init_u32(&ProjectionShared->registry_gens[i].changing, 0);
+			pg_atomic_init_u64(&ProjectionShared->registry_gens[i].untrusted_loads, 0);
 		}
 		ProjectionShared->launcher_pgprocno = -1;
 		ProjectionShared->launcher_pid = 0;
@@ -272,6 +273,35 @@ projection_registry_generation(Oid dboid, uint64 *gen)
 	stable = pg_atomic_read_u32(&slot->changing) == 0;
 	pg_memory_barrier();
 	return stable;
+}
+
+/*
+ * A registry cache is being loaded while a change is committing (its
+ * generation was not stable): counted before the load takes its snapshot,
+ * so that the committing transaction, which reads the count after it became
+ * visible, knows a reader may have missed its change (pool.c).
+ */
+void
+projection_registry_note_untrusted(Oid dboid)
+{
+	ProjectionRegistryGen *slot = registry_gen_slot(dboid);
+
+	if (slot == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&slot->untrusted_loads, 1);
+	pg_memory_barrier();
+}
+
+/* The count of projection_registry_note_untrusted; 0 without shared memory. */
+uint64
+projection_registry_untrusted_loads(Oid dboid)
+{
+	ProjectionRegistryGen *slot = registry_gen_slot(dboid);
+
+	if (slot == NULL)
+		return 0;
+	pg_memory_barrier();
+	return pg_atomic_read_u64(&slot->untrusted_loads);
 }
 
 /*

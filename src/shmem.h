@@ -113,6 +113,8 @@ typedef struct ProjectionRegistryGen
 {
 	pg_atomic_uint64 gen;
 	pg_atomic_uint32 changing;
+	/* registry loads made while a change was committing (pool.c) */
+	pg_atomic_uint64 untrusted_loads;
 } ProjectionRegistryGen;
 
 typedef struct ProjectionSharedState
@@ -149,5 +151,7 @@ extern void projection_slot_clear(ProjectionDbSlot *slot);
 extern void projection_registry_change_begin(Oid dboid);
 extern void projection_registry_change_end(Oid dboid);
 extern bool projection_registry_generation(Oid dboid, uint64 *gen);
+extern void projection_registry_note_untrusted(Oid dboid);
+extern uint64 projection_registry_untrusted_loads(Oid dboid);
 
 #endif							/* PROJECTION_SHMEM_H */

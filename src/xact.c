@@ -64,10 +64,14 @@ projection_xact_callback(XactEvent event, void *arg)
 						 errdetail("Sessions could not tell when the change becomes visible.")));
 			break;
 		case XACT_EVENT_PRE_COMMIT:
-			/* the worker groups a management call gave work to (pool.c) */
-			projection_pool_at_pre_commit();
-			/* before the commit becomes visible (shmem.c, registry generations) */
+			/*
+			 * Before the commit becomes visible (shmem.c, registry
+			 * generations); then the worker groups a management call gave
+			 * work to (pool.c says why in this order).
+			 */
+			projection_pool_before_registry_change();
 			projection_registry_at_pre_commit();
+			projection_pool_at_pre_commit();
 			break;
 		case XACT_EVENT_COMMIT:
 			projection_registry_at_eoxact();
