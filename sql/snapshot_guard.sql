@@ -1,7 +1,9 @@
 --
 -- snapshot_guard: a snapshot projection's own batch statement (the one that
 -- calls projection._snapshot_apply) cannot be removed with off_batch, and
--- on_batch and on() refuse snapshot projections
+-- on_batch and on() refuse snapshot projections; the view
+-- projection.batch_statements lists batch statements as
+-- projection.statements lists those of on()
 --
 CREATE ROLE regress_sg_owner NOLOGIN;
 CREATE ROLE regress_sg_other NOLOGIN;
@@ -57,10 +59,38 @@ SELECT projection.wait('sg_counts', :last, '30 s') AS caught_up;
 SELECT stream_id, state, state = projection.snapshot('sg_counts', stream_id) AS current
   FROM projection.snapshots WHERE name = 'sg_counts';
 
+--
+-- projection.batch_statements: the batch statements, listable by everyone,
+-- the text only for the owner's role and readers of the events
+--
+SET ROLE regress_sg_owner;
+SELECT projection.on_batch('sg_plain', 'INSERT INTO regress_sg.seen SELECT global_position FROM batch ON CONFLICT DO NOTHING');
+SELECT name, seq, statement, owner, snapshot FROM projection.batch_statements
+ WHERE name LIKE 'sg\_%' ORDER BY name COLLATE "C", seq;
+RESET ROLE;
+-- another role sees that they exist, not their text
+SET ROLE regress_sg_other;
+SELECT name, seq, statement IS NULL AS masked, owner, snapshot FROM projection.batch_statements
+ WHERE name LIKE 'sg\_%' ORDER BY name COLLATE "C", seq;
+-- the table behind it stays closed
+SELECT count(*) FROM projection.batch_handlers;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+-- a role with SELECT on the events sees the text
+GRANT SELECT ON projection.events TO regress_sg_other;
+SET ROLE regress_sg_other;
+SELECT count(statement) AS visible FROM projection.batch_statements WHERE name LIKE 'sg\_%';
+RESET ROLE;
+REVOKE SELECT ON projection.events FROM regress_sg_other;
+-- projection.statements still lists only the statements of on()
+SELECT count(*) AS on_statements FROM projection.statements WHERE name LIKE 'sg\_%';
+
 -- an ordinary projection's batch statements are still removed by off_batch
 SET ROLE regress_sg_owner;
 SELECT projection.off_batch('sg_plain') AS removed;
 RESET ROLE;
+SELECT name, seq, snapshot FROM projection.batch_statements
+ WHERE name LIKE 'sg\_%' ORDER BY name COLLATE "C", seq;
 
 --
 -- clean up
