@@ -99,3 +99,25 @@ SELECT s.name, s.mode, s.state, s."position", s.lag_events, s.lag_seconds, s.las
 COMMENT ON VIEW projection.status IS 'one row per projection: state, checkpoint, lag, last error (last_error only for the owner and readers of events), number of dead letters, and whether its worker group waits for a worker slot';
 
 DROP FUNCTION projection._waiting_for_worker();
+
+/*
+ * Section "fixes1" (issue 11 item 2): a projection's batch statements, for
+ * everyone to list, as projection.statements lists those of on(): the
+ * statement text only for members of the owner role and roles with SELECT
+ * on projection.events.  "snapshot" marks the own statement of a snapshot
+ * projection (which off_batch, on_batch and on() refuse to touch).  The
+ * view reads the registry with its owner's rights; the filter uses the
+ * caller's.
+ */
+CREATE VIEW projection.batch_statements WITH (security_barrier) AS
+SELECT p.name, b.seq,
+	   CASE WHEN pg_catalog.pg_has_role(p.owner::pg_catalog.oid, 'USAGE')
+				 OR pg_catalog.has_table_privilege('projection.events'::pg_catalog.regclass, 'SELECT')
+			THEN b.statement END AS statement,
+	   p.owner,
+	   EXISTS (SELECT 1 FROM projection.snapshot_defs d
+				WHERE d.projection_id OPERATOR(pg_catalog.=) p.id) AS snapshot
+  FROM projection.batch_handlers b
+  JOIN projection.projections p ON p.id OPERATOR(pg_catalog.=) b.projection_id;
+COMMENT ON VIEW projection.batch_statements IS 'the batch statements added with projection.on_batch() (and those of snapshot projections), in the order they run (statement only for the owner and readers of events)';
+GRANT SELECT ON projection.batch_statements TO PUBLIC;

@@ -63,5 +63,6 @@ extern void projection_batch_apply_inline_one(ProjectionRegistry *registry,
 /* batchdef.c */
 extern void projection_batch_add_statement(int32 projection_id, Oid owner,
 										   const char *search_path, const char *statement);
+extern void projection_refuse_snapshot(int32 id, const char *name, const char *action);
 
 #endif							/* PROJECTION_BATCH_H */

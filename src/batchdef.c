@@ -12,7 +12,10 @@
  * running it.  Only then is it stored in projection.batch_handlers, after
  * the projection's others.  Kinds of projection built on batch statements
  * (snapshots, snapshot.c) add theirs through
- * projection_batch_add_statement().
+ * projection_batch_add_statement().  A snapshot projection's only
+ * statement is its own (it writes the stored states): on_batch, off_batch
+ * and on() refuse snapshot projections (projection_refuse_snapshot), so
+ * that the states cannot silently stop being written.
  *
  * Locking: on_batch and off_batch lock the projection's registry row (FOR
  * UPDATE; a worker batch holding it is short) and write the registry as
@@ -89,6 +92,32 @@ batch_validate(const char *sql)
  */
 
 /*
+ * Raise WRONG_OBJECT_TYPE if projection "id" is a snapshot projection:
+ * its one batch statement calls projection._snapshot_apply and is the
+ * extension's, not the user's, so "action" (the function refused, for the
+ * message) must not add to or remove it.  Caller is connected to SPI and
+ * holds the projection's registry row locked, so the answer cannot change
+ * before its commit.
+ */
+void
+projection_refuse_snapshot(int32 id, const char *name, const char *action)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		values[1];
+
+	values[0] = Int32GetDatum(id);
+	projection_registry_exec("SELECT 1 FROM projection.snapshot_defs "
+							 "WHERE projection_id OPERATOR(pg_catalog.=) $1",
+							 1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot use %s on snapshot projection \"%s\"", action, name),
+				 errdetail("A snapshot projection has only its own batch statement, which writes its stored states."),
+				 errhint("Use projection.drop() to remove a snapshot projection, or create a separate projection for other statements.")));
+}
+
+/*
  * Lock a projection's registry row (a worker batch holding it is waited
  * for: batches are short) and check that the caller owns it.  Returns its
  * id; *owner and *search_path (palloc'd in "cxt") if asked for.  Caller is
@@ -159,7 +188,8 @@ projection_batch_add_statement(int32 projection_id, Oid owner, const char *searc
 }
 
 /*
- * on_batch(name, statement): add a batch statement.  Only the projection's
+ * on_batch(name, statement): add a batch statement (not to a snapshot
+ * projection).  Only the projection's
  * owner (or a member of that role, or a superuser) may; the statement is
  * prepared now as the owner, so that errors in it (unknown tables or
  * columns, a syntax error, a missing privilege) are reported here and
@@ -179,13 +209,17 @@ projection_on_batch(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	id = batch_lookup_owned(name, cxt, &owner, &search_path);
+	projection_refuse_snapshot(id, name, "projection.on_batch()");
 	projection_batch_add_statement(id, owner, search_path, statement);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_VOID();
 }
 
-/* off_batch(name): remove the projection's batch statements; returns how many */
+/*
+ * off_batch(name): remove the projection's batch statements; returns how
+ * many.  Refused on a snapshot projection (its statement is its own).
+ */
 Datum
 projection_off_batch(PG_FUNCTION_ARGS)
 {
@@ -198,6 +232,7 @@ projection_off_batch(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	values[0] = Int32GetDatum(batch_lookup_owned(name, cxt, NULL, NULL));
+	projection_refuse_snapshot(DatumGetInt32(values[0]), name, "projection.off_batch()");
 	projection_registry_exec("DELETE FROM projection.batch_handlers WHERE projection_id OPERATOR(pg_catalog.=) $1",
 							 1, types, values, NULL, SPI_OK_DELETE);
 	removed = SPI_processed;

@@ -23,6 +23,7 @@
 
 #include "utils/builtins.h"
 
+#include "batch.h"
 #include "checkpoint.h"
 #include "handler.h"
 #include "horizon.h"
@@ -77,7 +78,8 @@ manage_end(void)
 /*
  * on(name, event_type, statement): add a statement handler.  The statement
  * is prepared now, as the projection's owner with its search_path, so that
- * errors in it are reported here rather than at the first event.
+ * errors in it are reported here rather than at the first event.  Refused
+ * on a snapshot projection (batchdef.c): its only handler is its own.
  */
 Datum
 projection_on(PG_FUNCTION_ARGS)
@@ -91,6 +93,7 @@ projection_on(PG_FUNCTION_ARGS)
 	SPIPlanPtr	plan;
 
 	row = manage_begin(name);
+	projection_refuse_snapshot(row->id, name, "projection.on()");
 
 	registry = projection_registry_acquire();
 	memset(&scope, 0, sizeof(scope));
