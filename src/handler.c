@@ -45,6 +45,7 @@
 void
 projection_owner_enter(ProjectionOwnerScope *scope, ProjectionDef *def)
 {
+	scope->projection = def->name;
 	if (scope->active)
 	{
 		if (scope->owner == def->owner && strcmp(scope->search_path, def->search_path) == 0)

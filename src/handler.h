@@ -17,6 +17,7 @@
 typedef struct ProjectionOwnerScope
 {
 	bool		active;
+	const char *projection;		/* the projection last entered, for errors */
 	Oid			owner;
 	const char *search_path;
 	Oid			save_userid;

@@ -9,7 +9,12 @@
  * rollback takes them out again, projection_inline_at_subxact_abort), and
  * the outermost call applies them after its own, so every projection still
  * sees global_position order and never an event that was rolled back.  The
- * queue lives in TopTransactionContext and is cleared by xact.c.
+ * queue lives in TopTransactionContext and is cleared by xact.c.  Each
+ * queued event carries its depth (1 for an event a handler appended while
+ * applying the statement's events, n + 1 for one appended while applying an
+ * event of depth n); a chain deeper than PROJECTION_MAX_INLINE_DEPTH (a
+ * handler that appends what its own projection handles, say) fails the
+ * append, as PostgreSQL's own recursive triggers stop at max_stack_depth.
  *
  * Locking: an inline projection that catches up or rebuilds locks
  * appenders out (ShareLock on projection.events,
@@ -26,6 +31,7 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -48,11 +54,22 @@ PG_FUNCTION_INFO_V1(projection_inline_trigger);
 typedef struct PendingEvent
 {
 	SubTransactionId subid;
+	int			depth;			/* of nested appends, from 1 */
 	HeapTuple	tuple;
 } PendingEvent;
 
+/*
+ * The deepest chain of nested appends the outermost trigger applies: far
+ * more than any legitimate chain of projections, few enough that a handler
+ * that appends what its own projection handles fails in well under a second
+ * instead of running until it is cancelled.
+ */
+#define PROJECTION_MAX_INLINE_DEPTH	1000
+
 static int	inline_depth = 0;
 static List *inline_pending = NIL;	/* of PendingEvent, in TopTransactionContext */
+static int	inline_event_depth = 0; /* depth of the event being applied */
+static ProjectionOwnerScope *inline_scope = NULL;	/* the outermost call's */
 
 /*
  * Block appends until the end of the transaction and wait for in-flight
@@ -127,19 +144,56 @@ inline_check_call(FunctionCallInfo fcinfo)
 }
 
 /*
+ * A handler appended events nested deeper than the limit: raise
+ * statement_too_complex (54001, as max_stack_depth does), naming the
+ * projection whose handler appended them.  The error aborts the appending
+ * statement, so nothing of the chain is applied or appended.
+ */
+static void
+inline_check_depth(int depth, Tuplestorestate *ts, TupleDesc desc)
+{
+	TupleTableSlot *slot;
+	char	   *event_type = NULL;
+
+	if (depth <= PROJECTION_MAX_INLINE_DEPTH)
+		return;
+	slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	tuplestore_rescan(ts);
+	if (tuplestore_gettupleslot(ts, true, false, slot))
+	{
+		bool		isnull;
+		Datum		d = slot_getattr(slot, Anum_events_event_type, &isnull);
+
+		event_type = isnull ? NULL : TextDatumGetCString(d);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	ereport(ERROR,
+			(errcode(ERRCODE_STATEMENT_TOO_COMPLEX),
+			 errmsg("inline projection \"%s\" appended events nested more than %d levels deep",
+					inline_scope && inline_scope->projection ? inline_scope->projection : "?",
+					PROJECTION_MAX_INLINE_DEPTH),
+			 event_type ? errdetail("Its handler appended an event of type \"%s\" while applying an event appended %d levels deep by inline handlers.",
+									event_type, depth - 1) : 0,
+			 errhint("An inline handler probably appends events that its own projection, or a projection it feeds, handles again: append another event type, or filter the projection's event_types.")));
+}
+
+/*
  * A handler appended (the trigger is re-entered): queue the statement's
  * events for the outermost call, tagged with this subtransaction, which
  * inserted them (the statement ran in it), so that the subtransaction
- * callback can drop them if it rolls back.  The queue is in
- * TopTransactionContext.
+ * callback can drop them if it rolls back, and with their depth, checked
+ * against the limit.  The queue is in TopTransactionContext.
  */
 static void
 inline_queue_nested(Tuplestorestate *ts, TupleDesc desc)
 {
 	MemoryContext oldcxt;
-	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	TupleTableSlot *slot;
 	SubTransactionId subid = GetCurrentSubTransactionId();
+	int			depth = inline_event_depth + 1;
 
+	inline_check_depth(depth, ts, desc);
+	slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
 	tuplestore_rescan(ts);
 	while (tuplestore_gettupleslot(ts, true, false, slot))
 	{
@@ -150,6 +204,7 @@ inline_queue_nested(Tuplestorestate *ts, TupleDesc desc)
 		oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 		pe = palloc(sizeof(PendingEvent));
 		pe->subid = subid;
+		pe->depth = depth;
 		pe->tuple = heap_copytuple(tup);
 		inline_pending = lappend(inline_pending, pe);
 		MemoryContextSwitchTo(oldcxt);
@@ -163,7 +218,9 @@ inline_queue_nested(Tuplestorestate *ts, TupleDesc desc)
  * Events appended by handlers, in the order they were appended.  Those of
  * subtransactions that rolled back are gone from the queue; the others'
  * subtransactions have all ended (a handler cannot return inside one),
- * committed into ours.  Each event in event_cxt, reset after it.
+ * committed into ours.  Each event in event_cxt, reset after it, at its
+ * depth, which the events its handlers append exceed by one.  The loop
+ * checks for interrupts: it is where a runaway chain spends its time.
  */
 static void
 inline_apply_pending(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
@@ -175,8 +232,10 @@ inline_apply_pending(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
 	{
 		PendingEvent *pe = linitial(inline_pending);
 
+		CHECK_FOR_INTERRUPTS();
 		Assert(pe->subid == GetCurrentSubTransactionId());
 		inline_pending = list_delete_first(inline_pending);
+		inline_event_depth = pe->depth;
 		oldcxt = MemoryContextSwitchTo(event_cxt);
 		inline_apply_tuple(registry, scope, pe->tuple, desc);
 		projection_batch_apply_inline_one(registry, scope, pe->tuple, desc);
@@ -185,6 +244,7 @@ inline_apply_pending(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
 		heap_freetuple(pe->tuple);
 		pfree(pe);
 	}
+	inline_event_depth = 0;
 }
 
 /*
@@ -202,6 +262,7 @@ inline_apply_statement(ProjectionRegistry *registry, Tuplestorestate *ts, TupleD
 	TupleTableSlot *slot;
 
 	memset(&scope, 0, sizeof(scope));
+	inline_scope = &scope;
 	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection inline event",
 									  ALLOCSET_DEFAULT_SIZES);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -226,6 +287,7 @@ inline_apply_statement(ProjectionRegistry *registry, Tuplestorestate *ts, TupleD
 	inline_apply_pending(registry, &scope, desc, event_cxt);
 
 	projection_owner_leave(&scope);
+	inline_scope = NULL;
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	MemoryContextDelete(event_cxt);
@@ -246,6 +308,8 @@ inline_clear_pending(void)
 	}
 	list_free(inline_pending);
 	inline_pending = NIL;
+	inline_event_depth = 0;
+	inline_scope = NULL;
 }
 
 /*
@@ -306,6 +370,8 @@ projection_inline_at_eoxact(void)
 {
 	inline_depth = 0;
 	inline_pending = NIL;
+	inline_event_depth = 0;
+	inline_scope = NULL;
 }
 
 /* Subtransaction abort: the events it queued are gone. */
