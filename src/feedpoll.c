@@ -282,49 +282,48 @@ feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Si
  * come or wait passes (see the file header).  Owner only; the owner must
  * still be allowed to read projection.events.
  */
-Datum
-projection_poll(PG_FUNCTION_ARGS)
+/* poll's arguments, read and checked (poll_read_args) */
+typedef struct PollArgs
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *name = projection_text_arg(fcinfo, 0, "feed");
+	char	   *name;
 	int32		max_events;
 	int64		wait_ms;
 	Interval   *lease;
-	int32		partition = -1;
-	int64		after = -1;
-	Size		max_bytes = SIZE_MAX;
-	MemoryContext cxt = CurrentMemoryContext;
-	MemoryContext look_cxt;
-	MemoryContext oldcxt;
-	ProjectionFeedRow    *row;
-	TimestampTz deadline;
-	bool		release;
-	ConditionVariable *cv;
-	ProjectionFeedBatch batch;
-	bool		found = false;
+	int32		partition;		/* -1: any */
+	int64		after;			/* -1: the stored checkpoint */
+	Size		max_bytes;
+} PollArgs;
 
+/* Read and check poll's arguments; nothing is read from the catalogs. */
+static void
+poll_read_args(FunctionCallInfo fcinfo, PollArgs *args)
+{
+	args->name = projection_text_arg(fcinfo, 0, "feed");
+	args->partition = -1;
+	args->after = -1;
+	args->max_bytes = SIZE_MAX;
 	projection_require_arg(fcinfo, 1, "max_events");
 	projection_require_arg(fcinfo, 2, "wait");
 	projection_require_arg(fcinfo, 3, "lease");
-	max_events = PG_GETARG_INT32(1);
-	wait_ms = projection_feed_interval_ms(PG_GETARG_INTERVAL_P(2));
-	lease = PG_GETARG_INTERVAL_P(3);
-	if (max_events < 1)
+	args->max_events = PG_GETARG_INT32(1);
+	args->wait_ms = projection_feed_interval_ms(PG_GETARG_INTERVAL_P(2));
+	args->lease = PG_GETARG_INTERVAL_P(3);
+	if (args->max_events < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_events must be at least 1")));
-	if (wait_ms < 0)
+	if (args->wait_ms < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("wait must not be negative")));
-	if (projection_feed_interval_ms(lease) <= 0)
+	if (projection_feed_interval_ms(args->lease) <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("lease must be positive")));
 	if (!PG_ARGISNULL(4))
 	{
-		partition = PG_GETARG_INT32(4);
-		if (partition < 0)
+		args->partition = PG_GETARG_INT32(4);
+		if (args->partition < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("partition must not be negative")));
@@ -335,13 +334,13 @@ projection_poll(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("max_bytes must be at least 1")));
-		max_bytes = (Size) PG_GETARG_INT32(5);
+		args->max_bytes = (Size) PG_GETARG_INT32(5);
 	}
 	/* after (1.4): the 1.3 signature has six arguments */
 	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
 	{
-		after = PG_GETARG_INT64(6);
-		if (after < 0)
+		args->after = PG_GETARG_INT64(6);
+		if (args->after < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("after must not be negative"),
@@ -353,40 +352,57 @@ projection_poll(PG_FUNCTION_ARGS)
 				 errmsg("cannot poll a feed in a REPEATABLE READ or SERIALIZABLE transaction"),
 				 errdetail("The safe horizon needs a snapshot taken after the appending transactions are read."),
 				 errhint("Run it in a READ COMMITTED transaction.")));
-	projection_feed_require_preloaded("poll a feed");
-	InitMaterializedSRF(fcinfo, 0);
+}
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	row = projection_feed_lookup(name, false, cxt);
+/*
+ * Check the arguments against the feed: its owner's right to read the
+ * events, the partition, and after (which picks partition 0 of a feed of
+ * one partition).  Connected to SPI.
+ */
+static void
+poll_check_feed(ProjectionFeedRow *row, PollArgs *args)
+{
 	projection_feed_check_events_privilege(row->owner,
 								psprintf("The owner of feed \"%s\" needs the SELECT privilege on projection.events for polls.",
-										 name));
-	if (partition >= row->partitions)
+										 args->name));
+	if (args->partition >= row->partitions)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("feed \"%s\" has no partition %d", name, partition),
+				 errmsg("feed \"%s\" has no partition %d", args->name, args->partition),
 				 errdetail("Its partitions are 0 to %d.", row->partitions - 1)));
-	if (after >= 0 && partition < 0)
+	if (args->after >= 0 && args->partition < 0)
 	{
 		if (row->partitions > 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("after needs a partition for feed \"%s\", which has %d partitions",
-							name, row->partitions),
+							args->name, row->partitions),
 					 errdetail("A position kept by the consumer belongs to one partition."),
 					 errhint("Pass the partition whose position it is (partition => ...).")));
-		partition = 0;
+		args->partition = 0;
 	}
-	if (after > projection_sequence_last_value())
+	if (args->after > projection_sequence_last_value())
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("after %lld is past the last event", (long long) after),
+				 errmsg("after %lld is past the last event", (long long) args->after),
 				 errdetail("The last position drawn is %lld.", (long long) projection_sequence_last_value())));
+}
 
-	release = feed_may_release_snapshot(fcinfo);
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
-	cv = projection_feed_cv(MyDatabaseId);
+/*
+ * Look for events until a look leases a partition (true, the events in
+ * *batch) or the wait passes (false).  Between looks, sleep on the
+ * database's feed condition variable holding no snapshot where "release"
+ * allows it (see the file header).
+ */
+static bool
+poll_until(ProjectionFeedRow *row, PollArgs *args, bool release, ReturnSetInfo *rsinfo,
+		   ProjectionFeedBatch *batch)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), args->wait_ms);
+	ConditionVariable *cv = projection_feed_cv(MyDatabaseId);
+	MemoryContext look_cxt;
+	MemoryContext oldcxt;
+	bool		found = false;
 
 	/*
 	 * Each look allocates (partitions, appenders): a long-poll woken by
@@ -402,12 +418,12 @@ projection_poll(PG_FUNCTION_ARGS)
 		long		sleep_ms;
 		FeedLook	look;
 
-		if (wait_ms > 0)
+		if (args->wait_ms > 0)
 			ConditionVariablePrepareToSleep(cv);
 		MemoryContextReset(look_cxt);
 		oldcxt = MemoryContextSwitchTo(look_cxt);
-		look = feed_look(row, partition, after, max_events, max_bytes, lease, rsinfo, &batch,
-						 &next_expiry);
+		look = feed_look(row, args->partition, args->after, args->max_events, args->max_bytes,
+						 args->lease, rsinfo, batch, &next_expiry);
 		MemoryContextSwitchTo(oldcxt);
 		if (look == FEED_LOOK_GOT)
 		{
@@ -433,10 +449,32 @@ projection_poll(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 		/* the next look sees whether the feed was paused, resumed or dropped */
 	}
-	if (wait_ms > 0)
+	if (args->wait_ms > 0)
 		ConditionVariableCancelSleep();
+	return found;
+}
 
-	if (found)
+Datum
+projection_poll(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext cxt = CurrentMemoryContext;
+	PollArgs	args;
+	ProjectionFeedRow *row;
+	bool		release;
+	ProjectionFeedBatch batch;
+
+	poll_read_args(fcinfo, &args);
+	projection_feed_require_preloaded("poll a feed");
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = projection_feed_lookup(args.name, false, cxt);
+	poll_check_feed(row, &args);
+
+	release = feed_may_release_snapshot(fcinfo);
+	if (poll_until(row, &args, release, rsinfo, &batch))
 	{
 		/* the look's tuplestore is the result (InitMaterializedSRF's is empty) */
 		tuplestore_end(rsinfo->setResult);
