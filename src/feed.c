@@ -305,13 +305,11 @@ projection_feed_horizon(void)
 	horizon = projection_horizon_gap_bound(&h);
 	pfree(h.appenders);
 
-	if (projection_appended_in_xact() && MyBackendId != InvalidBackendId &&
-		MyBackendId <= ProjectionNumAppenders)
 	{
-		uint64		own = pg_atomic_read_u64(&ProjectionAppenders[MyBackendId - 1].min_pos);
+		int64		own;
 
-		if (own > 0)
-			horizon = Min(horizon, (int64) own - 1);
+		if (projection_appender_own(&own) && own > 0)
+			horizon = Min(horizon, own - 1);
 	}
 	return horizon;
 }
