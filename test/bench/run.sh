@@ -90,6 +90,8 @@ tmp=$(mktemp -d /tmp/projection-bench.XXXXXX)
 chmod 755 "$tmp"
 mkdir -p "$tmp/bench" "$tmp/out"
 cp "$here"/*.py "$tmp/bench/"
+# models.py reads the seed statements from test/demo.sql, next to bench/
+cp "$here/../demo.sql" "$tmp/demo.sql"
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$tmp"
 
 cleanup() {
