@@ -75,3 +75,8 @@ include $(PGXS)
 
 # after PGXS, whose Makefile.global resets PROVE_FLAGS
 PROVE_FLAGS = -I $(srcdir)/test/perl
+
+# PGXS tracks no header dependencies (unless the server was configured with
+# --enable-depend): an object built against an older header would read shared
+# structures at the wrong offsets.  Every object depends on every header.
+$(OBJS): $(wildcard $(srcdir)/src/*.h)
