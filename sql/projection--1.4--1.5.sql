@@ -9,3 +9,15 @@
  * headed by a comment naming it.  The README's "Upgrading" section says what
  * changes for existing projections.
  */
+
+/*
+ * Section snap3: aggregate() from a snapshot.  fold_definition records,
+ * when a snapshot projection's states start (create_snapshot, rebuild), a
+ * digest of its fold's definition (projection_snapshot_fold_definition in
+ * src/snapfold.c); aggregate() starts from a stored state only while the
+ * fold still has that definition.  NULL for the snapshot projections of
+ * 1.4 (how their states were folded is not known) until their next
+ * rebuild.
+ */
+ALTER TABLE projection.snapshot_defs ADD COLUMN fold_definition text;
+COMMENT ON COLUMN projection.snapshot_defs.fold_definition IS 'digest of the fold''s definition when the states started (create_snapshot or the last rebuild); aggregate() uses the states only while it is unchanged';

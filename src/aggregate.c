@@ -15,15 +15,20 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_authid.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
+#include "utils/rls.h"
 #include "utils/syscache.h"
 
 #include "catalog.h"
 #include "eventread.h"
 #include "events.h"
 #include "projection.h"
+#include "snapfold.h"
 #include "spiutil.h"
 
 PG_FUNCTION_INFO_V1(projection_aggregate);
@@ -48,6 +53,7 @@ typedef struct AggregateFold
 {
 	FmgrInfo	flinfo;
 	bool		strict;
+	bool		immutable;
 	Datum		state;
 	bool		state_null;
 	MemoryContext event_cxt;
@@ -76,6 +82,7 @@ aggregate_check_fold(Oid fold, AggregateFold *f)
 		proc->proargtypes.values[1] == projection_oids()->events_type &&
 		proc->prorettype == JSONBOID && !proc->proretset && proc->prokind == PROKIND_FUNCTION;
 	f->strict = proc->proisstrict;
+	f->immutable = proc->provolatile == PROVOLATILE_IMMUTABLE;
 	ReleaseSysCache(tup);
 	if (!ok)
 		ereport(ERROR,
@@ -119,6 +126,140 @@ aggregate_fold_event(AggregateFold *f, Datum event)
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(f->spare_cxt);	/* the previous state */
 	MemoryContextReset(f->event_cxt);
+}
+
+/*
+ * Run a fixed SELECT on the extension's tables as the bootstrap superuser
+ * (the caller may read events, which is what reading snapshot states needs),
+ * with the active snapshot (read_only): the state and the events after it
+ * are read in one snapshot, as one query would read them.
+ */
+static void
+aggregate_exec_read(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *values)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			rc;
+
+	SPIPlanPtr	kept = projection_kept_plan(plan, sql, nargs, types);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	rc = SPI_execute_plan(kept, values, NULL, true, 1);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	projection_spi_check(rc, SPI_OK_SELECT, "reading snapshot states for aggregate()");
+}
+
+/*
+ * Start the fold from a stored snapshot state when one gives exactly what
+ * folding every event gives: returns true and sets f->state (copied into
+ * f->state_cxt) and *after_version (the stream version folded in) if so.
+ * A state of a snapshot projection is used only if all of these hold:
+ *  - the fold is IMMUTABLE (its result depends on its arguments only, so
+ *    folding as the projection's owner, with its search_path, gave what
+ *    folding as the caller gives), and still has the definition the
+ *    projection's states started from (snapshot_defs.fold_definition, set by
+ *    create_snapshot and rebuild: a state folded partly by an older body of
+ *    the fold is not used);
+ *  - the projection's initial state is the same jsonb value, byte for byte
+ *    (its text: '{"n": 1.0}' and '{"n": 1}' are equal jsonb but a fold can
+ *    tell them apart);
+ *  - it folds every event type (event_types NULL) and is async (an inline
+ *    state of a stream can lack an event of that stream inserted with an
+ *    explicit stream_version by a concurrent transaction that committed
+ *    after a later one folded);
+ *  - it has no dead letter of this stream (a skipped event is not in the
+ *    state);
+ *  - the stream's events are in the same order by version (aggregate()'s
+ *    order) as by position (the projection's): plain INSERTs with explicit
+ *    versions can make them differ;
+ *  - projection.events has no row-level security in force for the caller
+ *    (the state folded events the caller might not see).
+ * A paused, failed or lagging projection's state is fine (the events after
+ * it are folded here); a rebuild in progress elsewhere leaves the old states
+ * and the old definition visible until it commits.  The freshest matching
+ * state wins.  Caller is connected to SPI.
+ */
+static bool
+aggregate_from_snapshot(text *stream_id, Oid fold, Datum initial, AggregateFold *f,
+						int64 *after_version)
+{
+	static SPIPlanPtr state_plan = NULL;
+	static SPIPlanPtr order_plan = NULL;
+	Oid			types[4] = {TEXTOID, OIDOID, JSONBOID, TEXTOID};
+	Datum		values[4];
+	char	   *digest;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		st;
+	bool		st_null;
+	char	   *name;
+	MemoryContext oldcxt;
+
+	if (!f->immutable || !projection_snapshot_has_fold_definition())
+		return false;
+	if (check_enable_rls(projection_oids()->events, InvalidOid, true) != RLS_NONE)
+		return false;
+	digest = projection_snapshot_fold_definition(fold);
+	if (digest == NULL)
+		return false;
+	values[0] = PointerGetDatum(stream_id);
+	values[1] = ObjectIdGetDatum(fold);
+	values[2] = initial;
+	values[3] = CStringGetTextDatum(digest);
+	aggregate_exec_read(&state_plan,
+						"SELECT s.state, s.version, p.name FROM projection.snapshot_defs d "
+						"JOIN projection.projections p ON p.id OPERATOR(pg_catalog.=) d.projection_id "
+						"JOIN projection.snapshot_states s "
+						"ON s.projection_id OPERATOR(pg_catalog.=) d.projection_id "
+						"AND s.stream_id OPERATOR(pg_catalog.=) $1 "
+						"WHERE d.fold::pg_catalog.oid OPERATOR(pg_catalog.=) $2 "
+						"AND d.initial::pg_catalog.text OPERATOR(pg_catalog.=) $3::pg_catalog.text "
+						"AND d.fold_definition OPERATOR(pg_catalog.=) $4 "
+						"AND p.event_types IS NULL AND p.mode OPERATOR(pg_catalog.=) 'async' "
+						"AND NOT EXISTS (SELECT 1 FROM projection.dead_letters l "
+						"WHERE l.name OPERATOR(pg_catalog.=) p.name "
+						"AND l.stream_id OPERATOR(pg_catalog.=) $1) "
+						"ORDER BY s.global_position DESC LIMIT 1",
+						4, types, values);
+	if (SPI_processed == 0)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	st = SPI_getbinval(tup, desc, 1, &st_null);
+	*after_version = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+	oldcxt = MemoryContextSwitchTo(f->state_cxt);
+	f->state_null = st_null;
+	if (!st_null)
+		f->state = PointerGetDatum(PG_DETOAST_DATUM_COPY(st));
+	name = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+	MemoryContextSwitchTo(oldcxt);
+	SPI_freetuptable(SPI_tuptable);
+
+	/* one order for the stream, by version and by position */
+	aggregate_exec_read(&order_plan,
+						"SELECT EXISTS (SELECT 1 FROM (SELECT e.global_position OPERATOR(pg_catalog.<) "
+						"pg_catalog.lag(e.global_position) OVER (ORDER BY e.stream_version) AS back "
+						"FROM projection.events e WHERE e.stream_id OPERATOR(pg_catalog.=) $1) x "
+						"WHERE x.back)",
+						1, types, values);
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+	{
+		elog(DEBUG1, "aggregate() of stream \"%s\" folds every event: its versions are not in position order",
+			 text_to_cstring(stream_id));
+		SPI_freetuptable(SPI_tuptable);
+		f->state = initial;
+		f->state_null = false;
+		MemoryContextReset(f->state_cxt);
+		*after_version = 0;
+		return false;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	elog(DEBUG1, "aggregate() of stream \"%s\" starts from snapshot projection \"%s\" at version %lld",
+		 text_to_cstring(stream_id), name, (long long) *after_version);
+	return true;
 }
 
 /*
@@ -178,6 +319,12 @@ projection_aggregate(PG_FUNCTION_ARGS)
 										ALLOCSET_DEFAULT_SIZES);
 	f.spare_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection aggregate state",
 										ALLOCSET_DEFAULT_SIZES);
+	{
+		int64		after = 0;
+
+		if (aggregate_from_snapshot(stream_id, fold, f.state, &f, &after))
+			values[1] = Int64GetDatum(after);
+	}
 	for (;;)
 	{
 		int			i;

@@ -20,14 +20,20 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_language.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "common/md5.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/fmgroids.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 #include "handler.h"
 #include "projection.h"
@@ -188,4 +194,118 @@ projection_snapshot_owner_enter(ProjectionOwnerScope *scope, SnapshotDef *def)
 	pdef.search_path = def->search_path;
 	memset(scope, 0, sizeof(*scope));
 	projection_owner_enter(scope, &pdef);
+}
+
+/* ---------------------------------------------------------------------
+ * The fold's definition
+ * ---------------------------------------------------------------------
+ */
+
+/* Append "label=len:value" (NULL: "label=-") to buf, unambiguously. */
+static void
+fold_definition_add(StringInfo buf, const char *label, const char *value)
+{
+	if (value == NULL)
+		appendStringInfo(buf, "%s=-;", label);
+	else
+		appendStringInfo(buf, "%s=%zu:%s;", label, strlen(value), value);
+}
+
+/*
+ * A digest (md5, hex, palloc'd) of what decides a fold's results: its body
+ * (prosrc, probin), language, settings (proconfig: search_path and the
+ * like), volatility, strictness, security and owner, read from the syscache
+ * (the definition fmgr calls).  create_snapshot and rebuild record it when
+ * the states start; aggregate() uses the states only while the fold's digest
+ * is the same, so that a CREATE OR REPLACE FUNCTION or ALTER FUNCTION of the
+ * fold after the states began folding (states then mix both definitions)
+ * stops them being used until a rebuild.  NULL if the function is gone.
+ * Functions the fold calls are not covered: as for an expression index, a
+ * change to them needs a rebuild (README).
+ */
+char *
+projection_snapshot_fold_definition(Oid fold)
+{
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	StringInfoData buf;
+	Datum		d;
+	bool		isnull;
+	char		hex[33];
+	const char *errstr = NULL;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fold));
+	if (!HeapTupleIsValid(tup))
+		return NULL;
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	initStringInfo(&buf);
+	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &isnull);
+	fold_definition_add(&buf, "src", isnull ? NULL : TextDatumGetCString(d));
+	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_probin, &isnull);
+	fold_definition_add(&buf, "bin", isnull ? NULL : TextDatumGetCString(d));
+	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_proconfig, &isnull);
+	fold_definition_add(&buf, "config", isnull ? NULL : OidOutputFunctionCall(F_ARRAY_OUT, d));
+	fold_definition_add(&buf, "lang", get_language_name(proc->prolang, true));
+	fold_definition_add(&buf, "owner", GetUserNameFromId(proc->proowner, true));
+	appendStringInfo(&buf, "volatile=%c;strict=%d;secdef=%d;", proc->provolatile,
+					 (int) proc->proisstrict, (int) proc->prosecdef);
+	ReleaseSysCache(tup);
+	if (!pg_md5_hash(buf.data, buf.len, hex, &errstr))
+		elog(ERROR, "could not compute the digest of a fold: %s", errstr ? errstr : "unknown error");
+	pfree(buf.data);
+	return pstrdup(hex);
+}
+
+/*
+ * Record the digest of the fold of snapshot projection "projection_id" as
+ * the definition its states start from (create_snapshot, rebuild).  Nothing
+ * in a database whose catalog predates 1.5 (no column to record it in:
+ * aggregate() then never uses the states).  The caller is connected to SPI.
+ */
+void
+projection_snapshot_record_fold(int32 projection_id)
+{
+	static SPIPlanPtr fold_plan = NULL;
+	static SPIPlanPtr record_plan = NULL;
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	bool		isnull;
+	char	   *digest;
+
+	if (!projection_snapshot_has_fold_definition())
+		return;
+	values[0] = Int32GetDatum(projection_id);
+	projection_snapshot_exec_plan(projection_kept_plan(&fold_plan,
+													   "SELECT d.fold::pg_catalog.oid FROM projection.snapshot_defs d "
+													   "WHERE d.projection_id OPERATOR(pg_catalog.=) $1",
+													   1, types),
+								  values, NULL, SPI_OK_SELECT, "reading a snapshot projection's fold");
+	if (SPI_processed == 0)
+		return;
+	digest = projection_snapshot_fold_definition(DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+																			  SPI_tuptable->tupdesc,
+																			  1, &isnull)));
+	if (digest == NULL)
+		nulls[1] = 'n';
+	else
+		values[1] = CStringGetTextDatum(digest);
+	projection_snapshot_exec_plan(projection_kept_plan(&record_plan,
+													   "UPDATE projection.snapshot_defs SET fold_definition = $2 "
+													   "WHERE projection_id OPERATOR(pg_catalog.=) $1",
+													   2, types),
+								  values, nulls, SPI_OK_UPDATE, "recording a snapshot projection's fold");
+}
+
+/* Whether this database's catalog has snapshot_defs.fold_definition (1.5). */
+bool
+projection_snapshot_has_fold_definition(void)
+{
+	Oid			nsp = get_namespace_oid(PROJECTION_SCHEMA_NAME, true);
+	Oid			rel;
+
+	if (!OidIsValid(nsp))
+		return false;
+	rel = get_relname_relid("snapshot_defs", nsp);
+	return OidIsValid(rel) && get_attnum(rel, "fold_definition") != InvalidAttrNumber;
 }

@@ -46,6 +46,9 @@ extern void projection_snapshot_fold_init(SnapshotFold *f, SnapshotDef *def);
 extern void projection_snapshot_fold_event(SnapshotFold *f, Datum *state, bool *state_null,
 										   Datum event);
 extern void projection_snapshot_fold_reset(SnapshotFold *f);
+extern char *projection_snapshot_fold_definition(Oid fold);
+extern void projection_snapshot_record_fold(int32 projection_id);
+extern bool projection_snapshot_has_fold_definition(void);
 extern void projection_snapshot_owner_enter(ProjectionOwnerScope *scope, SnapshotDef *def);
 
 #endif							/* PROJECTION_SNAPFOLD_H */

@@ -360,6 +360,8 @@ projection_create_snapshot(PG_FUNCTION_ARGS)
 	/* validated as the owner (the caller, who just created it) and added, as on_batch() does */
 	projection_snapshot_def_load(name, &def, cxt);
 	projection_batch_add_statement(def.id, def.owner, def.search_path, stmt.data);
+	/* the fold the states start from, for aggregate() */
+	projection_snapshot_record_fold(def.id);
 	if (is_inline && projection_sequence_last_value() > 0)
 	{
 		Oid			types[1] = {TEXTOID};
@@ -382,8 +384,9 @@ projection_create_snapshot(PG_FUNCTION_ARGS)
 
 /*
  * A rebuild (or create with if_not_empty => 'empty') empties a projection's
- * read model: for a snapshot projection, its states.  DELETE, so readers see
- * the old states until the rebuild commits.  Nothing for other projections,
+ * read model: for a snapshot projection, its states, and records its fold's
+ * definition as the one the new states start from.  DELETE, so readers see
+ * the old states (and the old definition) until the rebuild commits.  Nothing for other projections,
  * or in a database whose extension predates version 1.3.
  */
 void
@@ -401,6 +404,8 @@ projection_snapshot_forget(int32 projection_id)
 	projection_registry_exec("DELETE FROM projection.snapshot_states "
 							 "WHERE projection_id OPERATOR(pg_catalog.=) $1",
 							 1, types, values, NULL, SPI_OK_DELETE);
+	/* the states start again from the fold as it is now (for aggregate()) */
+	projection_snapshot_record_fold(projection_id);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 }
