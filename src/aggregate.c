@@ -165,7 +165,9 @@ aggregate_exec_read(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Da
  *  - the projection's initial state is the same jsonb value, byte for byte
  *    (its text: '{"n": 1.0}' and '{"n": 1}' are equal jsonb but a fold can
  *    tell them apart);
- *  - it folds every event type (event_types NULL) and is async (an inline
+ *  - it folds every event type (event_types NULL), and has since its states
+ *    began (alter() of its event types clears fold_definition, see
+ *    projection_snapshot_types_changed), and is async (an inline
  *    state of a stream can lack an event of that stream inserted with an
  *    explicit stream_version by a concurrent transaction that committed
  *    after a later one folded);

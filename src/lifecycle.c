@@ -38,6 +38,7 @@
 #include "lifecycle.h"
 #include "projection.h"
 #include "registry.h"
+#include "snapshot.h"
 #include "spiutil.h"
 
 PG_FUNCTION_INFO_V1(projection_off);
@@ -445,6 +446,9 @@ projection_alter(PG_FUNCTION_ARGS)
 								 5, types, values, nulls, SPI_OK_UPDATE);
 	}
 
+	/* a snapshot projection's states no longer hold every event of its types */
+	if (types_change)
+		projection_snapshot_types_changed(row->id);
 	if (types_change && projection_sequence_last_value() > 0)
 		ereport(NOTICE,
 				(errmsg("projection \"%s\" handles its new event types from the next event on", name),

@@ -409,3 +409,25 @@ projection_snapshot_forget(int32 projection_id)
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 }
+
+/*
+ * alter() changed the event types of projection "projection_id": if it is a
+ * snapshot projection, its states no longer say which events they hold (the
+ * events of an added type already passed are not in them), so forget the
+ * fold definition they started from: aggregate() stops using them until the
+ * next rebuild records it again.  Nothing for other projections or in a
+ * catalog before 1.5.  The caller is connected to SPI.
+ */
+void
+projection_snapshot_types_changed(int32 projection_id)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		values[1];
+
+	if (!projection_snapshot_has_fold_definition())
+		return;
+	values[0] = Int32GetDatum(projection_id);
+	projection_registry_exec("UPDATE projection.snapshot_defs SET fold_definition = NULL "
+							 "WHERE projection_id OPERATOR(pg_catalog.=) $1",
+							 1, types, values, NULL, SPI_OK_UPDATE);
+}

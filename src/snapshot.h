@@ -12,5 +12,6 @@
 #define PROJECTION_SNAPSHOT_H
 
 extern void projection_snapshot_forget(int32 projection_id);
+extern void projection_snapshot_types_changed(int32 projection_id);
 
 #endif							/* PROJECTION_SNAPSHOT_H */
