@@ -11,8 +11,9 @@
  * index feed_partitions_token_idx holds them).  Taking the lease bumps
  * lease_epoch (feed.c's header).
  *
- * A poll that is a statement of its own commits its lease without waiting
- * for the WAL flush (projection_feed_lease_commit_async).
+ * A poll that is a statement of its own, and whose lease is all its
+ * transaction writes, commits without waiting for the WAL flush
+ * (projection_feed_lease_commit_async).
  *
  * Locking: the lease UPDATE's row lock, held to the end of the poll's
  * transaction when the lease is taken, released with a subtransaction
@@ -26,6 +27,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -135,22 +137,55 @@ projection_feed_take_lease(ProjectionFeedRow *row, int partition, int64 epoch, c
 }
 
 /*
+ * The end of the WAL this backend had written right after a poll took its
+ * lease, when that poll may commit without waiting for the flush
+ * (InvalidXLogRecPtr: none).  Cleared at every transaction end.
+ */
+static XLogRecPtr feed_async_lease_end = InvalidXLogRecPtr;
+
+/*
  * A poll that is a statement of its own ("own_statement": poll's
  * feed_may_release_snapshot, and no transaction block) commits its lease
  * without waiting for the WAL flush: its only write is the lease, and a
  * lease lost in a crash costs nothing the contract does not allow (the
  * token's ack is refused, the events are delivered again).  That takes one
  * flush out of the path from an append's commit to the poll's return.
- * Inside a transaction block the poll may share its transaction with the
- * caller's own writes, whose durability is the caller's: the session's
- * synchronous_commit is left alone.  SET LOCAL semantics: the setting ends
- * with the transaction.  Call after the lease was taken.
+ *
+ * Only if the lease is the transaction's only write: IsTransactionBlock()
+ * is false in a pipeline of the extended protocol too, where the poll
+ * shares its transaction (up to the Sync) with the statements before and
+ * after it, an append say, whose durability must not change.  So the poll
+ * qualifies only if the transaction wrote nothing before it
+ * ("wrote_before": it had an xid), and the decision is taken at pre-commit
+ * (projection_feed_lease_at_pre_commit): synchronous_commit off for this
+ * commit only if no WAL was written after the lease.  Call after the lease
+ * was taken.
  */
 void
-projection_feed_lease_commit_async(bool own_statement)
+projection_feed_lease_commit_async(bool own_statement, bool wrote_before)
 {
-	if (!own_statement || IsTransactionBlock())
+	if (!own_statement || wrote_before || IsTransactionBlock())
 		return;
-	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
+	feed_async_lease_end = XactLastRecEnd;
+}
+
+/*
+ * Pre-commit (xact.c, after every other pre-commit step): if a poll's
+ * lease is all this transaction wrote, commit it without waiting for the
+ * flush (SET LOCAL semantics: the setting ends with the transaction).
+ */
+void
+projection_feed_lease_at_pre_commit(void)
+{
+	if (feed_async_lease_end != InvalidXLogRecPtr && XactLastRecEnd == feed_async_lease_end)
+		(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+	feed_async_lease_end = InvalidXLogRecPtr;
+}
+
+/* Transaction end: no poll's lease is pending any more. */
+void
+projection_feed_lease_at_eoxact(void)
+{
+	feed_async_lease_end = InvalidXLogRecPtr;
 }

@@ -462,6 +462,7 @@ projection_poll(PG_FUNCTION_ARGS)
 	PollArgs	args;
 	ProjectionFeedRow *row;
 	bool		release;
+	bool		wrote_before = TransactionIdIsValid(GetTopTransactionIdIfAny());
 	ProjectionFeedBatch batch;
 
 	poll_read_args(fcinfo, &args);
@@ -479,7 +480,7 @@ projection_poll(PG_FUNCTION_ARGS)
 		/* the look's tuplestore is the result (InitMaterializedSRF's is empty) */
 		tuplestore_end(rsinfo->setResult);
 		rsinfo->setResult = batch.store;
-		projection_feed_lease_commit_async(release);
+		projection_feed_lease_commit_async(release, wrote_before);
 	}
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");

@@ -27,6 +27,7 @@
 
 #include "events.h"
 #include "feed.h"
+#include "feedlease.h"
 #include "handler.h"
 #include "horizon.h"
 #include "inline.h"
@@ -44,6 +45,7 @@ xact_reset(void)
 {
 	projection_events_at_eoxact();
 	projection_inline_at_eoxact();
+	projection_feed_lease_at_eoxact();
 }
 
 static void
@@ -72,6 +74,8 @@ projection_xact_callback(XactEvent event, void *arg)
 			projection_pool_before_registry_change();
 			projection_registry_at_pre_commit();
 			projection_pool_at_pre_commit();
+			/* last: whether a poll's lease was all this transaction wrote */
+			projection_feed_lease_at_pre_commit();
 			break;
 		case XACT_EVENT_COMMIT:
 			projection_registry_at_eoxact();
