@@ -35,6 +35,7 @@ OBJS = \
 	src/eventread.o \
 	src/utility.o \
 	src/depend.o \
+	src/ownerentry.o \
 	src/owners.o \
 	src/spiutil.o \
 	src/lifecycle.o \

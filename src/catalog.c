@@ -239,58 +239,6 @@ oid_array(Datum array, int *count)
 }
 
 /*
- * Attach the batch statements (projection.on_batch, run by batch.c) to the
- * registry's projections.  Called by registry_load, connected to SPI as the
- * bootstrap superuser, with the registry's snapshot; the statements go to
- * the registry's context.  A database still at version 1.2 has no
- * batch_handlers table: nothing to do.
- */
-static void
-registry_load_batch_statements(ProjectionRegistry *registry, Snapshot snapshot)
-{
-	SPIPlanPtr	plan;
-	MemoryContext oldcxt;
-	int			rc;
-	int			p = 0;
-	uint64		i;
-
-	if (!OidIsValid(get_relname_relid("batch_handlers", projection_oids()->schema)))
-		return;
-	plan = SPI_prepare("SELECT b.projection_id, b.statement FROM projection.batch_handlers b "
-					   "ORDER BY b.projection_id, b.seq", 0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "could not prepare batch handler query: %s", SPI_result_code_string(SPI_result));
-	rc = SPI_execute_snapshot(plan, NULL, NULL, snapshot, InvalidSnapshot, true, false, 0);
-	projection_spi_check(rc, SPI_OK_SELECT, "reading projection.batch_handlers");
-
-	oldcxt = MemoryContextSwitchTo(registry->cxt);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		int32		projid = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		ProjectionDef *def;
-		ProjectionBatchStatement *stmt;
-
-		/* both lists are sorted by projection id: merge them */
-		while (p < registry->nprojections && registry->projections[p].id < projid)
-			p++;
-		if (p >= registry->nprojections || registry->projections[p].id != projid)
-			continue;
-		def = &registry->projections[p];
-		if (def->batch_statements == NULL)
-			def->batch_statements = palloc0(sizeof(ProjectionBatchStatement) * (SPI_processed - i));
-		stmt = &def->batch_statements[def->nbatch_statements++];
-		stmt->sql = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		stmt->plan = NULL;
-	}
-	MemoryContextSwitchTo(oldcxt);
-	SPI_freetuptable(SPI_tuptable);
-	SPI_freeplan(plan);
-}
-
-/*
  * One row of the registry query of registry_load_projections into "def",
  * in the registry's context (the current one).
  */
@@ -371,12 +319,26 @@ registry_load_projections(ProjectionRegistry *registry, Snapshot snapshot)
 }
 
 /*
- * Attach the statements of projection.on (projection.handlers) to the
- * registry's projections, in seq order.  Called by registry_load after
- * registry_load_projections, as it is.
+ * How registry_attach_rows gives one row to its projection "def": the
+ * query's columns after the projection id, and how many rows (this one
+ * included) are still to come, at most, for the first allocation.  Runs in
+ * the registry's context.
+ */
+typedef void (*RegistryAttachRow) (ProjectionDef *def, HeapTuple tup, TupleDesc desc,
+								   uint64 remaining);
+
+/*
+ * Run "sql" (no parameters; first column the projection id, rows sorted by
+ * it) with the registry's snapshot and give each row to its projection
+ * through "attach": both lists are sorted by projection id, so one merge
+ * walks them; rows of projections the registry does not hold are passed
+ * over.  Called by registry_load after registry_load_projections,
+ * connected to SPI as the bootstrap superuser; "what" says what is read,
+ * in internal errors.
  */
 static void
-registry_load_statements(ProjectionRegistry *registry, Snapshot snapshot)
+registry_attach_rows(ProjectionRegistry *registry, Snapshot snapshot, const char *sql,
+					 const char *what, RegistryAttachRow attach)
 {
 	SPIPlanPtr	plan;
 	MemoryContext oldcxt;
@@ -384,39 +346,78 @@ registry_load_statements(ProjectionRegistry *registry, Snapshot snapshot)
 	int			p = 0;
 	uint64		i;
 
-	plan = SPI_prepare("SELECT h.projection_id, h.event_type, h.statement "
-					   "FROM projection.handlers h ORDER BY h.projection_id, h.seq",
-					   0, NULL);
+	plan = SPI_prepare(sql, 0, NULL);
 	if (plan == NULL)
-		elog(ERROR, "could not prepare handler query: %s", SPI_result_code_string(SPI_result));
+		elog(ERROR, "could not prepare the query %s: %s", what,
+			 SPI_result_code_string(SPI_result));
 	rc = SPI_execute_snapshot(plan, NULL, NULL, snapshot, InvalidSnapshot, true, false, 0);
-	projection_spi_check(rc, SPI_OK_SELECT, "reading projection.handlers");
+	projection_spi_check(rc, SPI_OK_SELECT, what);
 
 	oldcxt = MemoryContextSwitchTo(registry->cxt);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		int32		projid = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		ProjectionDef *def;
-		ProjectionStatement *stmt;
+		int32		projid = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
 
-		/* both lists are sorted by projection id: merge them */
 		while (p < registry->nprojections && registry->projections[p].id < projid)
 			p++;
-		if (p >= registry->nprojections || registry->projections[p].id != projid)
-			continue;
-		def = &registry->projections[p];
-		if (def->statements == NULL)
-			def->statements = palloc0(sizeof(ProjectionStatement) * (SPI_processed - i));
-		stmt = &def->statements[def->nstatements++];
-		stmt->event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		stmt->sql = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-		stmt->plan = NULL;
+		if (p < registry->nprojections && registry->projections[p].id == projid)
+			attach(&registry->projections[p], tup, SPI_tuptable->tupdesc, SPI_processed - i);
 	}
 	MemoryContextSwitchTo(oldcxt);
+	SPI_freetuptable(SPI_tuptable);
 	SPI_freeplan(plan);
+}
+
+/* A statement of projection.on (projection.handlers), in seq order */
+static void
+registry_attach_statement(ProjectionDef *def, HeapTuple tup, TupleDesc desc, uint64 remaining)
+{
+	ProjectionStatement *stmt;
+	bool		isnull;
+
+	if (def->statements == NULL)
+		def->statements = palloc0(sizeof(ProjectionStatement) * remaining);
+	stmt = &def->statements[def->nstatements++];
+	stmt->event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	stmt->sql = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+	stmt->plan = NULL;
+}
+
+/* A batch statement (projection.on_batch, run by batch.c), in seq order */
+static void
+registry_attach_batch_statement(ProjectionDef *def, HeapTuple tup, TupleDesc desc,
+								uint64 remaining)
+{
+	ProjectionBatchStatement *stmt;
+	bool		isnull;
+
+	if (def->batch_statements == NULL)
+		def->batch_statements = palloc0(sizeof(ProjectionBatchStatement) * remaining);
+	stmt = &def->batch_statements[def->nbatch_statements++];
+	stmt->sql = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	stmt->plan = NULL;
+}
+
+/*
+ * Attach the statements of projection.on and the batch statements to the
+ * registry's projections.  A database still at version 1.2 has no
+ * batch_handlers table: no batch statements.
+ */
+static void
+registry_load_statements(ProjectionRegistry *registry, Snapshot snapshot)
+{
+	registry_attach_rows(registry, snapshot,
+						 "SELECT h.projection_id, h.event_type, h.statement "
+						 "FROM projection.handlers h ORDER BY h.projection_id, h.seq",
+						 "reading projection.handlers", registry_attach_statement);
+	if (OidIsValid(get_relname_relid("batch_handlers", projection_oids()->schema)))
+		registry_attach_rows(registry, snapshot,
+							 "SELECT b.projection_id, b.statement FROM projection.batch_handlers b "
+							 "ORDER BY b.projection_id, b.seq",
+							 "reading projection.batch_handlers",
+							 registry_attach_batch_statement);
 }
 
 /*
@@ -463,7 +464,6 @@ registry_load(void)
 
 	registry_load_projections(registry, snapshot);
 	registry_load_statements(registry, snapshot);
-	registry_load_batch_statements(registry, snapshot);
 
 	UnregisterSnapshot(snapshot);
 	if (SPI_finish() != SPI_OK_FINISH)

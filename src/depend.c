@@ -65,6 +65,7 @@
 
 #include "depend.h"
 #include "feeddepend.h"
+#include "ownerentry.h"
 #include "projection.h"
 
 static object_access_hook_type prev_object_access_hook = NULL;
@@ -182,7 +183,7 @@ depend_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 		return;
 	if (classId == RelationRelationId && objectId == registry)
 	{
-		projection_depend_forget_all(registry);
+		projection_owner_entries_forget(registry);
 		return;
 	}
 	if (depend_dropping_extension)

@@ -66,6 +66,7 @@
 #include "catalog.h"
 #include "feed.h"
 #include "feeddepend.h"
+#include "ownerentry.h"
 #include "projection.h"
 #include "spiutil.h"
 
@@ -91,27 +92,6 @@ projection_feed_table_relid(void)
 	return relid;
 }
 
-/* Delete every owner entry of this database's feeds. */
-static void
-feed_forget_all(Oid feeds)
-{
-	Relation	rel;
-	ScanKeyData key[2];
-	SysScanDesc scan;
-	HeapTuple	tup;
-
-	rel = table_open(SharedDependRelationId, RowExclusiveLock);
-	ScanKeyInit(&key[0], Anum_pg_shdepend_dbid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(MyDatabaseId));
-	ScanKeyInit(&key[1], Anum_pg_shdepend_classid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(feeds));
-	scan = systable_beginscan(rel, SharedDependDependerIndexId, true, NULL, 2, key);
-	while (HeapTupleIsValid(tup = systable_getnext(scan)))
-		CatalogTupleDelete(rel, &tup->t_self);
-	systable_endscan(scan);
-	table_close(rel, RowExclusiveLock);
-}
-
 /*
  * Object access hook (depend.c), for a table being dropped: if it is
  * projection.feeds (DROP EXTENSION), forget every feed's owner entry and
@@ -124,7 +104,7 @@ projection_feed_table_dropped(Oid relid)
 
 	if (!OidIsValid(feeds) || relid != feeds)
 		return false;
-	feed_forget_all(feeds);
+	projection_owner_entries_forget(feeds);
 	return true;
 }
 
@@ -231,97 +211,15 @@ projection_feed_reassign_owned(Oid oldrole, Oid newrole)
  * AFTER INSERT OR UPDATE OF owner OR DELETE FOR EACH ROW, and AFTER
  * TRUNCATE, on projection.feeds (version 1.4): one pg_shdepend "owner"
  * entry per feed, whoever writes the row (create_feed, REASSIGN OWNED,
- * pg_restore).  An owner that does not exist gets no entry.
+ * pg_restore), through ownerentry.c's trigger body (shared with the
+ * registry).  An owner that does not exist gets no entry.
  */
 Datum
 projection_feed_owner_trigger(PG_FUNCTION_ARGS)
 {
-	TriggerData *td = (TriggerData *) fcinfo->context;
-	Oid			feeds;
-	TupleDesc	desc;
-	HeapTuple	tup;
-	int			id_att;
-	int			owner_att;
-	bool		isnull;
-	Oid			id;
-	Oid			owner;
-
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("function \"%s\" must be fired AFTER on projection.feeds",
-						"projection._feed_owner")));
-	feeds = projection_feed_table_relid();
-	if (RelationGetRelid(td->tg_relation) != feeds)
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("function \"%s\" may only be used on projection.feeds",
-						"projection._feed_owner")));
-	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
-	{
-		feed_forget_all(feeds);
-		return PointerGetDatum(NULL);
-	}
-	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("function \"%s\" must be fired FOR EACH ROW, or for TRUNCATE",
-						"projection._feed_owner")));
-
-	desc = RelationGetDescr(td->tg_relation);
-	id_att = SPI_fnumber(desc, "id");
-	owner_att = SPI_fnumber(desc, "owner");
-	if (id_att <= 0 || owner_att <= 0)
-		elog(ERROR, "projection.feeds has no id or owner column");
-
-	tup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
-	id = (Oid) DatumGetInt32(heap_getattr(tup, id_att, desc, &isnull));
-	owner = DatumGetObjectId(heap_getattr(tup, owner_att, desc, &isnull));
-
-	if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
-		deleteSharedDependencyRecordsFor(feeds, id, 0);
-	else
-	{
-		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-			deleteSharedDependencyRecordsFor(feeds,
-											 (Oid) DatumGetInt32(heap_getattr(td->tg_trigtuple, id_att,
-																			  desc, &isnull)), 0);
-		if (SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
-			recordDependencyOnOwner(feeds, id, owner);
-	}
-	return PointerGetDatum(NULL);
-}
-
-/* Is there an owner entry for feed "id" naming "owner"?  Fresh catalog snapshot. */
-static bool
-feed_has_owner_entry(Oid feeds, int32 id, Oid owner)
-{
-	Relation	rel;
-	ScanKeyData key[3];
-	SysScanDesc scan;
-	HeapTuple	tup;
-	bool		found = false;
-
-	InvalidateCatalogSnapshot();
-	rel = table_open(SharedDependRelationId, AccessShareLock);
-	ScanKeyInit(&key[0], Anum_pg_shdepend_dbid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(MyDatabaseId));
-	ScanKeyInit(&key[1], Anum_pg_shdepend_classid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(feeds));
-	ScanKeyInit(&key[2], Anum_pg_shdepend_objid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum((Oid) id));
-	scan = systable_beginscan(rel, SharedDependDependerIndexId, true, NULL, 3, key);
-	while (HeapTupleIsValid(tup = systable_getnext(scan)))
-	{
-		Form_pg_shdepend dep = (Form_pg_shdepend) GETSTRUCT(tup);
-
-		if (dep->refclassid == AuthIdRelationId && dep->refobjid == owner &&
-			dep->deptype == SHARED_DEPENDENCY_OWNER)
-			found = true;
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return found;
+	return projection_owner_entry_trigger(fcinfo, "projection._feed_owner",
+										  "projection.feeds",
+										  projection_feed_table_relid());
 }
 
 /*
@@ -376,7 +274,7 @@ projection_feed_check_owners(void)
 					 errhint("Drop it with SELECT projection.drop_feed('%s') and create it again.", name)));
 			continue;
 		}
-		if (feed_has_owner_entry(feeds, id, owner))
+		if (projection_owner_entry_exists(feeds, id, owner))
 			continue;
 		deleteSharedDependencyRecordsFor(feeds, (Oid) id, 0);
 		recordDependencyOnOwner(feeds, (Oid) id, owner);

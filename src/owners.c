@@ -62,6 +62,7 @@
 #include "catalog.h"
 #include "manage.h"
 #include "feeddepend.h"
+#include "ownerentry.h"
 #include "owners.h"
 #include "projection.h"
 #include "spiutil.h"
@@ -156,30 +157,6 @@ projection_depend_drop_projection(const char *name)
 	(void) DirectFunctionCall1(projection_drop, CStringGetTextDatum(name));
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	CommandCounterIncrement();
-}
-
-/*
- * Delete every pg_shdepend entry of this database's projections (the
- * registry table is being dropped or truncated).
- */
-void
-projection_depend_forget_all(Oid registry)
-{
-	Relation	rel;
-	ScanKeyData key[2];
-	SysScanDesc scan;
-	HeapTuple	tup;
-
-	rel = table_open(SharedDependRelationId, RowExclusiveLock);
-	ScanKeyInit(&key[0], Anum_pg_shdepend_dbid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(MyDatabaseId));
-	ScanKeyInit(&key[1], Anum_pg_shdepend_classid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(registry));
-	scan = systable_beginscan(rel, SharedDependDependerIndexId, true, NULL, 2, key);
-	while (HeapTupleIsValid(tup = systable_getnext(scan)))
-		CatalogTupleDelete(rel, &tup->t_self);
-	systable_endscan(scan);
-	table_close(rel, RowExclusiveLock);
 }
 
 /* ---------------------------------------------------------------------
@@ -356,71 +333,17 @@ projection_owners_reassign_owned(ReassignOwnedStmt *stmt)
  * AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW, and AFTER TRUNCATE, on
  * projection.projections (version 1.2): keeps one pg_shdepend "owner" entry
  * per projection, whoever writes the row (projection.create, REASSIGN OWNED,
- * pg_restore).  An owner that does not exist (a row restored without its
- * role, or left by version 1.1 after a DROP ROLE) gets no entry; the
- * registry cache then ignores the projection (catalog.c).
+ * pg_restore), through ownerentry.c's trigger body (shared with feeds).  An
+ * owner that does not exist (a row restored without its role, or left by
+ * version 1.1 after a DROP ROLE) gets no entry; the registry cache then
+ * ignores the projection (catalog.c).
  */
 Datum
 projection_registry_owner_trigger(PG_FUNCTION_ARGS)
 {
-	TriggerData *td = (TriggerData *) fcinfo->context;
-	Oid			registry;
-	TupleDesc	desc;
-	HeapTuple	tup;
-	int			id_att;
-	int			owner_att;
-	bool		isnull;
-	Oid			id;
-	Oid			owner;
-
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("function \"%s\" must be fired AFTER on projection.projections",
-						"projection._registry_owner")));
-	registry = projection_depend_registry_relid();
-	if (RelationGetRelid(td->tg_relation) != registry)
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("function \"%s\" may only be used on projection.projections",
-						"projection._registry_owner")));
-
-	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
-	{
-		projection_depend_forget_all(registry);
-		return PointerGetDatum(NULL);
-	}
-	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("function \"%s\" must be fired FOR EACH ROW, or for TRUNCATE",
-						"projection._registry_owner")));
-
-	desc = RelationGetDescr(td->tg_relation);
-	id_att = SPI_fnumber(desc, "id");
-	owner_att = SPI_fnumber(desc, "owner");
-	if (id_att <= 0 || owner_att <= 0)
-		elog(ERROR, "projection.projections has no id or owner column");
-
-	tup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
-	id = (Oid) DatumGetInt32(heap_getattr(tup, id_att, desc, &isnull));
-	owner = DatumGetObjectId(heap_getattr(tup, owner_att, desc, &isnull));
-
-	if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
-		deleteSharedDependencyRecordsFor(registry, id, 0);
-	else
-	{
-		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-		{
-			Oid			old_id = (Oid) DatumGetInt32(heap_getattr(td->tg_trigtuple, id_att,
-																  desc, &isnull));
-
-			deleteSharedDependencyRecordsFor(registry, old_id, 0);
-		}
-		if (SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
-			recordDependencyOnOwner(registry, id, owner);
-	}
-	return PointerGetDatum(NULL);
+	return projection_owner_entry_trigger(fcinfo, "projection._registry_owner",
+										  "projection.projections",
+										  projection_depend_registry_relid());
 }
 
 /* ---------------------------------------------------------------------
@@ -446,38 +369,6 @@ static bool
 depend_entries_kept(Oid registry)
 {
 	return OidIsValid(get_trigger_oid(registry, "_registry_owner", true));
-}
-
-/* Is there an owner entry for projection "id" naming "owner"?  Fresh catalog snapshot. */
-static bool
-depend_has_owner_entry(Oid registry, int32 id, Oid owner)
-{
-	Relation	rel;
-	ScanKeyData key[3];
-	SysScanDesc scan;
-	HeapTuple	tup;
-	bool		found = false;
-
-	InvalidateCatalogSnapshot();
-	rel = table_open(SharedDependRelationId, AccessShareLock);
-	ScanKeyInit(&key[0], Anum_pg_shdepend_dbid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(MyDatabaseId));
-	ScanKeyInit(&key[1], Anum_pg_shdepend_classid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(registry));
-	ScanKeyInit(&key[2], Anum_pg_shdepend_objid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum((Oid) id));
-	scan = systable_beginscan(rel, SharedDependDependerIndexId, true, NULL, 3, key);
-	while (HeapTupleIsValid(tup = systable_getnext(scan)))
-	{
-		Form_pg_shdepend dep = (Form_pg_shdepend) GETSTRUCT(tup);
-
-		if (dep->refclassid == AuthIdRelationId && dep->refobjid == owner &&
-			dep->deptype == SHARED_DEPENDENCY_OWNER)
-			found = true;
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return found;
 }
 
 /*
@@ -570,7 +461,7 @@ projection_depend_check_owners(void)
 				projection_depend_fail_ownerless(id, name, owner);
 			continue;
 		}
-		if (depend_has_owner_entry(registry, id, owner))
+		if (projection_owner_entry_exists(registry, id, owner))
 			continue;
 		deleteSharedDependencyRecordsFor(registry, (Oid) id, 0);
 		recordDependencyOnOwner(registry, (Oid) id, owner);

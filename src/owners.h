@@ -20,7 +20,6 @@ extern Oid	projection_depend_registry_relid(void);
 extern void projection_depend_exec(const char *sql, Oid arg1, Oid arg2, int expected);
 extern List *projection_depend_names(const char *sql, Oid arg);
 extern void projection_depend_drop_projection(const char *name);
-extern void projection_depend_forget_all(Oid registry);
 
 /* role commands in this database, before PostgreSQL runs them (depend.c) */
 extern void projection_owners_drop_role(DropRoleStmt *stmt);
