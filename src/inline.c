@@ -364,6 +364,17 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/*
+ * Whether an appending statement's inline projections are being applied:
+ * batch statements called now fold new events of this transaction, not a
+ * replay (snapapply.c).
+ */
+bool
+projection_inline_applying(void)
+{
+	return inline_depth > 0;
+}
+
 /* Transaction end: the queue lived in TopTransactionContext, now gone. */
 void
 projection_inline_at_eoxact(void)

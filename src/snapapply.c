@@ -14,8 +14,13 @@
  * through fmgr (no SPI per event), and write the changed states with one
  * upsert (those that existed) and one INSERT (the new ones).  Each state
  * remembers the position and stream version of the last event folded into
- * it: events at or below that position are skipped, so replaying events
- * already applied changes nothing.
+ * it: in a replay (catch-up, rebuild, retry of a dead letter) events at or
+ * below that position are skipped, so replaying events already applied
+ * changes nothing.  Inline, the events are new ones of the appending
+ * transaction: a stored state already at or past one (its position or its
+ * version) means that a concurrent transaction, which inserted a later
+ * event with an explicit stream version, folded it first; the event would
+ * be lost, so the append fails with serialization_failure, to be retried.
  *
  * Locking: the states of the batch's streams are locked (FOR UPDATE, in
  * stream order, so concurrent inline batches lock in one order) from the
@@ -42,6 +47,7 @@
 
 #include "catalog.h"
 #include "handler.h"
+#include "inline.h"
 #include "projection.h"
 #include "snapfold.h"
 #include "spiutil.h"
@@ -102,7 +108,8 @@ snapshot_event_cmp(const void *a, const void *b)
  * zero (new: insert), as one statement; nothing if there are none.
  */
 static void
-snapshot_write(SPIPlanPtr *cache, int32 projection_id, SnapshotChanged *changed, bool existing)
+snapshot_write(SPIPlanPtr *cache, int32 projection_id, const char *projection_name,
+			   SnapshotChanged *changed, bool existing)
 {
 	Oid			types[5] = {INT4OID, TEXTARRAYOID, JSONBARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
 	Datum		values[5];
@@ -153,9 +160,19 @@ snapshot_write(SPIPlanPtr *cache, int32 projection_id, SnapshotChanged *changed,
 									 "SELECT $1, u.stream_id, u.state, u.version, u.global_position "
 									 "FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), "
 									 "pg_catalog.unnest($4), pg_catalog.unnest($5)) "
-									 "AS u(stream_id, state, version, global_position)",
+									 "AS u(stream_id, state, version, global_position) "
+									 "ON CONFLICT (projection_id, stream_id) DO NOTHING",
 									 5, types),
 					   values, NULL, SPI_OK_INSERT, "writing snapshot states");
+	if (!existing && SPI_processed < (uint64) m)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not create the state of a stream in snapshot projection \"%s\"",
+						projection_name),
+				 errdetail("A concurrent transaction created it first, with events inserted with explicit "
+						   "stream versions."),
+				 errhint("Retry the transaction, or append through projection.append, which "
+						 "serializes the appends to a stream.")));
 }
 
 /* ---------------------------------------------------------------------
@@ -314,11 +331,42 @@ snapshot_check_skipped(SnapshotDef *def, SnapshotChanged *changed)
  * stored one, or the initial state), as the owner (its scope is entered
  * unless the batch statement already runs as the owner, restricted), and
  * collect the states that changed into *changed, copied into "cxt".  The
- * fold's errors propagate.
+ * fold's errors propagate.  "fresh": the events are new ones of this
+ * transaction (inline), which must come after their stored states.
+ */
+/*
+ * Inline: the new event "e" of stream "sid" comes at or before what its
+ * state holds (position "pos", version "ver"), the stored state's if
+ * "stored", else those of the statement's previous event of the stream.
  */
 static void
+snapshot_refuse_out_of_order(SnapshotDef *def, const char *sid, SnapshotEvent *e,
+							 int64 pos, int64 ver, bool stored)
+{
+	if (stored)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("state of stream \"%s\" in snapshot projection \"%s\" already holds version %lld",
+						sid, def->name, (long long) ver),
+				 errdetail("The event at position %lld with version %lld comes before the state's last "
+						   "event (position %lld): a concurrent transaction folded a later event of the "
+						   "stream first, and folding this one now would fold the stream out of order.",
+						   (long long) e->position, (long long) e->version, (long long) pos),
+				 errhint("Retry the transaction, or append through projection.append, which "
+						 "serializes the appends to a stream.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("events of stream \"%s\" are not in version order", sid),
+			 errdetail("The event at position %lld has version %lld, after version %lld of the same "
+					   "statement; inline snapshot projection \"%s\" folds in position order.",
+					   (long long) e->position, (long long) e->version, (long long) ver, def->name),
+			 errhint("Insert each stream's events in version order.")));
+}
+
+static void
 snapshot_fold_streams(SnapshotDef *def, SnapshotEvent *events, int nevents,
-					  SnapshotLoaded *loaded, MemoryContext cxt, SnapshotChanged *changed)
+					  SnapshotLoaded *loaded, MemoryContext cxt, SnapshotChanged *changed,
+					  bool fresh)
 {
 	SnapshotFold fold;
 	ProjectionOwnerScope scope;
@@ -361,6 +409,8 @@ snapshot_fold_streams(SnapshotDef *def, SnapshotEvent *events, int nevents,
 		}
 		for (; i < nevents && strcmp(events[i].stream_id, sid) == 0; i++)
 		{
+			if (fresh && (events[i].position <= pos || events[i].version <= ver))
+				snapshot_refuse_out_of_order(def, sid, &events[i], pos, ver, !folded);
 			if (events[i].position <= pos)
 			{
 				/* folded in already (a replay), unless it is a dead letter */
@@ -436,20 +486,22 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 		PG_RETURN_INT64(0);
 	}
 	snapshot_load_states(&def, events, nevents, cxt, &loaded);
-	snapshot_fold_streams(&def, events, nevents, &loaded, cxt, &changed);
+	snapshot_fold_streams(&def, events, nevents, &loaded, cxt, &changed,
+						  projection_inline_applying());
 	snapshot_check_skipped(&def, &changed);
 
 	/*
 	 * Write the changed states: the ones loaded (and locked) with one
 	 * upsert, which always updates them (through the primary key, whatever
-	 * the number of states); the new ones with one plain INSERT.  A stream
-	 * whose first state another transaction is creating at the same time
-	 * (possible only inline, with explicit stream versions in concurrent
-	 * INSERTs) then fails with a unique violation, to be retried, instead
-	 * of overwriting the other's state.
+	 * the number of states); the new ones with one INSERT.  A stream whose
+	 * first state another transaction created meanwhile (possible only
+	 * inline, with explicit stream versions in concurrent INSERTs; the
+	 * INSERT waits for it to commit) then fails with serialization_failure,
+	 * to be retried, instead of overwriting the other's state or losing
+	 * this transaction's events.
 	 */
-	snapshot_write(&upsert_plan, def.id, &changed, true);
-	snapshot_write(&insert_plan, def.id, &changed, false);
+	snapshot_write(&upsert_plan, def.id, def.name, &changed, true);
+	snapshot_write(&insert_plan, def.id, def.name, &changed, false);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_INT64(changed.n);

@@ -108,7 +108,7 @@ sub wait_for_row_lock
 	$locker->quit;
 	my ($state, $err) = finish_a($a);
 	is($state, '40001', 'B committed first: A\'s INSERT fails with serialization_failure');
-	like($err, qr/state of stream "s1" already holds version 3/, 'the message names the stream and version');
+	like($err, qr/ERROR:  state of stream "s1" in snapshot projection "lists" already holds version 3/, 'the message names the stream and version');
 	like($err, qr/HINT:.*retry/i, 'with a hint to retry');
 	is($node->safe_psql($db, $differ), 'none', 'every state equals the full fold of its stream');
 }
@@ -190,6 +190,24 @@ is( $node->safe_psql($db,
 	is($node->safe_psql($db, "SELECT state->'seen' FROM projection.snapshots WHERE stream_id = 's1'"),
 		'[1, 3, 4, 5, 6]', 'in commit order: both folded');
 }
+is($node->safe_psql($db, $differ), 'none', 'every state equals the full fold of its stream');
+
+# ---------------------------------------------------------------------
+# out of version order without concurrency: a version below the state's
+# (every retry fails alike), and one statement's versions out of order
+# ---------------------------------------------------------------------
+my ($rc, $out, $err) = $node->psql($db,
+	"INSERT INTO projection.events (stream_id, stream_version, event_type, data) "
+	  . "VALUES ('s1', 2, 'E', '{}')");
+like($err, qr/ERROR:  state of stream "s1" in snapshot projection "lists" already holds version 6/,
+	'a missing version inserted after later ones is refused');
+($rc, $out, $err) = $node->psql($db,
+	"INSERT INTO projection.events (stream_id, stream_version, event_type, data) "
+	  . "VALUES ('o1', 2, 'E', '{}'), ('o1', 1, 'E', '{}')");
+like($err, qr/ERROR:  events of stream "o1" are not in version order/,
+	'one statement\'s versions out of order are refused');
+is($node->safe_psql($db, "SELECT count(*) FROM projection.events WHERE stream_id = 'o1'"),
+	'0', 'and nothing of the statement is stored');
 is($node->safe_psql($db, $differ), 'none', 'every state equals the full fold of its stream');
 
 $node->stop('fast');
