@@ -407,9 +407,37 @@ projection_create_feed(PG_FUNCTION_ARGS)
 			  "INSERT INTO projection.feed_partitions (feed_id, partition, position) "
 			  "SELECT f.id, p, $5 FROM f, pg_catalog.generate_series(0, $4 OPERATOR(pg_catalog.-) 1) p",
 			  6, types, values, nulls, SPI_OK_INSERT);
+	if (partitions > 1 && !projection_feed_has_partition_index(partitions))
+		ereport(NOTICE,
+				(errmsg("no index on projection.events serves the partitions of feed \"%s\"", name),
+				 errdetail("A poll of one of its %d partitions reads the other partitions' events of its range too; with a backlog, that costs in proportion to the number of partitions.",
+						   partitions),
+				 errhint("Create the index, which every append then also updates: CREATE INDEX CONCURRENTLY ON projection.events (projection.feed_partition(stream_id, %d), global_position);",
+						 partitions)));
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_VOID();
+}
+
+/*
+ * Is there a valid index on projection.events whose columns are
+ * (projection.feed_partition(stream_id, partitions), global_position), the
+ * one poll's partition filter can use (feedread.c)?  Connected to SPI.
+ */
+bool
+projection_feed_has_partition_index(int partitions)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+
+	values[0] = CStringGetTextDatum(psprintf("feed_partition\\(stream_id, %d\\), global_position\\)$",
+											  partitions));
+	projection_feed_run("SELECT 1 FROM pg_catalog.pg_index i "
+						"WHERE i.indrelid OPERATOR(pg_catalog.=) 'projection.events'::pg_catalog.regclass "
+						"AND i.indisvalid AND i.indpred IS NULL "
+						"AND pg_catalog.pg_get_indexdef(i.indexrelid) OPERATOR(pg_catalog.~) $1",
+						1, types, values, NULL, true, SPI_OK_SELECT);
+	return SPI_processed > 0;
 }
 
 /* drop_feed(name): the feed, its checkpoints and leases (owner only) */

@@ -42,6 +42,11 @@ extern ProjectionFeedRow *projection_feed_lookup(const char *name, bool lock, Me
 extern void projection_feed_check_events_privilege(Oid role, const char *detail);
 extern void projection_feed_require_preloaded(const char *what);
 extern int64 projection_feed_horizon(void);
+extern bool projection_feed_has_partition_index(int partitions);
+
+/* feedack.c: an ack, for ack and poll's ack argument */
+extern int64 projection_feed_ack_lease(ProjectionFeedRow *row, const char *token, bool has_up_to,
+									   int64 up_to);
 
 /* transaction end (xact.c) */
 extern void projection_feed_at_eoxact(bool commit);

@@ -155,6 +155,46 @@ feed_lease_row(ProjectionFeedRow *row, const char *token, FeedLease *lease)
 }
 
 /*
+ * End the lease "token" of feed "row" with an ack up to "up_to" (has_up_to
+ * false: the last event its poll returned): the partition's checkpoint
+ * moves there, the lease ends, and the feed's long-polls are woken at
+ * commit.  Returns the new checkpoint.  PJF01 for a lost lease, 22023 for
+ * an up_to outside the leased events; nothing written then.  Connected to
+ * SPI.  Shared by ack and by poll's ack argument (1.5, feedpoll.c).
+ */
+int64
+projection_feed_ack_lease(ProjectionFeedRow *row, const char *token, bool has_up_to, int64 up_to)
+{
+	FeedLease	lease;
+	Oid			types[3] = {INT4OID, INT4OID, INT8OID};
+	Datum		values[3];
+
+	feed_lease_row(row, token, &lease);
+	if (!has_up_to)
+		up_to = lease.last;
+	if (up_to < lease.position || up_to > lease.last)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("up_to %lld is outside the leased events", (long long) up_to),
+				 errdetail("Partition %d of feed \"%s\" is at %lld; the poll returned events up to %lld.",
+						   lease.partition, row->name, (long long) lease.position, (long long) lease.last)));
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(lease.partition);
+	values[2] = Int64GetDatum(up_to);
+	projection_feed_exec("UPDATE projection.feed_partitions SET position = $3, "
+			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
+			  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+			  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
+			  "attempts = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN attempts ELSE 0 END, "
+			  "last_error = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN last_error END, "
+			  "failed_position = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN failed_position END "
+			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
+			  3, types, values, NULL, SPI_OK_UPDATE);
+	projection_feed_wake_on_commit();		/* a partial ack leaves events for others */
+	return up_to;
+}
+
+/*
  * ack(feed, token, up_to): the leased partition's checkpoint to up_to
  * (default: the last event the poll returned), the lease ended; returns the
  * new checkpoint.  up_to lies between the checkpoint (ack nothing, just end
@@ -168,37 +208,15 @@ projection_ack(PG_FUNCTION_ARGS)
 	char	   *token = projection_text_arg(fcinfo, 1, "token");
 	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionFeedRow    *row;
-	FeedLease	lease;
-	Oid			types[3] = {INT4OID, INT4OID, INT8OID};
-	Datum		values[3];
 	int64		up_to;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	row = projection_feed_lookup(name, false, cxt);
-	feed_lease_row(row, token, &lease);
-	up_to = PG_ARGISNULL(2) ? lease.last : PG_GETARG_INT64(2);
-	if (up_to < lease.position || up_to > lease.last)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("up_to %lld is outside the leased events", (long long) up_to),
-				 errdetail("Partition %d of feed \"%s\" is at %lld; the poll returned events up to %lld.",
-						   lease.partition, name, (long long) lease.position, (long long) lease.last)));
-	values[0] = Int32GetDatum(row->id);
-	values[1] = Int32GetDatum(lease.partition);
-	values[2] = Int64GetDatum(up_to);
-	projection_feed_exec("UPDATE projection.feed_partitions SET position = $3, "
-			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
-			  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
-			  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
-			  "attempts = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN attempts ELSE 0 END, "
-			  "last_error = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN last_error END, "
-			  "failed_position = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN failed_position END "
-			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
-			  3, types, values, NULL, SPI_OK_UPDATE);
+	up_to = projection_feed_ack_lease(row, token, !PG_ARGISNULL(2),
+									  PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2));
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
-	projection_feed_wake_on_commit();		/* a partial ack leaves events for others */
 	PG_RETURN_INT64(up_to);
 }
 

@@ -146,10 +146,12 @@ static XLogRecPtr feed_async_lease_end = InvalidXLogRecPtr;
 /*
  * A poll that is a statement of its own ("own_statement": poll's
  * feed_may_release_snapshot, and no transaction block) commits its lease
- * without waiting for the WAL flush: its only write is the lease, and a
- * lease lost in a crash costs nothing the contract does not allow (the
- * token's ack is refused, the events are delivered again).  That takes one
- * flush out of the path from an append's commit to the poll's return.
+ * without waiting for the WAL flush: its only writes are the lease and the
+ * ack it carries (poll's ack argument, 1.5, written after "wrote_before"
+ * was read), and either lost in a server crash costs nothing the contract
+ * does not allow (the token's ack is refused, the events after the last
+ * durable checkpoint are delivered again).  That takes the flushes out of
+ * the path from an append's commit to the poll's return.
  *
  * Only if the lease is the transaction's only write: IsTransactionBlock()
  * is false in a pipeline of the extended protocol too, where the poll

@@ -277,7 +277,9 @@ feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Si
  * (1.4, the client-owned checkpoint: a consumer that stores its position
  * with its own writes), the events after that position instead, and the
  * lease moves the partition's checkpoint there; after needs a partition
- * unless the feed has one.  Nothing to
+ * unless the feed has one.  With ack (1.5), the previous poll's token:
+ * that lease is acked (as ack(feed, token) does) in this poll's
+ * transaction first, and the poll does not sleep.  Nothing to
  * return: no rows, no lease.  With wait, an empty poll sleeps until events
  * come or wait passes (see the file header).  Owner only; the owner must
  * still be allowed to read projection.events.
@@ -292,6 +294,7 @@ typedef struct PollArgs
 	int32		partition;		/* -1: any */
 	int64		after;			/* -1: the stored checkpoint */
 	Size		max_bytes;
+	char	   *ack;			/* the previous poll's token to ack, or NULL */
 } PollArgs;
 
 /* Read and check poll's arguments; nothing is read from the catalogs. */
@@ -302,6 +305,7 @@ poll_read_args(FunctionCallInfo fcinfo, PollArgs *args)
 	args->partition = -1;
 	args->after = -1;
 	args->max_bytes = SIZE_MAX;
+	args->ack = NULL;
 	projection_require_arg(fcinfo, 1, "max_events");
 	projection_require_arg(fcinfo, 2, "wait");
 	projection_require_arg(fcinfo, 3, "lease");
@@ -346,6 +350,9 @@ poll_read_args(FunctionCallInfo fcinfo, PollArgs *args)
 					 errmsg("after must not be negative"),
 					 errhint("Pass the position of the last event the consumer stored, or 0 for the beginning.")));
 	}
+	/* ack (1.5): the 1.4 signature has seven arguments */
+	if (PG_NARGS() > 7 && !PG_ARGISNULL(7))
+		args->ack = text_to_cstring(PG_GETARG_TEXT_PP(7));
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -462,6 +469,7 @@ projection_poll(PG_FUNCTION_ARGS)
 	PollArgs	args;
 	ProjectionFeedRow *row;
 	bool		release;
+	/* read before the ack this poll may carry: the ack is the poll's own write */
 	bool		wrote_before = TransactionIdIsValid(GetTopTransactionIdIfAny());
 	ProjectionFeedBatch batch;
 
@@ -475,6 +483,19 @@ projection_poll(PG_FUNCTION_ARGS)
 	poll_check_feed(row, &args);
 
 	release = feed_may_release_snapshot(fcinfo);
+	if (args.ack != NULL)
+	{
+		/*
+		 * The ack carried by this poll (1.5): the previous lease ends here,
+		 * in this transaction, before the look (which sees it: the command
+		 * counter moves).  The poll then must not sleep, or the ack would
+		 * stay uncommitted and its row locked for the whole wait: it looks
+		 * once, and the consumer's next poll (without an ack) waits.
+		 */
+		(void) projection_feed_ack_lease(row, args.ack, false, 0);
+		CommandCounterIncrement();
+		args.wait_ms = 0;
+	}
 	if (poll_until(row, &args, release, rsinfo, &batch))
 	{
 		/* the look's tuplestore is the result (InitMaterializedSRF's is empty) */
@@ -482,6 +503,8 @@ projection_poll(PG_FUNCTION_ARGS)
 		rsinfo->setResult = batch.store;
 		projection_feed_lease_commit_async(release, wrote_before);
 	}
+	else if (args.ack != NULL)
+		projection_feed_lease_commit_async(release, wrote_before);	/* the ack is the only write */
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	return (Datum) 0;

@@ -23,6 +23,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/params.h"
+#include "nodes/parsenodes.h"
 #include "tcop/dest.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -140,14 +141,86 @@ feedread_run(SPIPlanPtr plan, int nargs, Oid *types, Datum *values, FeedReadRece
  * "result_desc", each with "token" and the partition; batch->ntuples and
  * batch->last say what was read.
  *
- * The four forms of the query (with or without a type filter and a
- * partition filter) are kept plans, one set per backend.  They are planned
- * with enable_sort off: right after a bulk load the statistics may say the
- * range holds a few rows, and a bitmap scan sorted afterwards would then
- * read the whole backlog for every poll; the index scan in position order
- * stops after max_events.
+ * The forms of the query (with or without a type filter; without a
+ * partition filter, or with one for a feed of N partitions) are kept plans,
+ * per backend.  They are planned with enable_sort off: right after a bulk
+ * load the statistics may say the range holds a few rows, and a bitmap scan
+ * sorted afterwards would then read the whole backlog for every poll; the
+ * index scan in position order stops after max_events.
+ *
+ * The partition filter has the feed's partition count N as a constant,
+ * "projection.feed_partition(e.stream_id, N) = $p" (1.5), not as a
+ * parameter: so an expression index on
+ * (projection.feed_partition(stream_id, N), global_position), which an
+ * operator may create for a feed of N partitions (README "Feeds",
+ * "Partitioned feeds"), matches the filter, and the poll of one partition
+ * reads only that partition's events, in position order, from the index.
+ * Without such an index the plan is the position index's range, filtered,
+ * as before.  The plans of the last FEED_PLAN_SLOTS partition counts are
+ * kept (a backend polls feeds of few distinct counts).
  */
-static SPIPlanPtr feed_event_plans[4];
+#define FEED_PLAN_SLOTS 8
+
+typedef struct FeedPlanSlot
+{
+	int			form;			/* bit 0: a type filter; bit 1: a partition filter */
+	int			partitions;		/* N of the partition filter, or 0 */
+	SPIPlanPtr	plan;
+} FeedPlanSlot;
+
+static FeedPlanSlot feed_event_plans[FEED_PLAN_SLOTS];
+static int	feed_event_plan_next;
+
+/* the kept plan of this form and partition count, prepared if need be */
+static SPIPlanPtr
+feed_event_plan(int form, int partitions, int nargs, Oid *types)
+{
+	StringInfoData sql;
+	SPIPlanPtr	plan;
+	FeedPlanSlot *slot;
+	int			i;
+
+	for (i = 0; i < FEED_PLAN_SLOTS; i++)
+		if (feed_event_plans[i].plan != NULL && feed_event_plans[i].form == form &&
+			feed_event_plans[i].partitions == partitions)
+			return feed_event_plans[i].plan;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql,
+						   "SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, "
+						   "e.data, e.metadata, e.recorded_at FROM projection.events e "
+						   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+						   "AND e.global_position OPERATOR(pg_catalog.<=) $2");
+	if (form & 1)
+		appendStringInfoString(&sql, " AND e.event_type OPERATOR(pg_catalog.=) ANY ($4)");
+	if (form & 2)
+		appendStringInfo(&sql, " AND projection.feed_partition(e.stream_id, %d) OPERATOR(pg_catalog.=) $%d",
+						 partitions, nargs);
+	appendStringInfoString(&sql, " ORDER BY e.global_position LIMIT $3");
+	/*
+	 * A partition filter's plan is planned for every poll with its values
+	 * (a custom plan): a generic plan cannot tell a backlog (where the
+	 * partition's index reads only its events) from the live tail (where
+	 * the position index's short range is as good), and with LIMIT $3
+	 * unknown it estimates a few rows and keeps the position index.  The
+	 * planning costs tens of microseconds per poll.
+	 */
+	plan = SPI_prepare_cursor(sql.data, nargs, types, (form & 2) ? CURSOR_OPT_CUSTOM_PLAN : 0);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	pfree(sql.data);
+
+	slot = &feed_event_plans[feed_event_plan_next];
+	feed_event_plan_next = (feed_event_plan_next + 1) % FEED_PLAN_SLOTS;
+	if (slot->plan != NULL)
+		SPI_freeplan(slot->plan);
+	slot->form = form;
+	slot->partitions = (form & 2) ? partitions : 0;
+	slot->plan = plan;
+	return plan;
+}
 
 void
 projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 position, int64 horizon,
@@ -155,13 +228,14 @@ projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 positio
 							ProjectionFeedBatch *batch)
 {
 	FeedReadReceiver receiver;
-	Oid			types[6];
-	Datum		values[6];
+	Oid			types[5];
+	Datum		values[5];
 	int			nargs = 0;
 	int			form = (row->types != (Datum) 0 ? 1 : 0) + (row->partitions > 1 ? 2 : 0);
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
+	SPIPlanPtr	plan;
 
 	types[nargs] = INT8OID;
 	values[nargs++] = Int64GetDatum(position);
@@ -177,8 +251,6 @@ projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 positio
 	if (row->partitions > 1)
 	{
 		types[nargs] = INT4OID;
-		values[nargs++] = Int32GetDatum(row->partitions);
-		types[nargs] = INT4OID;
 		values[nargs++] = Int32GetDatum(partition);
 	}
 
@@ -188,31 +260,7 @@ projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 positio
 	save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	if (feed_event_plans[form] == NULL)
-	{
-		StringInfoData sql;
-		SPIPlanPtr	plan;
-
-		initStringInfo(&sql);
-		appendStringInfoString(&sql,
-							   "SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, "
-							   "e.data, e.metadata, e.recorded_at FROM projection.events e "
-							   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-							   "AND e.global_position OPERATOR(pg_catalog.<=) $2");
-		if (form & 1)
-			appendStringInfoString(&sql, " AND e.event_type OPERATOR(pg_catalog.=) ANY ($4)");
-		if (form & 2)
-			appendStringInfo(&sql, " AND projection.feed_partition(e.stream_id, $%d) OPERATOR(pg_catalog.=) $%d",
-							 nargs - 1, nargs);
-		appendStringInfoString(&sql, " ORDER BY e.global_position LIMIT $3");
-		plan = SPI_prepare(sql.data, nargs, types);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		feed_event_plans[form] = plan;
-		pfree(sql.data);
-	}
+	plan = feed_event_plan(form, row->partitions, nargs, types);
 	memset(&receiver, 0, sizeof(receiver));
 	receiver.batch = batch;
 	receiver.result_desc = result_desc;
@@ -222,7 +270,7 @@ projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 positio
 	receiver.max_bytes = max_bytes;
 	batch->ntuples = 0;
 	batch->last = position;
-	feedread_run(feed_event_plans[form], nargs, types, values, &receiver);
+	feedread_run(plan, nargs, types, values, &receiver);
 	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 }

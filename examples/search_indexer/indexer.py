@@ -8,7 +8,8 @@ Debian packages: python3-psycopg, python3-pymysql (and sphinxsearch for the
 index, see sphinx.sh).  The loop, per poll of the feed:
 
   1. poll: lease one partition of the feed and get its next events, in
-     position order (projection.poll, long-polling: woken at commit);
+     position order (projection.poll, long-polling: woken at commit); the
+     poll carries the ack of the previous batch (step 4);
   2. build the whole document of every product the events touch, by folding
      the product's stream up to the last event of this poll (one query), so
      a document never depends on what the index held before;
@@ -18,9 +19,15 @@ index, see sphinx.sh).  The loop, per poll of the feed:
      redelivered batch, or an older one, never moves a document backwards);
      a deleted product stays as a tombstone (deleted = 1) keeping its
      version;
-  4. ack: move the partition's checkpoint (projection.ack, fenced by the
-     lease token: a consumer whose lease expired is refused and gives up the
-     batch, which the new lease holder redoes).
+  4. ack: the next poll carries the batch's token (poll's ack argument,
+     1.5): it moves the partition's checkpoint first, fenced by the lease
+     token (a consumer whose lease expired is refused and gives up the
+     batch, which the new lease holder redoes), in the poll's own
+     transaction, committed without waiting for the WAL flush.  One round
+     trip per batch, and no flush between an event's commit and its
+     delivery; an ack lost in a server crash means the batch comes again,
+     which writing it changes nothing.  With --once, the poll that finds the
+     feed drained carries the last batch's ack.
 
 A crash anywhere repeats at most the batch not yet acknowledged, and writing
 it again changes nothing: the index stays equal to the read model of the
@@ -129,12 +136,22 @@ class Indexer:
                 "WHERE NOT EXISTS (SELECT 1 FROM projection.feed_status WHERE feed = %s)",
                 (self.a.feed, PRODUCT_TYPES, self.a.partitions, self.a.feed))
 
-    def poll(self):
-        return self.pg.execute(
-            "SELECT token, global_position, stream_id FROM projection.poll(%s, "
-            "max_events => %s, wait => %s::interval, lease => %s::interval, partition => %s)",
-            (self.a.feed, self.a.max_events, "%g s" % self.a.wait, "%g s" % self.a.lease,
-             self.a.partition)).fetchall()
+    def poll(self, ack):
+        """The next batch; ack: the previous batch's token (acked first), or None."""
+        try:
+            return self.pg.execute(
+                "SELECT token, global_position, stream_id FROM projection.poll(%s, "
+                "max_events => %s, wait => %s::interval, lease => %s::interval, partition => %s, "
+                "ack => %s)",
+                (self.a.feed, self.a.max_events, "%g s" % self.a.wait, "%g s" % self.a.lease,
+                 self.a.partition, ack)).fetchall()
+        except psycopg.Error as e:
+            if ack is None or getattr(e, "sqlstate", None) != "PJF01":
+                raise
+            # the lease expired and another consumer may hold it: the batch
+            # is theirs to redo (writing it again is harmless)
+            print("lease lost, batch given up: %s" % e, file=sys.stderr)
+            return []
 
     def build(self, upto):
         """Whole documents of the streams in upto {stream_id: last position}."""
@@ -180,22 +197,12 @@ class Indexer:
         cur.execute("COMMIT")
         return written
 
-    def ack(self, token):
-        try:
-            self.pg.execute("SELECT projection.ack(%s, %s)", (self.a.feed, token))
-            return True
-        except psycopg.Error as e:
-            if getattr(e, "sqlstate", None) == "PJF01":
-                # the lease expired and another consumer may hold it: the
-                # batch is theirs to redo (writing it again is harmless)
-                print("lease lost, batch given up: %s" % e, file=sys.stderr)
-                return False
-            raise
-
     def run(self):
         self.ensure_feed()
+        pending = None          # the token of the batch written, acked by the next poll
         while True:
-            rows = self.poll()
+            rows = self.poll(pending)
+            pending = None
             if not rows:
                 if self.a.once and self.drained():
                     return
@@ -212,7 +219,7 @@ class Indexer:
             self.batches += 1
             if self.batches == self.kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)    # test hook: between write and ack
-            self.ack(token)
+            pending = token
 
     def dump(self):
         """Prints the index, one document a line: product_id, version,

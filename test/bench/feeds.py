@@ -12,12 +12,20 @@
             (after its flush), and show what the feed itself adds.  The feed
             runs twice: acks waiting for the WAL flush (the default), and a
             consumer session with synchronous_commit off (an ack lost in a
-            crash only means redelivery).
+            crash only means redelivery), and first with the loop the README
+            recommends (1.5): each poll carries the previous poll's ack
+            (poll(..., ack => token)), committed without a WAL flush.
   drain     one consumer draining a backlog through poll/ack in batches of
             500 (events/s), 4 consumers on a feed of 4 partitions, each polling
             its own partition, one consumer whose session has synchronous_commit
-            off, and the seed-style client reading batches of 500 with its
-            checkpoint in a table, as fast as it can.
+            off, one whose polls carry the previous poll's ack (the loop the
+            README recommends, 1.5), and the seed-style client reading batches
+            of 500 with its checkpoint in a table, as fast as it can.  Then
+            scaling with the partition index: 1, 2 and 4 consumers on feeds of
+            as many partitions, with the polling backends' CPU per delivered
+            event (utime+stime from /proc) and the wall rate, as ratios to one
+            consumer; and a poll of 1 of 64 partitions without and with the
+            index (wall and the backend's time on CPU from schedstat).
 
 Every consumer checks what it got: each event once, in position order within
 a stream, nothing missing at the end; any difference fails the run.
@@ -25,6 +33,7 @@ a stream, nothing missing at the end; any difference fails the run.
 
 import asyncio
 import datetime
+import os
 import time
 
 DB = "bench_feeds"
@@ -76,18 +85,26 @@ async def _check(b, conn, what, got, first, last, feed_types=None):
     return True
 
 
-async def _consumer(b, feed, partition, stop, got, lat, wait=1.0, batch=500, sync_ack=True):
+async def _consumer(b, feed, partition, stop, got, lat, wait=1.0, batch=500, sync_ack=True,
+                    ack_in_poll=False, cpu=None):
+    """ack_in_poll: the recommended loop (1.5): each poll carries the previous
+    poll's ack (poll(..., ack => token)); otherwise poll, then ack.
+    cpu: a list to which the backend's utime+stime (seconds) is appended at the end."""
     conn = await b.connect(DB)
     if not sync_ack:
         await conn.execute("SET synchronous_commit = off")
+    pid = await conn.fetchval("SELECT pg_backend_pid()")
+    cpu0 = _cpu_seconds(pid)
     poll = await conn.prepare(
         "SELECT token, global_position, stream_id, stream_version "
-        "FROM projection.poll($1, $2, wait => $3::interval, partition => $4)")
+        "FROM projection.poll($1, $2, wait => $3::interval, partition => $4, ack => $5)")
     ack = await conn.prepare("SELECT projection.ack($1, $2)")
+    token = None
     try:
         while True:
-            rows = await poll.fetch(feed, batch, datetime.timedelta(seconds=wait), partition)
+            rows = await poll.fetch(feed, batch, datetime.timedelta(seconds=wait), partition, token)
             t = time.time()
+            token = None
             if not rows:
                 if stop.is_set():
                     break
@@ -96,9 +113,35 @@ async def _consumer(b, feed, partition, stop, got, lat, wait=1.0, batch=500, syn
                 got.append((r[1], r[2], r[3]))
                 if lat is not None:
                     lat[r[1]] = t
-            await ack.fetchval(feed, rows[0][0])
+            if ack_in_poll:
+                token = rows[0][0]
+            else:
+                await ack.fetchval(feed, rows[0][0])
+        if token is not None:
+            await ack.fetchval(feed, token)
+        if cpu is not None and cpu0 is not None:
+            cpu.append(_cpu_seconds(pid) - cpu0)
     finally:
         await conn.close()
+
+
+def _cpu_ns(pid):
+    """a backend's time on CPU in nanoseconds (/proc/<pid>/schedstat); None if unreadable."""
+    try:
+        with open("/proc/%d/schedstat" % pid) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_seconds(pid):
+    """utime+stime of a backend (same machine), in seconds; None if unreadable."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 async def _seed_style(b, stop, got, lat, interval=0.1, batch=500):
@@ -140,7 +183,7 @@ async def _latencies(conn, lat, first, last):
 
 
 async def latency(b, conn, rate, secs):
-    for variant in ("feed", "feed-async-ack", "seed"):
+    for variant in ("feed-ack-in-poll", "feed", "feed-async-ack", "seed"):
         first = await conn.fetchval("SELECT COALESCE(max(global_position), 0) FROM projection.events")
         if variant != "seed":
             await conn.execute("SELECT projection.drop_feed(name) FROM projection.feeds WHERE name = 'lat'")
@@ -149,7 +192,8 @@ async def latency(b, conn, rate, secs):
         got, lat, returned = [], {}, {}
         task = asyncio.ensure_future(
             _seed_style(b, stop, got, lat) if variant == "seed"
-            else _consumer(b, "lat", None, stop, got, lat, sync_ack=(variant == "feed")))
+            else _consumer(b, "lat", None, stop, got, lat, sync_ack=(variant != "feed-async-ack"),
+                           ack_in_poll=(variant == "feed-ack-in-poll")))
         await asyncio.sleep(0.3)
         app = await b.connect(DB)
         try:
@@ -166,7 +210,8 @@ async def latency(b, conn, rate, secs):
         await _check(b, conn, "latency (%s)" % variant, got, first, last)
         ms = await _latencies(conn, lat, first, last)
         after_return = [(lat[p] - t) * 1000.0 for p, t in returned.items() if p in lat]
-        label = {"feed": "long-polling feed consumer",
+        label = {"feed-ack-in-poll": "long-polling feed consumer, ack carried by the next poll",
+                 "feed": "long-polling feed consumer, poll then ack",
                  "feed-async-ack": "long-polling feed consumer, synchronous_commit off",
                  "seed": "seed-style client polling every 100 ms"}[variant]
         for p in (50, 90, 99):
@@ -185,28 +230,95 @@ async def drain(b, conn, events):
     last = await conn.fetchval("SELECT max(global_position) FROM projection.events")
     first = last - events
 
-    async def run(label, feed, partitions, consumers, sync_ack=True):
+    async def run(label, feed, partitions, consumers, sync_ack=True, ack_in_poll=False):
+        """Returns (events/s, backend CPU µs per delivered event)."""
         if feed is not None:
+            await conn.execute("SET client_min_messages = warning")
             await conn.execute("SELECT projection.create_feed($1, start_from => $2, partitions => $3)",
                                feed, str(first), partitions)
+            await conn.execute("RESET client_min_messages")
         stop = asyncio.Event()
         stop.set()          # stop at the first empty poll: the backlog is all there
         got = []
+        cpu = []
         t0 = time.time()
         if feed is None:
             await _seed_style(b, stop, got, None)
         else:
-            await asyncio.gather(*[_consumer(b, feed, p, stop, got, None, wait=0.0, sync_ack=sync_ack)
+            await asyncio.gather(*[_consumer(b, feed, p, stop, got, None, wait=0.0, sync_ack=sync_ack,
+                                             ack_in_poll=ack_in_poll, cpu=cpu)
                                    for p in consumers])
         secs = time.time() - t0
         await _check(b, conn, "drain (%s)" % label, [g for g in got if g[0] > first], first, last)
-        b.record("feeds", "drain %d events, %s" % (events, label), events / secs, "events/s",
+        rate = events / secs
+        b.record("feeds", "drain %d events, %s" % (events, label), rate, "events/s",
                  "batches of 500")
+        us = sum(cpu) / events * 1e6 if len(cpu) == len(consumers) else None
+        if us is not None:
+            b.record("feeds", "drain %d events, %s: backends' CPU per event" % (events, label), us,
+                     "us", "utime+stime of the polling backends")
+        return rate, us
 
     await run("1 consumer, poll/ack", "drain1", 1, [None])
     await run("4 consumers on 4 partitions", "drain4", 4, [0, 1, 2, 3])
     # the same consumer whose acks do not wait for the WAL flush (a lost ack: redelivery)
     await run("1 consumer, poll/ack, synchronous_commit off", "drain1a", 1, [None], sync_ack=False)
+    # the recommended loop (1.5): the ack carried by the next poll
+    one, one_us = await run("1 consumer, ack carried by the next poll", "drain1p", 1, [None],
+                            ack_in_poll=True)
+    # scaling: partitions read through their index (README "Partitioned feeds"), the
+    # recommended loop, 1, 2 and 4 consumers each on its own partition.  On a machine
+    # with fewer cores than consumers the wall rate cannot scale; the backends' CPU
+    # per delivered event shows whether the work per event stays flat.
+    for n in (2, 4):
+        await conn.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS bench_feed_partition_%d ON projection.events "
+                           "(projection.feed_partition(stream_id, %d), global_position)" % (n, n))
+    await conn.execute("ANALYZE projection.events")
+    ncpu = os.cpu_count() or 1
+    for n in (1, 2, 4):
+        rate, us = await run("%d consumer(s) on %d partition(s), partition index, ack in poll" % (n, n),
+                             "drainx%d" % n, n, list(range(n)) if n > 1 else [None], ack_in_poll=True)
+        if n == 1:
+            base_rate, base_us = rate, us
+            continue
+        b.record("feeds", "scaling %d vs 1 consumer(s): wall events/s ratio (%d cores)" % (n, ncpu),
+                 rate / base_rate, "x", "same run")
+        if us is not None and base_us:
+            b.record("feeds", "scaling %d vs 1 consumer(s): backend CPU per event ratio" % n,
+                     us / base_us, "x", "1.0 = no extra work per event")
+    # a poll of 1 of 64 partitions, without and with the partition index: wall time
+    # and the backend's time on CPU (/proc/<pid>/schedstat) per poll of 500
+    pid = await conn.fetchval("SELECT pg_backend_pid()")
+    per_poll = {}
+    for with_index in (False, True):
+        if with_index:
+            await conn.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS bench_feed_partition_64 "
+                               "ON projection.events (projection.feed_partition(stream_id, 64), global_position)")
+            await conn.execute("ANALYZE projection.events")
+        feed = "drain64" + ("i" if with_index else "")
+        await conn.execute("SET client_min_messages = warning")
+        await conn.execute("SELECT projection.create_feed($1, start_from => $2, partitions => 64)", feed, str(first))
+        await conn.execute("RESET client_min_messages")
+        polls = 5
+        cpu0 = _cpu_ns(pid)
+        t0 = time.time()
+        for _ in range(polls):
+            tok = await conn.fetchval("SELECT token FROM projection.poll($1, 500, partition => 5) LIMIT 1", feed)
+            await conn.execute("SELECT projection.ack($1, $2)", feed, tok)
+        ms = (time.time() - t0) / polls * 1000.0
+        cpu_ms = (_cpu_ns(pid) - cpu0) / polls / 1e6 if cpu0 is not None else None
+        what = "partition index" if with_index else "no index"
+        per_poll[with_index] = cpu_ms
+        b.record("feeds", "poll+ack of 1 of 64 partitions, 500 events, %s, wall" % what, ms, "ms",
+                 "mean of %d" % polls)
+        if cpu_ms is not None:
+            b.record("feeds", "poll+ack of 1 of 64 partitions, 500 events, %s, backend CPU" % what, cpu_ms,
+                     "ms", "mean of %d, schedstat" % polls)
+    if per_poll.get(True) and per_poll.get(False):
+        b.record("feeds", "poll of 1 of 64 partitions: backend CPU without / with the partition index",
+                 per_poll[False] / per_poll[True], "x", "same run")
+    for n in (2, 4, 64):
+        await conn.execute("DROP INDEX IF EXISTS projection.bench_feed_partition_%d" % n)
     # the seed's client over the same backlog, its checkpoint in a table
     got = []
     conn2 = await b.connect(DB)
