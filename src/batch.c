@@ -242,11 +242,21 @@ projection_batch_prepare(const char *sql)
  * ---------------------------------------------------------------------
  */
 
-/* Start an empty batch; its rows live in the current memory context. */
+/*
+ * Start an empty batch; its rows live in the current memory context.  The
+ * tuplestore keeps up to work_mem, or twice projection.batch_bytes if that
+ * is more, in memory before it spills to a temporary file: the worker's and
+ * a replay's batches are read into memory first anyway, bounded by
+ * batch_bytes (eventread.c), so writing their copy out to disk would save
+ * no memory worth the write and the read back (a catch-up batch of 30,000
+ * events spilled at the default work_mem).  Twice, because the tuplestore
+ * counts each row's allocation overhead too.  An inline batch (a
+ * statement's transition table, of any size) spills beyond that.
+ */
 void
 projection_batch_begin(ProjectionBatch *batch)
 {
-	batch->store = tuplestore_begin_heap(true, false, work_mem);
+	batch->store = tuplestore_begin_heap(true, false, Max(work_mem, 2 * projection_batch_bytes));
 	batch->count = 0;
 	batch->first = 0;
 	batch->last = 0;
@@ -409,9 +419,10 @@ projection_batch_apply_one(ProjectionDef *def, Datum event, const char *event_ty
 }
 
 /*
- * Rows [from, to) of a replay's read (columns: e, global_position,
- * event_type, ...) through the batch statements, as one batch of the
- * events of the projection's types.  Returns the number of events in the
+ * Rows [from, to) of a replay's read (rows that are events,
+ * PROJECTION_EVENT_COLUMNS) through the batch statements, as one batch of
+ * the events of the projection's types: each row goes into the batch as it
+ * is, with no event datum built.  Returns the number of events in the
  * batch.  As for projection_batch_run.
  */
 int64
@@ -427,13 +438,14 @@ projection_batch_apply_rows(ProjectionDef *def, ProjectionEventRows *rows, int f
 	for (i = from; i < to; i++)
 	{
 		HeapTuple	tup = rows->tuples[i];
-		bool		isnull;
-		char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
+		char	   *event_type = def->types == NULL ? NULL :
+			projection_event_row_type(tup, rows->tupdesc);
 
-		if (projection_wants_batch(def, event_type))
-			projection_batch_put(&batch, SPI_getbinval(tup, rows->tupdesc, 1, &isnull),
-								 DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull)));
-		pfree(event_type);
+		if (event_type == NULL || projection_wants_batch(def, event_type))
+			projection_batch_put_tuple(&batch, tup,
+									   projection_event_row_position(tup, rows->tupdesc));
+		if (event_type != NULL)
+			pfree(event_type);
 	}
 	projection_batch_run(def, &batch);
 	count = batch.count;

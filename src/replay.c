@@ -109,7 +109,7 @@ replay_read_begin(ReplayRead *rd, ProjectionDef *def, int64 from, int64 upto)
 	GetUserIdAndSecContext(&rd->save_userid, &rd->save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   rd->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rd->plan = SPI_prepare(psprintf("SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e "
+	rd->plan = SPI_prepare(psprintf("SELECT " PROJECTION_EVENT_COLUMNS " FROM projection.events e "
 									"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
 									"AND e.global_position OPERATOR(pg_catalog.<=) $2 %s"
 									"ORDER BY e.global_position LIMIT $3",
@@ -183,7 +183,6 @@ projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last
 	MemoryContext event_cxt;
 	int64		total = upto - from;
 	int64		replayed = 0;
-	bool		isnull;
 	TimestampTz start = GetCurrentTimestamp();
 	TimestampTz last_report = start;
 
@@ -206,7 +205,7 @@ projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last
 		if (rows.ntuples == 0)
 			break;
 		replayed += projection_replay_chunk(def, &rows, event_cxt, &replay_skipped);
-		*last = DatumGetInt64(SPI_getbinval(rows.tuples[rows.ntuples - 1], rows.tupdesc, 2, &isnull));
+		*last = projection_event_row_position(rows.tuples[rows.ntuples - 1], rows.tupdesc);
 		MemoryContextReset(batch_cxt);
 		replay_report_progress(def, *last - from, total, start, &last_report);
 	}

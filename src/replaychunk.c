@@ -67,21 +67,19 @@ replay_chunk_guarded(ProjectionDef *def, ProjectionEventRows *rows, MemoryContex
 		for (; i < rows->ntuples; i++)
 		{
 			HeapTuple	tup = rows->tuples[i];
-			bool		isnull;
-			Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
-			int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
+			int64		position = projection_event_row_position(tup, rows->tupdesc);
 			char	   *event_type;
 			bool		per_event;
 
 			CHECK_FOR_INTERRUPTS();
 			MemoryContextSwitchTo(event_cxt);
-			event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
+			event_type = projection_event_row_type(tup, rows->tupdesc);
 			per_event = projection_wants(def, event_type);
 			if (per_event)
 			{
 				/* the per-event handlers only for the events they take */
 				projection_owner_enter(&scope, def);
-				projection_apply(def, event, event_type, position);
+				projection_apply(def, projection_event_row_datum(tup), event_type, position);
 				CommandCounterIncrement();
 			}
 			if (per_event || projection_wants_batch(def, event_type))
@@ -142,26 +140,25 @@ replay_chunk_each(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext e
 	for (i = 0; i < rows->ntuples; i++)
 	{
 		HeapTuple	tup = rows->tuples[i];
-		bool		isnull;
-		Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
-		int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
+		int64		position = projection_event_row_position(tup, rows->tupdesc);
 		char	   *event_type;
 		ErrorData  *edata = NULL;
 
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextSwitchTo(event_cxt);
-		event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
+		event_type = projection_event_row_type(tup, rows->tupdesc);
 		if (projection_wants(def, event_type) || projection_wants_batch(def, event_type))
 		{
 			/* the handlers run in event_cxt, the error is copied out of it */
-			edata = projection_apply_one_guarded(def, event, event_type, position, oldcxt);
+			edata = projection_apply_one_guarded(def, projection_event_row_datum(tup), event_type,
+												 position, oldcxt);
 			if (edata == NULL)
 				applied++;
 		}
 		MemoryContextSwitchTo(oldcxt);
 		if (edata != NULL)
 		{
-			char	   *stream_id = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 4, &isnull));
+			char	   *stream_id = projection_event_row_stream(tup, rows->tupdesc);
 
 			if (projection_error_is_fatal(edata))
 				ReThrowError(edata);
@@ -213,16 +210,14 @@ replay_chunk_batch(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext 
 	for (i = 0; i < rows->ntuples; i++)
 	{
 		HeapTuple	tup = rows->tuples[i];
-		bool		isnull;
-		Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
-		int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
+		int64		position = projection_event_row_position(tup, rows->tupdesc);
 		MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
-		char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
+		char	   *event_type = projection_event_row_type(tup, rows->tupdesc);
 
 		CHECK_FOR_INTERRUPTS();
 		if (projection_wants(def, event_type) || projection_wants_batch(def, event_type))
 		{
-			projection_apply_one(&scope, def, event, event_type, position);
+			projection_apply_one(&scope, def, projection_event_row_datum(tup), event_type, position);
 			applied++;
 		}
 		MemoryContextSwitchTo(oldcxt);
@@ -248,17 +243,15 @@ replay_chunk_plain(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext 
 	for (i = 0; i < rows->ntuples; i++)
 	{
 		HeapTuple	tup = rows->tuples[i];
-		bool		isnull;
-		Datum		event = SPI_getbinval(tup, rows->tupdesc, 1, &isnull);
-		int64		position = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 2, &isnull));
+		int64		position = projection_event_row_position(tup, rows->tupdesc);
 		MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
-		char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
+		char	   *event_type = projection_event_row_type(tup, rows->tupdesc);
 
 		CHECK_FOR_INTERRUPTS();
 		if (projection_wants(def, event_type))
 		{
 			projection_owner_enter(&scope, def);
-			projection_apply(def, event, event_type, position);
+			projection_apply(def, projection_event_row_datum(tup), event_type, position);
 			CommandCounterIncrement();
 			applied++;
 		}
@@ -270,8 +263,7 @@ replay_chunk_plain(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext 
 }
 
 /*
- * Apply a chunk of a replay's events (rows of e, global_position,
- * event_type, stream_id) to the projection, as its owner, the way on_error
+ * Apply a chunk of a replay's events (rows of PROJECTION_EVENT_COLUMNS) to the projection, as its owner, the way on_error
  * and its batch statements say: under 'skip' guarded, with the failing
  * events dead-lettered (counted in *skipped); with batch statements
  * set-based, with an event-by-event fallback; else plainly.  Returns the

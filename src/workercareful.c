@@ -103,7 +103,8 @@ worker_apply_recorded(ProjectionRoundMember *rp, ProjectionRoundEvent *ev, Memor
 
 	for (attempt = 1;; attempt++)
 	{
-		ErrorData  *edata = projection_apply_one_guarded(rp->def, ev->event, ev->event_type,
+		ErrorData  *edata = projection_apply_one_guarded(rp->def, projection_round_event_datum(ev),
+														 ev->event_type,
 														 ev->position, errcxt);
 		ProjectionWorkerErrorKind kind;
 

@@ -80,7 +80,7 @@ worker_apply_batches(ProjectionRoundMember *rps, int nrps, ProjectionRoundEvent 
 		for (i = 0; i < n; i++)
 			if (events[i].position > rp->position &&
 				projection_wants_batch(rp->def, events[i].event_type))
-				projection_batch_put(&batch, events[i].event, events[i].position);
+				projection_batch_put_tuple(&batch, events[i].row, events[i].position);
 		if (batch.count > 0)
 		{
 			CHECK_FOR_INTERRUPTS();
@@ -131,7 +131,7 @@ worker_apply_fast(ProjectionRoundMember *rps, int nrps, ProjectionRoundEvent *ev
 			projection_owner_enter(&scope, rp->def);
 			projection_worker.applying_id = rp->id;
 			projection_worker.applying_position = ev->position;
-			projection_apply(rp->def, ev->event, ev->event_type, ev->position);
+			projection_apply(rp->def, projection_round_event_datum(ev), ev->event_type, ev->position);
 			projection_worker.applying_id = 0;
 		}
 		CommandCounterIncrement();

@@ -231,7 +231,7 @@ projection_worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
 	ProjectionEventRows rows;
 
 #define BATCH_SQL(filter) \
-	"SELECT e, e.global_position, e.event_type, e.stream_id FROM projection.events e " \
+	"SELECT " PROJECTION_EVENT_COLUMNS " FROM projection.events e " \
 	"WHERE e.global_position OPERATOR(pg_catalog.>) $1 " \
 	"AND e.global_position OPERATOR(pg_catalog.<=) $2 " filter \
 	"ORDER BY e.global_position LIMIT $3"
@@ -249,22 +249,44 @@ projection_worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
 	projection_read_events(plan, filter == (Datum) 0 ? 3 : 4, types, values,
 						   max_rows, PROJECTION_BATCH_BYTES, CurrentMemoryContext, &rows);
 
-	/* the event datums point into the copied rows, which live as long */
+	/*
+	 * The rows are events; an event's datum is built only for the per-event
+	 * handlers that take it (projection_round_event_datum), batch statements
+	 * take the row as it is.
+	 */
 	result = palloc(sizeof(ProjectionRoundEvent) * Max(rows.ntuples, 1));
 	for (i = 0; i < rows.ntuples; i++)
 	{
 		HeapTuple	tup = rows.tuples[i];
 		TupleDesc	desc = rows.tupdesc;
-		bool		isnull;
 
-		result[i].event = SPI_getbinval(tup, desc, 1, &isnull);
-		result[i].position = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		result[i].event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-		result[i].stream_id = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+		result[i].row = tup;
+		result[i].event = (Datum) 0;
+		result[i].position = projection_event_row_position(tup, desc);
+		result[i].event_type = projection_event_row_type(tup, desc);
+		result[i].stream_id = projection_event_row_stream(tup, desc);
 	}
 	*events = result;
 	*full = rows.full;
 	return rows.ntuples;
+}
+
+/*
+ * A round's event as a projection.events datum, for per-event handlers:
+ * built at the first call, in the memory context of the event's row, which
+ * it lives as long as.
+ */
+Datum
+projection_round_event_datum(ProjectionRoundEvent *ev)
+{
+	if (ev->event == (Datum) 0)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(GetMemoryChunkContext(ev->row));
+
+		ev->event = projection_event_row_datum(ev->row);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	return ev->event;
 }
 
 /*

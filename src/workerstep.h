@@ -36,7 +36,8 @@ typedef struct ProjectionRoundEvent
 	int64		position;
 	char	   *event_type;
 	char	   *stream_id;
-	Datum		event;
+	HeapTuple	row;			/* the projection.events row (eventread.c) */
+	Datum		event;			/* its datum, once built: projection_round_event_datum */
 } ProjectionRoundEvent;
 
 /*
@@ -82,6 +83,7 @@ extern int	projection_worker_lock_projections(ProjectionRegistry *registry, Memo
 extern void projection_worker_track_catch_ups(ProjectionRoundMember *rps, int nrps);
 extern int	projection_worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
 										 ProjectionRoundEvent **events, bool *full);
+extern Datum projection_round_event_datum(ProjectionRoundEvent *ev);
 extern int	projection_worker_horizon(ProjectionRoundEvent *events, int nevents, bool full,
 									  int64 from, int64 last_value, int64 gap_bound,
 									  int64 *horizon);
