@@ -326,7 +326,7 @@ batch_error_callback(void *arg)
  * The blocks of the tables a batch statement's plan reads or writes (the
  * plan's relations, partitions included), and the plan cache's generation
  * of that plan.  Called right after the plan ran, so the executor holds a
- * lock on each of them.
+ * lock on (almost) each of them.
  */
 static BlockNumber
 batch_plan_blocks(SPIPlanPtr plan, int *generation)
@@ -351,7 +351,15 @@ batch_plan_blocks(SPIPlanPtr plan, int *generation)
 			if (rte->rtekind != RTE_RELATION ||
 				(rte->relkind != RELKIND_RELATION && rte->relkind != RELKIND_MATVIEW))
 				continue;
-			rel = relation_open(rte->relid, NoLock);
+			/*
+			 * Held since the execution, except a partition that initial
+			 * pruning left unlocked (18): skip one we would wait for.
+			 */
+			if (!ConditionalLockRelationOid(rte->relid, AccessShareLock))
+				continue;
+			rel = try_relation_open(rte->relid, NoLock);
+			if (rel == NULL)
+				continue;
 			blocks += RelationGetNumberOfBlocks(rel);
 			relation_close(rel, NoLock);
 		}
