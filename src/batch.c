@@ -12,7 +12,9 @@
  * (SPI_register_relation), and the statement's kept plan runs against
  * whatever tuplestore is registered under that name.  The relation's row
  * estimate is projection.batch_size (a kept plan is generic and planned
- * once, so it gets the typical size, not the first batch's).
+ * once, so it gets the typical size, not the first batch's).  The plan is
+ * made again when the tables it reads or writes have more than doubled
+ * since it was planned (batch_check_growth).
  *
  * Where batches come from:
  *  - async (worker.c): each projection's events of the worker's batch, in
@@ -53,8 +55,10 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -62,7 +66,9 @@
 #include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/parsenodes.h"
+#include "nodes/plannodes.h"
 #include "optimizer/optimizer.h"
+#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -317,6 +323,87 @@ batch_error_callback(void *arg)
 }
 
 /*
+ * The blocks of the tables a batch statement's plan reads or writes (the
+ * plan's relations, partitions included), and the plan cache's generation
+ * of that plan.  Called right after the plan ran, so the executor holds a
+ * lock on (almost) each of them.
+ */
+static BlockNumber
+batch_plan_blocks(SPIPlanPtr plan, int *generation)
+{
+	CachedPlanSource *src = linitial(SPI_plan_get_plan_sources(plan));
+	BlockNumber blocks = 0;
+	ListCell   *lc;
+
+	*generation = src->generation;
+	if (src->gplan == NULL)
+		return 0;
+	foreach(lc, src->gplan->stmt_list)
+	{
+		PlannedStmt *pstmt = lfirst_node(PlannedStmt, lc);
+		ListCell   *rlc;
+
+		foreach(rlc, pstmt->rtable)
+		{
+			RangeTblEntry *rte = lfirst_node(RangeTblEntry, rlc);
+			Relation	rel;
+
+			if (rte->rtekind != RTE_RELATION ||
+				(rte->relkind != RELKIND_RELATION && rte->relkind != RELKIND_MATVIEW))
+				continue;
+			/*
+			 * Held since the execution, except a partition that initial
+			 * pruning left unlocked (18): skip one we would wait for.
+			 */
+			if (!ConditionalLockRelationOid(rte->relid, AccessShareLock))
+				continue;
+			rel = try_relation_open(rte->relid, NoLock);
+			if (rel == NULL)
+				continue;
+			blocks += RelationGetNumberOfBlocks(rel);
+			relation_close(rel, NoLock);
+		}
+	}
+	return blocks;
+}
+
+/*
+ * After a batch statement ran: forget its kept plan if the tables it reads
+ * or writes have grown to more than twice their size when it was planned
+ * (and by more than BATCH_REPLAN_MIN_BLOCKS), so that the next batch plans
+ * it again with their sizes then.  A kept plan is generic and planned once:
+ * planned over an empty read model (the first batch of a catch-up or of a
+ * rebuild), a join with the batch is a Seq Scan of the read model, and
+ * every later batch would scan the whole, growing read model.  Doubling
+ * bounds the plans to a few per statement (log2 of the growth), whatever
+ * the number of batches.  The plan cache plans again on its own when a
+ * table's definition changes (a new generation): the size then is the new
+ * baseline.
+ */
+#define BATCH_REPLAN_MIN_BLOCKS 16
+
+static void
+batch_check_growth(ProjectionBatchStatement *stmt)
+{
+	int			generation;
+	BlockNumber blocks = batch_plan_blocks(stmt->plan, &generation);
+
+	if (generation != stmt->plan_generation)
+	{
+		stmt->plan_generation = generation;
+		stmt->plan_blocks = blocks;
+	}
+	else if (blocks > 2 * (uint64) stmt->plan_blocks &&
+			 blocks - stmt->plan_blocks > BATCH_REPLAN_MIN_BLOCKS)
+	{
+		SPIPlanPtr	plan = stmt->plan;
+
+		stmt->plan = NULL;
+		SPI_freeplan(plan);
+	}
+}
+
+/*
  * Run the projection's batch statements over the batch, in the order they
  * were added (nothing if the batch is empty).  The caller has entered the
  * owner's scope, is connected to SPI and pushed an active snapshot, as for
@@ -364,6 +451,7 @@ projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
 				if (SPI_keepplan(plan) != 0)
 					elog(ERROR, "SPI_keepplan failed");
 				stmt->plan = plan;
+				stmt->plan_generation = -1;	/* its size after this batch */
 			}
 			tuplestore_rescan(batch->store);
 			rc = SPI_execute_plan(stmt->plan, NULL, NULL, false, 0);
@@ -371,6 +459,7 @@ projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
 				elog(ERROR, "batch statement failed: %s", SPI_result_code_string(rc));
 			if (SPI_tuptable != NULL)
 				SPI_freetuptable(SPI_tuptable);
+			batch_check_growth(stmt);
 		}
 		if (SPI_finish() != SPI_OK_FINISH)
 			elog(ERROR, "SPI_finish failed");

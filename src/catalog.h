@@ -15,6 +15,7 @@
 
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "storage/block.h"
 
 typedef enum ProjectionState
 {
@@ -37,6 +38,8 @@ typedef struct ProjectionBatchStatement
 {
 	char	   *sql;
 	SPIPlanPtr	plan;			/* kept plan, prepared as the owner on first use */
+	int			plan_generation;	/* the plan cache's generation of plan ... */
+	BlockNumber plan_blocks;	/* ... and its tables' blocks then (batch.c) */
 } ProjectionBatchStatement;
 
 typedef struct ProjectionDef
