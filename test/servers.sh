@@ -118,7 +118,7 @@ pj_build_cassert() {
         cd "$src"
         ./configure --prefix="$prefix" "${PJ_CASSERT_CONFIGURE[@]}" >"$b/configure.log" 2>&1 ||
             { tail -n 40 "$b/configure.log"; exit 1; }
-        # src/ only: server, client programs, pg_regress, pg_isolation_regress
+        # src/: server, client programs, pg_regress, pg_isolation_regress
         # and src/test/perl (all in src/Makefile's SUBDIRS)
         make -s -j"$(nproc 2>/dev/null || echo 2)" -C src >"$b/make.log" 2>&1 ||
             { tail -n 60 "$b/make.log"; exit 1; }
@@ -126,12 +126,16 @@ pj_build_cassert() {
             { tail -n 40 "$b/install.log"; exit 1; }
         make -s -C config install >>"$b/install.log" 2>&1 ||
             { tail -n 40 "$b/install.log"; exit 1; }
+        # auto_explain: TAP 101 reads the batch statements' plans from the log
+        make -s -C contrib/auto_explain install >>"$b/install.log" 2>&1 ||
+            { tail -n 40 "$b/install.log"; exit 1; }
     ) || pj_die "building the assert-enabled PostgreSQL 15 failed (logs in $b)"
     # pgxs.mk is in PGXS/src/makefiles, the test programs in PGXS/src/test
     pgxs=$(dirname "$(dirname "$("$prefix/bin/pg_config" --pgxs)")")
     [ -x "$pgxs/test/isolation/pg_isolation_regress" ] &&
         [ -x "$pgxs/test/regress/pg_regress" ] &&
         [ -f "$pgxs/test/perl/PostgreSQL/Test/Cluster.pm" ] &&
+        [ -f "$("$prefix/bin/pg_config" --pkglibdir)/auto_explain.so" ] &&
         "$prefix/bin/pg_config" --configure | grep -q -e '--enable-cassert' ||
         pj_die "the assert-enabled build in $prefix is incomplete (logs in $b)"
     echo "$stamp" >"$prefix/.complete"
@@ -222,7 +226,7 @@ pj_server_cache() {
     case "$name" in
         pg15-cassert)
             entry=$PJ_CACHE/pg15-cassert
-            stamp="pg15-cassert 1 ${PJ_CASSERT_CONFIGURE[*]}"
+            stamp="pg15-cassert 2 auto_explain ${PJ_CASSERT_CONFIGURE[*]}"
             pj_cache_lock pg15-cassert
             pj_cache_valid "$entry" "$stamp" || pj_build_cassert "$entry" "$stamp"
             pj_cache_unlock
