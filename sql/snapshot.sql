@@ -155,15 +155,17 @@ ROLLBACK;
 SELECT state->>'status' AS status_after FROM projection.snapshots WHERE name = 'snap_cart' AND stream_id = 'snap-3';
 
 --
--- _snapshot_apply: replaying events already folded in changes nothing
+-- _snapshot_apply: only the projection's batch statement writes its states,
+-- even its owner's direct call is refused (aggregate() starts from them)
 --
 SELECT projection._snapshot_apply('snap_cart', array_agg(e ORDER BY e.global_position))
   FROM projection.events e
  WHERE e.event_type IN ('SnapOpened', 'SnapAdded', 'SnapRemoved', 'SnapClosed');
+\echo :LAST_ERROR_SQLSTATE
 SELECT stream_id, state, version FROM projection.snapshots
  WHERE name = 'snap_cart' ORDER BY stream_id COLLATE "C";
--- an empty batch writes nothing
 SELECT projection._snapshot_apply('snap_cart', '{}');
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 -- only the owner may call it, for a snapshot projection that exists
 SET ROLE regress_snap_reader;

@@ -404,6 +404,24 @@ batch_check_growth(ProjectionBatchStatement *stmt)
 }
 
 /*
+ * The projection whose batch statements this backend is running (0: none),
+ * for projection_batch_running.  Set and restored around the statements by
+ * projection_batch_run, on its error path too.
+ */
+static int32 batch_running_id = 0;
+
+/*
+ * Whether the statement running now is a batch statement of projection
+ * "projection_id", run by projection_batch_run over a batch of real events
+ * (_snapshot_apply refuses any other caller: snapapply.c).
+ */
+bool
+projection_batch_running(int32 projection_id)
+{
+	return projection_id != 0 && batch_running_id == projection_id;
+}
+
+/*
  * Run the projection's batch statements over the batch, in the order they
  * were added (nothing if the batch is empty).  The caller has entered the
  * owner's scope, is connected to SPI and pushed an active snapshot, as for
@@ -418,6 +436,7 @@ projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
 	ErrorContextCallback errcallback;
 	BatchContext ctx;
 	MemoryContext oldcxt = CurrentMemoryContext;
+	int32		save_running_id = batch_running_id;
 	int			nestlevel;
 	int			i;
 
@@ -439,6 +458,7 @@ projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		projection_batch_register(batch->store);
+		batch_running_id = def->id;
 		for (i = 0; i < def->nbatch_statements; i++)
 		{
 			ProjectionBatchStatement *stmt = &def->batch_statements[i];
@@ -461,6 +481,7 @@ projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
 				SPI_freetuptable(SPI_tuptable);
 			batch_check_growth(stmt);
 		}
+		batch_running_id = save_running_id;
 		if (SPI_finish() != SPI_OK_FINISH)
 			elog(ERROR, "SPI_finish failed");
 	}
@@ -468,6 +489,7 @@ projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
 	{
 		ErrorData  *edata;
 
+		batch_running_id = save_running_id;
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		if (edata->sqlerrcode != ERRCODE_CARDINALITY_VIOLATION)

@@ -46,6 +46,7 @@ extern void projection_batch_begin(ProjectionBatch *batch);
 extern void projection_batch_put(ProjectionBatch *batch, Datum event, int64 position);
 extern void projection_batch_put_tuple(ProjectionBatch *batch, HeapTuple tuple, int64 position);
 extern void projection_batch_run(ProjectionDef *def, ProjectionBatch *batch);
+extern bool projection_batch_running(int32 projection_id);
 extern void projection_batch_end(ProjectionBatch *batch);
 
 /* shorthands for the callers' loops */

@@ -45,6 +45,7 @@
 #include "utils/memutils.h"
 #include "utils/typcache.h"
 
+#include "batch.h"
 #include "catalog.h"
 #include "handler.h"
 #include "inline.h"
@@ -477,6 +478,12 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of projection \"%s\"", name),
 				 errdetail("Only the projection's own batch statement writes its states.")));
+	if (!projection_batch_running(def.id))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot write the states of snapshot projection \"%s\" outside its batch statement", name),
+				 errdetail("Only the projection's own batch statement writes its states, with the events of its batches: "
+						   "projection.aggregate() starts from them.")));
 
 	nevents = snapshot_batch_events(arr, &events);
 	if (nevents == 0)
@@ -489,6 +496,9 @@ projection_snapshot_apply(PG_FUNCTION_ARGS)
 	snapshot_fold_streams(&def, events, nevents, &loaded, cxt, &changed,
 						  projection_inline_applying());
 	snapshot_check_skipped(&def, &changed);
+	/* a fold changed since the states began: aggregate() must not use them (async only) */
+	if (!projection_inline_applying())
+		projection_snapshot_check_fold(&def);
 
 	/*
 	 * Write the changed states: the ones loaded (and locked) with one

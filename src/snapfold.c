@@ -297,6 +297,38 @@ projection_snapshot_record_fold(int32 projection_id)
 								  values, nulls, SPI_OK_UPDATE, "recording a snapshot projection's fold");
 }
 
+/*
+ * After a batch of snapshot projection "def" was folded: if the fold's
+ * definition is no longer the one its states started from, forget that
+ * definition (aggregate() then stops using the states until a rebuild
+ * records it again).  Comparing at aggregate() time alone is not enough: a
+ * fold replaced and then put back (a CREATE OR REPLACE undone by another)
+ * has the digest the states started from, yet the states hold events
+ * folded by the other body.  Read after the fold, so that a definition the
+ * batch's calls saw is at least as old as the one compared.  The caller is
+ * connected to SPI.
+ */
+void
+projection_snapshot_check_fold(SnapshotDef *def)
+{
+	static SPIPlanPtr check_plan = NULL;
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+	char	   *digest;
+
+	if (!projection_snapshot_has_fold_definition())
+		return;
+	digest = projection_snapshot_fold_definition(def->fold);
+	values[0] = Int32GetDatum(def->id);
+	values[1] = CStringGetTextDatum(digest == NULL ? "" : digest);
+	projection_snapshot_exec_plan(projection_kept_plan(&check_plan,
+													   "UPDATE projection.snapshot_defs SET fold_definition = NULL "
+													   "WHERE projection_id OPERATOR(pg_catalog.=) $1 "
+													   "AND fold_definition OPERATOR(pg_catalog.<>) $2",
+													   2, types),
+								  values, NULL, SPI_OK_UPDATE, "forgetting a snapshot projection's fold");
+}
+
 /* Whether this database's catalog has snapshot_defs.fold_definition (1.5). */
 bool
 projection_snapshot_has_fold_definition(void)

@@ -48,6 +48,7 @@ extern void projection_snapshot_fold_event(SnapshotFold *f, Datum *state, bool *
 extern void projection_snapshot_fold_reset(SnapshotFold *f);
 extern char *projection_snapshot_fold_definition(Oid fold);
 extern void projection_snapshot_record_fold(int32 projection_id);
+extern void projection_snapshot_check_fold(SnapshotDef *def);
 extern bool projection_snapshot_has_fold_definition(void);
 extern void projection_snapshot_owner_enter(ProjectionOwnerScope *scope, SnapshotDef *def);
 
