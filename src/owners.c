@@ -400,6 +400,39 @@ projection_depend_fail_ownerless(int32 id, const char *name, Oid owner)
 }
 
 /*
+ * Stop a projection whose owner may no longer read projection.events (a
+ * REVOKE after create, which needed it): the worker would go on handing it
+ * the events its owner may not read.  Not an error of an event (on_error
+ * does not apply, no dead letter): the projection stops before its next
+ * event, and resume() after a GRANT goes on from there.  The row must be
+ * locked by the caller (connected to SPI, as a superuser).
+ */
+void
+projection_depend_fail_unprivileged(int32 id, const char *name, Oid owner)
+{
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+	char	   *role = GetUserNameFromId(owner, false);
+	char	   *msg;
+	int			rc;
+
+	msg = psprintf("owner of projection \"%s\" may no longer read projection.events", name);
+	values[0] = Int32GetDatum(id);
+	values[1] = CStringGetTextDatum(msg);
+	rc = SPI_execute_with_args("UPDATE projection.projections SET state = 'failed', "
+							   "last_error = $2, last_error_sqlstate = '42501', last_error_position = NULL, "
+							   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+							   2, types, values, NULL, false, 0);
+	projection_spi_check(rc, SPI_OK_UPDATE, "stopping a projection whose owner may not read events");
+	ereport(WARNING,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("%s", msg),
+			 errdetail("Role \"%s\" has lost the SELECT privilege on projection.events; the projection was stopped before its next event.", role),
+			 errhint("Grant it with GRANT SELECT ON projection.events TO %s, then call projection.resume('%s').",
+					 quote_identifier(role), name)));
+}
+
+/*
  * Check every projection's owner: record the owner entries that are
  * missing, and stop (fail_ownerless) the projections whose owner is gone.
  * The caller is connected to SPI, in a transaction that may write, with an

@@ -28,6 +28,7 @@ extern void projection_owners_reassign_owned(ReassignOwnedStmt *stmt);
 
 /* owners that vanished, entries that went missing (the worker) */
 extern void projection_depend_fail_ownerless(int32 id, const char *name, Oid owner);
+extern void projection_depend_fail_unprivileged(int32 id, const char *name, Oid owner);
 extern int	projection_depend_check_owners(void);
 
 #endif							/* PROJECTION_OWNERS_H */

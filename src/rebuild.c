@@ -19,9 +19,12 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 
+#include "catalog.h"
 #include "horizon.h"
 #include "inline.h"
 #include "oplog.h"
@@ -65,6 +68,15 @@ projection_rebuild(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	row = projection_registry_lookup(name, cxt);
 	projection_check_owner(row);
+	/* the replay hands every event to the owner's code: as create() requires */
+	if (pg_class_aclcheck(projection_oids()->events, row->owner, ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table events"),
+				 errdetail("Rebuilding projection \"%s\" replays every event to its owner, role \"%s\", which may not read projection.events.",
+						   name, GetUserNameFromId(row->owner, false)),
+				 errhint("Grant it with GRANT SELECT ON projection.events TO %s.",
+						 quote_identifier(GetUserNameFromId(row->owner, false)))));
 	if (row->is_inline)
 		projection_lock_out_appenders("rebuild");
 	else

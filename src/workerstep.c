@@ -32,6 +32,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -133,6 +134,7 @@ projection_worker_lock_projections(ProjectionRegistry *registry, MemoryContext c
 	int			nrestored = 0;
 	Datum		values[3];
 	List	   *ownerless = NIL;
+	List	   *unprivileged = NIL;
 	ListCell   *lc;
 
 	plan = projection_checkpoint_lock_plan();
@@ -175,6 +177,13 @@ projection_worker_lock_projections(ProjectionRegistry *registry, MemoryContext c
 					ownerless = lappend(ownerless, &registry->projections[j]);
 					break;
 				}
+				/* nor hands events to an owner who may no longer read them */
+				if (pg_class_aclcheck(projection_oids()->events, registry->projections[j].owner,
+									  ACL_SELECT) != ACLCHECK_OK)
+				{
+					unprivileged = lappend(unprivileged, &registry->projections[j]);
+					break;
+				}
 				result[n].def = &registry->projections[j];
 				result[n].id = id;
 				result[n].name = MemoryContextStrdup(cxt, registry->projections[j].name);
@@ -191,6 +200,12 @@ projection_worker_lock_projections(ProjectionRegistry *registry, MemoryContext c
 		ProjectionDef *def = lfirst(lc);
 
 		projection_depend_fail_ownerless(def->id, def->name, def->owner);
+	}
+	foreach(lc, unprivileged)
+	{
+		ProjectionDef *def = lfirst(lc);
+
+		projection_depend_fail_unprivileged(def->id, def->name, def->owner);
 	}
 
 	/* the restoring session has ended: forget it */
