@@ -372,6 +372,28 @@ depend_entries_kept(Oid registry)
 }
 
 /*
+ * Set projection "id" failed with last_error "msg" and its SQLSTATE, no
+ * failing event (the row locked by the caller, connected to SPI, as a
+ * superuser).
+ */
+static void
+depend_stop_projection(int32 id, const char *msg, const char *sqlstate)
+{
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	int			rc;
+
+	values[0] = Int32GetDatum(id);
+	values[1] = CStringGetTextDatum(msg);
+	values[2] = CStringGetTextDatum(sqlstate);
+	rc = SPI_execute_with_args("UPDATE projection.projections SET state = 'failed', "
+							   "last_error = $2, last_error_sqlstate = $3, last_error_position = NULL, "
+							   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+							   3, types, values, NULL, false, 0);
+	projection_spi_check(rc, SPI_OK_UPDATE, "stopping a projection");
+}
+
+/*
  * Stop a projection whose owner role no longer exists: nobody may run code
  * as a role that is gone (its oid could even be reused by a new role).
  * The row must be locked by the caller (connected to SPI, as a superuser).
@@ -379,19 +401,10 @@ depend_entries_kept(Oid registry)
 void
 projection_depend_fail_ownerless(int32 id, const char *name, Oid owner)
 {
-	Oid			types[2] = {INT4OID, TEXTOID};
-	Datum		values[2];
-	char	   *msg;
-	int			rc;
+	char	   *msg = psprintf("owner of projection \"%s\" does not exist (role %u was dropped)",
+							   name, owner);
 
-	msg = psprintf("owner of projection \"%s\" does not exist (role %u was dropped)", name, owner);
-	values[0] = Int32GetDatum(id);
-	values[1] = CStringGetTextDatum(msg);
-	rc = SPI_execute_with_args("UPDATE projection.projections SET state = 'failed', "
-							   "last_error = $2, last_error_sqlstate = '42704', last_error_position = NULL, "
-							   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
-							   2, types, values, NULL, false, 0);
-	projection_spi_check(rc, SPI_OK_UPDATE, "stopping a projection without owner");
+	depend_stop_projection(id, msg, "42704");
 	ereport(WARNING,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
 			 errmsg("%s", msg),
@@ -410,20 +423,10 @@ projection_depend_fail_ownerless(int32 id, const char *name, Oid owner)
 void
 projection_depend_fail_unprivileged(int32 id, const char *name, Oid owner)
 {
-	Oid			types[2] = {INT4OID, TEXTOID};
-	Datum		values[2];
 	char	   *role = GetUserNameFromId(owner, false);
-	char	   *msg;
-	int			rc;
+	char	   *msg = psprintf("owner of projection \"%s\" may no longer read projection.events", name);
 
-	msg = psprintf("owner of projection \"%s\" may no longer read projection.events", name);
-	values[0] = Int32GetDatum(id);
-	values[1] = CStringGetTextDatum(msg);
-	rc = SPI_execute_with_args("UPDATE projection.projections SET state = 'failed', "
-							   "last_error = $2, last_error_sqlstate = '42501', last_error_position = NULL, "
-							   "updated_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
-							   2, types, values, NULL, false, 0);
-	projection_spi_check(rc, SPI_OK_UPDATE, "stopping a projection whose owner may not read events");
+	depend_stop_projection(id, msg, "42501");
 	ereport(WARNING,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("%s", msg),

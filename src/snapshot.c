@@ -225,8 +225,8 @@ snapshot_fold_forward(SnapshotDef *def, text *stream_id, int64 pos, Datum *state
  * snapshot projection "name": its stored state (or the initial state)
  * folded forward, as the owner, with the stream's events after the stored
  * position, of the projection's event types, less its dead letters (the
- * events the projection skipped).  Needs membership in the owner role or
- * SELECT on projection.events (42501).
+ * events the projection skipped).  Needs SELECT on projection.events, or
+ * membership in the owner role while the owner has it (42501).
  */
 Datum
 projection_snapshot(PG_FUNCTION_ARGS)
@@ -248,12 +248,14 @@ projection_snapshot(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	projection_snapshot_def_load(name, &def, cxt);
-	if (!has_privs_of_role(GetUserId(), def.owner) &&
-		pg_class_aclcheck(projection_oids()->events, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+	/* it folds the stream's latest events: the owner's right only while the owner may read them */
+	if (pg_class_aclcheck(projection_oids()->events, GetUserId(), ACL_SELECT) != ACLCHECK_OK &&
+		!(has_privs_of_role(GetUserId(), def.owner) &&
+		  pg_class_aclcheck(projection_oids()->events, def.owner, ACL_SELECT) == ACLCHECK_OK))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for snapshot projection \"%s\"", name),
-				 errdetail("Reading a snapshot needs the SELECT privilege on projection.events, or membership in the projection's owner role."),
+				 errdetail("Reading a snapshot needs the SELECT privilege on projection.events, or membership in the projection's owner role while that role has it."),
 				 errhint("Grant it with GRANT SELECT ON projection.events TO %s.",
 						 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
 

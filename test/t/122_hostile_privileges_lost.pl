@@ -51,6 +51,11 @@ SELECT projection.on_batch('seen_p', 'INSERT INTO public.seen SELECT global_posi
 SELECT projection.create('stop_p', NULL, '{E}', tables => '{stop_log}');
 SELECT projection.on_batch('stop_p', 'INSERT INTO public.stop_log SELECT global_position FROM batch');
 SELECT projection.create('skip_p', 'public.skip_h', '{E}', tables => '{skip_log}', on_error => 'skip');
+RESET ROLE;
+CREATE FUNCTION public.count_fold(state jsonb, e projection.events) RETURNS jsonb LANGUAGE sql AS
+  $$ SELECT jsonb_build_object('n', coalesce((state->>'n')::int, 0) + 1) $$;
+SET ROLE regress_h4_owner;
+SELECT projection.create_snapshot('snap_p', 'public.count_fold', event_types => '{E}');
 });
 
 # appends n events of type E; returns the last position
@@ -83,7 +88,7 @@ sub wait_sqlstate
 }
 
 my $p = append_events(50);
-ok($node->wait_caught_up($db, $_, $p), "$_ caught up") for qw(seen_p stop_p skip_p);
+ok($node->wait_caught_up($db, $_, $p), "$_ caught up") for qw(seen_p stop_p skip_p snap_p);
 
 # ---------------------------------------------------------------------
 # 1. the owner may no longer read projection.events
@@ -116,16 +121,26 @@ is($node->safe_psql($db, 'SELECT count(*) FROM seen'), $before,
 	'resume() without the GRANT: still no event handed over');
 
 # the owner's other projections stopped the same way
-is($node->status($db, $_)->{state}, 'failed', "SELECT revoked: $_ stopped too") for qw(stop_p skip_p);
+is($node->status($db, $_)->{state}, 'failed', "SELECT revoked: $_ stopped too") for qw(stop_p skip_p snap_p);
+# snapshot() folds the latest events: no longer for the owner
+($ret, $out, $err) = $node->psql($db,
+	"SET ROLE regress_h4_owner;\n\\set VERBOSITY verbose\nSELECT projection.snapshot('snap_p', 's-1')");
+like($err, qr/42501.*permission denied for snapshot projection "snap_p"/s,
+	'SELECT revoked: snapshot() by the owner is refused (42501)');
+is($out, '', 'SELECT revoked: snapshot() hands the owner no state');
 
 $node->safe_psql($db, 'GRANT SELECT ON projection.events TO regress_h4_owner');
-for my $name (qw(seen_p stop_p skip_p))
+for my $name (qw(seen_p stop_p skip_p snap_p))
 {
 	$node->safe_psql($db, "SET ROLE regress_h4_owner; SELECT projection.resume('$name')");
 	ok($node->wait_caught_up($db, $name, $p), "after the GRANT and resume(): $name caught up");
 }
 is(model_check($_), '0 missing, 0 unknown', "after the GRANT: every event once in $_")
   for qw(seen stop_log skip_log);
+is($node->safe_psql($db,
+		"SET ROLE regress_h4_owner; SELECT projection.snapshot('snap_p', 's-1')->>'n'"),
+	$node->safe_psql($db, "SELECT count(*) FROM projection.events WHERE stream_id = 's-1'"),
+	'after the GRANT: snapshot() by the owner, every event folded once');
 
 # ---------------------------------------------------------------------
 # 2. the owner may no longer write its read model
