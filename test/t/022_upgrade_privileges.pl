@@ -5,9 +5,10 @@
 # Covers: at 1.1, projections whose owner lacks SELECT or TRIGGER on
 # projection.events (1.1 did not check; here the grants are revoked after
 # create, since the new library checks at any version); the update
-# to 1.2 warns, naming each projection and the GRANT to run; both keep
-# running (the inline one in the appender's transaction, the async one in
-# the worker); the update records their owner, so DROP ROLE of it is now
+# to 1.2 warns, naming each projection and the GRANT to run; the inline one
+# keeps running in the appender's transaction, the async one is stopped by
+# the worker until the GRANT (1.6: no events for an owner that may not read
+# them); the update records their owner, so DROP ROLE of it is now
 # refused in this database and in another one, and DROP FUNCTION of a
 # handler in use is refused; a new projection by the same role needs the
 # grants.
@@ -66,13 +67,21 @@ like($stderr, qr/HINT:  Run GRANT SELECT, TRIGGER ON projection.events TO regres
 is($node->safe_psql($db, "SELECT extversion FROM pg_extension WHERE extname = 'projection'"),
 	'1.2', 'the extension is at 1.2');
 
-# both keep running
+# the inline one keeps running; the async one is stopped before the event
+# its owner may not read (1.6), and goes on after the GRANT and resume()
 my $pos = $node->safe_psql($db, "SELECT projection.append('s', 'E', '{}')", connstr => $as_old);
 is($node->safe_psql($db, "SELECT count(*) FROM old.inline_log WHERE pos = $pos"),
 	'1', 'the inline projection keeps running');
-ok($node->wait_caught_up($db, 'old_async'), 'the async projection keeps running');
+ok($node->wait_for_state($db, 'old_async', 'failed'),
+	'the async projection is stopped: its owner may not read the events');
+is($node->safe_psql($db, "SELECT count(*) FROM old.async_log WHERE pos = $pos"),
+	'0', 'and did not apply the new event');
+$node->safe_psql($db, 'GRANT SELECT ON projection.events TO regress_old');
+$node->safe_psql($db, "SELECT projection.resume('old_async')", connstr => $as_old);
+ok($node->wait_caught_up($db, 'old_async'), 'after the GRANT and resume() it runs again');
 is($node->safe_psql($db, "SELECT count(*) FROM old.async_log WHERE pos = $pos"),
 	'1', 'and applied the new event');
+$node->safe_psql($db, 'REVOKE SELECT ON projection.events FROM regress_old');
 
 # the update recorded the dependencies
 ($ret, $stdout, $stderr) = $node->psql($db, 'DROP ROLE regress_old');
