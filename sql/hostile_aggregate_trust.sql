@@ -37,7 +37,7 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT jsonb_build_object('n', coalesce((state->>'n
 SELECT projection.aggregate('hat-1', 'hat.count') AS agg,
        projection.aggregate('hat-1', 'hat.count_full') AS full_fold;
 -- a rebuild folds every event again with the fold as it is: used again
-SELECT projection.rebuild('hat_counts');
+SELECT projection.rebuild('hat_counts') > 0 AS rebuilt;
 SELECT state FROM projection.snapshots WHERE name = 'hat_counts' AND stream_id = 'hat-1';
 SELECT projection.aggregate('hat-1', 'hat.count') AS agg,
        projection.aggregate('hat-1', 'hat.count_full') AS full_fold;
@@ -88,7 +88,7 @@ SELECT projection.aggregate('hat-2', 'hat.count') AS agg,
        projection.aggregate('hat-2', 'hat.count_full') AS full_fold;
 RESET ROLE;
 SELECT name, stream_id, state, version FROM projection.snapshots
- WHERE name LIKE 'hat%' ORDER BY name COLLATE "C", stream_id COLLATE "C";
+ WHERE name LIKE 'hat%' AND stream_id LIKE 'hat-%' ORDER BY name COLLATE "C", stream_id COLLATE "C";
 
 SELECT projection.drop('hat_evil');
 SELECT projection.drop('hat_counts');
