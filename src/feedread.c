@@ -27,6 +27,7 @@
 #include "nodes/params.h"
 #include "nodes/parsenodes.h"
 #include "tcop/dest.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -156,35 +157,39 @@ feedread_run(SPIPlanPtr plan, int nargs, Oid *types, Datum *values, FeedReadRece
  * A feed of N partitions: when projection.events has the partition index
  * on (projection.feed_partition(stream_id, N), global_position) (README
  * "Partitioned feeds", 1.5; projection_feed_has_partition_index in feed.c),
- * the query asks for the partition's range as two row comparisons on the
- * index's columns and orders by both,
+ * the query is (1.6)
  *
- *	  (feed_partition(stream_id, N), global_position) > ($p, $1)
- *	  AND (feed_partition(stream_id, N), global_position) <= ($p, $2)
+ *	  WHERE feed_partition(stream_id, N) = ANY ($p) -- $p: int4[], {p}
+ *	  AND global_position > $1 AND global_position <= $2
  *	  ORDER BY feed_partition(stream_id, N), global_position
  *
- * (the same rows and order as "feed_partition(...) = $p" in the range by
- * position).  Only that index yields this order without a sort, so it is
- * the plan whatever the statistics say, and it reads only the partition's
- * events, from the first after $1 to the last at or below $2 (both bounds
- * are where the B-tree scan starts and stops).  The form with the
- * equality, which the planner may also serve from that index, was left to
- * the costs (1.5, a custom plan per poll), and they chose wrongly for few
- * partitions: the index's correlation is that of its first column (about
- * 1/N), so the planner expects a random heap read for each event and,
- * with the default random_page_cost, prefers the position index with a
- * filter, reading N times the events for a backlog of 2 or 4 partitions
+ * The same rows and order as "feed_partition(...) = p" ordered by
+ * position, but "= ANY" of an array parameter makes no equivalence class
+ * of the partition with a constant, so the first sort key is not dropped
+ * as redundant, and only that index yields the order without a sort: it is
+ * the plan whatever the statistics say.  The B-tree takes "= ANY" on its
+ * first column as an equality key, so both bounds on the position are
+ * where the scan starts and stops (row comparisons would force the index
+ * as well, but their upper bound does not stop a B-tree scan: a horizon
+ * held back by a long appending transaction would make every poll read
+ * the partition's entries up to its end).  The array is a parameter of a
+ * generic plan: no planner can turn it into an equality.  The form with
+ * "= $p" was left to custom plans' costs (1.5), and they chose wrongly for
+ * few partitions: the index's correlation is that of its first column
+ * (about 1/N), so the planner expects a random heap read for each event
+ * and, with the default random_page_cost, prefers the position index with
+ * a filter, reading N times the events for a backlog of 2 or 4 partitions
  * (the benchmark's scaling rows).  Within one partition the index is in
  * position order, so its heap reads are as ordered as the position
- * index's.  The row comparisons, without the index, could only be sorted:
- * so this form is used only while the index exists, and a relcache
- * invalidation of projection.events (an index created, made valid or
- * dropped) makes the next poll look again (feedread_relcache_callback).
- * An index dropped between that look and the read is met by a re-plan of
- * the same text, a sort of the range: that one read is slow, never wrong.
- * Without the index: the equality filter on the position index's range.
- * Every form is a generic plan: with the form chosen by the index's
- * presence, the values change nothing in the plan.
+ * index's.  Without the index this form could only be sorted: so it is
+ * used only while the index exists, and a relcache invalidation of
+ * projection.events (an index created, made valid or dropped) makes the
+ * next poll look again (feedread_relcache_callback).  An index dropped
+ * between that look and the read is met by a re-plan of the same text, a
+ * sort of the range: that one read is slow, never wrong.  Without the
+ * index: the equality filter on the position index's range.  Every form is
+ * a generic plan: with the form chosen by the index's presence, the values
+ * change nothing in the plan.
  *
  * The plans of the last FEED_PLAN_SLOTS (form, partition count) pairs are
  * kept (a backend polls feeds of few distinct counts).
@@ -193,6 +198,7 @@ feedread_run(SPIPlanPtr plan, int nargs, Oid *types, Datum *values, FeedReadRece
 #define FEED_FORM_TYPES 1		/* a type filter */
 #define FEED_FORM_PARTITION 2	/* a partition filter */
 #define FEED_FORM_INDEX 4		/* the partition through its index */
+#define FEED_EVENT_ARGS 5		/* the most parameters of a form */
 
 typedef struct FeedPlanSlot
 {
@@ -233,21 +239,16 @@ feed_event_sql(int form, int partitions, int nargs)
 	initStringInfo(&sql);
 	appendStringInfoString(&sql,
 						   "SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, "
-						   "e.data, e.metadata, e.recorded_at FROM projection.events e WHERE ");
-	if (form & FEED_FORM_INDEX)
-		appendStringInfo(&sql,
-						 "(projection.feed_partition(e.stream_id, %d), e.global_position) OPERATOR(pg_catalog.>) ($%d, $1) "
-						 "AND (projection.feed_partition(e.stream_id, %d), e.global_position) OPERATOR(pg_catalog.<=) ($%d, $2)",
-						 partitions, nargs, partitions, nargs);
-	else
-		appendStringInfoString(&sql,
-							   "e.global_position OPERATOR(pg_catalog.>) $1 "
-							   "AND e.global_position OPERATOR(pg_catalog.<=) $2");
+						   "e.data, e.metadata, e.recorded_at FROM projection.events e "
+						   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+						   "AND e.global_position OPERATOR(pg_catalog.<=) $2");
 	if (form & FEED_FORM_TYPES)
 		appendStringInfoString(&sql, " AND e.event_type OPERATOR(pg_catalog.=) ANY ($4)");
 	if (form & FEED_FORM_INDEX)
-		appendStringInfo(&sql, " ORDER BY projection.feed_partition(e.stream_id, %d), e.global_position",
-						 partitions);
+		appendStringInfo(&sql,
+						 " AND projection.feed_partition(e.stream_id, %d) OPERATOR(pg_catalog.=) ANY ($%d)"
+						 " ORDER BY projection.feed_partition(e.stream_id, %d), e.global_position",
+						 partitions, nargs, partitions);
 	else
 	{
 		if (form & FEED_FORM_PARTITION)
@@ -261,14 +262,17 @@ feed_event_sql(int form, int partitions, int nargs)
 
 /*
  * The kept plan of this form and partition count, prepared if need be, or
- * again if the partition index came or went.  Connected to SPI, as the
- * superuser, with an active snapshot (the look for the index is a query).
+ * again if the partition index came or went; *indexed: it is the form
+ * through the index, whose last parameter is the partition as an int4[]
+ * (the caller passes it so).  Connected to SPI, as the superuser, with
+ * an active snapshot (the look for the index is a query).
  */
 static SPIPlanPtr
-feed_event_plan(int form, int partitions, int nargs, Oid *types)
+feed_event_plan(int form, int partitions, int nargs, Oid *types, bool *indexed_out)
 {
 	FeedPlanSlot *slot = NULL;
 	bool		indexed;
+	Oid			ptypes[FEED_EVENT_ARGS];
 	char	   *sql;
 	SPIPlanPtr	plan;
 	int			i;
@@ -287,9 +291,13 @@ feed_event_plan(int form, int partitions, int nargs, Oid *types)
 			break;
 		}
 	if (slot != NULL && !slot->recheck)
+	{
+		*indexed_out = slot->indexed;
 		return slot->plan;
+	}
 
 	indexed = (form & FEED_FORM_PARTITION) && projection_feed_has_partition_index(partitions);
+	*indexed_out = indexed;
 	if (slot != NULL)
 	{
 		slot->recheck = false;
@@ -304,7 +312,10 @@ feed_event_plan(int form, int partitions, int nargs, Oid *types)
 	}
 
 	sql = feed_event_sql(form | (indexed ? FEED_FORM_INDEX : 0), partitions, nargs);
-	plan = SPI_prepare(sql, nargs, types);
+	memcpy(ptypes, types, sizeof(Oid) * nargs);
+	if (indexed)
+		ptypes[nargs - 1] = INT4ARRAYOID;
+	plan = SPI_prepare_cursor(sql, nargs, ptypes, CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(plan) != 0)
@@ -327,8 +338,8 @@ projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 positio
 							ProjectionFeedBatch *batch)
 {
 	FeedReadReceiver receiver;
-	Oid			types[5];
-	Datum		values[5];
+	Oid			types[FEED_EVENT_ARGS];
+	Datum		values[FEED_EVENT_ARGS];
 	int			nargs = 0;
 	int			form = (row->types != (Datum) 0 ? FEED_FORM_TYPES : 0) |
 		(row->partitions > 1 ? FEED_FORM_PARTITION : 0);
@@ -336,6 +347,7 @@ projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 positio
 	int			save_sec_context;
 	int			save_nestlevel;
 	SPIPlanPtr	plan;
+	bool		indexed;
 
 	types[nargs] = INT8OID;
 	values[nargs++] = Int64GetDatum(position);
@@ -360,7 +372,15 @@ projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 positio
 	save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	plan = feed_event_plan(form, row->partitions, nargs, types);
+	plan = feed_event_plan(form, row->partitions, nargs, types, &indexed);
+	if (indexed)
+	{
+		Datum		p = Int32GetDatum(partition);
+
+		types[nargs - 1] = INT4ARRAYOID;
+		values[nargs - 1] = PointerGetDatum(construct_array(&p, 1, INT4OID, sizeof(int32), true,
+															TYPALIGN_INT));
+	}
 	memset(&receiver, 0, sizeof(receiver));
 	receiver.batch = batch;
 	receiver.result_desc = result_desc;
