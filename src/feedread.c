@@ -7,7 +7,9 @@
  *	  result type (token, partition, the event's columns), with no copy of
  *	  the rows in between.
  *
- * Locking: none beyond the query's own; no shared state.
+ * Locking: none beyond the query's own; no shared state.  A relcache
+ * callback (registered once per backend) marks the kept plans for a new
+ * look at projection.events' indexes.
  *
  * IDENTIFICATION
  *	  src/feedread.c
@@ -25,9 +27,12 @@
 #include "nodes/params.h"
 #include "nodes/parsenodes.h"
 #include "tcop/dest.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 
+#include "catalog.h"
 #include "feed.h"
 #include "feedread.h"
 #include "projection.h"
@@ -142,48 +147,94 @@ feedread_run(SPIPlanPtr plan, int nargs, Oid *types, Datum *values, FeedReadRece
  * batch->last say what was read.
  *
  * The forms of the query (with or without a type filter; without a
- * partition filter, or with one for a feed of N partitions) are kept plans,
- * per backend.  They are planned with enable_sort off: right after a bulk
- * load the statistics may say the range holds a few rows, and a bitmap scan
- * sorted afterwards would then read the whole backlog for every poll; the
- * index scan in position order stops after max_events.
+ * partition filter, or with one for a feed of N partitions, with or
+ * without the partition index) are kept plans, per backend.  They are
+ * planned with enable_sort off: right after a bulk load the statistics may
+ * say the range holds a few rows, and a bitmap scan sorted afterwards would
+ * then read the whole backlog for every poll; the index scan in position
+ * order stops after max_events.
  *
- * The partition filter has the feed's partition count N as a constant,
- * "projection.feed_partition(e.stream_id, N) = $p" (1.5), not as a
- * parameter: so an expression index on
- * (projection.feed_partition(stream_id, N), global_position), which an
- * operator may create for a feed of N partitions (README "Feeds",
- * "Partitioned feeds"), matches the filter, and the poll of one partition
- * reads only that partition's events, in position order, from the index.
- * Without such an index the plan is the position index's range, filtered,
- * as before.  The plans of the last FEED_PLAN_SLOTS partition counts are
+ * A feed of N partitions: when projection.events has the partition index
+ * on (projection.feed_partition(stream_id, N), global_position) (README
+ * "Partitioned feeds", 1.5; projection_feed_has_partition_index in feed.c),
+ * the query is (1.6)
+ *
+ *	  WHERE feed_partition(stream_id, N) = ANY ($p) -- $p: int4[], {p}
+ *	  AND global_position > $1 AND global_position <= $2
+ *	  ORDER BY feed_partition(stream_id, N), global_position
+ *
+ * The same rows and order as "feed_partition(...) = p" ordered by
+ * position, but "= ANY" of an array parameter makes no equivalence class
+ * of the partition with a constant, so the first sort key is not dropped
+ * as redundant, and only that index yields the order without a sort: it is
+ * the plan whatever the statistics say.  The B-tree takes "= ANY" on its
+ * first column as an equality key, so both bounds on the position are
+ * where the scan starts and stops (row comparisons would force the index
+ * as well, but their upper bound does not stop a B-tree scan: a horizon
+ * held back by a long appending transaction would make every poll read
+ * the partition's entries up to its end).  The array is a parameter of a
+ * generic plan: no planner can turn it into an equality.  The form with
+ * "= $p" was left to custom plans' costs (1.5), and they chose wrongly for
+ * few partitions: the index's correlation is that of its first column
+ * (about 1/N), so the planner expects a random heap read for each event
+ * and, with the default random_page_cost, prefers the position index with
+ * a filter, reading N times the events for a backlog of 2 or 4 partitions
+ * (the benchmark's scaling rows).  Within one partition the index is in
+ * position order, so its heap reads are as ordered as the position
+ * index's.  Without the index this form could only be sorted: so it is
+ * used only while the index exists, and a relcache invalidation of
+ * projection.events (an index created, made valid or dropped) makes the
+ * next poll look again (feedread_relcache_callback).  An index dropped
+ * between that look and the read is met by a re-plan of the same text, a
+ * sort of the range: that one read is slow, never wrong.  Without the
+ * index: the equality filter on the position index's range.  Every form is
+ * a generic plan: with the form chosen by the index's presence, the values
+ * change nothing in the plan.
+ *
+ * The plans of the last FEED_PLAN_SLOTS (form, partition count) pairs are
  * kept (a backend polls feeds of few distinct counts).
  */
 #define FEED_PLAN_SLOTS 8
+#define FEED_FORM_TYPES 1		/* a type filter */
+#define FEED_FORM_PARTITION 2	/* a partition filter */
+#define FEED_FORM_INDEX 4		/* the partition through its index */
+#define FEED_EVENT_ARGS 5		/* the most parameters of a form */
 
 typedef struct FeedPlanSlot
 {
-	int			form;			/* bit 0: a type filter; bit 1: a partition filter */
+	int			form;			/* FEED_FORM_TYPES | FEED_FORM_PARTITION, as asked */
 	int			partitions;		/* N of the partition filter, or 0 */
+	bool		indexed;		/* planned as FEED_FORM_INDEX */
+	bool		recheck;		/* projection.events changed: look for the index again */
 	SPIPlanPtr	plan;
 } FeedPlanSlot;
 
 static FeedPlanSlot feed_event_plans[FEED_PLAN_SLOTS];
 static int	feed_event_plan_next;
+static Oid	feed_events_relid = InvalidOid;
+static bool feed_callback_registered = false;
 
-/* the kept plan of this form and partition count, prepared if need be */
-static SPIPlanPtr
-feed_event_plan(int form, int partitions, int nargs, Oid *types)
+/*
+ * Relcache invalidation: projection.events (or every relation) changed,
+ * maybe an index was created or dropped; the next use of each kept plan
+ * looks for its partition index again.  No catalog access here.
+ */
+static void
+feedread_relcache_callback(Datum arg, Oid relid)
 {
-	StringInfoData sql;
-	SPIPlanPtr	plan;
-	FeedPlanSlot *slot;
 	int			i;
 
+	if (relid != InvalidOid && relid != feed_events_relid)
+		return;
 	for (i = 0; i < FEED_PLAN_SLOTS; i++)
-		if (feed_event_plans[i].plan != NULL && feed_event_plans[i].form == form &&
-			feed_event_plans[i].partitions == partitions)
-			return feed_event_plans[i].plan;
+		feed_event_plans[i].recheck = true;
+}
+
+/* the text of a form of the event query (FEED_FORM_* bits) */
+static char *
+feed_event_sql(int form, int partitions, int nargs)
+{
+	StringInfoData sql;
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql,
@@ -191,33 +242,92 @@ feed_event_plan(int form, int partitions, int nargs, Oid *types)
 						   "e.data, e.metadata, e.recorded_at FROM projection.events e "
 						   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
 						   "AND e.global_position OPERATOR(pg_catalog.<=) $2");
-	if (form & 1)
+	if (form & FEED_FORM_TYPES)
 		appendStringInfoString(&sql, " AND e.event_type OPERATOR(pg_catalog.=) ANY ($4)");
-	if (form & 2)
-		appendStringInfo(&sql, " AND projection.feed_partition(e.stream_id, %d) OPERATOR(pg_catalog.=) $%d",
-						 partitions, nargs);
-	appendStringInfoString(&sql, " ORDER BY e.global_position LIMIT $3");
-	/*
-	 * A partition filter's plan is planned for every poll with its values
-	 * (a custom plan): a generic plan cannot tell a backlog (where the
-	 * partition's index reads only its events) from the live tail (where
-	 * the position index's short range is as good), and with LIMIT $3
-	 * unknown it estimates a few rows and keeps the position index.  The
-	 * planning costs tens of microseconds per poll.
-	 */
-	plan = SPI_prepare_cursor(sql.data, nargs, types, (form & 2) ? CURSOR_OPT_CUSTOM_PLAN : 0);
+	if (form & FEED_FORM_INDEX)
+		appendStringInfo(&sql,
+						 " AND projection.feed_partition(e.stream_id, %d) OPERATOR(pg_catalog.=) ANY ($%d)"
+						 " ORDER BY projection.feed_partition(e.stream_id, %d), e.global_position",
+						 partitions, nargs, partitions);
+	else
+	{
+		if (form & FEED_FORM_PARTITION)
+			appendStringInfo(&sql, " AND projection.feed_partition(e.stream_id, %d) OPERATOR(pg_catalog.=) $%d",
+							 partitions, nargs);
+		appendStringInfoString(&sql, " ORDER BY e.global_position");
+	}
+	appendStringInfoString(&sql, " LIMIT $3");
+	return sql.data;
+}
+
+/*
+ * The kept plan of this form and partition count, prepared if need be, or
+ * again if the partition index came or went; *indexed: it is the form
+ * through the index, whose last parameter is the partition as an int4[]
+ * (the caller passes it so).  Connected to SPI, as the superuser, with
+ * an active snapshot (the look for the index is a query).
+ */
+static SPIPlanPtr
+feed_event_plan(int form, int partitions, int nargs, Oid *types, bool *indexed_out)
+{
+	FeedPlanSlot *slot = NULL;
+	bool		indexed;
+	Oid			ptypes[FEED_EVENT_ARGS];
+	char	   *sql;
+	SPIPlanPtr	plan;
+	int			i;
+
+	if (!feed_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(feedread_relcache_callback, (Datum) 0);
+		feed_callback_registered = true;
+	}
+	feed_events_relid = projection_oids()->events;
+	for (i = 0; i < FEED_PLAN_SLOTS; i++)
+		if (feed_event_plans[i].plan != NULL && feed_event_plans[i].form == form &&
+			feed_event_plans[i].partitions == partitions)
+		{
+			slot = &feed_event_plans[i];
+			break;
+		}
+	if (slot != NULL && !slot->recheck)
+	{
+		*indexed_out = slot->indexed;
+		return slot->plan;
+	}
+
+	indexed = (form & FEED_FORM_PARTITION) && projection_feed_has_partition_index(partitions);
+	*indexed_out = indexed;
+	if (slot != NULL)
+	{
+		slot->recheck = false;
+		if (slot->indexed == indexed)
+			return slot->plan;
+		/* the index came or went: this slot gets the other form */
+	}
+	else
+	{
+		slot = &feed_event_plans[feed_event_plan_next];
+		feed_event_plan_next = (feed_event_plan_next + 1) % FEED_PLAN_SLOTS;
+	}
+
+	sql = feed_event_sql(form | (indexed ? FEED_FORM_INDEX : 0), partitions, nargs);
+	memcpy(ptypes, types, sizeof(Oid) * nargs);
+	if (indexed)
+		ptypes[nargs - 1] = INT4ARRAYOID;
+	plan = SPI_prepare_cursor(sql, nargs, ptypes, CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "SPI_keepplan failed");
-	pfree(sql.data);
+	pfree(sql);
 
-	slot = &feed_event_plans[feed_event_plan_next];
-	feed_event_plan_next = (feed_event_plan_next + 1) % FEED_PLAN_SLOTS;
 	if (slot->plan != NULL)
 		SPI_freeplan(slot->plan);
 	slot->form = form;
-	slot->partitions = (form & 2) ? partitions : 0;
+	slot->partitions = (form & FEED_FORM_PARTITION) ? partitions : 0;
+	slot->indexed = indexed;
+	slot->recheck = false;
 	slot->plan = plan;
 	return plan;
 }
@@ -228,14 +338,16 @@ projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 positio
 							ProjectionFeedBatch *batch)
 {
 	FeedReadReceiver receiver;
-	Oid			types[5];
-	Datum		values[5];
+	Oid			types[FEED_EVENT_ARGS];
+	Datum		values[FEED_EVENT_ARGS];
 	int			nargs = 0;
-	int			form = (row->types != (Datum) 0 ? 1 : 0) + (row->partitions > 1 ? 2 : 0);
+	int			form = (row->types != (Datum) 0 ? FEED_FORM_TYPES : 0) |
+		(row->partitions > 1 ? FEED_FORM_PARTITION : 0);
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
 	SPIPlanPtr	plan;
+	bool		indexed;
 
 	types[nargs] = INT8OID;
 	values[nargs++] = Int64GetDatum(position);
@@ -260,7 +372,15 @@ projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 positio
 	save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	plan = feed_event_plan(form, row->partitions, nargs, types);
+	plan = feed_event_plan(form, row->partitions, nargs, types, &indexed);
+	if (indexed)
+	{
+		Datum		p = Int32GetDatum(partition);
+
+		types[nargs - 1] = INT4ARRAYOID;
+		values[nargs - 1] = PointerGetDatum(construct_array(&p, 1, INT4OID, sizeof(int32), true,
+															TYPALIGN_INT));
+	}
 	memset(&receiver, 0, sizeof(receiver));
 	receiver.batch = batch;
 	receiver.result_desc = result_desc;

@@ -23,9 +23,19 @@
             of 500 with its checkpoint in a table, as fast as it can.  Then
             scaling with the partition index: 1, 2 and 4 consumers on feeds of
             as many partitions, with the polling backends' CPU per delivered
-            event (utime+stime from /proc) and the wall rate, as ratios to one
+            event (time on CPU from /proc/<pid>/schedstat) and the wall rate, as ratios to one
             consumer; and a poll of 1 of 64 partitions without and with the
-            index (wall and the backend's time on CPU from schedstat).
+            index (wall and the backend's time on CPU from schedstat).  The
+            scaling rows also give the event rows the polling backends read
+            per event delivered (pg_stat_user_tables.idx_tup_fetch): 1.0 when
+            each poll reads only its partition's events.
+  sink      1 consumer and 4 consumers on 4 partitions (partition index, ack
+            in poll) whose sink costs a fixed delay per batch (sink_ms, 20 ms
+            by default) between the poll and the ack: a model of a remote
+            search engine's or broker's bulk write, a network round trip,
+            not a real sink on this machine (see drain()).  The ratios of
+            the wall rates and of the CPU per event, 4 vs 1, in the same run:
+            4 consumers must not wait for each other.
 
 Every consumer checks what it got: each event once, in position order within
 a stream, nothing missing at the end; any difference fails the run.
@@ -86,15 +96,28 @@ async def _check(b, conn, what, got, first, last, feed_types=None):
 
 
 async def _consumer(b, feed, partition, stop, got, lat, wait=1.0, batch=500, sync_ack=True,
-                    ack_in_poll=False, cpu=None):
+                    ack_in_poll=False, cpu=None, sink_secs=0.0, pids=None, batches=None):
     """ack_in_poll: the recommended loop (1.5): each poll carries the previous
     poll's ack (poll(..., ack => token)); otherwise poll, then ack.
-    cpu: a list to which the backend's utime+stime (seconds) is appended at the end."""
+    cpu: a list to which (the backend's time on CPU in seconds, the events it
+    was spent on) is appended at the end: from /proc/<pid>/schedstat, in
+    nanoseconds (utime+stime count 10 ms ticks, too coarse for a backend that
+    works a few tenths of a second), counted from the end of the first poll
+    that returned events, so a new backend's one-time work (catalog caches,
+    plans) is not charged to the events of a short run.
+    sink_secs: the time each batch's write to the sink takes, between the poll
+    and the ack (a fixed delay modelling a remote sink's round trip).
+    pids: a list to which the backend's pid is appended.
+    batches: a list to which the number of polls that returned events is appended."""
     conn = await b.connect(DB)
     if not sync_ack:
         await conn.execute("SET synchronous_commit = off")
     pid = await conn.fetchval("SELECT pg_backend_pid()")
-    cpu0 = _cpu_seconds(pid)
+    if pids is not None:
+        pids.append(pid)
+    cpu0 = None
+    counted = 0
+    nbatches = 0
     poll = await conn.prepare(
         "SELECT token, global_position, stream_id, stream_version "
         "FROM projection.poll($1, $2, wait => $3::interval, partition => $4, ack => $5)")
@@ -113,16 +136,43 @@ async def _consumer(b, feed, partition, stop, got, lat, wait=1.0, batch=500, syn
                 got.append((r[1], r[2], r[3]))
                 if lat is not None:
                     lat[r[1]] = t
+            nbatches += 1
+            if cpu0 is None:
+                cpu0 = _cpu_ns(pid)
+            else:
+                counted += len(rows)
+            if sink_secs > 0:
+                await asyncio.sleep(sink_secs)      # the batch's write to the sink
             if ack_in_poll:
                 token = rows[0][0]
             else:
                 await ack.fetchval(feed, rows[0][0])
         if token is not None:
             await ack.fetchval(feed, token)
-        if cpu is not None and cpu0 is not None:
-            cpu.append(_cpu_seconds(pid) - cpu0)
+        if batches is not None:
+            batches.append(nbatches)
+        if cpu is not None and cpu0 is not None and counted > 0:
+            cpu.append(((_cpu_ns(pid) - cpu0) / 1e9, counted))
     finally:
         await conn.close()
+
+
+async def _events_fetched(conn, pids=()):
+    """projection.events' rows fetched through its indexes so far (all backends),
+    after the given backends have exited (a backend's counts reach the statistics
+    when it exits); None if they do not exit within 10 s."""
+    t_end = time.time() + 10
+    while pids and await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)",
+                                       list(pids)):
+        if time.time() > t_end:
+            return None
+        await asyncio.sleep(0.02)
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    # this session's own reads (the checks of earlier runs) reach the statistics
+    # at the end of this statement, before the counts are read
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    return await conn.fetchval("SELECT COALESCE(idx_tup_fetch, 0) FROM pg_stat_user_tables "
+                               "WHERE schemaname = 'projection' AND relname = 'events'")
 
 
 def _cpu_ns(pid):
@@ -130,16 +180,6 @@ def _cpu_ns(pid):
     try:
         with open("/proc/%d/schedstat" % pid) as f:
             return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _cpu_seconds(pid):
-    """utime+stime of a backend (same machine), in seconds; None if unreadable."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return None
 
@@ -230,8 +270,10 @@ async def drain(b, conn, events):
     last = await conn.fetchval("SELECT max(global_position) FROM projection.events")
     first = last - events
 
-    async def run(label, feed, partitions, consumers, sync_ack=True, ack_in_poll=False):
-        """Returns (events/s, backend CPU µs per delivered event)."""
+    async def run(label, feed, partitions, consumers, sync_ack=True, ack_in_poll=False,
+                  sink_secs=0.0, read=False, first=first, last=last):
+        """Returns (events/s, backend CPU µs per delivered event).  read: also record
+        the events' rows the polling backends fetched per event delivered."""
         if feed is not None:
             await conn.execute("SET client_min_messages = warning")
             await conn.execute("SELECT projection.create_feed($1, start_from => $2, partitions => $3)",
@@ -241,22 +283,39 @@ async def drain(b, conn, events):
         stop.set()          # stop at the first empty poll: the backlog is all there
         got = []
         cpu = []
+        pids = []
+        batches = []
+        fetched0 = await _events_fetched(conn) if read else None
         t0 = time.time()
         if feed is None:
             await _seed_style(b, stop, got, None)
         else:
             await asyncio.gather(*[_consumer(b, feed, p, stop, got, None, wait=0.0, sync_ack=sync_ack,
-                                             ack_in_poll=ack_in_poll, cpu=cpu)
+                                             ack_in_poll=ack_in_poll, cpu=cpu, sink_secs=sink_secs,
+                                             pids=pids, batches=batches)
                                    for p in consumers])
         secs = time.time() - t0
+        n = last - first
+        fetched = await _events_fetched(conn, pids) if read else None
         await _check(b, conn, "drain (%s)" % label, [g for g in got if g[0] > first], first, last)
-        rate = events / secs
-        b.record("feeds", "drain %d events, %s" % (events, label), rate, "events/s",
+        rate = n / secs
+        b.record("feeds", "drain %d events, %s" % (n, label), rate, "events/s",
                  "batches of 500")
-        us = sum(cpu) / events * 1e6 if len(cpu) == len(consumers) else None
+        us = (sum(c for c, _ in cpu) / sum(e for _, e in cpu) * 1e6
+              if len(cpu) == len(consumers) else None)
         if us is not None:
-            b.record("feeds", "drain %d events, %s: backends' CPU per event" % (events, label), us,
-                     "us", "utime+stime of the polling backends")
+            b.record("feeds", "drain %d events, %s: backends' CPU per event" % (n, label), us,
+                     "us", "the polling backends' time on CPU after their first poll, schedstat")
+        if sink_secs > 0 and batches:
+            # what each batch took besides the sink: the poll, the client's handling
+            # of its rows, the connection's start spread over the batches
+            b.record("feeds", "drain %d events, %s: time per batch besides the sink" % (n, label),
+                     (secs * len(consumers) / float(sum(batches)) - sink_secs) * 1000.0, "ms",
+                     "wall x consumers / batches - sink")
+        if read:
+            if fetched is not None and fetched0 is not None:
+                b.record("feeds", "drain %d events, %s: event rows read per event delivered" % (n, label),
+                         (fetched - fetched0) / float(n), "rows", "pg_stat_user_tables.idx_tup_fetch")
         return rate, us
 
     await run("1 consumer, poll/ack", "drain1", 1, [None])
@@ -277,7 +336,8 @@ async def drain(b, conn, events):
     ncpu = os.cpu_count() or 1
     for n in (1, 2, 4):
         rate, us = await run("%d consumer(s) on %d partition(s), partition index, ack in poll" % (n, n),
-                             "drainx%d" % n, n, list(range(n)) if n > 1 else [None], ack_in_poll=True)
+                             "drainx%d" % n, n, list(range(n)) if n > 1 else [None], ack_in_poll=True,
+                             read=True)
         if n == 1:
             base_rate, base_us = rate, us
             continue
@@ -300,19 +360,25 @@ async def drain(b, conn, events):
         await conn.execute("SELECT projection.create_feed($1, start_from => $2, partitions => 64)", feed, str(first))
         await conn.execute("RESET client_min_messages")
         polls = 5
+        # --quick: a partition of 64 holds about 150 of the 10,000 events
+        size = 20 if b.a.quick else 500
         cpu0 = _cpu_ns(pid)
         t0 = time.time()
         for _ in range(polls):
-            tok = await conn.fetchval("SELECT token FROM projection.poll($1, 500, partition => 5) LIMIT 1", feed)
+            tok = await conn.fetchval("SELECT token FROM projection.poll($1, $2, partition => 5) LIMIT 1",
+                                      feed, size)
+            if tok is None:
+                b.fail("feeds: a poll of 1 of 64 partitions found no %d events" % size)
+                return
             await conn.execute("SELECT projection.ack($1, $2)", feed, tok)
         ms = (time.time() - t0) / polls * 1000.0
         cpu_ms = (_cpu_ns(pid) - cpu0) / polls / 1e6 if cpu0 is not None else None
         what = "partition index" if with_index else "no index"
         per_poll[with_index] = cpu_ms
-        b.record("feeds", "poll+ack of 1 of 64 partitions, 500 events, %s, wall" % what, ms, "ms",
+        b.record("feeds", "poll+ack of 1 of 64 partitions, %d events, %s, wall" % (size, what), ms, "ms",
                  "mean of %d" % polls)
         if cpu_ms is not None:
-            b.record("feeds", "poll+ack of 1 of 64 partitions, 500 events, %s, backend CPU" % what, cpu_ms,
+            b.record("feeds", "poll+ack of 1 of 64 partitions, %d events, %s, backend CPU" % (size, what), cpu_ms,
                      "ms", "mean of %d, schedstat" % polls)
     if per_poll.get(True) and per_poll.get(False):
         b.record("feeds", "poll of 1 of 64 partitions: backend CPU without / with the partition index",
@@ -343,6 +409,43 @@ async def drain(b, conn, events):
     await _check(b, conn, "drain (seed-style)", got, first, last)
     b.record("feeds", "drain %d events, seed-style client (checkpoint table, no horizon)" % events,
              events / secs, "events/s", "batches of 500")
+    # consumers whose sink costs time per batch: the write of a batch to a search
+    # engine or a broker is a network round trip of milliseconds, during which the
+    # consumer's lease is held and its backend idle.  Modelled by a fixed delay per
+    # batch (b.p sink_ms), not by a real sink on this machine: a local Sphinx or
+    # Redis would take its CPU from the same 2 cores as the server and the client,
+    # and Sphinx serializes the writes to one real-time index itself, so the figure
+    # would measure them, not whether the feed lets consumers of different
+    # partitions work at once.
+    sink_ms = b.p.get("sink_ms", 20)
+    sink_events = 10000 if b.a.quick else 100000
+    await conn.execute(
+        "INSERT INTO projection.events (stream_id, event_type, data) "
+        "SELECT 'k-' || (i % 1000), 'Drain', jsonb_build_object('i', i, 'pad', repeat('x', 100)) "
+        "FROM generate_series(1, $1) i", sink_events)
+    sink_last = await conn.fetchval("SELECT max(global_position) FROM projection.events")
+    await conn.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS bench_feed_partition_4 ON projection.events "
+                       "(projection.feed_partition(stream_id, 4), global_position)")
+    await conn.execute("ANALYZE projection.events")
+    sink = {}
+    for n in (1, 4):
+        sink[n] = await run("%d consumer(s) on %d partition(s), sink of %d ms per batch (fixed delay), "
+                            "partition index, ack in poll" % (n, n, sink_ms),
+                            "drains%d" % n, n, list(range(n)) if n > 1 else [None], ack_in_poll=True,
+                            sink_secs=sink_ms / 1000.0, first=sink_last - sink_events, last=sink_last)
+    b.record("feeds", "sink of %d ms per batch, 4 vs 1 consumer(s): wall events/s ratio (%d cores)"
+             % (sink_ms, ncpu), sink[4][0] / sink[1][0], "x", "same run; 4.0 = no serialization")
+    # the bound the partitions' sizes set: the largest partition's consumer ends last
+    sizes = await conn.fetch("SELECT projection.feed_partition(stream_id, 4) AS p, count(*) AS n "
+                             "FROM projection.events WHERE global_position > $1 AND global_position <= $2 "
+                             "GROUP BY 1", sink_last - sink_events, sink_last)
+    b.record("feeds", "sink of %d ms per batch, 4 consumers: bound from the partitions' sizes" % sink_ms,
+             sum(r["n"] for r in sizes) / float(max(r["n"] for r in sizes)), "x",
+             "4 x mean / largest partition (%s events)" % "/".join(str(r["n"]) for r in sorted(sizes)))
+    if sink[4][1] is not None and sink[1][1]:
+        b.record("feeds", "sink of %d ms per batch, 4 vs 1 consumer(s): backend CPU per event ratio" % sink_ms,
+                 sink[4][1] / sink[1][1], "x", "1.0 = no extra work per event")
+    await conn.execute("DROP INDEX IF EXISTS projection.bench_feed_partition_4")
 
 
 async def sec_feeds(b):
