@@ -697,6 +697,37 @@ sub syncrep_release
 
 =pod
 
+=item $node->create_owned_projection(db, schema, role)
+
+The set-up of the restore tests (023, 026): in db, a schema owned by role
+(a login role that exists), with a table schema.log (pos bigint PRIMARY
+KEY) and a handler schema.h that inserts each event's position into it,
+and an async projection named schema_async that role creates with them;
+then one event is appended (wait for it with wait_caught_up).
+
+=cut
+
+sub create_owned_projection
+{
+	my ($self, $db, $schema, $role) = @_;
+
+	$self->safe_psql(
+		$db, qq{
+CREATE SCHEMA $schema AUTHORIZATION $role;
+GRANT SELECT ON projection.events TO $role;
+SET ROLE $role;
+CREATE TABLE $schema.log (pos bigint PRIMARY KEY);
+CREATE FUNCTION $schema.h(e projection.events) RETURNS void LANGUAGE sql AS
+  \$\$ INSERT INTO $schema.log VALUES (e.global_position) \$\$;
+SELECT projection.create('${schema}_async', '$schema.h', tables => '{$schema.log}');
+RESET ROLE;
+SELECT projection.append('s', 'E', '{}');
+});
+	return;
+}
+
+=pod
+
 =item $node->start_long_poll(db, sql, out, [err])
 
 Starts psql running sql (a projection.poll with a long wait, in the feed
