@@ -61,7 +61,7 @@ extern void projection_batch_end(ProjectionBatch *batch);
 extern void projection_batch_apply_one(ProjectionDef *def, Datum event, const char *event_type,
 									   int64 position);
 extern int64 projection_batch_apply_rows(ProjectionDef *def, ProjectionEventRows *rows,
-										 int from, int to);
+										 int from, int to, bool filtered);
 extern void projection_batch_apply_inline(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
 										  Tuplestorestate *store, TupleDesc desc);
 extern void projection_batch_apply_inline_one(ProjectionRegistry *registry,

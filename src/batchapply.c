@@ -84,13 +84,17 @@ projection_batch_apply_one(ProjectionDef *def, Datum event, const char *event_ty
  * Rows [from, to) of a replay's read (rows that are events,
  * PROJECTION_EVENT_COLUMNS) through the batch statements, as one batch of
  * the events of the projection's types: each row goes into the batch as it
- * is, with no event datum built.  Returns the number of events in the
+ * is, with no event datum built.  "filtered": the read took only the types
+ * of projection_type_filter(def), which are the batch statements' unless
+ * the projection has on() statements.  Returns the number of events in the
  * batch.  As for projection_batch_run.
  */
 int64
-projection_batch_apply_rows(ProjectionDef *def, ProjectionEventRows *rows, int from, int to)
+projection_batch_apply_rows(ProjectionDef *def, ProjectionEventRows *rows, int from, int to,
+							bool filtered)
 {
 	ProjectionBatch batch;
+	bool		all = filtered && def->nstatements == 0;
 	int64		count;
 	int			i;
 
@@ -101,7 +105,7 @@ projection_batch_apply_rows(ProjectionDef *def, ProjectionEventRows *rows, int f
 	{
 		HeapTuple	tup = rows->tuples[i];
 
-		if (batch_row_wanted(def, tup, rows->tupdesc))
+		if (all || batch_row_wanted(def, tup, rows->tupdesc))
 			projection_batch_put_tuple(&batch, tup,
 									   projection_event_row_position(tup, rows->tupdesc));
 	}

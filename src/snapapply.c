@@ -164,7 +164,22 @@ typedef struct SnapshotChanged
 	Datum	   *skipped;		/* events at or below their stored state */
 } SnapshotChanged;
 
-static SPIPlanPtr load_plan = NULL;
+/*
+ * Loading the states: locked, in stream order (inline: concurrent batches
+ * lock in one order), or plainly where nobody else writes them ("alone").
+ */
+static SPIPlanPtr load_plans[2] = {NULL, NULL};
+static const char *const load_sql[2] = {
+	"SELECT s.stream_id, s.state, s.global_position, s.version "
+	"FROM projection.snapshot_states s "
+	"WHERE s.projection_id OPERATOR(pg_catalog.=) $1 "
+	"AND s.stream_id OPERATOR(pg_catalog.=) ANY ($2) "
+	"ORDER BY s.stream_id COLLATE \"C\" FOR UPDATE",
+	"SELECT s.stream_id, s.state, s.global_position, s.version "
+	"FROM projection.snapshot_states s "
+	"WHERE s.projection_id OPERATOR(pg_catalog.=) $1 "
+	"AND s.stream_id OPERATOR(pg_catalog.=) ANY ($2)"
+};
 
 /* the writes: of the states loaded, of new ones, of new ones nobody else can create */
 typedef enum SnapshotWrite
@@ -175,29 +190,22 @@ typedef enum SnapshotWrite
 } SnapshotWrite;
 
 static SPIPlanPtr write_plans[3] = {NULL, NULL, NULL};
+/*
+ * The rows come from unnest() in the select list (a ProjectSet, the arrays
+ * walked in step), not in FROM: a function scan would first copy them into
+ * a tuplestore.
+ */
+#define SNAPSHOT_WRITE_ROWS \
+	"INSERT INTO projection.snapshot_states AS s " \
+	"(projection_id, stream_id, state, version, global_position) " \
+	"SELECT $1, pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), " \
+	"pg_catalog.unnest($5)"
 static const char *const write_sql[3] = {
-	"INSERT INTO projection.snapshot_states AS s "
-	"(projection_id, stream_id, state, version, global_position) "
-	"SELECT $1, u.stream_id, u.state, u.version, u.global_position "
-	"FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), "
-	"pg_catalog.unnest($4), pg_catalog.unnest($5)) "
-	"AS u(stream_id, state, version, global_position) "
-	"ON CONFLICT (projection_id, stream_id) DO UPDATE "
+	SNAPSHOT_WRITE_ROWS " ON CONFLICT (projection_id, stream_id) DO UPDATE "
 	"SET state = excluded.state, version = excluded.version, "
 	"global_position = excluded.global_position",
-	"INSERT INTO projection.snapshot_states "
-	"(projection_id, stream_id, state, version, global_position) "
-	"SELECT $1, u.stream_id, u.state, u.version, u.global_position "
-	"FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), "
-	"pg_catalog.unnest($4), pg_catalog.unnest($5)) "
-	"AS u(stream_id, state, version, global_position) "
-	"ON CONFLICT (projection_id, stream_id) DO NOTHING",
-	"INSERT INTO projection.snapshot_states "
-	"(projection_id, stream_id, state, version, global_position) "
-	"SELECT $1, u.stream_id, u.state, u.version, u.global_position "
-	"FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), "
-	"pg_catalog.unnest($4), pg_catalog.unnest($5)) "
-	"AS u(stream_id, state, version, global_position)"
+	SNAPSHOT_WRITE_ROWS " ON CONFLICT (projection_id, stream_id) DO NOTHING",
+	SNAPSHOT_WRITE_ROWS
 };
 
 /* ---------------------------------------------------------------------
@@ -407,10 +415,12 @@ snapshot_track_written(SnapshotBatch *b, SnapshotChanged *changed)
  */
 
 /*
- * Load (and lock, in stream order, so that concurrent inline batches take
- * the locks in one order) the stored states of the batch's streams into
- * b->streams, the states copied into "cxt"; none of the streams a rebuild
- * knows to have none (snapshot_known_absent).  Caller is connected to SPI.
+ * Load the stored states of the batch's streams into b->streams, the
+ * states copied into "cxt"; none of the streams a rebuild knows to have
+ * none (snapshot_known_absent).  Unless the batch is "alone" (no other
+ * transaction writes these states now), they are locked until the write,
+ * in stream order, so that concurrent inline batches take the locks in one
+ * order.  Caller is connected to SPI.
  */
 static void
 snapshot_load_states(SnapshotBatch *b, MemoryContext cxt)
@@ -433,12 +443,7 @@ snapshot_load_states(SnapshotBatch *b, MemoryContext cxt)
 	values[0] = Int32GetDatum(b->def.id);
 	values[1] = PointerGetDatum(construct_array(stream_ids, nids, TEXTOID, -1, false,
 												TYPALIGN_INT));
-	projection_snapshot_exec_plan(projection_kept_plan(&load_plan,
-													   "SELECT s.stream_id, s.state, s.global_position, s.version "
-													   "FROM projection.snapshot_states s "
-													   "WHERE s.projection_id OPERATOR(pg_catalog.=) $1 "
-													   "AND s.stream_id OPERATOR(pg_catalog.=) ANY ($2) "
-													   "ORDER BY s.stream_id COLLATE \"C\" FOR UPDATE",
+	projection_snapshot_exec_plan(projection_kept_plan(&load_plans[b->alone], load_sql[b->alone],
 													   2, types),
 								  values, NULL, SPI_OK_SELECT, "loading snapshot states");
 	for (i = 0; i < SPI_processed; i++)
