@@ -52,6 +52,7 @@ OBJS = \
 	src/snapshot.o \
 	src/snapfold.o \
 	src/snapapply.o \
+	src/snapstates.o \
 	src/pool.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
 

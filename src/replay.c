@@ -40,8 +40,8 @@
 #include "projection.h"
 #include "registry.h"
 #include "replay.h"
-#include "snapapply.h"
 #include "snapshot.h"
+#include "snapstates.h"
 #include "spiutil.h"
 
 /*

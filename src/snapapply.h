@@ -17,8 +17,6 @@
 extern char *projection_snapshot_statement(const char *name);
 extern int64 projection_snapshot_apply_rows(const char *name, HeapTuple *rows, int nrows,
 											bool fresh, bool alone);
-extern void projection_snapshot_track_begin(int32 projection_id);
-extern void projection_snapshot_track_end(bool release);
 extern int64 projection_snapshot_apply_datums(const char *name, Datum *datums, bool *nulls,
 											  int n, bool fresh);
 
