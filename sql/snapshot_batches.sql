@@ -163,6 +163,32 @@ SELECT state FROM projection.snapshots WHERE name = 'sb_sql_inline' AND stream_i
 SELECT projection.drop('sb_sql');
 SELECT projection.drop('sb_sql_inline');
 --
+-- a PL/pgSQL fold that passes its event on as a whole row: the expanded
+-- record over the row read is flattened into a proper composite
+--
+CREATE FUNCTION sb.row_fold(s jsonb, e projection.events) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN s || jsonb_build_object('rows', coalesce(s->'rows', '[]') ||
+		jsonb_build_array(to_jsonb(e) - 'global_position' - 'recorded_at'),
+		'typed', pg_typeof(e)::text, 'same', (e).stream_id = (e::projection.events).stream_id);
+END
+$$;
+CREATE AGGREGATE sb.row_agg(projection.events) (sfunc = sb.row_fold, stype = jsonb, initcond = '{}');
+SELECT projection.create_snapshot('sb_rows', 'sb.row_fold', event_types => '{SbBig,SbRow}');
+INSERT INTO projection.events (stream_id, stream_version, event_type, data)
+VALUES ('sb-row', 1, 'SbRow', '{"a": 1}'), ('sb-row', 2, 'SbRow', '{"b": [2, 3]}');
+SELECT projection.wait('sb_rows', (SELECT max(global_position) FROM projection.events), '60 s');
+SELECT state->'rows' AS rows, state->>'typed' AS typed, state->>'same' AS same
+  FROM projection.snapshots WHERE name = 'sb_rows' AND stream_id = 'sb-row';
+SELECT projection.rebuild('sb_rows');
+SELECT count(*) AS differ
+  FROM (SELECT e.stream_id, sb.row_agg(e ORDER BY e.global_position) AS state
+		  FROM projection.events e WHERE e.event_type IN ('SbBig', 'SbRow') GROUP BY e.stream_id) f
+  FULL JOIN (SELECT * FROM projection.snapshots WHERE name = 'sb_rows') x USING (stream_id)
+ WHERE x.state IS DISTINCT FROM f.state;
+SELECT projection.drop('sb_rows');
+--
 -- _snapshot_apply with the events out of position order: folded in order
 --
 SELECT projection.create_snapshot('sb_order', 'sb.count_fold', event_types => '{SbOrder}');
