@@ -227,6 +227,7 @@ snapshot_fold_stream(SnapshotBatch *b, SnapshotStream *s, SnapshotFold *fold,
 	for (k = s->first; k < s->first + s->count; k++)
 	{
 		SnapshotEvent *e = &b->events[b->order[k]];
+
 		if (b->fresh && (e->position <= pos || e->version <= ver))
 			snapshot_refuse_out_of_order(def, s, e, pos, ver, !folded);
 		if (e->position <= pos)
