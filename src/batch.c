@@ -83,6 +83,7 @@
 #include "catalog.h"
 #include "handler.h"
 #include "projection.h"
+#include "snapapply.h"
 #include "spiutil.h"
 
 /* events per batch of a catch-up or a rebuild */
@@ -249,44 +250,82 @@ projection_batch_prepare(const char *sql)
  */
 
 /*
- * Start an empty batch; its rows live in the current memory context.  The
- * tuplestore keeps up to work_mem, or twice projection.batch_bytes if that
- * is more, in memory before it spills to a temporary file: the worker's and
- * a replay's batches are read into memory first anyway, bounded by
- * batch_bytes (eventread.c), so writing their copy out to disk would save
- * no memory worth the write and the read back (a catch-up batch of 30,000
- * events spilled at the default work_mem).  Twice, because the tuplestore
- * counts each row's allocation overhead too.  An inline batch (a
- * statement's transition table, of any size) spills beyond that.
+ * A tuplestore for a batch's rows.  It keeps up to work_mem, or twice
+ * projection.batch_bytes if that is more, in memory before it spills to a
+ * temporary file: the worker's and a replay's batches are read into memory
+ * first anyway, bounded by batch_bytes (eventread.c), so writing their copy
+ * out to disk would save no memory worth the write and the read back (a
+ * catch-up batch of 30,000 events spilled at the default work_mem).
+ * Twice, because the tuplestore counts each row's allocation overhead too.
+ * An inline batch (a statement's transition table, of any size) spills
+ * beyond that.
+ */
+static Tuplestorestate *
+batch_store_begin(void)
+{
+	return tuplestore_begin_heap(true, false, Max(work_mem, 2 * projection_batch_bytes));
+}
+
+/*
+ * Start an empty batch, its bookkeeping in the current memory context.
+ * The rows put into it are not copied: each must stay valid until the
+ * batch is run (they are copied into a tuplestore then, for batch
+ * statements run as SQL).  The inline callers (batchapply.c) set
+ * batch->fresh: the rows are new events of the appending statement.
  */
 void
 projection_batch_begin(ProjectionBatch *batch)
 {
-	batch->store = tuplestore_begin_heap(true, false, Max(work_mem, 2 * projection_batch_bytes));
-	batch->count = 0;
-	batch->first = 0;
-	batch->last = 0;
+	memset(batch, 0, sizeof(*batch));
 }
 
-/* Add a projection.events row, given as a composite datum (copied). */
+/*
+ * Start an empty batch whose rows go into a tuplestore as they come
+ * (copied): for rows that do not stay valid (a transition table's, read
+ * through a slot), of a projection whose batch statements run as SQL.
+ */
+void
+projection_batch_begin_stored(ProjectionBatch *batch)
+{
+	projection_batch_begin(batch);
+	batch->store = batch_store_begin();
+}
+
+/* Add a projection.events row, given as a composite datum (not copied). */
 void
 projection_batch_put(ProjectionBatch *batch, Datum event, int64 position)
 {
 	HeapTupleHeader td = DatumGetHeapTupleHeader(event);
-	HeapTupleData tuple;
+	HeapTuple	tuple = palloc(sizeof(HeapTupleData));
 
-	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
-	ItemPointerSetInvalid(&tuple.t_self);
-	tuple.t_tableOid = InvalidOid;
-	tuple.t_data = td;
-	projection_batch_put_tuple(batch, &tuple, position);
+	tuple->t_len = HeapTupleHeaderGetDatumLength(td);
+	ItemPointerSetInvalid(&tuple->t_self);
+	tuple->t_tableOid = InvalidOid;
+	tuple->t_data = td;
+	projection_batch_put_tuple(batch, tuple, position);
 }
 
-/* Add a projection.events row, given as a heap tuple (copied). */
+/*
+ * Add a projection.events row, given as a heap tuple: kept as it is
+ * (valid until the batch is run), or copied into the batch's tuplestore if
+ * it was begun with one.
+ */
 void
 projection_batch_put_tuple(ProjectionBatch *batch, HeapTuple tuple, int64 position)
 {
-	tuplestore_puttuple(batch->store, tuple);
+	if (batch->store != NULL)
+		tuplestore_puttuple(batch->store, tuple);
+	else
+	{
+		if (batch->ntuples >= batch->allocated)
+		{
+			batch->allocated = Max(batch->allocated * 2, 16);
+			batch->tuples = batch->tuples == NULL ?
+				palloc(sizeof(HeapTuple) * batch->allocated) :
+				repalloc(batch->tuples, sizeof(HeapTuple) * batch->allocated);
+		}
+		batch->tuples[batch->ntuples++] = tuple;
+	}
 	if (batch->count == 0)
 		batch->first = position;
 	batch->last = position;
@@ -299,6 +338,36 @@ projection_batch_end(ProjectionBatch *batch)
 	if (batch->store != NULL)
 		tuplestore_end(batch->store);
 	batch->store = NULL;
+	if (batch->tuples != NULL)
+		pfree(batch->tuples);
+	batch->tuples = NULL;
+	batch->ntuples = 0;
+}
+
+/*
+ * Is the projection's batch statement a snapshot projection's own
+ * (snapapply.c's projection_snapshot_statement for its name)?  Its batches
+ * are then folded directly (projection_snapshot_apply_rows), as the
+ * statement would fold them, without running it.  Decided once per loaded
+ * statement.  A snapshot projection has no other batch statement
+ * (batchdef.c refuses to add one).
+ */
+bool
+projection_batch_is_snapshot(ProjectionDef *def)
+{
+	ProjectionBatchStatement *stmt;
+
+	if (def->nbatch_statements != 1)
+		return false;
+	stmt = &def->batch_statements[0];
+	if (stmt->kind == 0)
+	{
+		char	   *expected = projection_snapshot_statement(def->name);
+
+		stmt->kind = strcmp(expected, stmt->sql) == 0 ? PROJECTION_BATCH_SNAPSHOT : PROJECTION_BATCH_SQL;
+		pfree(expected);
+	}
+	return stmt->kind == PROJECTION_BATCH_SNAPSHOT;
 }
 
 /* error context for batch statements: which projection, which events */
@@ -404,61 +473,30 @@ batch_check_growth(ProjectionBatchStatement *stmt)
 }
 
 /*
- * The projection whose batch statements this backend is running (0: none),
- * for projection_batch_running.  Set and restored around the statements by
- * projection_batch_run, on its error path too.
+ * The batch statements over the batch, as SQL: the batch's rows in a
+ * tuplestore (made now unless the batch was begun with one) registered as
+ * "batch" in a nested SPI connection, each statement's kept plan executed
+ * over it.  As for projection_batch_run.
  */
-static int32 batch_running_id = 0;
-
-/*
- * Whether the statement running now is a batch statement of projection
- * "projection_id", run by projection_batch_run over a batch of real events
- * (_snapshot_apply refuses any other caller: snapapply.c).
- */
-bool
-projection_batch_running(int32 projection_id)
+static void
+batch_run_statements(ProjectionDef *def, ProjectionBatch *batch)
 {
-	return projection_id != 0 && batch_running_id == projection_id;
-}
-
-/*
- * Run the projection's batch statements over the batch, in the order they
- * were added (nothing if the batch is empty).  The caller has entered the
- * owner's scope, is connected to SPI and pushed an active snapshot, as for
- * projection_apply().  Errors propagate, with a context line naming the
- * projection and the batch's positions; a statement that meets one key
- * twice (ON CONFLICT DO UPDATE or MERGE, 21000) gets a hint saying how to
- * aggregate per key instead of the server's.
- */
-void
-projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
-{
-	ErrorContextCallback errcallback;
-	BatchContext ctx;
 	MemoryContext oldcxt = CurrentMemoryContext;
-	int32		save_running_id = batch_running_id;
-	int			nestlevel;
+	int32		save_running_id = projection_snapshot_running_batch();
 	int			i;
 
-	if (batch->count == 0 || def->nbatch_statements == 0)
-		return;
-
-	ctx.def = def;
-	ctx.batch = batch;
-	errcallback.callback = batch_error_callback;
-	errcallback.arg = &ctx;
-	errcallback.previous = error_context_stack;
-	error_context_stack = &errcallback;
-
-	/* settings: as for per-event handlers (projection_apply) */
-	nestlevel = NewGUCNestLevel();
-
+	if (batch->store == NULL)
+	{
+		batch->store = batch_store_begin();
+		for (i = 0; i < batch->ntuples; i++)
+			tuplestore_puttuple(batch->store, batch->tuples[i]);
+	}
 	PG_TRY();
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		projection_batch_register(batch->store);
-		batch_running_id = def->id;
+		projection_snapshot_set_running_batch(def->id);
 		for (i = 0; i < def->nbatch_statements; i++)
 		{
 			ProjectionBatchStatement *stmt = &def->batch_statements[i];
@@ -481,7 +519,7 @@ projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
 				SPI_freetuptable(SPI_tuptable);
 			batch_check_growth(stmt);
 		}
-		batch_running_id = save_running_id;
+		projection_snapshot_set_running_batch(save_running_id);
 		if (SPI_finish() != SPI_OK_FINISH)
 			elog(ERROR, "SPI_finish failed");
 	}
@@ -489,7 +527,7 @@ projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
 	{
 		ErrorData  *edata;
 
-		batch_running_id = save_running_id;
+		projection_snapshot_set_running_batch(save_running_id);
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		if (edata->sqlerrcode != ERRCODE_CARDINALITY_VIOLATION)
@@ -504,149 +542,50 @@ projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
 		ReThrowError(edata);
 	}
 	PG_END_TRY();
+}
+
+/*
+ * Run the projection's batch statements over the batch, in the order they
+ * were added (nothing if the batch is empty); a snapshot projection's own
+ * statement by folding the batch's rows directly (snapapply.c), the same
+ * fold it would run.  The caller has entered the owner's scope, is
+ * connected to SPI and pushed an active snapshot, as for
+ * projection_apply().  Errors propagate, with a context line naming the
+ * projection and the batch's positions; a statement that meets one key
+ * twice (ON CONFLICT DO UPDATE or MERGE, 21000) gets a hint saying how to
+ * aggregate per key instead of the server's.
+ */
+void
+projection_batch_run(ProjectionDef *def, ProjectionBatch *batch)
+{
+	ErrorContextCallback errcallback;
+	BatchContext ctx;
+	int			nestlevel;
+
+	if (batch->count == 0 || def->nbatch_statements == 0)
+		return;
+
+	ctx.def = def;
+	ctx.batch = batch;
+	errcallback.callback = batch_error_callback;
+	errcallback.arg = &ctx;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+
+	/* settings: as for per-event handlers (projection_apply) */
+	nestlevel = NewGUCNestLevel();
+
+	/*
+	 * An async projection's states are written only by holders of its
+	 * registry row (the worker's round, replays, retry_dead_letters), the
+	 * only callers that are not inline.
+	 */
+	if (batch->store == NULL && projection_batch_is_snapshot(def))
+		(void) projection_snapshot_apply_rows(def->name, batch->tuples, batch->ntuples, batch->fresh,
+											  !def->is_inline);
+	else
+		batch_run_statements(def, batch);
 
 	AtEOXact_GUC(false, nestlevel);
 	error_context_stack = errcallback.previous;
-}
-
-/*
- * One event through the batch statements, as a one-row batch (if the
- * projection has any and the event is of its types): the event-by-event
- * path, after a batch failed or for a single event.  As for
- * projection_batch_run.
- */
-void
-projection_batch_apply_one(ProjectionDef *def, Datum event, const char *event_type,
-						   int64 position)
-{
-	ProjectionBatch batch;
-
-	if (!projection_wants_batch(def, event_type))
-		return;
-	projection_batch_begin(&batch);
-	projection_batch_put(&batch, event, position);
-	projection_batch_run(def, &batch);
-	projection_batch_end(&batch);
-}
-
-/*
- * Rows [from, to) of a replay's read (rows that are events,
- * PROJECTION_EVENT_COLUMNS) through the batch statements, as one batch of
- * the events of the projection's types: each row goes into the batch as it
- * is, with no event datum built.  Returns the number of events in the
- * batch.  As for projection_batch_run.
- */
-int64
-projection_batch_apply_rows(ProjectionDef *def, ProjectionEventRows *rows, int from, int to)
-{
-	ProjectionBatch batch;
-	int64		count;
-	int			i;
-
-	if (def->nbatch_statements == 0)
-		return 0;
-	projection_batch_begin(&batch);
-	for (i = from; i < to; i++)
-	{
-		HeapTuple	tup = rows->tuples[i];
-		char	   *event_type = def->types == NULL ? NULL :
-			projection_event_row_type(tup, rows->tupdesc);
-
-		if (event_type == NULL || projection_wants_batch(def, event_type))
-			projection_batch_put_tuple(&batch, tup,
-									   projection_event_row_position(tup, rows->tupdesc));
-		if (event_type != NULL)
-			pfree(event_type);
-	}
-	projection_batch_run(def, &batch);
-	count = batch.count;
-	projection_batch_end(&batch);
-	return count;
-}
-
-/*
- * Inline: the events of one appending statement ("store", rows of
- * projection.events described by "desc") through the batch statements of
- * every running inline projection that has some, one batch per projection,
- * in registry order.  The caller has run the per-event handlers of these
- * events, is connected to SPI and holds "scope" for the owners.
- */
-void
-projection_batch_apply_inline(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
-							  Tuplestorestate *store, TupleDesc desc)
-{
-	TupleTableSlot *slot = NULL;
-	int			i;
-
-	for (i = 0; i < registry->nprojections; i++)
-	{
-		ProjectionDef *def = &registry->projections[i];
-		ProjectionBatch batch;
-
-		if (!def->is_inline || def->state != PROJECTION_RUNNING || def->nbatch_statements == 0)
-			continue;
-		if (slot == NULL)
-			slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-		projection_batch_begin(&batch);
-		tuplestore_rescan(store);
-		while (tuplestore_gettupleslot(store, true, false, slot))
-		{
-			bool		should_free;
-			HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
-			bool		isnull;
-			char	   *event_type;
-
-			event_type = TextDatumGetCString(heap_getattr(tup, Anum_events_event_type, desc, &isnull));
-			if (projection_wants_batch(def, event_type))
-				projection_batch_put_tuple(&batch, tup,
-										   DatumGetInt64(heap_getattr(tup, Anum_events_global_position,
-																	  desc, &isnull)));
-			pfree(event_type);
-			if (should_free)
-				heap_freetuple(tup);
-		}
-		if (batch.count > 0)
-		{
-			projection_owner_enter(scope, def);
-			projection_batch_run(def, &batch);
-			CommandCounterIncrement();
-		}
-		projection_batch_end(&batch);
-	}
-	if (slot != NULL)
-		ExecDropSingleTupleTableSlot(slot);
-}
-
-/*
- * Inline: one event appended by a handler (queued for the outermost inline
- * trigger), through the batch statements of the running inline projections
- * that have some, as a one-row batch each.
- */
-void
-projection_batch_apply_inline_one(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
-								  HeapTuple tuple, TupleDesc desc)
-{
-	bool		isnull;
-	char	   *event_type;
-	int64		position;
-	int			i;
-
-	event_type = TextDatumGetCString(heap_getattr(tuple, Anum_events_event_type, desc, &isnull));
-	position = DatumGetInt64(heap_getattr(tuple, Anum_events_global_position, desc, &isnull));
-	for (i = 0; i < registry->nprojections; i++)
-	{
-		ProjectionDef *def = &registry->projections[i];
-		ProjectionBatch batch;
-
-		if (!def->is_inline || def->state != PROJECTION_RUNNING ||
-			!projection_wants_batch(def, event_type))
-			continue;
-		projection_batch_begin(&batch);
-		projection_batch_put_tuple(&batch, tuple, position);
-		projection_owner_enter(scope, def);
-		projection_batch_run(def, &batch);
-		CommandCounterIncrement();
-		projection_batch_end(&batch);
-	}
-	pfree(event_type);
 }

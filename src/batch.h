@@ -26,7 +26,14 @@
 /* the events of one batch for one projection, being assembled or run */
 typedef struct ProjectionBatch
 {
-	Tuplestorestate *store;		/* rows of projection.events, in position order */
+	HeapTuple  *tuples;			/* rows of projection.events, in position order,
+								 * not copied (valid until the batch has run) ... */
+	int			ntuples;
+	int			allocated;
+	Tuplestorestate *store;		/* ... or copied into this as they came
+								 * (projection_batch_begin_stored); for SQL
+								 * statements, made from tuples at the run */
+	bool		fresh;			/* new events of the appending statement (inline) */
 	int64		count;
 	int64		first;			/* positions of the first and last events */
 	int64		last;
@@ -43,17 +50,18 @@ extern SPIPlanPtr projection_batch_prepare(const char *sql);
 
 /* assembling and running a batch; the caller is in the owner's scope, connected to SPI */
 extern void projection_batch_begin(ProjectionBatch *batch);
+extern void projection_batch_begin_stored(ProjectionBatch *batch);
+extern bool projection_batch_is_snapshot(ProjectionDef *def);
 extern void projection_batch_put(ProjectionBatch *batch, Datum event, int64 position);
 extern void projection_batch_put_tuple(ProjectionBatch *batch, HeapTuple tuple, int64 position);
 extern void projection_batch_run(ProjectionDef *def, ProjectionBatch *batch);
-extern bool projection_batch_running(int32 projection_id);
 extern void projection_batch_end(ProjectionBatch *batch);
 
-/* shorthands for the callers' loops */
+/* shorthands for the callers' loops (batchapply.c) */
 extern void projection_batch_apply_one(ProjectionDef *def, Datum event, const char *event_type,
 									   int64 position);
 extern int64 projection_batch_apply_rows(ProjectionDef *def, ProjectionEventRows *rows,
-										 int from, int to);
+										 int from, int to, bool filtered);
 extern void projection_batch_apply_inline(ProjectionRegistry *registry, ProjectionOwnerScope *scope,
 										  Tuplestorestate *store, TupleDesc desc);
 extern void projection_batch_apply_inline_one(ProjectionRegistry *registry,

@@ -40,7 +40,12 @@ typedef struct ProjectionBatchStatement
 	SPIPlanPtr	plan;			/* kept plan, prepared as the owner on first use */
 	int			plan_generation;	/* the plan cache's generation of plan ... */
 	BlockNumber plan_blocks;	/* ... and its tables' blocks then (batch.c) */
+	char		kind;			/* batch.c: 0 not known yet, or one of: */
 } ProjectionBatchStatement;
+
+#define PROJECTION_BATCH_SQL		'q' /* run as SQL over "batch" */
+#define PROJECTION_BATCH_SNAPSHOT	's' /* a snapshot projection's own: applied
+										 * directly (snapapply.c) */
 
 typedef struct ProjectionDef
 {

@@ -123,6 +123,8 @@ projection_rebuild(PG_FUNCTION_ARGS)
 		/* the safe horizon (horizon.c): the replay stops at its gap bound */
 		projection_horizon_read_settled(&hz, MyDatabaseId);
 		horizon = projection_horizon_gap_bound(&hz);
+		/* over the read model emptied above, which nobody else writes meanwhile */
+		projection_replay_expect_empty();
 		replayed = projection_replay_events(def, 0, horizon, &last);
 		PopActiveSnapshot();
 	}

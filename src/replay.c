@@ -41,6 +41,7 @@
 #include "registry.h"
 #include "replay.h"
 #include "snapshot.h"
+#include "snapstates.h"
 #include "spiutil.h"
 
 /*
@@ -60,6 +61,9 @@ static SubTransactionId replaying_subid = InvalidSubTransactionId;
 
 /* events the last replay (under on_error 'skip') recorded as dead letters */
 static int64 replay_skipped = 0;
+
+/* the next replay starts over states its caller emptied: projection_replay_expect_empty */
+static bool replay_next_from_empty = false;
 
 /* The number of events the last replay in this backend dead-lettered. */
 int64
@@ -158,6 +162,19 @@ replay_report_progress(ProjectionDef *def, int64 done, int64 total, TimestampTz 
 }
 
 /*
+ * The next replay (the caller's very next call, projection_replay_events)
+ * is an async projection's rebuild, over the read model it has just
+ * emptied, with its registry row locked: a snapshot projection's states
+ * then need no loading but those the replay itself wrote (snapapply.c
+ * tracks them).
+ */
+void
+projection_replay_expect_empty(void)
+{
+	replay_next_from_empty = true;
+}
+
+/*
  * Apply every event in (from, upto] that the projection handles to it, in
  * position order, in this transaction, as the projection's owner, reading
  * events with the active snapshot (the caller pushes one taken after it made
@@ -186,6 +203,9 @@ projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last
 	TimestampTz start = GetCurrentTimestamp();
 	TimestampTz last_report = start;
 
+	bool		from_empty = replay_next_from_empty;
+
+	replay_next_from_empty = false;
 	*last = from;
 	replay_skipped = 0;
 	replay_read_begin(&rd, def, from, upto);
@@ -196,6 +216,8 @@ projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last
 	replaying_projection = def->id;
 	replaying_subid = GetCurrentSubTransactionId();
 	projection_publish_rebuild(MyDatabaseId, def->id, 0, total);
+	if (from_empty && from == 0 && !def->is_inline && projection_batch_is_snapshot(def))
+		projection_snapshot_track_begin(def->id);
 
 	for (;;)
 	{
@@ -209,6 +231,7 @@ projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last
 		MemoryContextReset(batch_cxt);
 		replay_report_progress(def, *last - from, total, start, &last_report);
 	}
+	projection_snapshot_track_end(true);
 	SPI_freeplan(rd.plan);
 	MemoryContextDelete(batch_cxt);
 	MemoryContextDelete(event_cxt);
@@ -253,12 +276,15 @@ projection_replay_inline(ProjectionDef *def, int64 from, int64 *last)
 void
 projection_replay_at_abort(SubTransactionId subid)
 {
+	if (subid == InvalidSubTransactionId)
+		replay_next_from_empty = false;
 	if (replaying_projection != 0 &&
 		(subid == InvalidSubTransactionId || subid == replaying_subid))
 	{
 		projection_publish_rebuild(MyDatabaseId, replaying_projection, 0, 0);
 		replaying_projection = 0;
 		replaying_subid = InvalidSubTransactionId;
+		projection_snapshot_track_end(false);
 	}
 }
 

@@ -13,6 +13,7 @@
 
 #include "catalog.h"
 
+extern void projection_replay_expect_empty(void);
 extern int64 projection_replay_events(ProjectionDef *def, int64 from, int64 upto, int64 *last);
 extern int64 projection_replay_skipped(void);
 extern int64 projection_replay_inline(ProjectionDef *def, int64 from, int64 *last);

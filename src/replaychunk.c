@@ -93,7 +93,8 @@ replay_chunk_guarded(ProjectionDef *def, ProjectionEventRows *rows, MemoryContex
 			int64		batched;
 
 			projection_owner_enter(&scope, def);
-			batched = projection_batch_apply_rows(def, rows, 0, rows->ntuples);
+			/* the replay read the projection's types only (replay.c) */
+			batched = projection_batch_apply_rows(def, rows, 0, rows->ntuples, true);
 			CommandCounterIncrement();
 			if (!OidIsValid(def->handler) && def->nstatements == 0)
 				applied = batched;

@@ -29,6 +29,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/expandedrecord.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/fmgroids.h"
@@ -121,66 +122,143 @@ projection_snapshot_def_load(const char *name, SnapshotDef *def, MemoryContext c
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Does the fold's language hand back its result as a fresh copy in the
+ * caller's memory context, and take a read/write expanded record as its
+ * own?  PL/pgSQL does both (plpgsql_exec_function: SPI_datumTransfer of the
+ * result; exec_move_row_from_datum: a R/W expanded record argument of the
+ * variable's type is taken over, not copied).
+ */
+static bool
+fold_is_plpgsql(Oid fold)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fold));
+	char	   *lang;
+	bool		result;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	lang = get_language_name(((Form_pg_proc) GETSTRUCT(tup))->prolang, true);
+	ReleaseSysCache(tup);
+	result = lang != NULL && strcmp(lang, "plpgsql") == 0;
+	if (lang != NULL)
+		pfree(lang);
+	return result;
+}
+
 void
 projection_snapshot_fold_init(SnapshotFold *f, SnapshotDef *def)
 {
 	fmgr_info(def->fold, &f->flinfo);
 	f->strict = def->fold_strict;
-	f->event_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection snapshot event",
-										 ALLOCSET_DEFAULT_SIZES);
-	f->state_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection snapshot state",
-										 ALLOCSET_DEFAULT_SIZES);
-	f->spare_cxt = AllocSetContextCreate(CurrentMemoryContext, "projection snapshot state",
-										 ALLOCSET_DEFAULT_SIZES);
+	f->plpgsql = fold_is_plpgsql(def->fold);
+	f->cxt[0] = AllocSetContextCreate(CurrentMemoryContext, "projection snapshot fold",
+									  ALLOCSET_DEFAULT_SIZES);
+	f->cxt[1] = AllocSetContextCreate(CurrentMemoryContext, "projection snapshot fold",
+									  ALLOCSET_DEFAULT_SIZES);
+	f->cur = 0;
 }
 
 /*
- * Fold one event into (*state, *state_null).  Memory stays flat whatever the
- * number of events, as in aggregate(): the call runs in a context reset
- * after it, and the new state is copied (detoasted) into one of two state
- * contexts, the previous one's being reset.  The result lives in
- * f->state_cxt until the next call (or snapshot_fold_reset).
+ * The next call's context: the one not holding the current state, emptied
+ * (of the state before it and of the call that made it), made current.
+ * Returns the context to switch back to.
  */
-void
-projection_snapshot_fold_event(SnapshotFold *f, Datum *state, bool *state_null, Datum event)
+static MemoryContext
+fold_call_begin(SnapshotFold *f)
+{
+	MemoryContext next = f->cxt[1 - f->cur];
+
+	CHECK_FOR_INTERRUPTS();
+	MemoryContextReset(next);
+	return MemoryContextSwitchTo(next);
+}
+
+/*
+ * Call the fold on (*state, *state_null) and the event datum "event", in
+ * the context fold_call_begin made current, and make its result the state.
+ * Memory stays flat whatever the number of events, as in aggregate(): the
+ * call and its result live in one of two contexts, the other (the state
+ * before, which was its argument) is emptied at the next call.  A result
+ * that is not a fresh flat value in that context (any fold but PL/pgSQL's
+ * may return its argument, or a part of the event) is copied into it.
+ */
+static void
+fold_call(SnapshotFold *f, Datum *state, bool *state_null, Datum event, MemoryContext oldcxt)
 {
 	Datum		result;
-	MemoryContext oldcxt;
 
 	LOCAL_FCINFO(call, 2);
 
-	CHECK_FOR_INTERRUPTS();
-	if (f->strict && *state_null)
-		return;
 	InitFunctionCallInfoData(*call, &f->flinfo, 2, InvalidOid, NULL, NULL);
 	call->args[0].value = *state;
 	call->args[0].isnull = *state_null;
 	call->args[1].value = event;
 	call->args[1].isnull = false;
-	oldcxt = MemoryContextSwitchTo(f->event_cxt);
 	result = FunctionCallInvoke(call);
 	*state_null = call->isnull;
 	if (!*state_null)
 	{
-		MemoryContext swap;
-
-		MemoryContextSwitchTo(f->spare_cxt);
-		*state = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
-		swap = f->state_cxt;
-		f->state_cxt = f->spare_cxt;
-		f->spare_cxt = swap;
+		if (!f->plpgsql || VARATT_IS_EXTENDED(DatumGetPointer(result)))
+			result = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
+		*state = result;
 	}
+	f->cur = 1 - f->cur;
 	MemoryContextSwitchTo(oldcxt);
-	MemoryContextReset(f->spare_cxt);	/* the previous state */
-	MemoryContextReset(f->event_cxt);
 }
 
-/* Forget the state contexts' contents (after the state was copied out). */
+/*
+ * Fold one event, a projection.events composite datum, into (*state,
+ * *state_null).  The result lives in the fold's contexts until the next
+ * call (or projection_snapshot_fold_reset).
+ */
+void
+projection_snapshot_fold_event(SnapshotFold *f, Datum *state, bool *state_null, Datum event)
+{
+	MemoryContext oldcxt;
+
+	if (f->strict && *state_null)
+		return;
+	oldcxt = fold_call_begin(f);
+	fold_call(f, state, state_null, event, oldcxt);
+}
+
+/*
+ * The same for an event given as a row of projection.events ("desc"), not
+ * a datum.  A PL/pgSQL fold gets it as a read/write expanded record over
+ * the row, which it takes over without a copy; other folds (and rows with
+ * values kept out of line, TOAST, which a composite datum cannot hold) get
+ * a composite datum copied from it, as a whole-row reference gives.  The
+ * row must stay valid during the call.
+ */
+void
+projection_snapshot_fold_row(SnapshotFold *f, Datum *state, bool *state_null, HeapTuple row,
+							 TupleDesc desc)
+{
+	MemoryContext oldcxt;
+	Datum		event;
+
+	if (f->strict && *state_null)
+		return;
+	oldcxt = fold_call_begin(f);
+	if (f->plpgsql && !HeapTupleHasExternal(row))
+	{
+		ExpandedRecordHeader *erh = make_expanded_record_from_tupdesc(desc, CurrentMemoryContext);
+
+		expanded_record_set_tuple(erh, row, false, false);
+		event = ExpandedRecordGetDatum(erh);	/* read/write */
+	}
+	else
+		event = heap_copy_tuple_as_datum(row, desc);
+	fold_call(f, state, state_null, event, oldcxt);
+}
+
+/* Forget the fold's contexts' contents (after the state was copied out). */
 void
 projection_snapshot_fold_reset(SnapshotFold *f)
 {
-	MemoryContextReset(f->state_cxt);
-	MemoryContextReset(f->spare_cxt);
+	MemoryContextReset(f->cxt[0]);
+	MemoryContextReset(f->cxt[1]);
 }
 
 /* Enter the projection's owner scope (its role, SECURITY_RESTRICTED_OPERATION, its search_path). */

@@ -35,9 +35,9 @@ typedef struct SnapshotFold
 {
 	FmgrInfo	flinfo;
 	bool		strict;
-	MemoryContext event_cxt;	/* reset after every event */
-	MemoryContext state_cxt;	/* holds the current state */
-	MemoryContext spare_cxt;	/* the previous state's, swapped */
+	bool		plpgsql;		/* PL/pgSQL: see snapfold.c fold_is_plpgsql */
+	MemoryContext cxt[2];		/* the calls' and their results', in turn */
+	int			cur;			/* the one holding the last result */
 } SnapshotFold;
 extern void projection_snapshot_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 										  int expected, const char *what);
@@ -45,6 +45,8 @@ extern void projection_snapshot_def_load(const char *name, SnapshotDef *def, Mem
 extern void projection_snapshot_fold_init(SnapshotFold *f, SnapshotDef *def);
 extern void projection_snapshot_fold_event(SnapshotFold *f, Datum *state, bool *state_null,
 										   Datum event);
+extern void projection_snapshot_fold_row(SnapshotFold *f, Datum *state, bool *state_null,
+										 HeapTuple row, TupleDesc desc);
 extern void projection_snapshot_fold_reset(SnapshotFold *f);
 extern char *projection_snapshot_fold_definition(Oid fold);
 extern void projection_snapshot_record_fold(int32 projection_id);

@@ -60,12 +60,15 @@
 #include "handler.h"
 #include "horizon.h"
 #include "projection.h"
+#include "inline.h"
+#include "snapapply.h"
 #include "snapfold.h"
 #include "snapshot.h"
 #include "spiutil.h"
 
 PG_FUNCTION_INFO_V1(projection_create_snapshot);
 PG_FUNCTION_INFO_V1(projection_snapshot);
+PG_FUNCTION_INFO_V1(projection_snapshot_apply);
 
 /*
  * A fold must be f(state jsonb, e projection.events) RETURNS jsonb, not
@@ -278,6 +281,41 @@ projection_snapshot(PG_FUNCTION_ARGS)
 }
 
 /* ---------------------------------------------------------------------
+ * projection._snapshot_apply
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * _snapshot_apply(name, events projection.events[]) RETURNS bigint: fold a
+ * batch of events into the stored states of snapshot projection "name"
+ * (snapapply.c); returns the number of states written.  The projection's
+ * batch statement calls it, as its owner (batch.c applies that statement's
+ * batches directly, without calling it); refused (42501) for anyone not a
+ * member of the owner role.  Events are taken in (stream, position) order
+ * whatever the array's order; an event at or below its stream's stored
+ * position is skipped.  The fold's errors propagate (the batch machinery
+ * then retries event by event and applies on_error).
+ */
+Datum
+projection_snapshot_apply(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			nelems;
+
+	if (ARR_ELEMTYPE(arr) != projection_oids()->events_type)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("events must be an array of projection.events")));
+	deconstruct_array(arr, projection_oids()->events_type, -1, false, TYPALIGN_DOUBLE,
+					  &elems, &elem_nulls, &nelems);
+	PG_RETURN_INT64(projection_snapshot_apply_datums(name, elems, elem_nulls, nelems,
+													 projection_inline_applying()));
+}
+
+/* ---------------------------------------------------------------------
  * projection.create_snapshot
  * ---------------------------------------------------------------------
  */
@@ -302,7 +340,6 @@ projection_create_snapshot(PG_FUNCTION_ARGS)
 	char	   *on_error;
 	Oid			fold;
 	bool		is_inline;
-	StringInfoData stmt;
 	MemoryContext cxt = CurrentMemoryContext;
 	SnapshotDef def;
 	int			rc;
@@ -355,13 +392,10 @@ projection_create_snapshot(PG_FUNCTION_ARGS)
 		if (SPI_processed != 1)
 			elog(ERROR, "projection \"%s\" was not created", name);
 	}
-	initStringInfo(&stmt);
-	appendStringInfo(&stmt,
-					 "SELECT projection._snapshot_apply(%s, pg_catalog.array_agg(b::projection.events)) FROM batch b",
-					 quote_literal_cstr(name));
 	/* validated as the owner (the caller, who just created it) and added, as on_batch() does */
 	projection_snapshot_def_load(name, &def, cxt);
-	projection_batch_add_statement(def.id, def.owner, def.search_path, stmt.data);
+	projection_batch_add_statement(def.id, def.owner, def.search_path,
+								   projection_snapshot_statement(name));
 	/* the fold the states start from, for aggregate() */
 	projection_snapshot_record_fold(def.id);
 	if (is_inline && projection_sequence_last_value() > 0)
