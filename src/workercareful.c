@@ -189,7 +189,7 @@ projection_worker_round_careful(int64 from, int64 horizon_limit)
 			return;
 		}
 		registry = projection_registry_acquire();
-		nrps = projection_worker_lock_projections(registry, chunk_cxt, &rps);
+		nrps = projection_worker_lock_projections(&registry, chunk_cxt, &rps);
 		nevents = projection_worker_read_batch(cursor, horizon_limit,
 									worker_careful_filter(rps, nrps, cursor, horizon_limit),
 									WORKER_CAREFUL_CHUNK, &events, &full);

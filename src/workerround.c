@@ -7,8 +7,10 @@
  *
  * Exactly once: each round locks the registry rows of the projections it
  * applies (FOR UPDATE SKIP LOCKED: a projection being paused, resumed or
- * dropped right now is left for the next round), re-reads their positions,
- * applies the events and updates the positions in the same transaction.
+ * dropped right now is left for the next round), re-reads their positions
+ * and, once locked, their statements (the registry cache as of the lock:
+ * projection_worker_lock_projections), applies the events and updates the
+ * positions in the same transaction.
  * Which events are safe to apply (no skipped events): the safe-horizon
  * rule, stated and implemented in horizon.c; each round reads the horizon
  * at its start (projection_worker_begin) and walks its batch with it
@@ -317,7 +319,7 @@ worker_round_apply(ProjectionHorizon *hz, MemoryContext cxt)
 
 	registry = projection_registry_acquire();
 	projection_worker_check_owners(registry);
-	nrps = projection_worker_lock_projections(registry, cxt, &rps);
+	nrps = projection_worker_lock_projections(&registry, cxt, &rps);
 	if (nrps == 0)
 	{
 		/* nothing left out by a lock or a hold: nothing to do at all */

@@ -120,11 +120,24 @@ projection_worker_begin(ProjectionHorizon *hz)
  * before SPI_connect, because the round reads them after projection_worker_end()
  * (SPI_finish frees everything allocated while connected).  Their defs
  * point into the registry cache and are only used before projection_worker_end().
+ *
+ * *registryp, acquired by the caller before the lock, is acquired again
+ * once the rows are locked (and so replaced if the registry changed
+ * meanwhile): a management call that held one of these rows (off then on,
+ * say) may have committed between the caller's acquire and the lock, and
+ * the projection's events must not be applied with the statements the
+ * cache had before it.  Such a change bumped the registry generation
+ * before its commit became visible, and so before we got its row
+ * (shmem.c): the second acquire sees the bump and reloads with a snapshot
+ * taken after the lock.
  */
 int
-projection_worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
+projection_worker_lock_projections(ProjectionRegistry **registryp, MemoryContext cxt,
 						ProjectionRoundMember **rps)
 {
+	ProjectionRegistry *registry;
+	SPITupleTable *locked;
+	uint64		nlocked;
 	SPIPlanPtr	plan;
 	int			rc;
 	int			n = 0;
@@ -144,18 +157,25 @@ projection_worker_lock_projections(ProjectionRegistry *registry, MemoryContext c
 	values[2] = projection_held_projections(projection_worker.dboid);
 	rc = SPI_execute_plan(plan, values, NULL, false, 0);
 	projection_spi_check(rc, SPI_OK_SELECT, "locking async projections");
+	locked = SPI_tuptable;
+	nlocked = SPI_processed;
 	/* the rows are locked: a management call may cancel the batch from here */
 	projection_worker_batch_begin(projection_worker.dboid, projection_worker.index);
 
-	result = MemoryContextAllocZero(cxt, sizeof(ProjectionRoundMember) * Max(SPI_processed, 1));
-	restored = palloc(sizeof(int32) * Max(SPI_processed, 1));
-	for (i = 0; i < SPI_processed; i++)
+	/* the registry as of the lock (see above) */
+	projection_registry_release(*registryp);
+	*registryp = projection_registry_acquire();
+	registry = *registryp;
+
+	result = MemoryContextAllocZero(cxt, sizeof(ProjectionRoundMember) * Max(nlocked, 1));
+	restored = palloc(sizeof(int32) * Max(nlocked, 1));
+	for (i = 0; i < nlocked; i++)
 	{
 		bool		isnull;
-		int32		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		int32		id = DatumGetInt32(SPI_getbinval(locked->vals[i], locked->tupdesc, 1, &isnull));
 		int			j;
 
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull)))
+		if (DatumGetBool(SPI_getbinval(locked->vals[i], locked->tupdesc, 4, &isnull)))
 			restored[nrestored++] = id;
 
 		for (j = 0; j < registry->nprojections; j++)
@@ -187,14 +207,14 @@ projection_worker_lock_projections(ProjectionRegistry *registry, MemoryContext c
 				result[n].def = &registry->projections[j];
 				result[n].id = id;
 				result[n].name = MemoryContextStrdup(cxt, registry->projections[j].name);
-				result[n].position = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-				result[n].catching_up = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+				result[n].position = DatumGetInt64(SPI_getbinval(locked->vals[i], locked->tupdesc, 2, &isnull));
+				result[n].catching_up = DatumGetBool(SPI_getbinval(locked->vals[i], locked->tupdesc, 3, &isnull));
 				n++;
 				break;
 			}
 		}
 	}
-	SPI_freetuptable(SPI_tuptable);
+	SPI_freetuptable(locked);
 	foreach(lc, ownerless)
 	{
 		ProjectionDef *def = lfirst(lc);

@@ -78,7 +78,7 @@ extern ProjectionWorkerState projection_worker;
 /* a round's transaction, in the order a round takes its steps */
 extern bool projection_worker_begin(ProjectionHorizon *hz);
 extern void projection_worker_check_owners(ProjectionRegistry *registry);
-extern int	projection_worker_lock_projections(ProjectionRegistry *registry, MemoryContext cxt,
+extern int	projection_worker_lock_projections(ProjectionRegistry **registry, MemoryContext cxt,
 											   ProjectionRoundMember **rps);
 extern void projection_worker_track_catch_ups(ProjectionRoundMember *rps, int nrps);
 extern int	projection_worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
