@@ -17,8 +17,18 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "executor/tuptable.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
 #include "catalog.h"
 #include "checkpoint.h"
+#include "compat.h"
 #include "spiutil.h"
 
 /*
@@ -52,6 +62,55 @@ projection_checkpoint_sql(void)
 {
 	return checkpoints_table() ?
 		PROJECTION_CHECKPOINT_SQL("p") : PROJECTION_CHECKPOINT_SQL_1_0("p");
+}
+
+/*
+ * The checkpoint of projection "id" whose registry row holds "position",
+ * read without SPI under "snapshot" (pool.c's pre-commit look): the value of
+ * projection_checkpoint_sql, through the primary key of
+ * projection.checkpoints (1.1), newest entry first.  Takes AccessShareLock
+ * on the table and its index.
+ */
+#define PROJECTION_CHECKPOINTS_PKEY "checkpoints_pkey"
+#define Anum_checkpoints_projection_id 1
+#define Anum_checkpoints_position 2
+
+int64
+projection_checkpoint_read(int32 id, int64 position, Snapshot snapshot)
+{
+	const ProjectionOids *o = projection_oids();
+	Oid			pkey;
+	Relation	heap;
+	Relation	index;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData key;
+
+	if (!checkpoints_table())
+		return position;
+	pkey = get_relname_relid(PROJECTION_CHECKPOINTS_PKEY, o->schema);
+	if (!OidIsValid(pkey))
+		elog(ERROR, "projection.checkpoints has no index \"%s\"", PROJECTION_CHECKPOINTS_PKEY);
+	heap = table_open(o->checkpoints, AccessShareLock);
+	index = index_open(pkey, AccessShareLock);
+	ScanKeyInit(&key, Anum_checkpoints_projection_id, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(id));
+	scan = projection_index_beginscan(heap, index, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	slot = table_slot_create(heap, NULL);
+	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+		int64		saved = DatumGetInt64(slot_getattr(slot, Anum_checkpoints_position, &isnull));
+
+		if (!isnull && saved > position)
+			position = saved;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(scan);
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	return position;
 }
 
 /* Delete the worker's checkpoints of a projection (version 1.1). */

@@ -13,8 +13,10 @@
 #define PROJECTION_CHECKPOINT_H
 
 #include "executor/spi.h"
+#include "utils/snapshot.h"
 
 extern const char *projection_checkpoint_sql(void);
+extern int64 projection_checkpoint_read(int32 id, int64 position, Snapshot snapshot);
 extern void projection_forget_checkpoints(int32 id);
 extern const char *projection_checkpoint_saved_at_sql(void);
 extern void projection_checkpoint_reset(int32 id);

@@ -62,6 +62,25 @@ PG_FUNCTION_INFO_V1(projection_retry_dead_letters);
  */
 
 /*
+ * The four dead-letter columns of an error, in values[0..3] and nulls[0..3]
+ * (SPI's ' ' and 'n'): SQLSTATE, message, detail and context.
+ */
+static void
+deadletter_error_values(ErrorData *edata, Datum *values, char *nulls)
+{
+	values[0] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+	values[1] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
+	if (edata->detail)
+		values[2] = CStringGetTextDatum(edata->detail);
+	else
+		nulls[2] = 'n';
+	if (edata->context)
+		values[3] = CStringGetTextDatum(edata->context);
+	else
+		nulls[3] = 'n';
+}
+
+/*
  * Record that projection "name" skipped the event at "position" (on_error
  * 'skip'), with the error it failed with: SQLSTATE, message, detail and
  * context.  In the caller's transaction, as the bootstrap superuser (the
@@ -79,16 +98,7 @@ projection_dead_letter_record(const char *name, int64 position, const char *even
 	values[1] = Int64GetDatum(position);
 	values[2] = CStringGetTextDatum(event_type);
 	values[3] = CStringGetTextDatum(stream_id);
-	values[4] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
-	values[5] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
-	if (edata->detail)
-		values[6] = CStringGetTextDatum(edata->detail);
-	else
-		nulls[6] = 'n';
-	if (edata->context)
-		values[7] = CStringGetTextDatum(edata->context);
-	else
-		nulls[7] = 'n';
+	deadletter_error_values(edata, &values[4], &nulls[4]);
 	projection_registry_exec("INSERT INTO projection.dead_letters "
 							 "(name, global_position, event_type, stream_id, sqlstate, error, detail, context) "
 							 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -273,16 +283,7 @@ retry_record(const char *name, RetryEvent *ev, ErrorData *edata)
 								 2, types, values, NULL, SPI_OK_DELETE);
 		return;
 	}
-	values[2] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
-	values[3] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
-	if (edata->detail)
-		values[4] = CStringGetTextDatum(edata->detail);
-	else
-		nulls[4] = 'n';
-	if (edata->context)
-		values[5] = CStringGetTextDatum(edata->context);
-	else
-		nulls[5] = 'n';
+	deadletter_error_values(edata, &values[2], &nulls[2]);
 	projection_registry_exec("UPDATE projection.dead_letters SET sqlstate = $3, error = $4, "
 							 "detail = $5, context = $6, failed_at = pg_catalog.now() "
 							 "WHERE name OPERATOR(pg_catalog.=) $1 "

@@ -34,6 +34,15 @@
 #include "projection.h"
 #include "spiutil.h"
 
+/*
+ * The SET items that end a partition's lease: its token is void from now
+ * on, and the bumped lease_epoch makes a poll that read the row before
+ * look again (the file header).
+ */
+#define FEED_LEASE_END_SQL \
+	"lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, " \
+	"lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+
 PG_FUNCTION_INFO_V1(projection_ack);
 PG_FUNCTION_INFO_V1(projection_nack);
 PG_FUNCTION_INFO_V1(projection_seek);
@@ -92,8 +101,7 @@ projection_seek(PG_FUNCTION_ARGS)
 	values[1] = Int64GetDatum(position);
 	values[2] = Int32GetDatum(partition);
 	projection_feed_exec("UPDATE projection.feed_partitions SET position = $2, "
-			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
-			  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+			  FEED_LEASE_END_SQL
 			  "failed_position = NULL, attempts = 0, last_error = NULL, retry_at = NULL "
 			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 "
 			  "AND ($3 OPERATOR(pg_catalog.<) 0 OR partition OPERATOR(pg_catalog.=) $3)",
@@ -155,6 +163,34 @@ feed_lease_row(ProjectionFeedRow *row, const char *token, FeedLease *lease)
 }
 
 /*
+ * The start of ack, nack and extend_lease: connect to SPI and find feed
+ * "name" (42704 if there is none).  With "lease", also find and lock the
+ * partition its lease "token" holds (PJF01 if that lease is gone,
+ * feed_lease_row).  The row is allocated in "cxt".
+ */
+static ProjectionFeedRow *
+feed_lease_begin(const char *name, const char *token, FeedLease *lease, MemoryContext cxt)
+{
+	ProjectionFeedRow *row;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	row = projection_feed_lookup(name, false, cxt);
+	if (lease != NULL)
+		feed_lease_row(row, token, lease);
+	return row;
+}
+
+/* errdetail for a position outside the events of "lease" (ack, nack) */
+static int
+feed_lease_range_detail(const ProjectionFeedRow *row, const FeedLease *lease)
+{
+	return errdetail("Partition %d of feed \"%s\" is at %lld; the poll returned events up to %lld.",
+					 lease->partition, row->name, (long long) lease->position,
+					 (long long) lease->last);
+}
+
+/*
  * End the lease "token" of feed "row" with an ack up to "up_to" (has_up_to
  * false: the last event its poll returned): the partition's checkpoint
  * moves there, the lease ends, and the feed's long-polls are woken at
@@ -176,14 +212,12 @@ projection_feed_ack_lease(ProjectionFeedRow *row, const char *token, bool has_up
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("up_to %lld is outside the leased events", (long long) up_to),
-				 errdetail("Partition %d of feed \"%s\" is at %lld; the poll returned events up to %lld.",
-						   lease.partition, row->name, (long long) lease.position, (long long) lease.last)));
+				 feed_lease_range_detail(row, &lease)));
 	values[0] = Int32GetDatum(row->id);
 	values[1] = Int32GetDatum(lease.partition);
 	values[2] = Int64GetDatum(up_to);
 	projection_feed_exec("UPDATE projection.feed_partitions SET position = $3, "
-			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
-			  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+			  FEED_LEASE_END_SQL
 			  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
 			  "attempts = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN attempts ELSE 0 END, "
 			  "last_error = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN last_error END, "
@@ -210,9 +244,7 @@ projection_ack(PG_FUNCTION_ARGS)
 	ProjectionFeedRow    *row;
 	int64		up_to;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	row = projection_feed_lookup(name, false, cxt);
+	row = feed_lease_begin(name, token, NULL, cxt);
 	up_to = projection_feed_ack_lease(row, token, !PG_ARGISNULL(2),
 									  PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2));
 	if (SPI_finish() != SPI_OK_FINISH)
@@ -259,16 +291,12 @@ projection_nack(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("retry_after must not be negative")));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	row = projection_feed_lookup(name, false, cxt);
-	feed_lease_row(row, token, &lease);
+	row = feed_lease_begin(name, token, &lease, cxt);
 	if (failed <= lease.position || failed > lease.last)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("failed_position %lld is not an event of the lease", (long long) failed),
-				 errdetail("Partition %d of feed \"%s\" is at %lld; the poll returned events up to %lld.",
-						   lease.partition, name, (long long) lease.position, (long long) lease.last)));
+				 feed_lease_range_detail(row, &lease)));
 	attempts = (lease.failed_position == failed ? lease.attempts : 0) + 1;
 	park = row->max_attempts > 0 && attempts >= row->max_attempts;
 
@@ -290,8 +318,7 @@ projection_nack(PG_FUNCTION_ARGS)
 				  "error = EXCLUDED.error, parked_at = EXCLUDED.parked_at",
 				  5, types, values, nulls, SPI_OK_INSERT);
 		projection_feed_exec("UPDATE projection.feed_partitions SET position = $3, "
-				  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
-				  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+				  FEED_LEASE_END_SQL
 				  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
 				  "failed_position = NULL, attempts = 0, last_error = $5 "
 				  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
@@ -308,8 +335,7 @@ projection_nack(PG_FUNCTION_ARGS)
 	{
 		projection_feed_exec("UPDATE projection.feed_partitions SET "
 				  "position = $3 OPERATOR(pg_catalog.-) 1, "
-				  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = NULL, "
-				  "lease_holder = NULL, lease_expires = NULL, lease_last = NULL, "
+				  FEED_LEASE_END_SQL
 				  "acked_at = pg_catalog.clock_timestamp(), "
 				  "failed_position = $3, attempts = $4, last_error = $5, "
 				  "retry_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6 "
@@ -352,10 +378,7 @@ projection_extend_lease(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("lease must be positive")));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	row = projection_feed_lookup(name, false, cxt);
-	feed_lease_row(row, token, &lease);
+	row = feed_lease_begin(name, token, &lease, cxt);
 	values[0] = Int32GetDatum(row->id);
 	values[1] = Int32GetDatum(lease.partition);
 	values[2] = IntervalPGetDatum(length);

@@ -81,15 +81,7 @@ PG_FUNCTION_INFO_V1(projection_feed_owner_trigger);
 Oid
 projection_feed_table_relid(void)
 {
-	Oid			nsp = get_namespace_oid(PROJECTION_SCHEMA_NAME, true);
-	Oid			relid;
-
-	if (!OidIsValid(nsp))
-		return InvalidOid;
-	relid = get_relname_relid(FEEDS_TABLE, nsp);
-	if (!OidIsValid(relid) || !OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
-		return InvalidOid;
-	return relid;
+	return projection_our_table_relid(FEEDS_TABLE);
 }
 
 /*
@@ -116,10 +108,9 @@ List *
 projection_feed_owned_names(Oid role)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	List	   *names = NIL;
+	List	   *names;
 	Oid			types[1] = {OIDOID};
 	Datum		values[1];
-	uint64		i;
 
 	if (!OidIsValid(projection_feed_table_relid()))
 		return NIL;
@@ -130,14 +121,7 @@ projection_feed_owned_names(Oid role)
 						 "WHERE owner::pg_catalog.oid OPERATOR(pg_catalog.=) $1 "
 						 "ORDER BY name COLLATE \"C\"",
 						 1, types, values, NULL, SPI_OK_SELECT);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
-
-		names = lappend(names, pstrdup(name));
-		MemoryContextSwitchTo(oldcxt);
-	}
+	names = projection_spi_names(cxt);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	return names;

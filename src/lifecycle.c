@@ -45,29 +45,6 @@ PG_FUNCTION_INFO_V1(projection_off);
 PG_FUNCTION_INFO_V1(projection_alter);
 
 static void
-lifecycle_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("argument \"%s\" must not be null", argname)));
-}
-
-static char *
-lifecycle_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
-{
-	char	   *s;
-
-	lifecycle_require_arg(fcinfo, argno, argname);
-	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (s[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("argument \"%s\" must not be empty", argname)));
-	return s;
-}
-
-static void
 lifecycle_check_on_error(const char *on_error)
 {
 	if (strcmp(on_error, "stop") != 0 && strcmp(on_error, "skip") != 0)
@@ -315,8 +292,8 @@ projection_on_notice_existing(int32 id, const char *name, const char *event_type
 Datum
 projection_off(PG_FUNCTION_ARGS)
 {
-	char	   *name = lifecycle_text_arg(fcinfo, 0, "name");
-	char	   *event_type = lifecycle_text_arg(fcinfo, 1, "event_type");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
+	char	   *event_type = projection_text_arg(fcinfo, 1, "event_type");
 	bool		if_exists = false;
 	MemoryContext cxt = CurrentMemoryContext;
 	ProjectionRow *row;
@@ -325,7 +302,7 @@ projection_off(PG_FUNCTION_ARGS)
 
 	if (PG_NARGS() > 2)
 	{
-		lifecycle_require_arg(fcinfo, 2, "if_exists");
+		projection_require_arg(fcinfo, 2, "if_exists");
 		if_exists = PG_GETARG_BOOL(2);
 	}
 
@@ -372,7 +349,7 @@ projection_off(PG_FUNCTION_ARGS)
 Datum
 projection_alter(PG_FUNCTION_ARGS)
 {
-	char	   *name = lifecycle_text_arg(fcinfo, 0, "name");
+	char	   *name = projection_text_arg(fcinfo, 0, "name");
 	char	   *on_error = NULL;
 	ArrayType  *event_types = NULL;
 	ArrayType  *tables = NULL;
@@ -384,7 +361,7 @@ projection_alter(PG_FUNCTION_ARGS)
 
 	if (!PG_ARGISNULL(1))
 	{
-		on_error = lifecycle_text_arg(fcinfo, 1, "on_error");
+		on_error = projection_text_arg(fcinfo, 1, "on_error");
 		lifecycle_check_on_error(on_error);
 	}
 	if (!PG_ARGISNULL(2))
@@ -397,7 +374,7 @@ projection_alter(PG_FUNCTION_ARGS)
 		tables = PG_GETARG_ARRAYTYPE_P(3);
 		projection_check_tables(tables);
 	}
-	lifecycle_require_arg(fcinfo, 4, "reset_event_types");
+	projection_require_arg(fcinfo, 4, "reset_event_types");
 	reset_types = PG_GETARG_BOOL(4);
 	if (reset_types && event_types != NULL)
 		ereport(ERROR,

@@ -5,7 +5,8 @@
  *	  row (classid the table, objid the row's id, refobjid its owner), as
  *	  the registry (owners.c, 1.2) and the feeds (feeddepend.c, 1.4) keep
  *	  them.  The one row trigger body both tables' trigger functions run,
- *	  forgetting every entry of a table, and the test for one entry.
+ *	  forgetting every entry of a table, the test for one entry, and the
+ *	  relid of such a table.
  *
  * The table is whatever relation the trigger fires on, and the row's id
  * and owner are its columns "id" (integer) and "owner" (regrole); the
@@ -28,17 +29,41 @@
 #include "access/table.h"
 #include "catalog/dependency.h"
 #include "catalog/indexing.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_shdepend.h"
+#include "commands/extension.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "ownerentry.h"
+#include "projection.h"
+
+/*
+ * Our table "table" (projection.<table>) of this database, or InvalidOid if
+ * the extension is not installed or has no such table (yet).  Syscache
+ * lookups only, except the pg_extension scan when a "projection" schema
+ * exists: cheap enough for every dropped object (depend.c).
+ */
+Oid
+projection_our_table_relid(const char *table)
+{
+	Oid			nsp = get_namespace_oid(PROJECTION_SCHEMA_NAME, true);
+	Oid			relid;
+
+	if (!OidIsValid(nsp))
+		return InvalidOid;
+	relid = get_relname_relid(table, nsp);
+	if (!OidIsValid(relid) || !OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
+		return InvalidOid;
+	return relid;
+}
 
 /*
  * The body of an owner-entry trigger: AFTER INSERT OR UPDATE OF owner OR

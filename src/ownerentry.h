@@ -17,6 +17,7 @@
 
 extern Datum projection_owner_entry_trigger(FunctionCallInfo fcinfo, const char *function,
 											const char *table, Oid relid);
+extern Oid	projection_our_table_relid(const char *table);
 extern void projection_owner_entries_forget(Oid classid);
 extern bool projection_owner_entry_exists(Oid classid, int32 id, Oid owner);
 

@@ -76,21 +76,12 @@ PG_FUNCTION_INFO_V1(projection_registry_owner_trigger);
 
 /*
  * The registry table of this database, or InvalidOid if the extension is
- * not installed.  Syscache lookups only, except the pg_extension scan when
- * a "projection" schema exists: cheap enough for every dropped object.
+ * not installed (ownerentry.c: cheap enough for every dropped object).
  */
 Oid
 projection_depend_registry_relid(void)
 {
-	Oid			nsp = get_namespace_oid(PROJECTION_SCHEMA_NAME, true);
-	Oid			relid;
-
-	if (!OidIsValid(nsp))
-		return InvalidOid;
-	relid = get_relname_relid(PROJECTION_REGISTRY_TABLE, nsp);
-	if (!OidIsValid(relid) || !OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
-		return InvalidOid;
-	return relid;
+	return projection_our_table_relid(PROJECTION_REGISTRY_TABLE);
 }
 
 /*
@@ -125,20 +116,12 @@ List *
 projection_depend_names(const char *sql, Oid arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	List	   *names = NIL;
-	uint64		i;
+	List	   *names;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	projection_depend_exec(sql, arg, InvalidOid, SPI_OK_SELECT);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
-
-		names = lappend(names, pstrdup(name));
-		MemoryContextSwitchTo(oldcxt);
-	}
+	names = projection_spi_names(cxt);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	return names;

@@ -51,6 +51,9 @@
 
 #include <signal.h>
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
@@ -66,11 +69,13 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "catalog.h"
 #include "checkpoint.h"
+#include "horizon.h"
+#include "ownerentry.h"
 #include "pool.h"
 #include "projection.h"
 #include "shmem.h"
-#include "spiutil.h"
 
 ProjectionPoolState *ProjectionPool = NULL;
 
@@ -229,90 +234,107 @@ projection_pool_note_append(ProjectionRegistry *registry)
 	}
 }
 
-/*
- * Does a registry row lack the pg_shdepend entry of its owner (a restore
- * with triggers disabled, pg_upgrade, an owner that is gone)?  Then the
- * database's first worker (group 0) has work too: it records the entries,
- * and fails projections whose owner is gone (depend.c,
- * projection_depend_check_owners, whose candidate query this mirrors).
- * Only where the entries are kept (1.2 and later: the _registry_owner
- * trigger); the bootstrap superuser is pinned and never gets one.  Caller
- * is connected to SPI.
- */
+/* the text column "att" of a registry row equals "value" */
 static bool
-pool_owner_entries_missing(void)
+pool_text_is(HeapTuple tup, TupleDesc desc, int att, const char *value)
 {
-	Oid			registry = projection_oids()->registry;
-	Oid			types[3] = {OIDOID, OIDOID, OIDOID};
-	Datum		values[3];
 	bool		isnull;
+	Datum		d = heap_getattr(tup, att, desc, &isnull);
 
-	if (!OidIsValid(get_trigger_oid(registry, "_registry_owner", true)))
-		return false;
-	values[0] = ObjectIdGetDatum(MyDatabaseId);
-	values[1] = ObjectIdGetDatum(registry);
-	values[2] = ObjectIdGetDatum(BOOTSTRAP_SUPERUSERID);
-	projection_registry_exec("SELECT EXISTS (SELECT FROM projection.projections c "
-							 "WHERE c.owner::pg_catalog.oid OPERATOR(pg_catalog.<>) $3 AND NOT EXISTS ("
-							 "SELECT FROM pg_catalog.pg_shdepend d "
-							 "WHERE d.dbid OPERATOR(pg_catalog.=) $1 AND d.classid OPERATOR(pg_catalog.=) $2 "
-							 "AND d.objid OPERATOR(pg_catalog.=) c.id::pg_catalog.oid "
-							 "AND d.refobjid OPERATOR(pg_catalog.=) c.owner::pg_catalog.oid "
-							 "AND d.deptype OPERATOR(pg_catalog.=) 'o'))",
-							 3, types, values, NULL, SPI_OK_SELECT);
-	return SPI_processed == 1 &&
-		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return !isnull && strcmp(TextDatumGetCString(d), value) == 0;
 }
 
 /*
  * The worker groups of this database that have async work as this
  * transaction leaves the registry: an async projection catching up, or
- * running with its checkpoint below the sequence's last value; and group 0
- * when owner entries are missing (pool_owner_entries_missing).  Groups
- * without such a projection have nothing for a worker to do.  Runs one
- * query as the bootstrap superuser; 0 where the extension is not (or no
- * longer) installed.  Raises only on can't-happen SPI failures.
+ * running with its checkpoint (projection_checkpoint_read) below the
+ * sequence's last value; *candidates gets the groups of every such
+ * projection, with work or not.  Group 0 has work too when a registry row
+ * lacks the pg_shdepend entry of its owner (a restore with triggers
+ * disabled, pg_upgrade, an owner that is gone): the database's first
+ * worker records the entries and fails projections whose owner is gone
+ * (depend.c, projection_depend_check_owners).  That is looked at only where
+ * the entries are kept (1.2 and later: the _registry_owner trigger); the
+ * bootstrap superuser is pinned and never gets one.  Groups without such a
+ * projection have nothing for a worker to do.
+ *
+ * Runs at every commit of a management call, so it reads the registry
+ * with a heap scan and index look-ups under a snapshot that sees this
+ * transaction's changes (as the query it replaces did), not through SPI,
+ * which parsed and planned that query each time (about 4x the cost).  0 where the
+ * extension is not (or no longer) installed.  Takes AccessShareLock on the
+ * registry and checkpoints; raises only on can't-happen failures.
  */
 static uint32
 pool_groups_with_work(uint32 *candidates)
 {
+	const ProjectionOids *o;
+	Relation	rel;
+	TupleDesc	desc;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Snapshot	snapshot;
+	int64		last;
+	bool		check_owners;
+	bool		owners_missing = false;
 	uint32		groups = 0;
-	char	   *sql;
-	uint64		i;
+	int			att_id,
+				att_mode,
+				att_state,
+				att_position,
+				att_owner;
 
 	*candidates = 0;
 	if (!OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
 		return 0;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	sql = psprintf("SELECT p.id, p.state OPERATOR(pg_catalog.=) 'catching_up' "
-				   "OR %s OPERATOR(pg_catalog.<) "
-				   "(SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END "
-				   "FROM projection." PROJECTION_EVENTS_SEQUENCE " s) "
-				   "FROM projection.projections p "
-				   "WHERE p.mode OPERATOR(pg_catalog.=) 'async' "
-				   "AND p.state OPERATOR(pg_catalog.=) ANY ('{catching_up,running}')",
-				   projection_checkpoint_sql());
+	o = projection_oids();
+	check_owners = OidIsValid(get_trigger_oid(o->registry, "_registry_owner", true));
+	/* as a query through SPI would: this transaction's last change visible */
+	CommandCounterIncrement();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	projection_registry_exec(sql, 0, NULL, NULL, NULL, SPI_OK_SELECT);
-	for (i = 0; i < SPI_processed; i++)
+	UpdateActiveSnapshotCommandId();
+	snapshot = GetActiveSnapshot();
+	last = projection_sequence_last_value();
+
+	rel = table_open(o->registry, AccessShareLock);
+	desc = RelationGetDescr(rel);
+	att_id = SPI_fnumber(desc, "id");
+	att_mode = SPI_fnumber(desc, "mode");
+	att_state = SPI_fnumber(desc, "state");
+	att_position = SPI_fnumber(desc, "position");
+	att_owner = SPI_fnumber(desc, "owner");
+	if (att_id <= 0 || att_mode <= 0 || att_state <= 0 || att_position <= 0 || att_owner <= 0)
+		elog(ERROR, "projection.projections lacks a column the pool reads");
+	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, NULL);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		bool		isnull;
-		bool		work_null;
-		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-		Datum		work = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &work_null);
+		int32		id = DatumGetInt32(heap_getattr(tup, att_id, desc, &isnull));
+		Oid			owner = DatumGetObjectId(heap_getattr(tup, att_owner, desc, &isnull));
 
-		if (isnull)
+		if (check_owners && !owners_missing && owner != BOOTSTRAP_SUPERUSERID &&
+			!projection_owner_entry_exists(o->registry, id, owner))
+			owners_missing = true;
+		if (!pool_text_is(tup, desc, att_mode, "async"))
 			continue;
-		*candidates |= pool_group_bit(DatumGetInt32(id));
-		if (!work_null && DatumGetBool(work))
-			groups |= pool_group_bit(DatumGetInt32(id));
+		if (pool_text_is(tup, desc, att_state, "catching_up"))
+			groups |= pool_group_bit(id);
+		else if (pool_text_is(tup, desc, att_state, "running"))
+		{
+			int64		position = DatumGetInt64(heap_getattr(tup, att_position, desc, &isnull));
+
+			if (projection_checkpoint_read(id, position, snapshot) < last)
+				groups |= pool_group_bit(id);
+		}
+		else
+			continue;
+		*candidates |= pool_group_bit(id);
 	}
-	if ((groups & 1) == 0 && pool_owner_entries_missing())
-		groups |= 1;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
 	PopActiveSnapshot();
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
+	if (owners_missing)
+		groups |= 1;
 	return groups;
 }
 

@@ -82,6 +82,28 @@ projection_registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
 }
 
 /*
+ * The first column of every row of SPI_tuptable, as a List of C strings
+ * allocated in "cxt" (NIL if there is none): the names a query selected,
+ * copied before SPI_finish frees them.
+ */
+List *
+projection_spi_names(MemoryContext cxt)
+{
+	List	   *names = NIL;
+	uint64		i;
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+
+		names = lappend(names, pstrdup(name));
+		MemoryContextSwitchTo(oldcxt);
+	}
+	return names;
+}
+
+/*
  * Check an SPI return code against the one expected; anything else is a
  * can't-happen error.
  */

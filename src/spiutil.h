@@ -14,6 +14,7 @@
 
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "nodes/pg_list.h"
 
 extern void projection_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern char *projection_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
@@ -21,6 +22,7 @@ extern void projection_extension_exec(const char *sql, int nargs, Oid *types, Da
 									  const char *nulls, bool read_only, int expected);
 extern void projection_registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
 									 const char *nulls, int expected);
+extern List *projection_spi_names(MemoryContext cxt);
 extern void projection_spi_check(int rc, int expected, const char *what);
 extern SPIPlanPtr projection_kept_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *types);
 

@@ -10,6 +10,11 @@
 #     $node->start;
 #     $node->create_ext('postgres');
 #     $node->wait_for_worker('postgres');
+#
+# or, the same in one call (the set-up most tests share):
+#
+#     my $node = start_node('main');    # started, the extension created
+#     $node->wait_for_worker('postgres');
 #     ...
 #     $node->wait_caught_up('postgres', 'my_projection');
 #
@@ -37,10 +42,11 @@ use PostgreSQL::Test::Cluster ();
 use PostgreSQL::Test::Utils ();
 use Fcntl ();
 use File::Path ();
+use IPC::Run ();
 use Test::More ();
 use Time::HiRes ();
 
-our @EXPORT = qw(new_node sql_literal);
+our @EXPORT = qw(new_node start_node sql_literal);
 
 =pod
 
@@ -80,6 +86,45 @@ restart_after_crash = on
 # workers start on demand; most tests want them to stay once started
 projection.worker_idle_timeout = '1h'
 ));
+	return $node;
+}
+
+=pod
+
+=item start_node(name, %params)
+
+The set-up most test files share: new_node(name), then the lines of
+$params{conf} appended to postgresql.conf (and projection.naptime set to an
+hour with naptime_hour => 1, see naptime_hour below; a synchronous standby
+that never comes with no_standby => 1, see syncrep_waiting below), the node
+started, the
+database $params{db} (default postgres) created unless it is postgres, and
+CREATE EXTENSION projection there.  Other %params go to new_node.  Returns the
+started node.
+
+=cut
+
+sub start_node
+{
+	my ($name, %params) = @_;
+	my $db = delete $params{db} // 'postgres';
+	my $conf = delete $params{conf};
+	my $naptime_hour = delete $params{naptime_hour};
+	my $no_standby = delete $params{no_standby};
+	my $node = new_node($name, %params);
+
+	$node->append_conf('postgresql.conf', $conf) if defined $conf;
+	$node->naptime_hour if $naptime_hour;
+	$node->append_conf(
+		'postgresql.conf', q{
+wal_level = replica
+max_wal_senders = 2
+synchronous_standby_names = 'nobody'
+synchronous_commit = local
+}) if $no_standby;
+	$node->start;
+	$node->safe_psql('postgres', "CREATE DATABASE $db") unless $db eq 'postgres';
+	$node->create_ext($db);
 	return $node;
 }
 
@@ -607,6 +652,145 @@ sub naptime_hour
 
 	$self->append_conf('postgresql.conf', 'projection.naptime = 3600000');
 	return;
+}
+
+=pod
+
+=item $node->syncrep_waiting(app)
+
+For a node started with no_standby => 1 (start_node): its synchronous
+standby never comes, so a session that commits with synchronous_commit = on
+has its commit flushed and then waits for the standby (wait_event SyncRep),
+invisible to others; synchronous_commit is local for every other session.
+Returns an SQL condition: the session named app (application_name) waits
+there now (099, 120).
+
+=cut
+
+sub syncrep_waiting
+{
+	my ($self, $app) = @_;
+
+	return "EXISTS (SELECT FROM pg_stat_activity WHERE application_name = "
+	  . sql_literal($app) . " AND wait_event = 'SyncRep')";
+}
+
+=pod
+
+=item $node->syncrep_release(db, app)
+
+Cancels the wait of the session named app for the standby (see
+syncrep_waiting): its commit, already flushed, becomes visible, with a
+WARNING to its client.
+
+=cut
+
+sub syncrep_release
+{
+	my ($self, $db, $app) = @_;
+
+	$self->safe_psql($db,
+		    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = "
+		  . sql_literal($app) . " AND wait_event = 'SyncRep'");
+	return;
+}
+
+=pod
+
+=item $node->create_owned_projection(db, schema, role)
+
+The set-up of the restore tests (023, 026): in db, a schema owned by role
+(a login role that exists), with a table schema.log (pos bigint PRIMARY
+KEY) and a handler schema.h that inserts each event's position into it,
+and an async projection named schema_async that role creates with them;
+then one event is appended (wait for it with wait_caught_up).
+
+=cut
+
+sub create_owned_projection
+{
+	my ($self, $db, $schema, $role) = @_;
+
+	$self->safe_psql(
+		$db, qq{
+CREATE SCHEMA $schema AUTHORIZATION $role;
+GRANT SELECT ON projection.events TO $role;
+SET ROLE $role;
+CREATE TABLE $schema.log (pos bigint PRIMARY KEY);
+CREATE FUNCTION $schema.h(e projection.events) RETURNS void LANGUAGE sql AS
+  \$\$ INSERT INTO $schema.log VALUES (e.global_position) \$\$;
+SELECT projection.create('${schema}_async', '$schema.h', tables => '{$schema.log}');
+RESET ROLE;
+SELECT projection.append('s', 'E', '{}');
+});
+	return;
+}
+
+=pod
+
+=item $node->start_long_poll(db, sql, out, [err])
+
+Starts psql running sql (a projection.poll with a long wait, in the feed
+tests) in db, in the background, its output to the scalar reference out
+(and its errors to err), both emptied first; returns the IPC::Run harness,
+bounded by $PostgreSQL::Test::Utils::timeout_default.  Finish it with
+$h->finish.
+
+=cut
+
+sub start_long_poll
+{
+	my ($self, $db, $sql, $out, $err) = @_;
+
+	$err //= \my $ignored;
+	($$out, $$err) = ('', '');
+	return IPC::Run::start(
+		[ 'psql', '-XAtq', '-d', $self->connstr($db), '-c', $sql ],
+		'>', $out, '2>', $err,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+}
+
+=pod
+
+=item $node->wait_for_sleeping_poll(db, [feed], [no_snapshot])
+
+Waits until exactly one session of db other than this one runs a
+projection.poll with a wait (of feed, if given) and sleeps in it
+(wait_event_type Extension); with no_snapshot, one that also holds no
+snapshot (backend_xmin is NULL).
+
+=cut
+
+sub wait_for_sleeping_poll
+{
+	my ($self, $db, $feed, $no_snapshot) = @_;
+	my $like = defined $feed ? "%projection.poll(''$feed''%wait%" : '%projection.poll(%wait%';
+
+	return $self->poll_query_until($db,
+		    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '$like' "
+		  . "AND pid <> pg_backend_pid() AND wait_event_type = 'Extension'"
+		  . ($no_snapshot ? ' AND backend_xmin IS NULL' : ''),
+		'1');
+}
+
+=pod
+
+=item $node->wait_for_lease_over(db, feed, [partition])
+
+Waits until the feed (or its partition) is leased no longer
+(projection.feed_status.leased is false).
+
+=cut
+
+sub wait_for_lease_over
+{
+	my ($self, $db, $feed, $partition) = @_;
+
+	return $self->poll_query_until($db,
+		    "SELECT NOT leased FROM projection.feed_status WHERE feed = "
+		  . sql_literal($feed)
+		  . (defined $partition ? " AND partition = $partition" : ''),
+		't');
 }
 
 =pod

@@ -24,11 +24,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main');
 $node->create_exactly_once_tables($db);
 $node->safe_psql(
 	$db, q{

@@ -22,14 +22,10 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
 # one worker for the database: the failing projection and the others share
 # it (the hard case for isolation; with several workers they may not)
-$node->append_conf('postgresql.conf', 'projection.workers_per_database = 1');
-$node->start;
-
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main', conf => 'projection.workers_per_database = 1');
 
 # Appends $n events of type $type with data $data; returns the positions.
 sub append_events

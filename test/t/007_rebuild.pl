@@ -47,15 +47,11 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
 # one worker for the database: the projection being rebuilt and the others
 # share it, so "other projections keep running" means the worker really
 # passes over the locked one
-$node->append_conf('postgresql.conf', 'projection.workers_per_database = 1');
-$node->start;
-
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main', conf => 'projection.workers_per_database = 1');
 ok($node->wait_for_worker($db), 'the worker runs');
 
 $node->safe_psql(

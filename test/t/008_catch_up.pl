@@ -22,16 +22,11 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->append_conf(
-	'postgresql.conf', q(
+my $db = 'postgres';
+my $node = start_node('main', conf => q(
 projection.workers_per_database = 1
 projection.batch_size = 10
 ));
-$node->start;
-
-my $db = 'postgres';
-$node->create_ext($db);
 $node->wait_for_worker($db);
 $node->safe_psql(
 	$db, q{

@@ -24,16 +24,11 @@ use ProjectionNode;
 
 my $rounds = 40;
 
-my $node = new_node('main');
-$node->append_conf(
-	'postgresql.conf', q(
+my $db = 'postgres';
+my $node = start_node('main', conf => q(
 projection.workers_per_database = 1
 projection.naptime = 3600000
 ));
-$node->start;
-
-my $db = 'postgres';
-$node->create_ext($db);
 $node->wait_for_worker($db);
 $node->safe_psql(
 	$db, q{

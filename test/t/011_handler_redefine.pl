@@ -21,11 +21,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main');
 my $log_start = -s $node->logfile;
 my $started = $node->safe_psql($db, 'SELECT pg_postmaster_start_time()');
 

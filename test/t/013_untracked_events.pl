@@ -18,12 +18,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->naptime_hour;
-$node->start;
-
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main', naptime_hour => 1);
 $node->create_seen_projection($db);
 ok($node->wait_for_worker($db), 'the workers run');
 

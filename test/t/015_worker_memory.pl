@@ -24,13 +24,9 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
 # one worker: every projection of the database shares it
-$node->append_conf('postgresql.conf', 'projection.workers_per_database = 1');
-$node->start;
-
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main', conf => 'projection.workers_per_database = 1');
 my $started = $node->safe_psql($db, 'SELECT pg_postmaster_start_time()');
 
 # The "Grand total" bytes of every memory-context dump that process $pid

@@ -15,12 +15,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->append_conf('postgresql.conf', 'projection.workers_per_database = 1');
-$node->start;
-
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main', conf => 'projection.workers_per_database = 1');
 $node->create_recording_projection($db, 'p', 'worker_only', 'h');
 
 # one transaction per append: the worker applies them in several rounds

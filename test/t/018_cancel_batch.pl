@@ -19,13 +19,9 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
 # one worker: the stalled projection and the other one share its batches
-$node->append_conf('postgresql.conf', 'projection.workers_per_database = 1');
-$node->start;
-
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main', conf => 'projection.workers_per_database = 1');
 
 $node->safe_psql(
 	$db, q{

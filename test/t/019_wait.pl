@@ -19,11 +19,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main');
 $node->create_recording_projection($db, 'p', 'applied', 'apply_h');
 ok($node->wait_for_worker($db), 'worker running');
 my $pos = $node->safe_psql($db, "SELECT projection.append('s', 'E', '{}')");

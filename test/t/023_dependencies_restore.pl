@@ -31,18 +31,7 @@ CREATE DATABASE dst;
 CREATE DATABASE third;
 });
 $node->create_ext('src');
-$node->safe_psql(
-	'src', q{
-CREATE SCHEMA dep AUTHORIZATION regress_dep;
-GRANT SELECT ON projection.events TO regress_dep;
-SET ROLE regress_dep;
-CREATE TABLE dep.log (pos bigint PRIMARY KEY);
-CREATE FUNCTION dep.h(e projection.events) RETURNS void LANGUAGE sql AS
-  $$ INSERT INTO dep.log VALUES (e.global_position) $$;
-SELECT projection.create('dep_async', 'dep.h', tables => '{dep.log}');
-RESET ROLE;
-SELECT projection.append('s', 'E', '{}');
-});
+$node->create_owned_projection('src', 'dep', 'regress_dep');
 ok($node->wait_caught_up('src', 'dep_async'), 'the projection runs in src');
 
 my $dir = PostgreSQL::Test::Utils::tempdir();

@@ -18,10 +18,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main');
 
 # the role owns nothing but its projections, so that DROP ROLE can succeed
 # once the projections' entries are gone

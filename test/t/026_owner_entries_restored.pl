@@ -28,18 +28,7 @@ CREATE DATABASE src;
 CREATE DATABASE dst;
 });
 $node->create_ext('src');
-$node->safe_psql(
-	'src', q{
-CREATE SCHEMA rst AUTHORIZATION regress_rst;
-GRANT SELECT ON projection.events TO regress_rst;
-SET ROLE regress_rst;
-CREATE TABLE rst.log (pos bigint PRIMARY KEY);
-CREATE FUNCTION rst.h(e projection.events) RETURNS void LANGUAGE sql AS
-  $$ INSERT INTO rst.log VALUES (e.global_position) $$;
-SELECT projection.create('rst_async', 'rst.h', tables => '{rst.log}');
-RESET ROLE;
-SELECT projection.append('s', 'E', '{}');
-});
+$node->create_owned_projection('src', 'rst', 'regress_rst');
 ok($node->wait_caught_up('src', 'rst_async'), 'the projection runs in src');
 
 my $entries =

@@ -23,11 +23,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main');
 $node->safe_psql(
 	$db, q{
 -- the poison: events whose "i" is listed here

@@ -19,11 +19,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main');
 $node->safe_psql(
 	$db, q{
 CREATE TABLE sales (day int PRIMARY KEY, n bigint NOT NULL, total numeric NOT NULL);

@@ -29,13 +29,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->append_conf('postgresql.conf', 'projection.naptime = 3600000');
-$node->start;
-
 my $db = 'feeds';
-$node->safe_psql('postgres', "CREATE DATABASE $db");
-$node->create_ext($db);
+my $node = start_node('main', db => $db, conf => 'projection.naptime = 3600000');
 $node->safe_psql($db,
 	q{SELECT projection.create_feed('one'), projection.create_feed('four', partitions => 4)});
 
@@ -43,22 +38,10 @@ $node->safe_psql($db,
 sub start_long_poll
 {
 	my ($feed, $out) = @_;
-	my $sql =
-	  "SELECT global_position, stream_id FROM projection.poll('$feed', 100, wait => '1 h')";
-	$$out = '';
-	return IPC::Run::start(
-		[ 'psql', '-XAtq', '-d', $node->connstr($db), '-c', $sql ],
-		'>', $out, '2>', \my $err,
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	return $node->start_long_poll($db,
+		"SELECT global_position, stream_id FROM projection.poll('$feed', 100, wait => '1 h')", $out);
 }
-
-sub wait_for_sleeping_poll
-{
-	return $node->poll_query_until($db,
-		q{SELECT count(*) FROM pg_stat_activity
-		   WHERE query LIKE '%projection.poll(%wait%' AND pid <> pg_backend_pid()
-		     AND wait_event_type = 'Extension' AND backend_xmin IS NULL}, '1');
-}
+sub wait_for_sleeping_poll { return $node->wait_for_sleeping_poll($db, undef, 1); }
 
 sub poll_rows
 {

@@ -25,12 +25,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
 my $db = 'feeds';
-$node->safe_psql('postgres', "CREATE DATABASE $db");
-$node->create_ext($db);
+my $node = start_node('main', db => $db);
 $node->safe_psql(
 	$db, q{
 CREATE TABLE sink (global_position bigint, consumer text);
@@ -39,12 +35,7 @@ SELECT projection.create_feed('race');
 SELECT projection.append('k-' || (i % 3), 'E', jsonb_build_object('i', i)) FROM generate_series(1, 10) i;
 });
 
-sub lease_over
-{
-	my ($feed) = @_;
-	return $node->poll_query_until($db,
-		"SELECT NOT leased FROM projection.feed_status WHERE feed = '$feed'", 't');
-}
+sub lease_over { return $node->wait_for_lease_over($db, @_); }
 
 # ---------------------------------------------------------------------
 # killed between write and ack

@@ -22,12 +22,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
 my $db = 'feeds';
-$node->safe_psql('postgres', "CREATE DATABASE $db");
-$node->create_ext($db);
+my $node = start_node('main', db => $db);
 $node->safe_psql(
 	$db, q{
 CREATE TABLE sink (seq bigserial PRIMARY KEY, consumer int NOT NULL, partition int NOT NULL,

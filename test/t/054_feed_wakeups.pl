@@ -19,13 +19,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->append_conf('postgresql.conf', 'projection.naptime = 3600000');
-$node->start;
-
 my $db = 'feeds';
-$node->safe_psql('postgres', "CREATE DATABASE $db");
-$node->create_ext($db);
+my $node = start_node('main', db => $db, naptime_hour => 1);
 $node->safe_psql(
 	$db, q{
 SELECT projection.create_feed('w');
@@ -35,23 +30,11 @@ SELECT projection.append('s', 'E', jsonb_build_object('i', i)) FROM generate_ser
 sub start_long_poll
 {
 	my ($out) = @_;
-	$$out = '';
-	return IPC::Run::start(
-		[
-			'psql', '-XAtq', '-d', $node->connstr($db), '-c',
-			"SELECT global_position FROM projection.poll('w', 10, wait => '1 h')"
-		],
-		'>', $out, '2>', \my $err,
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	return $node->start_long_poll($db,
+		"SELECT global_position FROM projection.poll('w', 10, wait => '1 h')", $out);
 }
 
-sub wait_for_sleeping_poll
-{
-	return $node->poll_query_until($db,
-		q{SELECT count(*) FROM pg_stat_activity
-		   WHERE query LIKE '%projection.poll(%wait%' AND pid <> pg_backend_pid()
-		     AND wait_event_type = 'Extension'}, '1');
-}
+sub wait_for_sleeping_poll { return $node->wait_for_sleeping_poll($db); }
 
 # the end of a lease: another consumer's lease of the only partition expires
 my $held = $node->safe_psql($db,

@@ -47,10 +47,8 @@ if (!defined $exporter)
 my $queries = "$FindBin::RealBin/../../monitoring/postgres_exporter/queries.yaml";
 ok(-r $queries, 'the queries file is in the repository');
 
-my $node = new_node('main');
-$node->start;
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main');
 
 $node->safe_psql(
 	$db, q{

@@ -47,10 +47,8 @@ if (defined $missing)
 	plan skip_all => $missing;
 }
 
-my $node = new_node('main');
-$node->start;
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('main');
 
 # the consumer's role: it may read events (and so own a feed), nothing more
 $node->safe_psql(

@@ -17,16 +17,11 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('waiting');
-$node->append_conf(
-	'postgresql.conf', q{
+my $db = 'postgres';
+my $node = start_node('waiting', conf => q{
 projection.max_workers = 1
 projection.workers_per_database = 2
 });
-$node->start;
-
-my $db = 'postgres';
-$node->create_ext($db);
 $node->safe_psql(
 	$db, q{
 CREATE TABLE gate ();

@@ -15,11 +15,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('logs');
-$node->start;
-
 my $db = 'postgres';
-$node->create_ext($db);
+my $node = start_node('logs');
 $node->safe_psql(
 	$db, q{
 CREATE TABLE seen (pos bigint);

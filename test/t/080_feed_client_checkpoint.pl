@@ -30,12 +30,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
 my $db = 'feeds';
-$node->safe_psql('postgres', "CREATE DATABASE $db");
-$node->create_ext($db);
+my $node = start_node('main', db => $db);
 $node->safe_psql(
 	$db, q{
 SELECT projection.create_feed('slow');
@@ -47,13 +43,7 @@ CREATE TABLE sink_position (partition int PRIMARY KEY, position bigint NOT NULL)
 INSERT INTO sink_position VALUES (0, 0), (1, 0);
 });
 
-sub lease_over
-{
-	my ($feed, $partition) = @_;
-	return $node->poll_query_until($db,
-		"SELECT NOT leased FROM projection.feed_status WHERE feed = '$feed' AND partition = $partition",
-		't');
-}
+sub lease_over { return $node->wait_for_lease_over($db, @_); }
 
 # ---------------------------------------------------------------------
 # extend_lease, and its fencing
@@ -153,24 +143,11 @@ SELECT projection.create_feed('gone', event_types => '{Nothing}');
 sub start_long_poll
 {
 	my ($feed, $out, $err) = @_;
-	($$out, $$err) = ('', '');
-	return IPC::Run::start(
-		[
-			'psql', '-XAtq', '-d', $node->connstr($db), '-c',
-			"SELECT global_position FROM projection.poll('$feed', 100, wait => '1 h')"
-		],
-		'>', $out, '2>', $err,
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	return $node->start_long_poll($db,
+		"SELECT global_position FROM projection.poll('$feed', 100, wait => '1 h')", $out, $err);
 }
 
-sub wait_for_sleeping_poll
-{
-	my ($feed) = @_;
-	return $node->poll_query_until($db,
-		qq{SELECT count(*) FROM pg_stat_activity
-		   WHERE query LIKE '%projection.poll(''$feed''%' AND pid <> pg_backend_pid()
-		     AND wait_event_type = 'Extension'}, '1');
-}
+sub wait_for_sleeping_poll { return $node->wait_for_sleeping_poll($db, @_); }
 
 my ($lp_out, $lp_err);
 my $h = start_long_poll('paused', \$lp_out, \$lp_err);

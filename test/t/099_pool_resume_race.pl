@@ -20,19 +20,9 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('resume_race');
-$node->append_conf(
-	'postgresql.conf', q{
-projection.worker_idle_timeout = 0
-wal_level = replica
-max_wal_senders = 2
-synchronous_standby_names = 'nobody'
-synchronous_commit = local
-});
-$node->start;
 my $db = 'race';
-$node->safe_psql('postgres', "CREATE DATABASE $db");
-$node->create_ext($db);
+my $node = start_node('resume_race', db => $db, no_standby => 1,
+	conf => 'projection.worker_idle_timeout = 0');
 $node->safe_psql(
 	$db, q{
 CREATE TABLE seen (pos bigint);
@@ -51,8 +41,7 @@ $resume->query_safe(q{SET synchronous_commit = on; SET application_name = 'resum
 $resume->query_until(qr/resuming/, q{\echo resuming
 SELECT projection.resume('p');
 });
-ok( $node->poll_query_until(
-		$db, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'resumer' AND wait_event = 'SyncRep'}),
+ok($node->poll_query_until($db, 'SELECT ' . $node->syncrep_waiting('resumer')),
 	'the resume waits for synchronous replication');
 
 # the append, committed while the resume is not yet visible
@@ -61,7 +50,7 @@ is($node->safe_psql($db, q{SELECT state FROM projection.projections WHERE name =
 	'paused', 'the append committed while p was still paused for everyone else');
 
 # the resume becomes visible
-$node->safe_psql($db, q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'resumer'});
+$node->syncrep_release($db, 'resumer');
 $resume->quit;
 is($node->safe_psql($db, q{SELECT state FROM projection.projections WHERE name = 'p'}),
 	'running', 'the resume committed');

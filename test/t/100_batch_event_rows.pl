@@ -24,15 +24,11 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->append_conf('postgresql.conf', qq(
+my $db = 'postgres';
+my $node = start_node('main', conf => qq(
 projection.batch_bytes = '256kB'
 projection.replay_batch_size = 1000
 ));
-$node->start;
-
-my $db = 'postgres';
-$node->create_ext($db);
 $node->safe_psql(
 	$db, q{
 CREATE TABLE seen_batch (pos bigint PRIMARY KEY, len int NOT NULL, head text NOT NULL);

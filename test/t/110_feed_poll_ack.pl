@@ -37,13 +37,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->append_conf('postgresql.conf', 'projection.naptime = 3600000');
-$node->start;
-
 my $db = 'feeds';
-$node->safe_psql('postgres', "CREATE DATABASE $db");
-$node->create_ext($db);
+my $node = start_node('main', db => $db, naptime_hour => 1);
 $node->safe_psql($db, q{SELECT projection.create_feed('f')});
 
 # one poll of the loop: returns (token, [[position, stream, version], ...])

@@ -19,16 +19,11 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('wait_types');
-$node->append_conf(
-	'postgresql.conf', q{
+my $db = 'w';
+my $node = start_node('wait_types', db => $db, conf => q{
 projection.workers_per_database = 2
 projection.worker_idle_timeout = 0
 });
-$node->start;
-my $db = 'w';
-$node->safe_psql('postgres', "CREATE DATABASE $db");
-$node->create_ext($db);
 $node->safe_psql(
 	$db, q{
 CREATE TABLE seen (name text, pos bigint);

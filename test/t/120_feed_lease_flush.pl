@@ -32,18 +32,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('lease_flush');
-$node->append_conf(
-	'postgresql.conf', q{
-wal_level = replica
-max_wal_senders = 2
-synchronous_standby_names = 'nobody'
-synchronous_commit = local
-});
-$node->start;
 my $db = 'flush';
-$node->safe_psql('postgres', "CREATE DATABASE $db");
-$node->create_ext($db);
+my $node = start_node('lease_flush', db => $db, no_standby => 1);
 $node->safe_psql(
 	$db, q{
 SELECT projection.create_feed('f');
@@ -56,23 +46,15 @@ SELECT projection.append('s', 'E', '{}') FROM generate_series(1, 5);
 sub commit_path
 {
 	my ($app, $visible) = @_;
+	my $path = "CASE WHEN " . $node->syncrep_waiting($app)
+	  . " THEN 'waited' WHEN ($visible) THEN 'async' END";
 	my $result;
 
-	$node->poll_query_until(
-		$db, qq{
-SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity
-                          WHERE application_name = '$app' AND wait_event = 'SyncRep') THEN 'waited'
-            WHEN ($visible) THEN 'async' END IS NOT NULL})
+	$node->poll_query_until($db, "SELECT $path IS NOT NULL")
 	  or return 'neither';
-	$result = $node->safe_psql(
-		$db, qq{
-SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity
-                          WHERE application_name = '$app' AND wait_event = 'SyncRep') THEN 'waited'
-            WHEN ($visible) THEN 'async' END});
+	$result = $node->safe_psql($db, "SELECT $path");
 	# let a waiting commit go on (committed locally, with a WARNING)
-	$node->safe_psql($db,
-		"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = '$app' AND wait_event = 'SyncRep'"
-	);
+	$node->syncrep_release($db, $app);
 	return $result;
 }
 
