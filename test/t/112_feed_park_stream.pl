@@ -10,7 +10,7 @@
 #     is parked, and every other stream's event is delivered exactly once,
 #     in stream order, the poison stream's partition included;
 #   - a restart (immediate stop: a crash) while the stream is parked keeps
-#     it parked and its events held;
+#     it parked and its events held, and so do pg_dump and pg_restore;
 #   - release_stream: the parked event and the held ones come first, in
 #     position order, then the partition goes on; a lease of the held
 #     events that is never acked (a consumer killed) hands out exactly the
@@ -135,6 +135,20 @@ $node->start;
 is($node->safe_psql($db, q{SELECT stream_id || ':' || parked_from FROM projection.feed_parked_streams}),
 	"s-5:$poison", 'still parked after a crash');
 is(consume_once('f'), 0, 'nothing to deliver after the restart: the stream is held');
+
+# dump and restore keep it (feed_holds is a configuration table)
+my $dir = PostgreSQL::Test::Utils::tempdir();
+$node->command_ok([ 'pg_dump', '-Fc', '-f', "$dir/feeds.dump", '-d', $db ], 'pg_dump');
+$node->safe_psql('postgres', 'CREATE DATABASE restored');
+$node->command_ok(
+	[ 'pg_restore', '--single-transaction', '--exit-on-error', '-d', 'restored', "$dir/feeds.dump" ],
+	'pg_restore');
+is( $node->safe_psql('restored',
+		q{SELECT f.park || ':' || s.stream_id || ':' || s.parked_from FROM projection.feed_parked_streams s JOIN projection.feeds f ON f.name = s.feed}),
+	"stream:s-5:$poison", 'the parked stream is restored');
+$node->safe_psql('restored', q{SELECT projection.append('s-5', 'E', '{}')});
+is($node->safe_psql('restored', "SELECT count(*) FROM projection.poll('f', 100, partition => $poison_partition)"),
+	'0', 'and still held there');
 
 # ---------------------------------------------------------------------
 # release: the held events first, in order
