@@ -20,7 +20,8 @@
  *
  * The rows (sql/projection--1.2--1.3.sql): projection.feeds (one per feed),
  * projection.feed_partitions (checkpoint "position", lease and nack state
- * of each partition) and projection.feed_parked.  They are ordinary tables:
+ * of each partition), projection.feed_parked and (1.6) projection.feed_holds
+ * (parked streams, feedpark.c).  They are ordinary tables:
  * a checkpoint moves in the ack's transaction, survives restarts and
  * crashes, and pg_dump keeps it.  lease_epoch grows with every lease, ack,
  * nack and seek: a poll takes a lease only if the epoch is still the one

@@ -13,7 +13,9 @@
  *	2. with S, read the feed's partitions and pick a free one (no live
  *	   lease, no nack back-off) that has events in (position, H]: the given
  *	   one, or the free one with the lowest checkpoint; read its next events
- *	   there;
+ *	   there (for a feed with park => 'stream', 1.6: leaving out the
+ *	   partition's parked streams, and a released stream's held events
+ *	   first, feedpark.c);
  *	3. take the lease (feedlease.c) with one UPDATE that succeeds only if the row is
  *	   unchanged since step 2 (same lease_epoch, still free): a concurrent
  *	   poll, ack, nack or seek makes it fail, and poll starts over.  No row

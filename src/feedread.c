@@ -139,7 +139,9 @@ feedread_run(SPIPlanPtr plan, int nargs, Oid *types, Datum *values, FeedReadRece
 }
 
 /*
- * Read a partition's events in (position, horizon], at most max_events
+ * Read a partition's events in (position, horizon] (without the streams of
+ * "held", a text[], if not 0; or, with "stream", only that stream's:
+ * feedpark.c), at most max_events
  * and, after the first, max_bytes, with the active snapshot, as the
  * bootstrap superuser (the feed's owner may read events: checked), into
  * batch->store (created by the caller) as rows of poll's result type
