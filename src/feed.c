@@ -44,6 +44,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -53,13 +54,13 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
 #include "feed.h"
 #include "horizon.h"
-#include "ownerentry.h"
 #include "projection.h"
 #include "registry.h"
 #include "shmem.h"
@@ -163,11 +164,16 @@ projection_feed_at_eoxact(bool commit)
 	feed_wake_at_commit = false;
 }
 
-/* Whether this database's catalog has projection.feed_holds (1.6, feedpark.c). */
+/*
+ * Whether this database's catalog has projection.feed_holds (1.6,
+ * feedpark.c): two syscache lookups, as every poll asks.
+ */
 bool
 projection_feed_has_holds(void)
 {
-	return OidIsValid(projection_our_table_relid("feed_holds"));
+	Oid			nsp = get_namespace_oid(PROJECTION_SCHEMA_NAME, true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("feed_holds", nsp));
 }
 
 /* Wake this database's long-polls when this transaction commits. */
