@@ -334,8 +334,11 @@ projection_nack(PG_FUNCTION_ARGS)
 	else
 		values[4] = PG_GETARG_DATUM(3);
 	values[5] = IntervalPGetDatum(retry_after);
-	/* $7: the partition's checkpoint after a nack of a released stream's held event */
-	values[6] = Int64GetDatum(lease.position);
+	/*
+	 * $7: the new checkpoint: just before the failed event, or (parked) at
+	 * it; a lease of a released stream's held events leaves it (feedpark.c)
+	 */
+	values[6] = Int64GetDatum(lease.stream != NULL ? lease.position : park ? failed : failed - 1);
 	if (park)
 	{
 		if (row->park_stream)
@@ -347,54 +350,38 @@ projection_nack(PG_FUNCTION_ARGS)
 				  "ON CONFLICT (feed_id, global_position) DO UPDATE SET attempts = EXCLUDED.attempts, "
 				  "error = EXCLUDED.error, parked_at = EXCLUDED.parked_at",
 				  5, types, values, nulls, SPI_OK_INSERT);
-		projection_feed_exec(lease.stream != NULL ?
-				  "UPDATE projection.feed_partitions SET position = $7, "
-				  FEED_LEASE_END_SQL
-				  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
-				  "failed_position = NULL, attempts = 0, last_error = $5 "
-				  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2" :
-				  "UPDATE projection.feed_partitions SET position = $3, "
+		projection_feed_exec("UPDATE projection.feed_partitions SET position = $7, "
 				  FEED_LEASE_END_SQL
 				  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
 				  "failed_position = NULL, attempts = 0, last_error = $5 "
 				  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
-				  lease.stream != NULL ? 7 : 5, types, values, nulls, SPI_OK_UPDATE);
+				  7, types, values, nulls, SPI_OK_UPDATE);
 		result = lease.stream != NULL ? lease.position : failed;
-		if (row->park_stream)
-			ereport(WARNING,
-					(errcode(ERRCODE_WARNING),
-					 errmsg("feed \"%s\" parked a stream after %d failed attempts", name, attempts),
-					 errdetail("The event at position %lld and the later events of its stream are held back; the partition goes on with the other streams.",
-							   (long long) failed),
-					 errhint("The stream is listed in projection.feed_parked_streams; projection.release_stream delivers its events again.")));
-		else
-			ereport(WARNING,
-					(errcode(ERRCODE_WARNING),
-					 errmsg("feed \"%s\" parked an event after %d failed attempts", name, attempts),
-					 errdetail("The event at position %lld is passed over; the partition goes on after it.",
-							   (long long) failed),
-					 errhint("The event is listed in projection.feed_parked_events.")));
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("feed \"%s\" parked %s after %d failed attempts", name,
+						row->park_stream ? "a stream" : "an event", attempts),
+				 row->park_stream ?
+				 errdetail("The event at position %lld and the later events of its stream are held back; the partition goes on with the other streams.",
+						   (long long) failed) :
+				 errdetail("The event at position %lld is passed over; the partition goes on after it.",
+						   (long long) failed),
+				 row->park_stream ?
+				 errhint("The stream is listed in projection.feed_parked_streams; projection.release_stream delivers its events again.") :
+				 errhint("The event is listed in projection.feed_parked_events.")));
 	}
 	else
 	{
 		if (lease.stream != NULL)
 			projection_feed_hold_replayed(row, lease.partition, lease.stream, failed - 1);
-		projection_feed_exec(lease.stream != NULL ?
-				  "UPDATE projection.feed_partitions SET "
+		projection_feed_exec("UPDATE projection.feed_partitions SET "
 				  "position = $7, "
 				  FEED_LEASE_END_SQL
 				  "acked_at = pg_catalog.clock_timestamp(), "
 				  "failed_position = $3, attempts = $4, last_error = $5, "
 				  "retry_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6 "
-				  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2" :
-				  "UPDATE projection.feed_partitions SET "
-				  "position = $3 OPERATOR(pg_catalog.-) 1, "
-				  FEED_LEASE_END_SQL
-				  "acked_at = pg_catalog.clock_timestamp(), "
-				  "failed_position = $3, attempts = $4, last_error = $5, "
-				  "retry_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6 "
 				  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
-				  lease.stream != NULL ? 7 : 6, types, values, nulls, SPI_OK_UPDATE);
+				  7, types, values, nulls, SPI_OK_UPDATE);
 		result = failed - 1;
 	}
 	if (SPI_finish() != SPI_OK_FINISH)
