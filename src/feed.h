@@ -57,6 +57,8 @@ extern void projection_feed_hold_replayed(ProjectionFeedRow *row, int partition,
 										  const char *stream, int64 up_to);
 extern void projection_feed_hold_done(ProjectionFeedRow *row, int partition, const char *stream);
 extern void projection_feed_hold_forget(ProjectionFeedRow *row, int partition);
+extern int64 projection_feed_hold_replayed_to(ProjectionFeedRow *row, int partition,
+											 const char *stream);
 extern char *projection_feed_hold_of_lease(ProjectionFeedRow *row, int partition,
 										   const char *token, int64 *replayed_to);
 extern void projection_feed_hold_lease(ProjectionFeedRow *row, int partition, const char *stream,

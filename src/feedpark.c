@@ -142,6 +142,30 @@ projection_feed_hold_forget(ProjectionFeedRow *row, int partition)
 }
 
 /*
+ * Up to where the held events of the released "stream" were acked, as the
+ * active snapshot sees it (poll, feedpoll.c: read only after the partition
+ * was found free; an ack since makes its lease fail).
+ */
+int64
+projection_feed_hold_replayed_to(ProjectionFeedRow *row, int partition, const char *stream)
+{
+	Oid			types[3] = {INT4OID, INT4OID, TEXTOID};
+	Datum		values[3];
+	bool		isnull;
+	Datum		d;
+
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(partition);
+	values[2] = CStringGetTextDatum(stream);
+	projection_feed_run("SELECT replayed_to FROM projection.feed_holds" FEED_HOLD_WHERE,
+						3, types, values, NULL, true, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		elog(ERROR, "the parked stream \"%s\" of feed \"%s\" vanished", stream, row->name);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+/*
  * The stream whose held events the lease "token" of the partition hands
  * out, and up to where they were acked before (*replayed_to), or NULL for
  * a lease of the partition's own events.  Connected to SPI.

@@ -87,7 +87,6 @@ typedef struct FeedPartition
 	TimestampTz retry_at;		/* its end (0 if none) */
 	Datum		held;			/* text[] of its parked streams (1.6), or 0 if none */
 	char	   *replay;			/* a released stream whose held events come first, or NULL */
-	int64		replayed_to;	/* the replay's events are after this */
 } FeedPartition;
 
 /* ---------------------------------------------------------------------
@@ -166,15 +165,12 @@ feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, Timestam
 	"AND ($2 OPERATOR(pg_catalog.<) 0 OR p.partition OPERATOR(pg_catalog.=) $2) " \
 	"ORDER BY p.position, p.partition"
 	projection_feed_run(row->park_stream ?
-						FEED_PARTITIONS_SQL("h.held, r.stream_id, r.replayed_to",
-											"LEFT JOIN LATERAL (SELECT pg_catalog.array_agg(h.stream_id) AS held "
+						FEED_PARTITIONS_SQL("h.held, h.replay",
+											"CROSS JOIN LATERAL (SELECT pg_catalog.array_agg(h.stream_id) AS held, "
+											"pg_catalog.min(h.stream_id) FILTER (WHERE h.released_at IS NOT NULL) AS replay "
 											"FROM projection.feed_holds h WHERE h.feed_id OPERATOR(pg_catalog.=) p.feed_id "
-											"AND h.partition OPERATOR(pg_catalog.=) p.partition) h ON true "
-											"LEFT JOIN LATERAL (SELECT h.stream_id, h.replayed_to "
-											"FROM projection.feed_holds h WHERE h.feed_id OPERATOR(pg_catalog.=) p.feed_id "
-											"AND h.partition OPERATOR(pg_catalog.=) p.partition AND h.released_at IS NOT NULL "
-											"ORDER BY h.released_at, h.stream_id LIMIT 1) r ON true ") :
-						FEED_PARTITIONS_SQL("NULL::text[], NULL::text, NULL::bigint", ""),
+											"AND h.partition OPERATOR(pg_catalog.=) p.partition) h ") :
+						FEED_PARTITIONS_SQL("NULL::text[], NULL::text", ""),
 						2, types, values, NULL, true, SPI_OK_SELECT);
 #undef FEED_PARTITIONS_SQL
 	/* a feed has at least one partition, and the given one exists (checked) */
@@ -205,8 +201,6 @@ feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, Timestam
 		d = SPI_getbinval(tup, desc, 9, &isnull);
 		parts[i].held = isnull ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
 		parts[i].replay = SPI_getvalue(tup, desc, 10);
-		d = SPI_getbinval(tup, desc, 11, &isnull);
-		parts[i].replayed_to = isnull ? 0 : DatumGetInt64(d);
 		if (parts[i].leased && (*next_expiry == 0 || parts[i].expires < *next_expiry))
 			*next_expiry = parts[i].expires;
 		if (parts[i].backing_off && (*next_expiry == 0 || parts[i].retry_at < *next_expiry))
@@ -271,7 +265,9 @@ feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Si
 			batch->store = tuplestore_begin_heap(random_access, false, work_mem);
 			MemoryContextSwitchTo(oldcxt);
 			if (p->replay != NULL)
-				projection_feed_read_events(row, p->partition, p->replayed_to, p->position,
+				projection_feed_read_events(row, p->partition,
+											projection_feed_hold_replayed_to(row, p->partition, p->replay),
+											p->position,
 											max_events, max_bytes, p->replay, (Datum) 0,
 											cstring_to_text(token), rsinfo->setDesc, batch);
 			else
