@@ -20,7 +20,8 @@
  *
  * The rows (sql/projection--1.2--1.3.sql): projection.feeds (one per feed),
  * projection.feed_partitions (checkpoint "position", lease and nack state
- * of each partition) and projection.feed_parked.  They are ordinary tables:
+ * of each partition), projection.feed_parked and (1.6) projection.feed_holds
+ * (parked streams, feedpark.c).  They are ordinary tables:
  * a checkpoint moves in the ack's transaction, survives restarts and
  * crashes, and pg_dump keeps it.  lease_epoch grows with every lease, ack,
  * nack and seek: a poll takes a lease only if the epoch is still the one
@@ -43,6 +44,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -52,6 +54,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -161,6 +164,18 @@ projection_feed_at_eoxact(bool commit)
 	feed_wake_at_commit = false;
 }
 
+/*
+ * Whether this database's catalog has projection.feed_holds (1.6,
+ * feedpark.c): two syscache lookups, as every poll asks.
+ */
+bool
+projection_feed_has_holds(void)
+{
+	Oid			nsp = get_namespace_oid(PROJECTION_SCHEMA_NAME, true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("feed_holds", nsp));
+}
+
 /* Wake this database's long-polls when this transaction commits. */
 void
 projection_feed_wake_on_commit(void)
@@ -218,13 +233,19 @@ projection_feed_lookup(const char *name, bool lock, MemoryContext cxt)
 	MemoryContext oldcxt;
 	Datum		d;
 
+	/* feeds.park is 1.6: a catalog not yet updated has only feeds that park events */
+	bool		has_park = projection_feed_has_holds();
+
 	values[0] = CStringGetTextDatum(name);
-	projection_feed_exec(lock ?
-			  "SELECT id, owner::pg_catalog.oid, partitions, event_types, paused, max_attempts "
-			  "FROM projection.feeds WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE" :
-			  "SELECT id, owner::pg_catalog.oid, partitions, event_types, paused, max_attempts "
-			  "FROM projection.feeds WHERE name OPERATOR(pg_catalog.=) $1",
-			  1, types, values, NULL, SPI_OK_SELECT);
+#define FEED_LOOKUP_SQL(park) \
+	"SELECT id, owner::pg_catalog.oid, partitions, event_types, paused, max_attempts, " park \
+	" FROM projection.feeds WHERE name OPERATOR(pg_catalog.=) $1"
+	projection_feed_exec(has_park ?
+						 (lock ? FEED_LOOKUP_SQL("park OPERATOR(pg_catalog.=) 'stream'") " FOR UPDATE" :
+						  FEED_LOOKUP_SQL("park OPERATOR(pg_catalog.=) 'stream'")) :
+						 (lock ? FEED_LOOKUP_SQL("false") " FOR UPDATE" : FEED_LOOKUP_SQL("false")),
+						 1, types, values, NULL, SPI_OK_SELECT);
+#undef FEED_LOOKUP_SQL
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -242,6 +263,7 @@ projection_feed_lookup(const char *name, bool lock, MemoryContext cxt)
 	row->paused = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
 	d = SPI_getbinval(tup, desc, 6, &isnull);
 	row->max_attempts = isnull ? 0 : DatumGetInt32(d);
+	row->park_stream = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
 	MemoryContextSwitchTo(oldcxt);
 	SPI_freetuptable(SPI_tuptable);
 
@@ -320,10 +342,11 @@ projection_feed_horizon(void)
  */
 
 /*
- * create_feed(name, event_types, start_from, partitions, max_attempts): a
- * feed owned by the caller, every partition's checkpoint at the start
- * position.  max_attempts: after that many nacks of one event, it is parked
- * (NULL: retried for ever).
+ * create_feed(name, event_types, start_from, partitions, max_attempts,
+ * park): a feed owned by the caller, every partition's checkpoint at the
+ * start position.  max_attempts: after that many nacks of one event, it is
+ * parked (NULL: retried for ever); park (1.6): 'event' parks the event
+ * alone, 'stream' the event and its stream (feedpark.c).
  * start_from: 'beginning' (0), 'end' (the safe horizon now: events still
  * being committed below the last position are delivered) or a position.
  */
@@ -334,9 +357,11 @@ projection_create_feed(PG_FUNCTION_ARGS)
 	char	   *start_from = projection_text_arg(fcinfo, 2, "start_from");
 	int32		partitions;
 	int64		start;
-	Oid			types[6] = {TEXTOID, OIDOID, TEXTARRAYOID, INT4OID, INT8OID, INT4OID};
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	/* park (1.6): the 1.5 signature has five arguments */
+	char	   *park = PG_NARGS() > 5 ? projection_text_arg(fcinfo, 5, "park") : "event";
+	Oid			types[7] = {TEXTOID, OIDOID, TEXTARRAYOID, INT4OID, INT8OID, INT4OID, TEXTOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	projection_require_arg(fcinfo, 3, "partitions");
 	partitions = PG_GETARG_INT32(3);
@@ -351,6 +376,11 @@ projection_create_feed(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_attempts must be at least 1"),
 				 errhint("Pass NULL to retry a failing event for ever.")));
+	if (strcmp(park, "event") != 0 && strcmp(park, "stream") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid park \"%s\"", park),
+				 errhint("Valid values are 'event' and 'stream'.")));
 	if (strcmp(start_from, "beginning") == 0)
 		start = 0;
 	else if (strcmp(start_from, "end") == 0)
@@ -402,11 +432,12 @@ projection_create_feed(PG_FUNCTION_ARGS)
 		nulls[5] = 'n';
 	else
 		values[5] = PG_GETARG_DATUM(4);
-	projection_feed_exec("WITH f AS (INSERT INTO projection.feeds (name, owner, event_types, partitions, max_attempts) "
-			  "VALUES ($1, $2::pg_catalog.regrole, $3, $4, $6) RETURNING id) "
+	values[6] = CStringGetTextDatum(park);
+	projection_feed_exec("WITH f AS (INSERT INTO projection.feeds (name, owner, event_types, partitions, max_attempts, park) "
+			  "VALUES ($1, $2::pg_catalog.regrole, $3, $4, $6, $7) RETURNING id) "
 			  "INSERT INTO projection.feed_partitions (feed_id, partition, position) "
 			  "SELECT f.id, p, $5 FROM f, pg_catalog.generate_series(0, $4 OPERATOR(pg_catalog.-) 1) p",
-			  6, types, values, nulls, SPI_OK_INSERT);
+			  7, types, values, nulls, SPI_OK_INSERT);
 	if (partitions > 1 && !projection_feed_has_partition_index(partitions))
 		ereport(NOTICE,
 				(errmsg("no index on projection.events serves the partitions of feed \"%s\"", name),

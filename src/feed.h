@@ -29,6 +29,7 @@ typedef struct ProjectionFeedRow
 	Datum		types;			/* text[], or 0 for every type */
 	bool		paused;
 	int			max_attempts;	/* 0: never park */
+	bool		park_stream;	/* park => 'stream' (1.6): max_attempts parks the stream */
 } ProjectionFeedRow;
 
 /* feed.c: shared by the feed files */
@@ -43,10 +44,25 @@ extern void projection_feed_check_events_privilege(Oid role, const char *detail)
 extern void projection_feed_require_preloaded(const char *what);
 extern int64 projection_feed_horizon(void);
 extern bool projection_feed_has_partition_index(int partitions);
+extern bool projection_feed_has_holds(void);
 
 /* feedack.c: an ack, for ack and poll's ack argument */
 extern int64 projection_feed_ack_lease(ProjectionFeedRow *row, const char *token, bool has_up_to,
 									   int64 up_to);
+
+/* feedpark.c: parked streams (1.6) */
+extern void projection_feed_hold_park(ProjectionFeedRow *row, int partition, int64 failed,
+									  int attempts, Datum error, bool error_null, bool replaying);
+extern void projection_feed_hold_replayed(ProjectionFeedRow *row, int partition,
+										  const char *stream, int64 up_to);
+extern void projection_feed_hold_done(ProjectionFeedRow *row, int partition, const char *stream);
+extern void projection_feed_hold_forget(ProjectionFeedRow *row, int partition);
+extern int64 projection_feed_hold_replayed_to(ProjectionFeedRow *row, int partition,
+											 const char *stream);
+extern char *projection_feed_hold_of_lease(ProjectionFeedRow *row, int partition,
+										   const char *token, int64 *replayed_to);
+extern void projection_feed_hold_lease(ProjectionFeedRow *row, int partition, const char *stream,
+									   const char *token);
 
 /* transaction end (xact.c) */
 extern void projection_feed_at_eoxact(bool commit);

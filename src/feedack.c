@@ -57,7 +57,8 @@ PG_FUNCTION_INFO_V1(projection_extend_lease);
  * seek(feed, position, partition): every partition's checkpoint (or only
  * the given partition's, 1.4) to position, their leases ended (their acks
  * are refused).  Back to replay, ahead to skip; not past the last position
- * drawn.
+ * drawn.  The partitions' parked streams (feedpark.c) are forgotten: their
+ * events after the new checkpoint come as any other.
  */
 Datum
 projection_seek(PG_FUNCTION_ARGS)
@@ -106,6 +107,7 @@ projection_seek(PG_FUNCTION_ARGS)
 			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 "
 			  "AND ($3 OPERATOR(pg_catalog.<) 0 OR partition OPERATOR(pg_catalog.=) $3)",
 			  3, types, values, NULL, SPI_OK_UPDATE);
+	projection_feed_hold_forget(row, partition);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	projection_feed_wake_on_commit();
@@ -116,8 +118,11 @@ projection_seek(PG_FUNCTION_ARGS)
 typedef struct FeedLease
 {
 	int			partition;
-	int64		position;
+	int64		position;		/* the partition's checkpoint */
+	int64		from;			/* the events of the lease are after this (position, or
+								 * the hold's replayed_to) */
 	int64		last;			/* the last event the poll returned */
+	char	   *stream;			/* a parked stream whose held events the lease has, or NULL */
 	int64		failed_position;	/* 0 if none */
 	int			attempts;
 } FeedLease;
@@ -154,6 +159,10 @@ feed_lease_row(ProjectionFeedRow *row, const char *token, FeedLease *lease)
 		lease->failed_position = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 		lease->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 	}
+	lease->from = lease->position;
+	lease->stream = NULL;
+	if (active)
+		lease->stream = projection_feed_hold_of_lease(row, lease->partition, token, &lease->from);
 	if (!active)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROJECTION_LEASE_LOST),
@@ -185,6 +194,9 @@ feed_lease_begin(const char *name, const char *token, FeedLease *lease, MemoryCo
 static int
 feed_lease_range_detail(const ProjectionFeedRow *row, const FeedLease *lease)
 {
+	if (lease->stream != NULL)
+		return errdetail("The lease has the held events of stream \"%s\" after %lld; the poll returned events up to %lld.",
+						 lease->stream, (long long) lease->from, (long long) lease->last);
 	return errdetail("Partition %d of feed \"%s\" is at %lld; the poll returned events up to %lld.",
 					 lease->partition, row->name, (long long) lease->position,
 					 (long long) lease->last);
@@ -194,7 +206,9 @@ feed_lease_range_detail(const ProjectionFeedRow *row, const FeedLease *lease)
  * End the lease "token" of feed "row" with an ack up to "up_to" (has_up_to
  * false: the last event its poll returned): the partition's checkpoint
  * moves there, the lease ends, and the feed's long-polls are woken at
- * commit.  Returns the new checkpoint.  PJF01 for a lost lease, 22023 for
+ * commit.  Returns the new checkpoint (for a lease of a released stream's
+ * held events, feedpark.c: up_to, the stream's replayed_to, while the
+ * partition's checkpoint stays).  PJF01 for a lost lease, 22023 for
  * an up_to outside the leased events; nothing written then.  Connected to
  * SPI.  Shared by ack and by poll's ack argument (1.5, feedpoll.c).
  */
@@ -202,13 +216,13 @@ int64
 projection_feed_ack_lease(ProjectionFeedRow *row, const char *token, bool has_up_to, int64 up_to)
 {
 	FeedLease	lease;
-	Oid			types[3] = {INT4OID, INT4OID, INT8OID};
-	Datum		values[3];
+	Oid			types[4] = {INT4OID, INT4OID, INT8OID, INT8OID};
+	Datum		values[4];
 
 	feed_lease_row(row, token, &lease);
 	if (!has_up_to)
 		up_to = lease.last;
-	if (up_to < lease.position || up_to > lease.last)
+	if (up_to < lease.from || up_to > lease.last)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("up_to %lld is outside the leased events", (long long) up_to),
@@ -216,14 +230,21 @@ projection_feed_ack_lease(ProjectionFeedRow *row, const char *token, bool has_up
 	values[0] = Int32GetDatum(row->id);
 	values[1] = Int32GetDatum(lease.partition);
 	values[2] = Int64GetDatum(up_to);
-	projection_feed_exec("UPDATE projection.feed_partitions SET position = $3, "
+	values[3] = Int64GetDatum(up_to);
+	if (lease.stream != NULL)
+	{
+		/* held events of a released stream: the checkpoint stays (feedpark.c) */
+		projection_feed_hold_replayed(row, lease.partition, lease.stream, up_to);
+		values[3] = Int64GetDatum(lease.position);
+	}
+	projection_feed_exec("UPDATE projection.feed_partitions SET position = $4, "
 			  FEED_LEASE_END_SQL
 			  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
 			  "attempts = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN attempts ELSE 0 END, "
 			  "last_error = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN last_error END, "
 			  "failed_position = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN failed_position END "
 			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
-			  3, types, values, NULL, SPI_OK_UPDATE);
+			  4, types, values, NULL, SPI_OK_UPDATE);
 	projection_feed_wake_on_commit();		/* a partial ack leaves events for others */
 	return up_to;
 }
@@ -263,8 +284,12 @@ projection_ack(PG_FUNCTION_ARGS)
  * projection.feed_parked_events, passed over, and the partition goes on
  * with the next event at once (the stream's later events are delivered:
  * as on_error => 'skip' for projections, parking trades that stream's
- * completeness for the feed's progress).  Returns the new checkpoint.
- * PJF01 for a lost lease, as ack.
+ * completeness for the feed's progress).  A feed created with park =>
+ * 'stream' (1.6) parks the stream too: its later events are held back
+ * until release_stream (feedpark.c).  For a lease of a released stream's
+ * held events, the stream's replayed_to moves instead of the checkpoint,
+ * and max_attempts parks the stream again from the failing event.  Returns
+ * the new checkpoint (replayed_to).  PJF01 for a lost lease, as ack.
  */
 Datum
 projection_nack(PG_FUNCTION_ARGS)
@@ -278,9 +303,9 @@ projection_nack(PG_FUNCTION_ARGS)
 	Interval   *retry_after;
 	int			attempts;
 	bool		park;
-	Oid			types[6] = {INT4OID, INT4OID, INT8OID, INT4OID, TEXTOID, INTERVALOID};
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[7] = {INT4OID, INT4OID, INT8OID, INT4OID, TEXTOID, INTERVALOID, INT8OID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int64		result;
 
 	projection_require_arg(fcinfo, 2, "failed_position");
@@ -292,7 +317,7 @@ projection_nack(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("retry_after must not be negative")));
 	row = feed_lease_begin(name, token, &lease, cxt);
-	if (failed <= lease.position || failed > lease.last)
+	if (failed <= lease.from || failed > lease.last)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("failed_position %lld is not an event of the lease", (long long) failed),
@@ -309,38 +334,54 @@ projection_nack(PG_FUNCTION_ARGS)
 	else
 		values[4] = PG_GETARG_DATUM(3);
 	values[5] = IntervalPGetDatum(retry_after);
+	/*
+	 * $7: the new checkpoint: just before the failed event, or (parked) at
+	 * it; a lease of a released stream's held events leaves it (feedpark.c)
+	 */
+	values[6] = Int64GetDatum(lease.stream != NULL ? lease.position : park ? failed : failed - 1);
 	if (park)
 	{
+		if (row->park_stream)
+			projection_feed_hold_park(row, lease.partition, failed, attempts, values[4],
+									  nulls[4] == 'n', lease.stream != NULL);
 		projection_feed_exec("INSERT INTO projection.feed_parked (feed_id, global_position, stream_id, event_type, attempts, error) "
 				  "SELECT $1, e.global_position, e.stream_id, e.event_type, $4, $5 "
 				  "FROM projection.events e WHERE e.global_position OPERATOR(pg_catalog.=) $3 "
 				  "ON CONFLICT (feed_id, global_position) DO UPDATE SET attempts = EXCLUDED.attempts, "
 				  "error = EXCLUDED.error, parked_at = EXCLUDED.parked_at",
 				  5, types, values, nulls, SPI_OK_INSERT);
-		projection_feed_exec("UPDATE projection.feed_partitions SET position = $3, "
+		projection_feed_exec("UPDATE projection.feed_partitions SET position = $7, "
 				  FEED_LEASE_END_SQL
 				  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
 				  "failed_position = NULL, attempts = 0, last_error = $5 "
 				  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
-				  5, types, values, nulls, SPI_OK_UPDATE);
-		result = failed;
+				  7, types, values, nulls, SPI_OK_UPDATE);
+		result = lease.stream != NULL ? lease.position : failed;
 		ereport(WARNING,
 				(errcode(ERRCODE_WARNING),
-				 errmsg("feed \"%s\" parked an event after %d failed attempts", name, attempts),
+				 errmsg("feed \"%s\" parked %s after %d failed attempts", name,
+						row->park_stream ? "a stream" : "an event", attempts),
+				 row->park_stream ?
+				 errdetail("The event at position %lld and the later events of its stream are held back; the partition goes on with the other streams.",
+						   (long long) failed) :
 				 errdetail("The event at position %lld is passed over; the partition goes on after it.",
 						   (long long) failed),
+				 row->park_stream ?
+				 errhint("The stream is listed in projection.feed_parked_streams; projection.release_stream delivers its events again.") :
 				 errhint("The event is listed in projection.feed_parked_events.")));
 	}
 	else
 	{
+		if (lease.stream != NULL)
+			projection_feed_hold_replayed(row, lease.partition, lease.stream, failed - 1);
 		projection_feed_exec("UPDATE projection.feed_partitions SET "
-				  "position = $3 OPERATOR(pg_catalog.-) 1, "
+				  "position = $7, "
 				  FEED_LEASE_END_SQL
 				  "acked_at = pg_catalog.clock_timestamp(), "
 				  "failed_position = $3, attempts = $4, last_error = $5, "
 				  "retry_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6 "
 				  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
-				  6, types, values, nulls, SPI_OK_UPDATE);
+				  7, types, values, nulls, SPI_OK_UPDATE);
 		result = failed - 1;
 	}
 	if (SPI_finish() != SPI_OK_FINISH)

@@ -13,7 +13,9 @@
  *	2. with S, read the feed's partitions and pick a free one (no live
  *	   lease, no nack back-off) that has events in (position, H]: the given
  *	   one, or the free one with the lowest checkpoint; read its next events
- *	   there;
+ *	   there (for a feed with park => 'stream', 1.6: leaving out the
+ *	   partition's parked streams, and a released stream's held events
+ *	   first, feedpark.c);
  *	3. take the lease (feedlease.c) with one UPDATE that succeeds only if the row is
  *	   unchanged since step 2 (same lease_epoch, still free): a concurrent
  *	   poll, ack, nack or seek makes it fail, and poll starts over.  No row
@@ -53,6 +55,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/pquery.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -82,6 +85,8 @@ typedef struct FeedPartition
 	TimestampTz expires;		/* its end (0 if none) */
 	bool		backing_off;	/* a nack's retry_after has not passed */
 	TimestampTz retry_at;		/* its end (0 if none) */
+	Datum		held;			/* text[] of its parked streams (1.6), or 0 if none */
+	char	   *replay;			/* a released stream whose held events come first, or NULL */
 } FeedPartition;
 
 /* ---------------------------------------------------------------------
@@ -148,16 +153,26 @@ feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, Timestam
 
 	values[0] = Int32GetDatum(row->id);
 	values[1] = Int32GetDatum(partition);
-	projection_feed_run("SELECT p.partition, p.position, p.lease_epoch, "
-			 "COALESCE(p.lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
-			 "p.lease_expires, "
-			 "COALESCE(p.retry_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), "
-			 "p.retry_at, f.paused FROM projection.feed_partitions p "
-			 "JOIN projection.feeds f ON f.id OPERATOR(pg_catalog.=) p.feed_id "
-			 "WHERE p.feed_id OPERATOR(pg_catalog.=) $1 "
-			 "AND ($2 OPERATOR(pg_catalog.<) 0 OR p.partition OPERATOR(pg_catalog.=) $2) "
-			 "ORDER BY p.position, p.partition",
-			 2, types, values, NULL, true, SPI_OK_SELECT);
+	/* the parked streams (1.6) only for feeds that park streams */
+#define FEED_PARTITIONS_SQL(holds, from) \
+	"SELECT p.partition, p.position, p.lease_epoch, " \
+	"COALESCE(p.lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), " \
+	"p.lease_expires, " \
+	"COALESCE(p.retry_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false), " \
+	"p.retry_at, f.paused, " holds " FROM projection.feed_partitions p " \
+	"JOIN projection.feeds f ON f.id OPERATOR(pg_catalog.=) p.feed_id " from \
+	"WHERE p.feed_id OPERATOR(pg_catalog.=) $1 " \
+	"AND ($2 OPERATOR(pg_catalog.<) 0 OR p.partition OPERATOR(pg_catalog.=) $2) " \
+	"ORDER BY p.position, p.partition"
+	projection_feed_run(row->park_stream ?
+						FEED_PARTITIONS_SQL("h.held, h.replay",
+											"CROSS JOIN LATERAL (SELECT pg_catalog.array_agg(h.stream_id) AS held, "
+											"pg_catalog.min(h.stream_id) FILTER (WHERE h.released_at IS NOT NULL) AS replay "
+											"FROM projection.feed_holds h WHERE h.feed_id OPERATOR(pg_catalog.=) p.feed_id "
+											"AND h.partition OPERATOR(pg_catalog.=) p.partition) h ") :
+						FEED_PARTITIONS_SQL("NULL::text[], NULL::text", ""),
+						2, types, values, NULL, true, SPI_OK_SELECT);
+#undef FEED_PARTITIONS_SQL
 	/* a feed has at least one partition, and the given one exists (checked) */
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -183,6 +198,9 @@ feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, Timestam
 		d = SPI_getbinval(tup, desc, 7, &isnull);
 		parts[i].retry_at = isnull ? 0 : DatumGetTimestampTz(d);
 		row->paused = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+		d = SPI_getbinval(tup, desc, 9, &isnull);
+		parts[i].held = isnull ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
+		parts[i].replay = SPI_getvalue(tup, desc, 10);
 		if (parts[i].leased && (*next_expiry == 0 || parts[i].expires < *next_expiry))
 			*next_expiry = parts[i].expires;
 		if (parts[i].backing_off && (*next_expiry == 0 || parts[i].retry_at < *next_expiry))
@@ -237,25 +255,43 @@ feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Si
 		{
 			FeedPartition *p = &parts[i];
 
-			if (after >= 0)
+			/* a released stream's held events come first, up to the checkpoint (feedpark.c) */
+			if (p->replay == NULL && after >= 0)
 				p->position = after;	/* the client's checkpoint */
-			if (p->leased || p->backing_off || p->position >= horizon)
+			if (p->leased || p->backing_off || (p->replay == NULL && p->position >= horizon))
 				continue;
 			token = projection_feed_new_token(row, p->partition, p->epoch);
 			oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
 			batch->store = tuplestore_begin_heap(random_access, false, work_mem);
 			MemoryContextSwitchTo(oldcxt);
-			projection_feed_read_events(row, p->partition, p->position, horizon, max_events,
-										max_bytes, cstring_to_text(token), rsinfo->setDesc, batch);
+			if (p->replay != NULL)
+				projection_feed_read_events(row, p->partition,
+											projection_feed_hold_replayed_to(row, p->partition, p->replay),
+											p->position,
+											max_events, max_bytes, p->replay, (Datum) 0,
+											cstring_to_text(token), rsinfo->setDesc, batch);
+			else
+				projection_feed_read_events(row, p->partition, p->position, horizon, max_events,
+											max_bytes, NULL, p->held, cstring_to_text(token),
+											rsinfo->setDesc, batch);
 			if (batch->ntuples == 0)
 			{
 				tuplestore_end(batch->store);
 				batch->store = NULL;
-				continue;
+				if (p->replay == NULL)
+					continue;
+				/* every held event is acked: the stream goes on with the partition */
+				projection_feed_hold_done(row, p->partition, p->replay);
+				result = FEED_LOOK_RACE;
+				break;
 			}
 			if (projection_feed_take_lease(row, p->partition, p->epoch, token, lease, batch->last,
-										   after))
+										   p->replay != NULL ? -1 : after))
+			{
+				if (p->replay != NULL)
+					projection_feed_hold_lease(row, p->partition, p->replay, token);
 				result = FEED_LOOK_GOT;
+			}
 			else
 			{
 				tuplestore_end(batch->store);

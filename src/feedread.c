@@ -139,7 +139,9 @@ feedread_run(SPIPlanPtr plan, int nargs, Oid *types, Datum *values, FeedReadRece
 }
 
 /*
- * Read a partition's events in (position, horizon], at most max_events
+ * Read a partition's events in (position, horizon] (without the streams of
+ * "held", a text[], if not 0; or, with "stream", only that stream's:
+ * feedpark.c), at most max_events
  * and, after the first, max_bytes, with the active snapshot, as the
  * bootstrap superuser (the feed's owner may read events: checked), into
  * batch->store (created by the caller) as rows of poll's result type
@@ -191,6 +193,14 @@ feedread_run(SPIPlanPtr plan, int nargs, Oid *types, Datum *values, FeedReadRece
  * a generic plan: with the form chosen by the index's presence, the values
  * change nothing in the plan.
  *
+ * A partition with parked streams (1.6, feedpark.c) adds
+ * "stream_id <> ALL ($k)" (the parked streams, a text[]) as a filter to
+ * the same scan; the form without it is the one of every poll of a
+ * partition with none, so nothing changes for those.  The held events of a
+ * released stream are read with "stream_id = $k" in place of the partition
+ * filter, planned with sorts allowed: the stream's index finds its few
+ * events in the range, sorted by position.
+ *
  * The plans of the last FEED_PLAN_SLOTS (form, partition count) pairs are
  * kept (a backend polls feeds of few distinct counts).
  */
@@ -198,7 +208,9 @@ feedread_run(SPIPlanPtr plan, int nargs, Oid *types, Datum *values, FeedReadRece
 #define FEED_FORM_TYPES 1		/* a type filter */
 #define FEED_FORM_PARTITION 2	/* a partition filter */
 #define FEED_FORM_INDEX 4		/* the partition through its index */
-#define FEED_EVENT_ARGS 5		/* the most parameters of a form */
+#define FEED_FORM_STREAM 8		/* one stream's events (a parked stream's, 1.6) */
+#define FEED_FORM_EXCLUDE 16	/* not the partition's parked streams (1.6) */
+#define FEED_EVENT_ARGS 6		/* the most parameters of a form */
 
 typedef struct FeedPlanSlot
 {
@@ -235,6 +247,8 @@ static char *
 feed_event_sql(int form, int partitions, int nargs)
 {
 	StringInfoData sql;
+	/* the stream or the parked streams: after the types, before the partition */
+	int			streams_arg = (form & FEED_FORM_TYPES) ? 5 : 4;
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql,
@@ -244,6 +258,10 @@ feed_event_sql(int form, int partitions, int nargs)
 						   "AND e.global_position OPERATOR(pg_catalog.<=) $2");
 	if (form & FEED_FORM_TYPES)
 		appendStringInfoString(&sql, " AND e.event_type OPERATOR(pg_catalog.=) ANY ($4)");
+	if (form & FEED_FORM_STREAM)
+		appendStringInfo(&sql, " AND e.stream_id OPERATOR(pg_catalog.=) $%d", streams_arg);
+	if (form & FEED_FORM_EXCLUDE)
+		appendStringInfo(&sql, " AND e.stream_id OPERATOR(pg_catalog.<>) ALL ($%d)", streams_arg);
 	if (form & FEED_FORM_INDEX)
 		appendStringInfo(&sql,
 						 " AND projection.feed_partition(e.stream_id, %d) OPERATOR(pg_catalog.=) ANY ($%d)"
@@ -334,15 +352,17 @@ feed_event_plan(int form, int partitions, int nargs, Oid *types, bool *indexed_o
 
 void
 projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 position, int64 horizon,
-							int max_events, Size max_bytes, text *token, TupleDesc result_desc,
-							ProjectionFeedBatch *batch)
+							int max_events, Size max_bytes, const char *stream, Datum held,
+							text *token, TupleDesc result_desc, ProjectionFeedBatch *batch)
 {
 	FeedReadReceiver receiver;
 	Oid			types[FEED_EVENT_ARGS];
 	Datum		values[FEED_EVENT_ARGS];
 	int			nargs = 0;
 	int			form = (row->types != (Datum) 0 ? FEED_FORM_TYPES : 0) |
-		(row->partitions > 1 ? FEED_FORM_PARTITION : 0);
+		(stream != NULL ? FEED_FORM_STREAM :
+		 ((row->partitions > 1 ? FEED_FORM_PARTITION : 0) |
+		  (held != (Datum) 0 ? FEED_FORM_EXCLUDE : 0)));
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
@@ -360,7 +380,17 @@ projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 positio
 		types[nargs] = TEXTARRAYOID;
 		values[nargs++] = row->types;
 	}
-	if (row->partitions > 1)
+	if (form & FEED_FORM_STREAM)
+	{
+		types[nargs] = TEXTOID;
+		values[nargs++] = CStringGetTextDatum(stream);
+	}
+	if (form & FEED_FORM_EXCLUDE)
+	{
+		types[nargs] = TEXTARRAYOID;
+		values[nargs++] = held;
+	}
+	if (form & FEED_FORM_PARTITION)
 	{
 		types[nargs] = INT4OID;
 		values[nargs++] = Int32GetDatum(partition);
@@ -370,8 +400,10 @@ projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 positio
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	/* one stream's events: its index and a sort of the few (see above) */
+	if (stream == NULL)
+		(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	plan = feed_event_plan(form, row->partitions, nargs, types, &indexed);
 	if (indexed)
 	{

@@ -25,7 +25,7 @@ typedef struct ProjectionFeedBatch
 
 extern void projection_feed_read_events(ProjectionFeedRow *row, int partition, int64 position,
 										int64 horizon, int max_events, Size max_bytes,
-										text *token, TupleDesc result_desc,
-										ProjectionFeedBatch *batch);
+										const char *stream, Datum held, text *token,
+										TupleDesc result_desc, ProjectionFeedBatch *batch);
 
 #endif							/* PROJECTION_FEEDREAD_H */
