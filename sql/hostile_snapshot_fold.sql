@@ -7,7 +7,8 @@
 -- must be the original one), that return a part of the event, their state
 -- unchanged or NULL, that pass the event on to another function, an SQL
 -- fold; five snapshot projections over the same events, in the worker's
--- rounds and in rebuilds.  Each stored state must equal the same fold run
+-- catch-up, in rebuilds and in live rounds (where the five get the same
+-- rows read).  Each stored state must equal the same fold run
 -- as an SQL aggregate over the stream's events.  Then a fold that appends
 -- from within (inline): the appended event is folded too, after it.
 --
@@ -127,6 +128,17 @@ SELECT d.name, e.data FROM projection.dead_letters d JOIN projection.events e US
  WHERE d.name LIKE 'hf\_%' ORDER BY 1, 2;
 -- the rebuilds
 SELECT n, projection.rebuild(n) > 0 AS rebuilt FROM unnest('{hf_mod,hf_plain,hf_take,hf_call,hf_sql}'::text[]) n;
+SELECT * FROM hf.differences();
+SELECT d.name, e.data FROM projection.dead_letters d JOIN projection.events e USING (global_position)
+ WHERE d.name LIKE 'hf\_%' ORDER BY 1, 2;
+-- live rounds after the catch-up: the five projections' batches over the same rows read
+INSERT INTO projection.events (stream_id, stream_version, event_type, data, metadata)
+SELECT 'hf-' || (i % 4), i / 4 + 1, CASE WHEN i % 50 = 49 THEN 'HfMeta' ELSE 'HfE' END,
+	   CASE WHEN i = 3101 THEN jsonb_build_object('i', i, 'poison', true) ELSE jsonb_build_object('i', i) END,
+	   jsonb_build_object('mi', i)
+  FROM generate_series(3000, 3199) i;
+SELECT n, projection.wait(n, (SELECT max(global_position) FROM projection.events), '60 s')
+  FROM unnest('{hf_mod,hf_plain,hf_take,hf_call,hf_sql}'::text[]) n;
 SELECT * FROM hf.differences();
 SELECT d.name, e.data FROM projection.dead_letters d JOIN projection.events e USING (global_position)
  WHERE d.name LIKE 'hf\_%' ORDER BY 1, 2;
