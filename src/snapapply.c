@@ -41,6 +41,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -419,7 +420,14 @@ projection_snapshot_apply_rows(const char *name, HeapTuple *rows, int nrows, boo
 
 	memset(&b, 0, sizeof(b));
 	b.fresh = fresh;
-	b.alone = alone && !fresh;
+
+	/*
+	 * Alone, but with a transaction snapshot (retry_dead_letters in
+	 * REPEATABLE READ): a state the worker created after the snapshot is
+	 * not loaded, and a plain INSERT of it would fail with a unique
+	 * violation; ON CONFLICT fails with serialization_failure instead.
+	 */
+	b.alone = alone && !fresh && !IsolationUsesXactSnapshot();
 	b.events_desc = lookup_rowtype_tupdesc(projection_oids()->events_type, -1);
 	b.events = palloc(sizeof(SnapshotEvent) * Max(nrows, 1));
 	for (i = 0; i < nrows; i++)
