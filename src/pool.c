@@ -249,7 +249,14 @@ pool_text_is(HeapTuple tup, TupleDesc desc, int att, const char *value)
  * transaction leaves the registry: an async projection catching up, or
  * running with its checkpoint (projection_checkpoint_read) below the
  * sequence's last value; *candidates gets the groups of every such
- * projection, with work or not.  Group 0 has work too when a registry row
+ * projection, with work or not.  A restored row (restored_pid set, 1.1 and
+ * later) has work whatever its checkpoint: in a parallel restore the
+ * registry rows, the events and the sequence are restored by different
+ * sessions, and the commit that restores the rows may look before the
+ * events are in while the commit that restores the events looks before the
+ * rows are visible to it; the worker asked for here waits until the
+ * restoring session has ended (workerstep.c), then applies what lags or
+ * leaves caught up.  Group 0 has work too when a registry row
  * lacks the pg_shdepend entry of its owner (a restore with triggers
  * disabled, pg_upgrade, an owner that is gone): the database's first
  * worker records the entries and fails projections whose owner is gone
@@ -282,7 +289,8 @@ pool_groups_with_work(uint32 *candidates)
 				att_mode,
 				att_state,
 				att_position,
-				att_owner;
+				att_owner,
+				att_restored;
 
 	*candidates = 0;
 	if (!OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
@@ -303,6 +311,7 @@ pool_groups_with_work(uint32 *candidates)
 	att_state = SPI_fnumber(desc, "state");
 	att_position = SPI_fnumber(desc, "position");
 	att_owner = SPI_fnumber(desc, "owner");
+	att_restored = SPI_fnumber(desc, "restored_pid");	/* none in 1.0 */
 	if (att_id <= 0 || att_mode <= 0 || att_state <= 0 || att_position <= 0 || att_owner <= 0)
 		elog(ERROR, "projection.projections lacks a column the pool reads");
 	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, NULL);
@@ -323,7 +332,8 @@ pool_groups_with_work(uint32 *candidates)
 		{
 			int64		position = DatumGetInt64(heap_getattr(tup, att_position, desc, &isnull));
 
-			if (projection_checkpoint_read(id, position, snapshot) < last)
+			if ((att_restored > 0 && !heap_attisnull(tup, att_restored, desc)) ||
+				projection_checkpoint_read(id, position, snapshot) < last)
 				groups |= pool_group_bit(id);
 		}
 		else
