@@ -55,7 +55,8 @@ extern void projection_feed_hold_park(ProjectionFeedRow *row, int partition, int
 									  int attempts, Datum error, bool error_null, bool replaying);
 extern void projection_feed_hold_replayed(ProjectionFeedRow *row, int partition,
 										  const char *stream, int64 up_to);
-extern void projection_feed_hold_done(ProjectionFeedRow *row, int partition, const char *stream);
+extern bool projection_feed_hold_done(ProjectionFeedRow *row, int partition, const char *stream,
+									  int64 epoch);
 extern void projection_feed_hold_forget(ProjectionFeedRow *row, int partition);
 extern int64 projection_feed_hold_replayed_to(ProjectionFeedRow *row, int partition,
 											 const char *stream);

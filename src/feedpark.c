@@ -19,8 +19,10 @@
  * of the partition whose token the row records (lease_token), and their
  * ack moves replayed_to instead of the checkpoint; a nack retries them as
  * any event, and max_attempts parks the stream again from the failing
- * event.  A poll that finds no held event left removes the row: the
- * stream's events after the checkpoint then come as the others do.  So a
+ * event.  A poll that finds no held event left removes the row (once an
+ * ack of the partition's lease still in flight, which may move the
+ * checkpoint past more of them, has committed): the stream's events after
+ * the checkpoint then come as the others do.  So a
  * stream's events reach the consumer in position order, and no other
  * stream's event is passed over or handed out twice for it.
  *
@@ -30,7 +32,9 @@
  * Locking: row locks on feed_holds, taken by the UPDATEs here; the
  * partition's lease orders the writers of one row (a poll, ack or nack of
  * the partition holds its row lock), release_stream locks the hold FOR
- * UPDATE.
+ * UPDATE.  A poll that removes a hold first waits, in a subtransaction
+ * rolled back at once, for the partition row's pending writer
+ * (projection_feed_hold_done).
  *
  * IDENTIFICATION
  *	  src/feedpark.c
@@ -39,9 +43,11 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/resowner.h"
 
 #include "feed.h"
 #include "spiutil.h"
@@ -109,12 +115,64 @@ projection_feed_hold_replayed(ProjectionFeedRow *row, int partition, const char 
 				   row, partition, stream, INT8OID, Int64GetDatum(up_to), SPI_OK_UPDATE);
 }
 
-/* the held events of "stream" are all acked: it is no longer parked */
-void
-projection_feed_hold_done(ProjectionFeedRow *row, int partition, const char *stream)
+/*
+ * The held events of "stream" are all acked, as poll saw partition
+ * "partition" free at lease epoch "epoch": it is no longer parked, unless
+ * the partition changed since.  A lease of the partition's own events,
+ * taken while the stream was parked, leaves the stream's events out; an
+ * ack of it that checked the lease while it was live and has not
+ * committed yet (its lease expired meanwhile, so poll found the partition
+ * free) moves the checkpoint past them.  Removing the hold then would lose
+ * them: so first wait for any such writer of the partition's row (FOR
+ * UPDATE), and remove the hold only if the row is still at "epoch" with no
+ * live lease.  The lock is taken in a subtransaction rolled back at once: a
+ * writer coming later finds its lease expired (poll saw it so) and is
+ * refused, so the lock is not needed to the end, and a long-poll that goes
+ * on to sleep holds none.  Returns false (nothing done: look again) if the
+ * partition changed.  Connected to SPI.
+ */
+bool
+projection_feed_hold_done(ProjectionFeedRow *row, int partition, const char *stream, int64 epoch)
 {
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Oid			types[3] = {INT4OID, INT4OID, INT8OID};
+	Datum		values[3];
+	volatile bool unchanged = false;
+
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(partition);
+	values[2] = Int64GetDatum(epoch);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		projection_feed_exec("SELECT 1 FROM projection.feed_partitions "
+							 "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2 "
+							 "AND lease_epoch OPERATOR(pg_catalog.=) $3 "
+							 "AND (lease_expires IS NULL OR lease_expires OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()) "
+							 "FOR UPDATE",
+							 3, types, values, NULL, SPI_OK_SELECT);
+		unchanged = SPI_processed == 1;
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		/* leave the subtransaction before the error goes on */
+		MemoryContextSwitchTo(oldcontext);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (!unchanged)
+		return false;
 	feed_hold_exec("DELETE FROM projection.feed_holds" FEED_HOLD_WHERE,
 				   row, partition, stream, InvalidOid, (Datum) 0, SPI_OK_DELETE);
+	return true;
 }
 
 /* a lease of the partition hands out the held events of "stream" */

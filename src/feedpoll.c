@@ -281,7 +281,7 @@ feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Si
 				if (p->replay == NULL)
 					continue;
 				/* every held event is acked: the stream goes on with the partition */
-				projection_feed_hold_done(row, p->partition, p->replay);
+				(void) projection_feed_hold_done(row, p->partition, p->replay, p->epoch);
 				result = FEED_LOOK_RACE;
 				break;
 			}
