@@ -199,6 +199,64 @@ projection_feed_hold_forget(ProjectionFeedRow *row, int partition)
 						 2, types, values, NULL, SPI_OK_DELETE);
 }
 
+/* a hold row as feed_hold_row reads it */
+typedef struct FeedHold
+{
+	char	   *stream;			/* in the current (SPI) context */
+	bool		released;
+	int64		replayed_to;	/* 0 if not released */
+} FeedHold;
+
+/* how feed_hold_row finds the hold and reads it */
+typedef enum FeedHoldLookup
+{
+	FEED_HOLD_SNAPSHOT,			/* of (partition, stream), with the active snapshot */
+	FEED_HOLD_LOCK,				/* of (partition or -1: any, stream), locked FOR UPDATE */
+	FEED_HOLD_LEASE				/* released, whose lease is "key" (a token) in the partition */
+} FeedHoldLookup;
+
+/*
+ * The hold row of feed "row" in "partition" whose stream (or, for
+ * FEED_HOLD_LEASE, lease token) is "key", read into *hold; false if there
+ * is none.  Connected to SPI.
+ */
+static bool
+feed_hold_row(ProjectionFeedRow *row, FeedHoldLookup lookup, int partition, const char *key,
+			  FeedHold *hold)
+{
+	static const char *const sql[3] = {
+#define FEED_HOLD_SELECT \
+	"SELECT stream_id, released_at IS NOT NULL, replayed_to FROM projection.feed_holds " \
+	"WHERE feed_id OPERATOR(pg_catalog.=) $1 " \
+	"AND ($2 OPERATOR(pg_catalog.<) 0 OR partition OPERATOR(pg_catalog.=) $2) "
+		FEED_HOLD_SELECT "AND stream_id OPERATOR(pg_catalog.=) $3",
+		FEED_HOLD_SELECT "AND stream_id OPERATOR(pg_catalog.=) $3 FOR UPDATE",
+		FEED_HOLD_SELECT "AND lease_token OPERATOR(pg_catalog.=) $3 AND released_at IS NOT NULL"
+#undef FEED_HOLD_SELECT
+	};
+	Oid			types[3] = {INT4OID, INT4OID, TEXTOID};
+	Datum		values[3];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(partition);
+	values[2] = CStringGetTextDatum(key);
+	projection_feed_run(sql[lookup], 3, types, values, NULL, lookup == FEED_HOLD_SNAPSHOT,
+						SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	hold->stream = SPI_getvalue(tup, desc, 1);
+	hold->released = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+	d = SPI_getbinval(tup, desc, 3, &isnull);
+	hold->replayed_to = isnull ? 0 : DatumGetInt64(d);
+	return true;
+}
+
 /*
  * Up to where the held events of the released "stream" were acked, as the
  * active snapshot sees it (poll, feedpoll.c: read only after the partition
@@ -207,20 +265,11 @@ projection_feed_hold_forget(ProjectionFeedRow *row, int partition)
 int64
 projection_feed_hold_replayed_to(ProjectionFeedRow *row, int partition, const char *stream)
 {
-	Oid			types[3] = {INT4OID, INT4OID, TEXTOID};
-	Datum		values[3];
-	bool		isnull;
-	Datum		d;
+	FeedHold	hold;
 
-	values[0] = Int32GetDatum(row->id);
-	values[1] = Int32GetDatum(partition);
-	values[2] = CStringGetTextDatum(stream);
-	projection_feed_run("SELECT replayed_to FROM projection.feed_holds" FEED_HOLD_WHERE,
-						3, types, values, NULL, true, SPI_OK_SELECT);
-	if (SPI_processed != 1)
+	if (!feed_hold_row(row, FEED_HOLD_SNAPSHOT, partition, stream, &hold))
 		elog(ERROR, "the parked stream \"%s\" of feed \"%s\" vanished", stream, row->name);
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? 0 : DatumGetInt64(d);
+	return hold.replayed_to;
 }
 
 /*
@@ -232,26 +281,12 @@ char *
 projection_feed_hold_of_lease(ProjectionFeedRow *row, int partition, const char *token,
 							  int64 *replayed_to)
 {
-	Oid			types[3] = {INT4OID, INT4OID, TEXTOID};
-	Datum		values[3];
-	bool		isnull;
-	char	   *stream;
+	FeedHold	hold;
 
-	if (!row->park_stream)
+	if (!row->park_stream || !feed_hold_row(row, FEED_HOLD_LEASE, partition, token, &hold))
 		return NULL;
-	values[0] = Int32GetDatum(row->id);
-	values[1] = Int32GetDatum(partition);
-	values[2] = CStringGetTextDatum(token);
-	projection_feed_exec("SELECT stream_id, replayed_to FROM projection.feed_holds "
-						 "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2 "
-						 "AND lease_token OPERATOR(pg_catalog.=) $3 AND released_at IS NOT NULL",
-						 3, types, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		return NULL;
-	stream = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	*replayed_to = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
-											   &isnull));
-	return stream;
+	*replayed_to = hold.replayed_to;
+	return hold.stream;
 }
 
 /*
@@ -272,7 +307,7 @@ projection_release_stream(PG_FUNCTION_ARGS)
 	ProjectionFeedRow *row;
 	Oid			types[3] = {INT4OID, TEXTOID, BOOLOID};
 	Datum		values[3];
-	bool		isnull;
+	FeedHold	hold;
 
 	projection_require_arg(fcinfo, 2, "skip");
 	skip = PG_GETARG_BOOL(2);
@@ -282,16 +317,12 @@ projection_release_stream(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(row->id);
 	values[1] = CStringGetTextDatum(stream);
 	values[2] = BoolGetDatum(skip);
-	projection_feed_exec("SELECT released_at IS NOT NULL FROM projection.feed_holds "
-						 "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND stream_id OPERATOR(pg_catalog.=) $2 "
-						 "FOR UPDATE",
-						 2, types, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
+	if (!feed_hold_row(row, FEED_HOLD_LOCK, -1, stream, &hold))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("stream \"%s\" is not parked in feed \"%s\"", stream, name),
 				 errhint("The parked streams are listed in projection.feed_parked_streams.")));
-	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+	if (hold.released)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("stream \"%s\" of feed \"%s\" is already released", stream, name),
