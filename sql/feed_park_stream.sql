@@ -16,6 +16,8 @@ GRANT SELECT ON projection.events TO regress_fps_owner, regress_fps_other;
 SELECT projection.append(s, 'E', jsonb_build_object('n', n))
   FROM (VALUES ('a', 1), ('b', 1), ('a', 2), ('c', 1), ('a', 3), ('b', 2)) v(s, n);
 SET ROLE regress_fps_owner;
+-- poll_ack: poll, show the events and the holds left, ack the poll
+\set poll_ack 'CREATE TEMP TABLE got AS SELECT * FROM projection.poll(''regress_fps'', 10); SELECT global_position, stream_id, stream_version FROM got ORDER BY global_position; SELECT count(*) AS holds FROM projection.feed_parked_streams; SELECT projection.ack(''regress_fps'', (SELECT token FROM got LIMIT 1)); DROP TABLE got;'
 
 -- park is checked; the default is 'event' (1.5's behaviour)
 SELECT projection.create_feed('regress_fps_bad', park => 'streams');
@@ -96,11 +98,7 @@ SELECT projection.ack('regress_fps', :'r2');
 RESET ROLE;
 SELECT projection.append('a', 'E', '{"n": 5}'), projection.append('c', 'E', '{"n": 2}');
 SET ROLE regress_fps_owner;
-CREATE TEMP TABLE r3 AS SELECT * FROM projection.poll('regress_fps', 10);
-SELECT global_position, stream_id, stream_version FROM r3 ORDER BY global_position;
-SELECT count(*) AS holds FROM projection.feed_parked_streams;
-SELECT token AS r3 FROM r3 LIMIT 1 \gset
-SELECT projection.ack('regress_fps', :'r3');
+:poll_ack
 
 --
 -- a held event that fails again parks the stream again from it; release
@@ -123,11 +121,7 @@ SELECT stream_id, parked_from, error, released_at IS NULL AS parked FROM project
 SELECT global_position, error FROM projection.feed_parked_events ORDER BY 1;
 SELECT projection.release_stream('regress_fps', 'b', skip => true);
 SELECT stream_id, released_at IS NOT NULL AS released, replayed_to FROM projection.feed_parked_streams;
-CREATE TEMP TABLE r5 AS SELECT * FROM projection.poll('regress_fps', 10);
-SELECT global_position, stream_id, stream_version FROM r5 ORDER BY global_position;
-SELECT count(*) AS holds FROM projection.feed_parked_streams;
-SELECT token AS r5 FROM r5 LIMIT 1 \gset
-SELECT projection.ack('regress_fps', :'r5');
+:poll_ack
 SELECT global_position FROM projection.feed_parked_events ORDER BY 1;
 
 --
