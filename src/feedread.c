@@ -301,6 +301,9 @@ feed_event_plan(int form, int partitions, int nargs, Oid *types, bool *indexed_o
 		feed_callback_registered = true;
 	}
 	feed_events_relid = projection_oids()->events;
+	/* a form without the partition filter is kept with no count (0) */
+	if (!(form & FEED_FORM_PARTITION))
+		partitions = 0;
 	for (i = 0; i < FEED_PLAN_SLOTS; i++)
 		if (feed_event_plans[i].plan != NULL && feed_event_plans[i].form == form &&
 			feed_event_plans[i].partitions == partitions)
@@ -343,7 +346,7 @@ feed_event_plan(int form, int partitions, int nargs, Oid *types, bool *indexed_o
 	if (slot->plan != NULL)
 		SPI_freeplan(slot->plan);
 	slot->form = form;
-	slot->partitions = (form & FEED_FORM_PARTITION) ? partitions : 0;
+	slot->partitions = partitions;
 	slot->indexed = indexed;
 	slot->recheck = false;
 	slot->plan = plan;
