@@ -300,10 +300,8 @@ projection_snapshot_write(SnapshotDef *def, SnapshotChanged *changed, SnapshotWr
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				 errmsg("could not create the state of a stream in snapshot projection \"%s\"",
 						def->name),
-				 errdetail("A concurrent transaction created it first, with events inserted with explicit "
-						   "stream versions."),
-				 errhint("Retry the transaction, or append through projection.append, which "
-						 "serializes the appends to a stream.")));
+				 errdetail("A concurrent transaction created it first, with events inserted with explicit stream versions."),
+				 errhint("Retry the transaction, or append through projection.append, which serializes the appends to a stream.")));
 }
 
 /*
