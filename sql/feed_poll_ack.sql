@@ -135,6 +135,60 @@ SELECT count(*) AS delivered, count(*) FILTER (WHERE projection.feed_partition(s
        min(global_position) > (SELECT max(global_position) FROM backlog) AS after_first
   FROM backlog2;
 
+--
+-- a poll that carries an ack writes its partition's row once (1.7): the
+-- ack's effect and the new lease are one UPDATE.  Two UPDATEs of the row in
+-- one transaction made the second one check the foreign key to the feed
+-- again: a KEY SHARE lock on the feed's row (with several consumers, a
+-- multixact per poll; TAP 108)
+--
+RESET ROLE;
+SELECT projection.create_feed('regress_fpa_once', partitions => 2);
+SELECT token AS o1 FROM projection.poll('regress_fpa_once', 2, partition => 0) LIMIT 1 \gset
+BEGIN;
+-- (the counter includes the updates of earlier transactions not yet reported)
+SELECT pg_stat_get_xact_tuples_updated('projection.feed_partitions'::regclass) AS updates_before \gset
+CREATE TEMP TABLE once AS SELECT * FROM projection.poll('regress_fpa_once', 2, partition => 0, ack => :'o1');
+SELECT pg_stat_get_xact_tuples_updated('projection.feed_partitions'::regclass) - :updates_before
+         AS partition_updates,
+       (SELECT xmax::text::bigint FROM projection.feeds WHERE name = 'regress_fpa_once')
+         >= pg_current_xact_id()::text::bigint % 4294967296 AS feed_row_locked;
+COMMIT;
+SELECT array_agg(global_position ORDER BY global_position) AS second_lease FROM once;
+SELECT partition, position, leased, lease_last, attempts, failed_position
+  FROM projection.feed_status WHERE feed = 'regress_fpa_once' ORDER BY partition;
+-- the lease's epoch moved by two (the ack, the lease), as before; its token carries it
+SELECT token AS o2 FROM once LIMIT 1 \gset
+SELECT p.partition, p.lease_epoch, split_part(:'o2', '.', 3)::bigint = p.lease_epoch AS token_epoch
+  FROM projection.feed_partitions p JOIN projection.feeds f ON f.id = p.feed_id
+ WHERE f.name = 'regress_fpa_once' ORDER BY p.partition;
+-- an ack of partition 0 carried by a poll of partition 1: the ack on its own, then the lease
+CREATE TEMP TABLE other AS SELECT * FROM projection.poll('regress_fpa_once', 2, partition => 1, ack => :'o2');
+SELECT array_agg(global_position ORDER BY global_position) AS other_lease FROM other;
+SELECT partition, position, leased, lease_last
+  FROM projection.feed_status WHERE feed = 'regress_fpa_once' ORDER BY partition;
+-- a poll of any partition takes the free one with the lowest checkpoint as
+-- the ack leaves it: acked to 4, partition 1 is below partition 0 (7) and
+-- is leased again; acked past 7, it is above, and partition 0 is leased
+SELECT token AS o3 FROM other LIMIT 1 \gset
+CREATE TEMP TABLE any1 AS SELECT * FROM projection.poll('regress_fpa_once', 5, ack => :'o3');
+SELECT DISTINCT partition, max(global_position) > 7 AS past_7 FROM any1 GROUP BY partition;
+SELECT token AS o3b FROM any1 LIMIT 1 \gset
+SELECT DISTINCT partition FROM projection.poll('regress_fpa_once', 1, ack => :'o3b');
+SELECT partition, position > 7 AS past_7, leased
+  FROM projection.feed_status WHERE feed = 'regress_fpa_once' ORDER BY partition;
+-- the ack of a lease with a nacked event past it clears the attempts, as ack does
+SELECT projection.seek('regress_fpa_once', 0);
+SELECT token AS o4, min(global_position) AS o4_first
+  FROM projection.poll('regress_fpa_once', 3, partition => 1) GROUP BY token \gset
+SELECT projection.nack('regress_fpa_once', :'o4', :o4_first, 'boom', '0 s');
+SELECT token AS o5 FROM projection.poll('regress_fpa_once', 3, partition => 1) LIMIT 1 \gset
+SELECT attempts, failed_position = :o4_first AS failed, last_error
+  FROM projection.feed_status WHERE feed = 'regress_fpa_once' AND partition = 1;
+SELECT count(*) AS next_lease FROM projection.poll('regress_fpa_once', 3, partition => 1, ack => :'o5');
+SELECT attempts, failed_position, last_error, leased, position > :o4_first AS acked
+  FROM projection.feed_status WHERE feed = 'regress_fpa_once' AND partition = 1;
+
 -- clean up
 RESET ROLE;
 \c :regress_db

@@ -46,9 +46,40 @@ extern int64 projection_feed_horizon(void);
 extern bool projection_feed_has_partition_index(int partitions);
 extern bool projection_feed_has_holds(void);
 
+/*
+ * An ack checked and its partition's row locked, its UPDATE still to come
+ * (feedack.c): the ack a poll carries (1.7) is written by the UPDATE that
+ * takes the poll's next lease when that lease is of the same partition
+ * (feedlease.c), so the row is updated once (a second UPDATE of a row in
+ * its transaction checks the foreign key to the feed again, a KEY SHARE
+ * lock on the feed's row: with several consumers, a multixact per poll).
+ */
+typedef struct ProjectionFeedAck
+{
+	int			partition;		/* the acked lease's partition */
+	int64		epoch;			/* its lease_epoch, as locked */
+	int64		up_to;			/* the events acked are up to this one */
+	int64		position;		/* the partition's checkpoint after the ack */
+	bool		written;		/* the partition's row has the ack */
+} ProjectionFeedAck;
+
+/*
+ * The SET items of an ack's UPDATE of feed_partitions after the lease's
+ * own (the ack up to the parameter "up_to"): a nack's failed event acked
+ * past is forgotten.  Shared by feedack.c and feedlease.c.
+ */
+#define FEED_ACK_SET_SQL(up_to) \
+	"acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, " \
+	"attempts = CASE WHEN " up_to " OPERATOR(pg_catalog.<) failed_position THEN attempts ELSE 0 END, " \
+	"last_error = CASE WHEN " up_to " OPERATOR(pg_catalog.<) failed_position THEN last_error END, " \
+	"failed_position = CASE WHEN " up_to " OPERATOR(pg_catalog.<) failed_position THEN failed_position END "
+
 /* feedack.c: an ack, for ack and poll's ack argument */
 extern int64 projection_feed_ack_lease(ProjectionFeedRow *row, const char *token, bool has_up_to,
 									   int64 up_to);
+extern void projection_feed_ack_prepare(ProjectionFeedRow *row, const char *token, bool has_up_to,
+										int64 up_to, ProjectionFeedAck *ack);
+extern void projection_feed_ack_write(ProjectionFeedRow *row, ProjectionFeedAck *ack);
 
 /* feedpark.c: parked streams (1.6) */
 extern void projection_feed_hold_park(ProjectionFeedRow *row, int partition, int64 failed,

@@ -119,6 +119,7 @@ typedef struct FeedLease
 {
 	int			partition;
 	int64		position;		/* the partition's checkpoint */
+	int64		epoch;			/* its lease_epoch */
 	int64		from;			/* the events of the lease are after this (position, or
 								 * the hold's replayed_to) */
 	int64		last;			/* the last event the poll returned */
@@ -143,7 +144,7 @@ feed_lease_row(ProjectionFeedRow *row, const char *token, FeedLease *lease)
 	values[1] = CStringGetTextDatum(token);
 	projection_feed_exec("SELECT partition, position, lease_last, "
 			  "lease_expires OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), "
-			  "COALESCE(failed_position, 0), attempts "
+			  "COALESCE(failed_position, 0), attempts, lease_epoch "
 			  "FROM projection.feed_partitions "
 			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND lease_token OPERATOR(pg_catalog.=) $2 FOR UPDATE",
 			  2, types, values, NULL, SPI_OK_SELECT);
@@ -158,6 +159,7 @@ feed_lease_row(ProjectionFeedRow *row, const char *token, FeedLease *lease)
 		active = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)) && !isnull;
 		lease->failed_position = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 		lease->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+		lease->epoch = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
 	}
 	lease->from = lease->position;
 	lease->stream = NULL;
@@ -203,21 +205,21 @@ feed_lease_range_detail(const ProjectionFeedRow *row, const FeedLease *lease)
 }
 
 /*
- * End the lease "token" of feed "row" with an ack up to "up_to" (has_up_to
- * false: the last event its poll returned): the partition's checkpoint
- * moves there, the lease ends, and the feed's long-polls are woken at
- * commit.  Returns the new checkpoint (for a lease of a released stream's
- * held events, feedpark.c: up_to, the stream's replayed_to, while the
- * partition's checkpoint stays).  PJF01 for a lost lease, 22023 for
- * an up_to outside the leased events; nothing written then.  Connected to
- * SPI.  Shared by ack and by poll's ack argument (1.5, feedpoll.c).
+ * Check an ack of the lease "token" of feed "row" up to "up_to" (has_up_to
+ * false: the last event its poll returned) and lock its partition's row;
+ * *ack says what the ack will write (projection_feed_ack_write, or, for the
+ * ack a poll carries, the UPDATE of the poll's lease, feedlease.c, 1.7).
+ * For a lease of a released stream's held events (feedpark.c), the
+ * stream's replayed_to moves to up_to now and the partition's checkpoint
+ * stays.  The feed's long-polls are woken at commit.  PJF01 for a lost
+ * lease, 22023 for an up_to outside the leased events; nothing written
+ * then.  Connected to SPI.
  */
-int64
-projection_feed_ack_lease(ProjectionFeedRow *row, const char *token, bool has_up_to, int64 up_to)
+void
+projection_feed_ack_prepare(ProjectionFeedRow *row, const char *token, bool has_up_to, int64 up_to,
+							ProjectionFeedAck *ack)
 {
 	FeedLease	lease;
-	Oid			types[4] = {INT4OID, INT4OID, INT8OID, INT8OID};
-	Datum		values[4];
 
 	feed_lease_row(row, token, &lease);
 	if (!has_up_to)
@@ -227,26 +229,61 @@ projection_feed_ack_lease(ProjectionFeedRow *row, const char *token, bool has_up
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("up_to %lld is outside the leased events", (long long) up_to),
 				 feed_lease_range_detail(row, &lease)));
-	values[0] = Int32GetDatum(row->id);
-	values[1] = Int32GetDatum(lease.partition);
-	values[2] = Int64GetDatum(up_to);
-	values[3] = Int64GetDatum(up_to);
+	ack->partition = lease.partition;
+	ack->epoch = lease.epoch;
+	ack->up_to = up_to;
+	ack->position = up_to;
+	ack->written = false;
 	if (lease.stream != NULL)
 	{
 		/* held events of a released stream: the checkpoint stays (feedpark.c) */
 		projection_feed_hold_replayed(row, lease.partition, lease.stream, up_to);
-		values[3] = Int64GetDatum(lease.position);
+		ack->position = lease.position;
 	}
+	projection_feed_wake_on_commit();		/* a partial ack leaves events for others */
+}
+
+/*
+ * The UPDATE of a prepared ack on its own: the partition's checkpoint to
+ * ack->position, the lease ended.  Connected to SPI.
+ */
+void
+projection_feed_ack_write(ProjectionFeedRow *row, ProjectionFeedAck *ack)
+{
+	Oid			types[4] = {INT4OID, INT4OID, INT8OID, INT8OID};
+	Datum		values[4];
+
+	Assert(!ack->written);
+	values[0] = Int32GetDatum(row->id);
+	values[1] = Int32GetDatum(ack->partition);
+	values[2] = Int64GetDatum(ack->up_to);
+	values[3] = Int64GetDatum(ack->position);
 	projection_feed_exec("UPDATE projection.feed_partitions SET position = $4, "
 			  FEED_LEASE_END_SQL
-			  "acked_at = pg_catalog.clock_timestamp(), retry_at = NULL, "
-			  "attempts = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN attempts ELSE 0 END, "
-			  "last_error = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN last_error END, "
-			  "failed_position = CASE WHEN $3 OPERATOR(pg_catalog.<) failed_position THEN failed_position END "
+			  FEED_ACK_SET_SQL("$3")
 			  "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2",
 			  4, types, values, NULL, SPI_OK_UPDATE);
-	projection_feed_wake_on_commit();		/* a partial ack leaves events for others */
-	return up_to;
+	ack->written = true;
+}
+
+/*
+ * End the lease "token" of feed "row" with an ack up to "up_to" (has_up_to
+ * false: the last event its poll returned): the partition's checkpoint
+ * moves there, the lease ends, and the feed's long-polls are woken at
+ * commit.  Returns the new checkpoint (for a lease of a released stream's
+ * held events, feedpark.c: up_to, the stream's replayed_to, while the
+ * partition's checkpoint stays).  PJF01 for a lost lease, 22023 for
+ * an up_to outside the leased events; nothing written then.  Connected to
+ * SPI.
+ */
+int64
+projection_feed_ack_lease(ProjectionFeedRow *row, const char *token, bool has_up_to, int64 up_to)
+{
+	ProjectionFeedAck ack;
+
+	projection_feed_ack_prepare(row, token, has_up_to, up_to, &ack);
+	projection_feed_ack_write(row, &ack);
+	return ack.up_to;
 }
 
 /*

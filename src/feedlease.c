@@ -11,6 +11,12 @@
  * index feed_partitions_token_idx holds them).  Taking the lease bumps
  * lease_epoch (feed.c's header).
  *
+ * The ack a poll carries (1.7): when the poll leases the partition the ack
+ * locked, the lease UPDATE writes the ack's effect too, so the row is
+ * updated once in the transaction (a second UPDATE would check the foreign
+ * key to the feed again: a KEY SHARE lock on the feed's row, a multixact
+ * with several consumers).
+ *
  * A poll that is a statement of its own, and whose lease is all its
  * transaction writes, commits without waiting for the WAL flush
  * (projection_feed_lease_commit_async).
@@ -59,14 +65,22 @@ projection_feed_new_token(ProjectionFeedRow *row, int partition, int64 epoch)
 	return psprintf("%d.%d.%lld.%s", row->id, partition, (long long) epoch + 1, hex);
 }
 
-/* the lease UPDATE of projection_feed_take_lease; true if it took the lease */
+/*
+ * The lease UPDATE of projection_feed_take_lease; true if it took the
+ * lease.  With "ack" (the prepared ack of this partition's lease that the
+ * poll carries, 1.7), the same UPDATE writes the ack: the partition's row
+ * is the one the ack locked, so it is as the ack read it, and the lease's
+ * epoch moves by two, one for the ack and one for the lease (the token was
+ * made for that epoch).
+ */
 static bool
 feed_update_lease(ProjectionFeedRow *row, int partition, int64 epoch, const char *token,
-				  Interval *lease, int64 last, int64 after)
+				  Interval *lease, int64 last, int64 after, const ProjectionFeedAck *ack)
 {
-	Oid			types[8] = {INT4OID, INT4OID, INT8OID, TEXTOID, TEXTOID, INTERVALOID, INT8OID, INT8OID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[10] = {INT4OID, INT4OID, INT8OID, TEXTOID, TEXTOID, INTERVALOID, INT8OID, INT8OID,
+	INT8OID, INT8OID};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	values[0] = Int32GetDatum(row->id);
 	values[1] = Int32GetDatum(partition);
@@ -80,6 +94,24 @@ feed_update_lease(ProjectionFeedRow *row, int partition, int64 epoch, const char
 	values[7] = Int64GetDatum(after);
 	if (after < 0)
 		nulls[7] = 'n';
+	if (ack != NULL)
+	{
+		values[2] = Int64GetDatum(ack->epoch);
+		values[8] = Int64GetDatum(ack->up_to);
+		values[9] = Int64GetDatum(ack->position);
+		projection_feed_exec("UPDATE projection.feed_partitions SET "
+							 "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 2, lease_token = $4, lease_holder = $5, "
+							 "lease_expires = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6, lease_last = $7, "
+							 "position = COALESCE($8, $10), "
+							 FEED_ACK_SET_SQL("$9")
+							 "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2 "
+							 "AND lease_epoch OPERATOR(pg_catalog.=) $3",
+							 10, types, values, nulls, SPI_OK_UPDATE);
+		if (SPI_processed != 1)
+			elog(ERROR, "the acked partition %d of feed \"%s\" changed under its lock",
+				 partition, row->name);
+		return true;
+	}
 	projection_feed_exec("UPDATE projection.feed_partitions SET "
 			  "lease_epoch = lease_epoch OPERATOR(pg_catalog.+) 1, lease_token = $4, lease_holder = $5, "
 			  "lease_expires = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $6, lease_last = $7, "
@@ -105,17 +137,24 @@ feed_update_lease(ProjectionFeedRow *row, int partition, int64 epoch, const char
  */
 bool
 projection_feed_take_lease(ProjectionFeedRow *row, int partition, int64 epoch, const char *token,
-						   Interval *lease, int64 last, int64 after)
+						   Interval *lease, int64 last, int64 after, ProjectionFeedAck *ack)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	volatile bool taken = false;
 
+	if (ack != NULL && !ack->written && ack->partition == partition)
+	{
+		/* the row is locked by the ack: the UPDATE cannot miss, no subtransaction */
+		(void) feed_update_lease(row, partition, epoch, token, lease, last, after, ack);
+		ack->written = true;
+		return true;
+	}
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
 	PG_TRY();
 	{
-		taken = feed_update_lease(row, partition, epoch, token, lease, last, after);
+		taken = feed_update_lease(row, partition, epoch, token, lease, last, after, NULL);
 		if (taken)
 			ReleaseCurrentSubTransaction();
 		else

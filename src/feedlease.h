@@ -15,7 +15,8 @@
 
 extern char *projection_feed_new_token(ProjectionFeedRow *row, int partition, int64 epoch);
 extern bool projection_feed_take_lease(ProjectionFeedRow *row, int partition, int64 epoch,
-									   const char *token, Interval *lease, int64 last, int64 after);
+									   const char *token, Interval *lease, int64 last, int64 after,
+									   ProjectionFeedAck *ack);
 
 extern void projection_feed_lease_commit_async(bool own_statement, bool wrote_before);
 extern void projection_feed_lease_at_pre_commit(void);

@@ -20,7 +20,9 @@
  *	   unchanged since step 2 (same lease_epoch, still free): a concurrent
  *	   poll, ack, nack or seek makes it fail, and poll starts over.  No row
  *	   lock is held by a poll that returns nothing, so a long-poll blocks
- *	   no one.
+ *	   no one.  The ack a poll carries (1.5) locks its partition's row
+ *	   before step 1; when step 3 leases that partition, one UPDATE writes
+ *	   both (1.7), otherwise the ack is written on its own after the look.
  * A poll that finds nothing returns no rows and holds no lease.  With wait,
  * it sleeps on the database's feed condition variable (broadcast by every
  * appending transaction's commit or abort, and by ack, nack, seek, resume
@@ -135,21 +137,40 @@ feed_may_release_snapshot(FunctionCallInfo fcinfo)
 	return true;
 }
 
+/* partitions in the order of feed_read_partitions: checkpoint, then number */
+static int
+feed_partition_cmp(const void *a, const void *b)
+{
+	const FeedPartition *pa = (const FeedPartition *) a;
+	const FeedPartition *pb = (const FeedPartition *) b;
+
+	if (pa->position != pb->position)
+		return pa->position < pb->position ? -1 : 1;
+	return pa->partition < pb->partition ? -1 : pa->partition > pb->partition ? 1 : 0;
+}
+
 /*
  * The feed's partitions as the active snapshot sees them (ordered by
  * checkpoint, then number), or only "partition" if >= 0, and whether the
  * feed is paused (row->paused): after a sleep the feed may have been
  * paused, resumed or dropped, and one statement tells all (UNDEFINED_OBJECT
  * if it was dropped).  Sets *next_expiry to the soonest end of a lease or
- * of a nack's back-off (0 if none).  Result palloc'd.
+ * of a nack's back-off (0 if none).  With "ack" (the ack the poll carries,
+ * prepared but not written, 1.7), its partition is as the ack will leave
+ * it: its row is locked by this transaction, so the snapshot sees it as the
+ * ack read it, and the ack ends its lease and back-off, moves its
+ * checkpoint and bumps its epoch (the lease's UPDATE writes both,
+ * feedlease.c).  Result palloc'd.
  */
 static FeedPartition *
-feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, TimestampTz *next_expiry)
+feed_read_partitions(ProjectionFeedRow *row, int partition, const ProjectionFeedAck *ack,
+					 int *count, TimestampTz *next_expiry)
 {
 	Oid			types[2] = {INT4OID, INT4OID};
 	Datum		values[2];
 	FeedPartition *parts;
 	uint64		i;
+	bool		moved = false;	/* the ack moved its partition's checkpoint */
 
 	values[0] = Int32GetDatum(row->id);
 	values[1] = Int32GetDatum(partition);
@@ -201,6 +222,19 @@ feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, Timestam
 		d = SPI_getbinval(tup, desc, 9, &isnull);
 		parts[i].held = isnull ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
 		parts[i].replay = SPI_getvalue(tup, desc, 10);
+		if (ack != NULL && !ack->written && parts[i].partition == ack->partition)
+		{
+			if (parts[i].epoch != ack->epoch)
+				elog(ERROR, "the acked partition %d of feed \"%s\" changed under its lock",
+					 ack->partition, row->name);
+			moved = parts[i].position != ack->position;
+			parts[i].position = ack->position;
+			parts[i].epoch = ack->epoch + 1;
+			parts[i].leased = false;
+			parts[i].expires = 0;
+			parts[i].backing_off = false;
+			parts[i].retry_at = 0;
+		}
 		if (parts[i].leased && (*next_expiry == 0 || parts[i].expires < *next_expiry))
 			*next_expiry = parts[i].expires;
 		if (parts[i].backing_off && (*next_expiry == 0 || parts[i].retry_at < *next_expiry))
@@ -208,6 +242,8 @@ feed_read_partitions(ProjectionFeedRow *row, int partition, int *count, Timestam
 	}
 	*count = (int) SPI_processed;
 	SPI_freetuptable(SPI_tuptable);
+	if (moved && *count > 1)
+		qsort(parts, *count, sizeof(FeedPartition), feed_partition_cmp);
 	return parts;
 }
 
@@ -229,8 +265,8 @@ typedef enum FeedLook
  */
 static FeedLook
 feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Size max_bytes,
-		  Interval *lease, ReturnSetInfo *rsinfo, ProjectionFeedBatch *batch,
-		  TimestampTz *next_expiry)
+		  Interval *lease, ProjectionFeedAck *ack, ReturnSetInfo *rsinfo,
+		  ProjectionFeedBatch *batch, TimestampTz *next_expiry)
 {
 	int64		horizon;
 	FeedPartition *parts;
@@ -244,7 +280,7 @@ feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Si
 	*next_expiry = 0;
 	horizon = projection_feed_horizon();
 	{
-		parts = feed_read_partitions(row, partition, &nparts, next_expiry);
+		parts = feed_read_partitions(row, partition, ack, &nparts, next_expiry);
 		if (partition >= 0 && nparts == 1 && parts[0].leased)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_IN_USE),
@@ -286,7 +322,7 @@ feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Si
 				break;
 			}
 			if (projection_feed_take_lease(row, p->partition, p->epoch, token, lease, batch->last,
-										   p->replay != NULL ? -1 : after))
+										   p->replay != NULL ? -1 : after, ack))
 			{
 				if (p->replay != NULL)
 					projection_feed_hold_lease(row, p->partition, p->replay, token);
@@ -331,6 +367,7 @@ typedef struct PollArgs
 	int64		after;			/* -1: the stored checkpoint */
 	Size		max_bytes;
 	char	   *ack;			/* the previous poll's token to ack, or NULL */
+	ProjectionFeedAck ack_prepared;	/* that ack, checked, its row locked */
 } PollArgs;
 
 /* Read and check poll's arguments; nothing is read from the catalogs. */
@@ -466,7 +503,8 @@ poll_until(ProjectionFeedRow *row, PollArgs *args, bool release, ReturnSetInfo *
 		MemoryContextReset(look_cxt);
 		oldcxt = MemoryContextSwitchTo(look_cxt);
 		look = feed_look(row, args->partition, args->after, args->max_events, args->max_bytes,
-						 args->lease, rsinfo, batch, &next_expiry);
+						 args->lease, args->ack != NULL ? &args->ack_prepared : NULL, rsinfo,
+						 batch, &next_expiry);
 		MemoryContextSwitchTo(oldcxt);
 		if (look == FEED_LOOK_GOT)
 		{
@@ -508,6 +546,7 @@ projection_poll(PG_FUNCTION_ARGS)
 	/* read before the ack this poll may carry: the ack is the poll's own write */
 	bool		wrote_before = TransactionIdIsValid(GetTopTransactionIdIfAny());
 	ProjectionFeedBatch batch;
+	bool		found;
 
 	poll_read_args(fcinfo, &args);
 	projection_feed_require_preloaded("poll a feed");
@@ -523,16 +562,24 @@ projection_poll(PG_FUNCTION_ARGS)
 	{
 		/*
 		 * The ack carried by this poll (1.5): the previous lease ends here,
-		 * in this transaction, before the look (which sees it: the command
-		 * counter moves).  The poll then must not sleep, or the ack would
-		 * stay uncommitted and its row locked for the whole wait: it looks
-		 * once, and the consumer's next poll (without an ack) waits.
+		 * in this transaction, before the look, which sees its partition as
+		 * the ack leaves it.  Since 1.7 the ack is checked and its row
+		 * locked first, and written by the UPDATE of the poll's lease when
+		 * the look leases the same partition, on its own after the look
+		 * otherwise (feed_read_partitions, feedlease.c); a released
+		 * stream's replayed_to moves at once (the command counter moves, so
+		 * the look sees it).  The poll then must not sleep, or the ack
+		 * would stay uncommitted and its row locked for the whole wait: it
+		 * looks once, and the consumer's next poll (without an ack) waits.
 		 */
-		(void) projection_feed_ack_lease(row, args.ack, false, 0);
+		projection_feed_ack_prepare(row, args.ack, false, 0, &args.ack_prepared);
 		CommandCounterIncrement();
 		args.wait_ms = 0;
 	}
-	if (poll_until(row, &args, release, rsinfo, &batch))
+	found = poll_until(row, &args, release, rsinfo, &batch);
+	if (args.ack != NULL && !args.ack_prepared.written)
+		projection_feed_ack_write(row, &args.ack_prepared);	/* not the partition leased */
+	if (found)
 	{
 		/* the look's tuplestore is the result (InitMaterializedSRF's is empty) */
 		tuplestore_end(rsinfo->setResult);

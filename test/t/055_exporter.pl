@@ -8,8 +8,11 @@
 #
 # Covers: a projection caught up, one paused with a lag, one failed on a
 # poison event, one that skipped two events into dead letters, an inline
-# one; the worker counts equal pg_stat_activity's; no event data (the
-# failing handler's message quotes the event) reaches the metrics; the
+# one; the worker counts equal pg_stat_activity's; a feed's partitions; a
+# feed with park => 'stream' whose consumer nacked an event max_attempts
+# times, parking its stream: projection_feed_parked_streams (1.7) is 1 on
+# that partition and 0 on the other, as feed_status says; no event data
+# (the failing handler's message quotes the event) reaches the metrics; the
 # exporter's role is not a superuser and cannot read events.
 #
 # test/lib.sh installs the exporter on the host and test/servers.sh in the
@@ -69,6 +72,7 @@ SELECT projection.create('skipping', 'h', on_error => 'skip');
 SELECT projection.create('inline_one', 'h', event_types => '{Good}', mode => 'inline');
 
 SELECT projection.create_feed('search', partitions => 2);
+SELECT projection.create_feed('parking', partitions => 2, max_attempts => 2, park => 'stream');
 
 CREATE ROLE projection_exporter LOGIN;
 GRANT pg_monitor TO projection_exporter;
@@ -84,6 +88,22 @@ SELECT projection.append('s-2', 'Good', '{}');
 });
 my $last = $node->max_position($db);
 ok($node->wait_caught_up($db, 'caught_up', $last), 'caught_up applied every event');
+
+# the consumer of "parking" fails at the first event of partition 1 twice
+# (max_attempts): its stream is parked
+for my $attempt (1 .. 2)
+{
+	$node->safe_psql(
+		$db, q{
+SET client_min_messages = error;
+SELECT projection.nack('parking', token, global_position, 'cannot index', '0 s')
+  FROM projection.poll('parking', 1, partition => 1)});
+}
+is( $node->safe_psql(
+		$db, q{SELECT partition || ':' || attempts || ':' || (released_at IS NULL) FROM projection.feed_parked_streams
+                WHERE feed = 'parking'}),
+	'1:2:true',
+	'the second nack parked the stream of partition 1');
 ok($node->wait_caught_up($db, 'skipping', $last), 'skipping went past both poison events');
 ok($node->wait_for_state($db, 'failing', 'failed'), 'failing stopped at the poison event');
 
@@ -238,6 +258,21 @@ for my $part (sort keys %feed)
 is($feed_lag, 4, 'the feed lags by the four events over its partitions');
 is(metric('projection_feed_parked', feed => 'search', partition => 0), 0, 'nothing parked');
 is(metric('projection_feed_attempts', feed => 'search', partition => 0), 0, 'no failed attempt');
+is(metric('projection_feed_parked_streams', feed => 'search', partition => $_),
+	0, "no parked stream in partition $_ of search") for 0 .. 1;
+
+# the feed that parked a stream
+my %parking = map { my @f = split /\|/; $f[0] => $f[1] } split /\n/,
+  $node->safe_psql($db,
+	"SELECT partition, parked_streams FROM projection.feed_status WHERE feed = 'parking'");
+is_deeply(\%parking, { 0 => 0, 1 => 1 }, 'feed_status: one parked stream, in partition 1');
+for my $part (0 .. 1)
+{
+	is(metric('projection_feed_parked_streams', feed => 'parking', partition => $part),
+		$parking{$part}, "parking partition $part: parked_streams $parking{$part}");
+}
+is(metric('projection_feed_parked', feed => 'parking', partition => 1),
+	1, 'the parked event counts in projection_feed_parked too');
 
 unlike($text, qr/secret-card/, 'no event data in the metrics');
 unlike($err, qr/level=error/, 'the exporter logged no error')
