@@ -168,6 +168,32 @@ DROP OWNED BY regress_fps_owner;
 SELECT count(*) AS holds FROM projection.feed_holds;
 SELECT count(*) AS feeds FROM projection.feeds;
 
+--
+-- a poll carrying the ack of a released stream's last held events (1.7):
+-- the stream goes on with the partition in that same poll (it spun, never
+-- returning, before)
+--
+SELECT projection.append(s, 'F', jsonb_build_object('n', n))
+  FROM (VALUES ('x', 1), ('x', 2), ('y', 1), ('x', 3)) v(s, n);
+SELECT projection.create_feed('regress_fps3', ARRAY['F'], max_attempts => 1, park => 'stream');
+SELECT token AS t8, global_position AS g8 FROM projection.poll('regress_fps3', 1) \gset
+SELECT projection.nack('regress_fps3', :'t8', :g8, 'x1 failed');
+CREATE TEMP TABLE p8 AS SELECT * FROM projection.poll('regress_fps3', 10);
+SELECT stream_id, data->>'n' AS n FROM p8 ORDER BY global_position;
+SELECT projection.ack('regress_fps3', (SELECT token FROM p8 LIMIT 1));
+DROP TABLE p8;
+SELECT projection.release_stream('regress_fps3', 'x');
+CREATE TEMP TABLE p9 AS SELECT * FROM projection.poll('regress_fps3', 10);
+SELECT stream_id, data->>'n' AS n FROM p9 ORDER BY global_position;
+SET statement_timeout = '20s';
+SELECT count(*) AS after_the_hold
+  FROM projection.poll('regress_fps3', 10, ack => (SELECT token FROM p9 LIMIT 1));
+RESET statement_timeout;
+DROP TABLE p9;
+SELECT count(*) AS holds FROM projection.feed_parked_streams WHERE feed = 'regress_fps3';
+SELECT position, parked_streams FROM projection.feed_status WHERE feed = 'regress_fps3';
+SELECT projection.drop_feed('regress_fps3');
+
 -- clean up
 \c :regress_db
 DROP DATABASE regress_feed_park_stream;

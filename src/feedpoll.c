@@ -316,7 +316,15 @@ feed_look(ProjectionFeedRow *row, int partition, int64 after, int max_events, Si
 				batch->store = NULL;
 				if (p->replay == NULL)
 					continue;
-				/* every held event is acked: the stream goes on with the partition */
+				/*
+				 * Every held event is acked: the stream goes on with the
+				 * partition.  If this poll's own ack ended the partition's
+				 * lease, it is written first: the hold's check reads the
+				 * partition's row, which has it only then (p->epoch is the
+				 * epoch the ack leaves).
+				 */
+				if (ack != NULL && !ack->written && ack->partition == p->partition)
+					projection_feed_ack_write(row, ack);
 				(void) projection_feed_hold_done(row, p->partition, p->replay, p->epoch);
 				result = FEED_LOOK_RACE;
 				break;
