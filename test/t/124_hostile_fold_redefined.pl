@@ -22,11 +22,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
+my $node = start_node('main');
 my $db = 'postgres';
-$node->create_ext($db);
 
 # (re)defines fold() with the given step; IMMUTABLE, as aggregate() needs
 sub define_fold
