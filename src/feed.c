@@ -45,7 +45,6 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -131,16 +130,7 @@ void
 projection_feed_run(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
 		 bool read_only, int expected)
 {
-	Oid			save_userid;
-	int			save_sec_context;
-	int			rc;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_plan(feed_plan(sql, nargs, types), values, nulls, read_only, 0);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	projection_spi_check(rc, expected, sql);
+	projection_extension_run(feed_plan, sql, nargs, types, values, nulls, read_only, expected);
 }
 
 /* read-write: a new snapshot for each statement */

@@ -61,6 +61,18 @@ void
 projection_extension_exec(const char *sql, int nargs, Oid *types, Datum *values,
 						  const char *nulls, bool read_only, int expected)
 {
+	projection_extension_run(NULL, sql, nargs, types, values, nulls, read_only, expected);
+}
+
+/*
+ * The same, with the statement's plan from plan_for (called as the bootstrap
+ * superuser too, so that it may prepare the plan, as feed.c's plan cache
+ * does), or prepared for this one execution when plan_for is NULL.
+ */
+void
+projection_extension_run(ProjectionPlanFor plan_for, const char *sql, int nargs, Oid *types,
+						 Datum *values, const char *nulls, bool read_only, int expected)
+{
 	Oid			save_userid;
 	int			save_sec_context;
 	int			rc;
@@ -68,7 +80,10 @@ projection_extension_exec(const char *sql, int nargs, Oid *types, Datum *values,
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
+	if (plan_for != NULL)
+		rc = SPI_execute_plan(plan_for(sql, nargs, types), values, nulls, read_only, 0);
+	else
+		rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	projection_spi_check(rc, expected, sql);
 }

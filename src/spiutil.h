@@ -18,8 +18,14 @@
 
 extern void projection_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern char *projection_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+/* a statement's plan, prepared (and kept) by the caller of projection_extension_run */
+typedef SPIPlanPtr (*ProjectionPlanFor) (const char *sql, int nargs, Oid *types);
+
 extern void projection_extension_exec(const char *sql, int nargs, Oid *types, Datum *values,
 									  const char *nulls, bool read_only, int expected);
+extern void projection_extension_run(ProjectionPlanFor plan_for, const char *sql, int nargs,
+									 Oid *types, Datum *values, const char *nulls,
+									 bool read_only, int expected);
 extern void projection_registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
 									 const char *nulls, int expected);
 extern List *projection_spi_names(MemoryContext cxt);

@@ -615,6 +615,28 @@ SELECT count(*) AS n,
     # ------------------------------------------------------------------
     # 2. inline overhead
     # ------------------------------------------------------------------
+    async def create_inline_summary(self, conn, name, types, v):
+        """The inline projection inline_order_summary over rm.order_summaries
+        of variant v (sec_inline, batch_inline): "fn" its PL/pgSQL handler,
+        "stmt" projection.on statements, "batch" batch statements; none for
+        any other variant."""
+        if v == "fn":
+            await conn.execute(
+                "SELECT projection.create('inline_order_summary', 'rm.h_order_summary', $1, 'inline', "
+                "ARRAY['rm.order_summaries']::regclass[])", types)
+        elif v == "stmt":
+            await conn.execute(
+                "SELECT projection.create('inline_order_summary', NULL, $1, 'inline', "
+                "ARRAY['rm.order_summaries']::regclass[])", types)
+            for etype, stmt in models.on_statements(name, "rm"):
+                await conn.execute("SELECT projection.on('inline_order_summary', $1, $2)", etype, stmt)
+        elif v == "batch":
+            await conn.execute(
+                "SELECT projection.create('inline_order_summary', NULL, $1, 'inline', "
+                "ARRAY['rm.order_summaries']::regclass[])", types)
+            for stmt in models.batch_statements(name, "rm"):
+                await conn.execute("SELECT projection.on_batch('inline_order_summary', $1)", stmt)
+
     async def sec_inline(self):
         """pgbench appending order-stream events, each client to its own
         orders: append alone, append plus the order-summary statements
@@ -644,22 +666,8 @@ SELECT count(*) AS n,
                 if v == "hand":
                     await conn.execute(models.hand_append_sql(name, "rm"))
                     fn = "rm.append_by_hand"
-                elif v == "fn":
-                    await conn.execute(
-                        "SELECT projection.create('inline_order_summary', 'rm.h_order_summary', $1, 'inline', "
-                        "ARRAY['rm.order_summaries']::regclass[])", types)
-                elif v == "stmt":
-                    await conn.execute(
-                        "SELECT projection.create('inline_order_summary', NULL, $1, 'inline', "
-                        "ARRAY['rm.order_summaries']::regclass[])", types)
-                    for etype, stmt in models.on_statements(name, "rm"):
-                        await conn.execute("SELECT projection.on('inline_order_summary', $1, $2)", etype, stmt)
-                elif v == "batch":
-                    await conn.execute(
-                        "SELECT projection.create('inline_order_summary', NULL, $1, 'inline', "
-                        "ARRAY['rm.order_summaries']::regclass[])", types)
-                    for stmt in models.batch_statements(name, "rm"):
-                        await conn.execute("SELECT projection.on_batch('inline_order_summary', $1)", stmt)
+                else:
+                    await self.create_inline_summary(conn, name, types, v)
             finally:
                 await conn.close()
             # payloads are only rewritten after a full pass over the partition
@@ -1009,16 +1017,7 @@ SELECT projection.create('hot', %s, '{Tick}', 'inline', ARRAY['%s']::regclass[],
             try:
                 await self.load_partitions(conn, rows, counts)
                 await conn.execute(models.schema_sql("rm", [name], handlers=(v == "fn")))
-                if v == "fn":
-                    await conn.execute(
-                        "SELECT projection.create('inline_order_summary', 'rm.h_order_summary', $1, 'inline', "
-                        "ARRAY['rm.order_summaries']::regclass[])", types)
-                elif v == "batch":
-                    await conn.execute(
-                        "SELECT projection.create('inline_order_summary', NULL, $1, 'inline', "
-                        "ARRAY['rm.order_summaries']::regclass[])", types)
-                    for stmt in models.batch_statements(name, "rm"):
-                        await conn.execute("SELECT projection.on_batch('inline_order_summary', $1)", stmt)
+                await self.create_inline_summary(conn, name, types, v)
             finally:
                 await conn.close()
             script = """INSERT INTO projection.events (stream_id, stream_version, event_type, data)

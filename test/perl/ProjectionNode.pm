@@ -524,27 +524,28 @@ CREATE TABLE block_at (pos bigint PRIMARY KEY);
 
 =pod
 
-=item $node->bulk_append(db, n)
+=item $node->bulk_append(db, n, [streams])
 
-Appends n 'Incremented' events in one INSERT ... SELECT, over 1000 streams
-never used before by this node's bulk_append (so explicit stream versions
-never collide); returns the new last position.
+Appends n 'Incremented' events in one INSERT ... SELECT, over streams (default
+1000) streams never used before by this node's bulk_append (so explicit stream
+versions never collide); returns the new last position.
 
 =cut
 
 sub bulk_append
 {
-	my ($self, $db, $n) = @_;
+	my ($self, $db, $n, $width) = @_;
 	my $streams = $self->{projection_bulk_streams} // 0;
 
+	$width //= 1000;
 	$self->safe_psql(
 		$db, qq{
 INSERT INTO projection.events (stream_id, stream_version, event_type, data)
-SELECT 'counter-' || ($streams + i % 1000), i / 1000 + 1, 'Incremented',
+SELECT 'counter-' || ($streams + i % $width), i / $width + 1, 'Incremented',
 	   jsonb_build_object('i', i)
   FROM generate_series(0, $n - 1) i;
 });
-	$self->{projection_bulk_streams} = $streams + 1000;
+	$self->{projection_bulk_streams} = $streams + $width;
 	return $self->max_position($db);
 }
 
@@ -610,6 +611,159 @@ sub blocked_worker_pid
 	Test::More::ok($self->poll_query_until('postgres', "SELECT count(*) = 1 $where"),
 		$what);
 	return $self->safe_psql('postgres', "SELECT pid $where");
+}
+
+=pod
+
+=item $node->create_gate(db, [backend_type])
+
+The blocking point of the tests that stop a handler, a batch statement or a
+fold at a known event: a table block_at (pos bigint PRIMARY KEY; kept if it
+exists, as create_exactly_once_tables makes it) and a function
+gate(pos bigint) RETURNS boolean, always true, which at the positions of
+block_at takes advisory lock 4242, shared, so that its caller blocks there
+while the test holds the lock; with backend_type ('projection worker' or
+'client backend'), only a caller of that pg_stat_activity.backend_type does
+(040, 045, 046, 102, 121).
+
+=cut
+
+sub create_gate
+{
+	my ($self, $db, $backend_type) = @_;
+	my $who =
+	  defined $backend_type
+	  ? " AND (SELECT backend_type FROM pg_stat_activity WHERE pid = pg_backend_pid()) = "
+	  . sql_literal($backend_type)
+	  : '';
+
+	$self->safe_psql(
+		$db, qq{
+SET client_min_messages = warning;
+CREATE TABLE IF NOT EXISTS block_at (pos bigint PRIMARY KEY);
+CREATE FUNCTION gate(pos bigint) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS \$\$
+BEGIN
+	IF EXISTS (SELECT FROM public.block_at b WHERE b.pos = gate.pos)$who THEN
+		PERFORM pg_advisory_xact_lock_shared(4242);
+	END IF;
+	RETURN true;
+END
+\$\$;
+});
+	return;
+}
+
+=pod
+
+=item $node->create_count_fold(db, [backend_type])
+
+The fold of the snapshot tests (045, 102, 121): create_gate(db,
+backend_type), then count_fold(state jsonb, e projection.events), which
+passes the gate and then counts the events (n), sums their data's i (sum)
+and keeps the last one's stream_version (last), so that a lost or repeated
+event shows in the state; and count_agg(projection.events), the same fold
+as an SQL aggregate, the oracle of check_fold_states.
+
+=cut
+
+sub create_count_fold
+{
+	my ($self, $db, $backend_type) = @_;
+
+	$self->create_gate($db, $backend_type);
+	$self->safe_psql(
+		$db, q{
+CREATE FUNCTION count_fold(state jsonb, e projection.events) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM public.gate(e.global_position);
+	RETURN jsonb_build_object('n', coalesce((state->>'n')::bigint, 0) + 1,
+							  'sum', coalesce((state->>'sum')::bigint, 0) + (e.data->>'i')::bigint,
+							  'last', e.stream_version);
+END
+$$;
+CREATE AGGREGATE count_agg(projection.events) (sfunc = count_fold, stype = jsonb, initcond = '{}');
+});
+	return;
+}
+
+=pod
+
+=item $node->create_counted_streams(db, n)
+
+The events of the snapshot tests that append beside a rebuild or a
+catch-up (102, 125): n events of type 'Counted' over the 50 streams s-0 to
+s-49 in one INSERT ... SELECT (data {"i": i}), and a procedure appender(n
+int) that appends n more over the same streams, one transaction each, for a
+background session to CALL.
+
+=cut
+
+sub create_counted_streams
+{
+	my ($self, $db, $n) = @_;
+
+	$self->safe_psql(
+		$db, qq{
+CREATE PROCEDURE appender(n int) LANGUAGE plpgsql AS \$\$
+BEGIN
+	FOR i IN 1 .. n LOOP
+		PERFORM projection.append('s-' || (i % 50), 'Counted', jsonb_build_object('i', i));
+		COMMIT;
+	END LOOP;
+END
+\$\$;
+INSERT INTO projection.events (stream_id, stream_version, event_type, data)
+SELECT 's-' || (i % 50), i / 50 + 1, 'Counted', jsonb_build_object('i', i)
+  FROM generate_series(0, $n - 1) i;
+});
+	return;
+}
+
+=pod
+
+=item $node->check_fold_states(db, projection, what, [dead_letters => 1])
+
+Test assertions (named after what) for a snapshot projection over the 50
+streams of create_counted_streams whose fold is also the aggregate
+count_agg: it catches up (wait_caught_up), each of the 50 streams has a
+stored state and every state equals count_agg over the stream's events in
+position order, and the projection is running and has no last_error.  With
+dead_letters => 1, events in projection.dead_letters are left out of
+count_agg and last_error is not checked (the fold failed there, on_error
+'skip').
+
+=cut
+
+sub check_fold_states
+{
+	my ($self, $db, $projection, $what, %opts) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $name = sql_literal($projection);
+	my $dead_letters = $opts{dead_letters};
+	my $filter =
+	  $dead_letters
+	  ? ' FILTER (WHERE e.global_position NOT IN '
+	  . '(SELECT global_position FROM projection.dead_letters))'
+	  : '';
+
+	Test::More::ok($self->wait_caught_up($db, $projection), "$what: caught up");
+	Test::More::is(
+		$self->safe_psql(
+			$db, qq{
+SELECT (SELECT count(*) FROM projection.snapshots WHERE name = $name) || ' states, '
+	|| (SELECT count(*)
+		  FROM (SELECT e.stream_id, count_agg(e ORDER BY e.global_position)$filter AS state
+				  FROM projection.events e GROUP BY e.stream_id) f
+		  FULL JOIN (SELECT * FROM projection.snapshots WHERE name = $name) s USING (stream_id)
+		 WHERE s.state IS DISTINCT FROM f.state) || ' differ'
+}),
+		'50 states, 0 differ', "$what: every stream's state is the fold of its events");
+	my $st = $self->status($db, $projection);
+	Test::More::is($st->{state}, 'running', "$what: the projection is running");
+	Test::More::is($st->{last_error}, '', "$what: no error recorded") unless $dead_letters;
+	return;
 }
 
 =pod

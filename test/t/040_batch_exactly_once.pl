@@ -27,18 +27,11 @@ use ProjectionNode;
 my $db = 'postgres';
 my $node = start_node('main');
 $node->create_exactly_once_tables($db);
+# at the positions of block_at, the batch statement blocks in gate() (on the
+# test's lock)
+$node->create_gate($db);
 $node->safe_psql(
 	$db, q{
--- at the positions of block_at, the batch statement blocks (on the test's lock)
-CREATE FUNCTION gate(pos bigint) RETURNS boolean
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-	IF EXISTS (SELECT FROM public.block_at b WHERE b.pos = gate.pos) THEN
-		PERFORM pg_advisory_xact_lock_shared(4242);
-	END IF;
-	RETURN true;
-END
-$$;
 SELECT projection.create('counter', NULL, '{Incremented}', tables => '{counters,applied}',
 						 start_from => 'end');
 SELECT projection.on_batch('counter',

@@ -22,41 +22,8 @@ use ProjectionNode;
 
 my $db = 'postgres';
 my $node = start_node('main');
-$node->safe_psql(
-	$db, q{
--- positions at which the worker's fold takes advisory lock 4242, shared
-CREATE TABLE block_at (pos bigint PRIMARY KEY);
-CREATE FUNCTION count_fold(state jsonb, e projection.events) RETURNS jsonb
-LANGUAGE plpgsql AS $$
-BEGIN
-	IF EXISTS (SELECT FROM public.block_at b WHERE b.pos = e.global_position)
-	   AND (SELECT backend_type FROM pg_stat_activity WHERE pid = pg_backend_pid()) = 'projection worker' THEN
-		PERFORM pg_advisory_xact_lock_shared(4242);
-	END IF;
-	RETURN jsonb_build_object('n', coalesce((state->>'n')::bigint, 0) + 1,
-							  'sum', coalesce((state->>'sum')::bigint, 0) + (e.data->>'i')::bigint,
-							  'last', e.stream_version);
-END
-$$;
-});
-
-my $streams = 0;
-
-# Appends $n events over 2,000 fresh streams in one INSERT ... SELECT.
-sub bulk_append
-{
-	my ($n) = @_;
-
-	$node->safe_psql(
-		$db, qq{
-INSERT INTO projection.events (stream_id, stream_version, event_type, data)
-SELECT 'counter-' || ($streams + i % 2000), i / 2000 + 1, 'Incremented',
-	   jsonb_build_object('i', i)
-  FROM generate_series(0, $n - 1) i;
-});
-	$streams += 2000;
-	return $node->max_position($db);
-}
+# at the positions of block_at, the worker's fold takes advisory lock 4242
+$node->create_count_fold($db, 'projection worker');
 
 # Every stream's stored state equals aggregate() and snapshot(); every
 # stream has a state; the projection is healthy.
@@ -93,27 +60,17 @@ SELECT count(*) FROM projection.snapshots s
 	return;
 }
 
-sub blocked_worker_pid
-{
-	my $q = "SELECT pid FROM pg_stat_activity "
-	  . "WHERE backend_type = 'projection worker' AND wait_event_type = 'Lock' "
-	  . "AND wait_event = 'advisory'";
-
-	ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM ($q) w"),
-		'the worker is blocked in the middle of a batch');
-	return $node->safe_psql('postgres', $q);
-}
-
 # ---------------------------------------------------------------------
 # 1. kill -9 of the worker with its fold blocked mid-batch
 # ---------------------------------------------------------------------
-my $last = bulk_append(60_000);
+# 60,000 events over 2,000 fresh streams
+my $last = $node->bulk_append($db, 60_000, 2000);
 $node->safe_psql($db, 'INSERT INTO block_at VALUES (30000)');
 my $holder = $node->background_psql($db);
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
 
 $node->safe_psql($db, "SELECT projection.create_snapshot('counts', 'count_fold')");
-my $pid = blocked_worker_pid();
+my $pid = $node->blocked_worker_pid('the worker is blocked in the middle of a batch');
 my $done = $node->safe_psql($db,
 	"SELECT coalesce(sum((state->>'n')::bigint), 0) FROM projection.snapshots WHERE name = 'counts'");
 cmp_ok($done, '<', 30000, "the batch with event 30000 was not committed ($done events folded)");
@@ -130,7 +87,7 @@ check_exactly_once('kill -9 with the fold blocked');
 # ---------------------------------------------------------------------
 my $before = $node->safe_psql($db,
 	"SELECT coalesce(sum((state->>'n')::bigint), 0) FROM projection.snapshots WHERE name = 'counts'");
-$last = bulk_append(60_000);
+$last = $node->bulk_append($db, 60_000, 2000);
 ok( $node->poll_query_until(
 		$db,
 		"SELECT coalesce(sum((state->>'n')::bigint), 0) > $before + 1000 "

@@ -18,19 +18,17 @@ use ProjectionNode;
 
 my $db = 'postgres';
 my $node = start_node('main');
+# at the positions of block_at, the fold takes advisory lock 4242 in the
+# worker only: snapshot() calls the same fold
+$node->create_gate($db, 'projection worker');
 $node->safe_psql(
 	$db, q{
 CREATE ROLE reader LOGIN;
 GRANT SELECT ON projection.events TO reader;
-CREATE TABLE block_at (pos bigint PRIMARY KEY);
--- only the worker blocks: snapshot() calls the same fold
 CREATE FUNCTION list_fold(state jsonb, e projection.events) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 BEGIN
-	IF EXISTS (SELECT FROM public.block_at b WHERE b.pos = e.global_position)
-	   AND (SELECT backend_type FROM pg_stat_activity WHERE pid = pg_backend_pid()) = 'projection worker' THEN
-		PERFORM pg_advisory_xact_lock_shared(4242);
-	END IF;
+	PERFORM public.gate(e.global_position);
 	RETURN jsonb_set(state, '{seen}', coalesce(state->'seen', '[]') || to_jsonb(e.stream_version));
 END
 $$;
@@ -66,11 +64,7 @@ my $holder = $node->background_psql($db);
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
 $node->safe_psql($db, 'INSERT INTO block_at VALUES (' . ($last + 1) . ')');
 $last = append('s-1', 4);
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'projection worker' "
-		  . "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"),
-	'the worker is blocked in the middle of a batch');
+$node->blocked_worker_pid('the worker is blocked in the middle of a batch');
 is($node->safe_psql($db, "SELECT state->'seen' FROM projection.snapshots WHERE stream_id = 's-1'"),
 	seen(3), 'the stored state lags');
 # not blocked by the worker's lock on the state row, and current

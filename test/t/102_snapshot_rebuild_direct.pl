@@ -20,65 +20,15 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
+my $node = start_node('main');
 my $db = 'postgres';
-$node->create_ext($db);
-$node->safe_psql(
-	$db, q{
-CREATE FUNCTION count_fold(state jsonb, e projection.events) RETURNS jsonb
-LANGUAGE plpgsql AS $$
-BEGIN
-	IF e.global_position = (SELECT b.pos FROM public.block_at b)
-	   AND (SELECT backend_type FROM pg_stat_activity WHERE pid = pg_backend_pid()) = 'client backend' THEN
-		PERFORM pg_advisory_xact_lock_shared(4242);
-	END IF;
-	RETURN jsonb_build_object('n', coalesce((state->>'n')::bigint, 0) + 1,
-							  'sum', coalesce((state->>'sum')::bigint, 0) + (e.data->>'i')::bigint,
-							  'last', e.stream_version);
-END
-$$;
-CREATE AGGREGATE count_agg(projection.events) (sfunc = count_fold, stype = jsonb, initcond = '{}');
--- a position at which a rebuild's fold (not the worker's) waits on advisory lock 4242
-CREATE TABLE block_at (pos bigint);
--- appends n events to 50 streams, one transaction each
-CREATE PROCEDURE appender(n int) LANGUAGE plpgsql AS $$
-BEGIN
-	FOR i IN 1 .. n LOOP
-		PERFORM projection.append('s-' || (i % 50), 'Counted', jsonb_build_object('i', i));
-		COMMIT;
-	END LOOP;
-END
-$$;
-INSERT INTO projection.events (stream_id, stream_version, event_type, data)
-SELECT 's-' || (i % 50), i / 50 + 1, 'Counted', jsonb_build_object('i', i)
-  FROM generate_series(0, 2999) i;
-SELECT projection.create_snapshot('counts', 'count_fold');
-});
+# at the position of block_at, a rebuild's fold (not the worker's) waits on
+# advisory lock 4242
+$node->create_count_fold($db, 'client backend');
+# 3,000 events over 50 streams, and appender(n) to append more
+$node->create_counted_streams($db, 3000);
+$node->safe_psql($db, "SELECT projection.create_snapshot('counts', 'count_fold')");
 ok($node->wait_caught_up($db, 'counts'), 'the projection caught up');
-
-# Every stream's state is the fold of all its events, and the projection is healthy.
-sub check_states
-{
-	my ($what) = @_;
-
-	ok($node->wait_caught_up($db, 'counts'), "$what: caught up");
-	is( $node->safe_psql(
-			$db, q{
-SELECT (SELECT count(*) FROM projection.snapshots WHERE name = 'counts') || ' states, '
-	|| (SELECT count(*)
-		  FROM (SELECT e.stream_id, count_agg(e ORDER BY e.global_position) AS state
-				  FROM projection.events e GROUP BY e.stream_id) f
-		  FULL JOIN (SELECT * FROM projection.snapshots WHERE name = 'counts') s USING (stream_id)
-		 WHERE s.state IS DISTINCT FROM f.state) || ' differ'
-}),
-		'50 states, 0 differ', "$what: every stream's state is the fold of its events");
-	my $st = $node->status($db, 'counts');
-	is($st->{state}, 'running', "$what: the projection is running");
-	is($st->{last_error}, '', "$what: no error recorded");
-	return;
-}
 
 # ---------------------------------------------------------------------
 # 1. rebuilds while a writer appends and the worker applies its events
@@ -94,7 +44,7 @@ for my $i (1 .. 3)
 		't', "rebuild $i while the writer appends");
 }
 $writer->quit;
-check_states('rebuilds beside a writer');
+$node->check_fold_states($db, 'counts', 'rebuilds beside a writer');
 
 # ---------------------------------------------------------------------
 # 2. kill -9 in the middle of a rebuild
@@ -118,11 +68,11 @@ eval { local $SIG{PIPE} = 'IGNORE'; $rebuild->quit; };
 eval { local $SIG{PIPE} = 'IGNORE'; $holder->quit; };
 $node->safe_psql($db, 'TRUNCATE block_at');
 $node->safe_psql($db, 'CALL appender(100)');
-check_states('after kill -9 in a rebuild');
+$node->check_fold_states($db, 'counts', 'after kill -9 in a rebuild');
 is( $node->safe_psql(
 		$db,
 		"SET client_min_messages = warning; SELECT projection.rebuild('counts') > 0"),
 	't', 'a rebuild after the crash');
-check_states('the rebuild after the crash');
+$node->check_fold_states($db, 'counts', 'the rebuild after the crash');
 
 done_testing();

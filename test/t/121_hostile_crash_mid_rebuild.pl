@@ -28,26 +28,14 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
+my $node = start_node('main');
 my $db = 'postgres';
-$node->create_ext($db);
 $node->create_exactly_once_tables($db);
+# at the positions of block_at, a client backend (not the worker) blocks on
+# the test's advisory lock 4242: in gate(), and so in count_fold
+$node->create_count_fold($db, 'client backend');
 $node->safe_psql(
 	$db, q{
--- at the positions of block_at, a client backend (not the worker) blocks
--- on the test's advisory lock 4242
-CREATE FUNCTION gate(pos bigint) RETURNS boolean
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-	IF EXISTS (SELECT FROM public.block_at b WHERE b.pos = gate.pos)
-	   AND (SELECT backend_type FROM pg_stat_activity WHERE pid = pg_backend_pid()) = 'client backend' THEN
-		PERFORM pg_advisory_xact_lock_shared(4242);
-	END IF;
-	RETURN true;
-END
-$$;
 SELECT projection.create('counter', NULL, '{Incremented}', tables => '{counters,applied}');
 SELECT projection.on_batch('counter',
 	'INSERT INTO public.applied (pos) SELECT global_position FROM batch WHERE public.gate(global_position)');
@@ -56,15 +44,6 @@ SELECT projection.on_batch('counter',
 	'INSERT INTO public.counters AS c SELECT 1, count(*) FROM batch
 	 ON CONFLICT (id) DO UPDATE SET n = c.n + excluded.n');
 
-CREATE FUNCTION count_fold(state jsonb, e projection.events) RETURNS jsonb
-LANGUAGE plpgsql AS $$
-BEGIN
-	PERFORM public.gate(e.global_position);
-	RETURN jsonb_build_object('n', coalesce((state->>'n')::bigint, 0) + 1,
-							  'sum', coalesce((state->>'sum')::bigint, 0) + (e.data->>'i')::bigint,
-							  'last', e.stream_version);
-END
-$$;
 -- the oracle: the same fold without the gate, folding every event
 CREATE FUNCTION count_full(state jsonb, e projection.events) RETURNS jsonb
 LANGUAGE sql AS $$

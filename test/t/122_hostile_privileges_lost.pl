@@ -29,11 +29,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
+my $node = start_node('main');
 my $db = 'postgres';
-$node->create_ext($db);
 $node->safe_psql(
 	$db, q{
 CREATE ROLE regress_h4_owner LOGIN;

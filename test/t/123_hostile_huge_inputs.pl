@@ -23,11 +23,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
+my $node = start_node('main');
 my $db = 'postgres';
-$node->create_ext($db);
 $node->safe_psql(
 	$db, q{
 -- n kB of text that pglz cannot compress: 100 kB of md5 hex repeated (its

@@ -22,11 +22,8 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ProjectionNode;
 
-my $node = new_node('main');
-$node->start;
-
+my $node = start_node('main');
 my $db = 'postgres';
-$node->create_ext($db);
 
 # (re)defines fold() with the given step; IMMUTABLE, as aggregate() needs
 sub define_fold
@@ -106,21 +103,24 @@ my $mixed = $node->safe_psql($db,
 cmp_ok($mixed, '>', 0, "the states hold events of the second body ($mixed of 20 streams)");
 is($node->status($db, 'folds')->{state}, 'running', 'the projection is running');
 
-# aggregate() with the fold as it is: the full fold with the second body, not the mixed states
-is( $node->safe_psql(
-		$db, q{
+# how many streams aggregate() with the fold as it is gives otherwise than
+# aggregate() with the full fold $full
+sub aggregate_differs
+{
+	my ($full) = @_;
+	return $node->safe_psql(
+		$db, qq{
 SELECT count(*) FILTER (WHERE projection.aggregate(s.stream_id, 'fold')
-						IS DISTINCT FROM projection.aggregate(s.stream_id, 'full_100'))
-  FROM (SELECT DISTINCT stream_id FROM projection.events) s}),
-	'0', 'aggregate() with the second body: the full fold');
+						IS DISTINCT FROM projection.aggregate(s.stream_id, '$full'))
+  FROM (SELECT DISTINCT stream_id FROM projection.events) s});
+}
+
+# aggregate() with the fold as it is: the full fold with the second body, not the mixed states
+is(aggregate_differs('full_100'), '0', 'aggregate() with the second body: the full fold');
 
 # the first body put back: the states still mix both, aggregate() folds every event
 define_fold(1);
-is( $node->safe_psql(
-		$db, q{
-SELECT count(*) FILTER (WHERE projection.aggregate(s.stream_id, 'fold')
-						IS DISTINCT FROM projection.aggregate(s.stream_id, 'full_1'))
-  FROM (SELECT DISTINCT stream_id FROM projection.events) s}),
+is(aggregate_differs('full_1'),
 	'0', 'the first body put back: aggregate() is its full fold, not the mixed states');
 
 # a rebuild folds every event with the fold as it is: the states are used again

@@ -47,41 +47,12 @@ BEGIN
 END
 $$;
 CREATE AGGREGATE count_agg(projection.events) (sfunc = count_fold, stype = jsonb, initcond = '{}');
-CREATE PROCEDURE appender(n int) LANGUAGE plpgsql AS $$
-BEGIN
-	FOR i IN 1 .. n LOOP
-		PERFORM projection.append('s-' || (i % 50), 'Counted', jsonb_build_object('i', i));
-		COMMIT;
-	END LOOP;
-END
-$$;
-INSERT INTO projection.events (stream_id, stream_version, event_type, data)
-SELECT 's-' || (i % 50), i / 50 + 1, 'Counted', jsonb_build_object('i', i)
-  FROM generate_series(0, 19999) i;
 });
+# 20,000 events over 50 streams, and appender(n) to append more
+$node->create_counted_streams($db, 20_000);
 
-# Every stream's state is the fold of its events (dead letters left out).
-sub check_states
-{
-	my ($what) = @_;
-
-	ok($node->wait_caught_up($db, 'counts'), "$what: caught up");
-	is( $node->safe_psql(
-			$db, q{
-SELECT (SELECT count(*) FROM projection.snapshots WHERE name = 'counts') || ' states, '
-	|| (SELECT count(*)
-		  FROM (SELECT e.stream_id, count_agg(e ORDER BY e.global_position)
-						 FILTER (WHERE e.global_position NOT IN (SELECT global_position FROM projection.dead_letters))
-						 AS state
-				  FROM projection.events e GROUP BY e.stream_id) f
-		  FULL JOIN (SELECT * FROM projection.snapshots WHERE name = 'counts') s USING (stream_id)
-		 WHERE s.state IS DISTINCT FROM f.state) || ' differ'
-}),
-		'50 states, 0 differ', "$what: every stream's state is the fold of its events");
-	my $st = $node->status($db, 'counts');
-	is($st->{state}, 'running', "$what: the projection is running");
-	return;
-}
+# check_fold_states: every stream's state is the fold of its events (dead
+# letters left out), the projection running
 
 # the pid of the backend or worker waiting for advisory lock 4242 in the fold
 my $waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'";
@@ -104,7 +75,7 @@ ok(kill('KILL', $pid), "kill -9 of the worker (pid $pid)");
 $node->wait_for_crash_restart($offset);
 eval { local $SIG{PIPE} = 'IGNORE'; $holder->quit; };
 $node->safe_psql($db, 'TRUNCATE block_at');
-check_states('after kill -9 in a catch-up');
+$node->check_fold_states($db, 'counts', 'after kill -9 in a catch-up', dead_letters => 1);
 
 # ---------------------------------------------------------------------
 # 2. snapshot() and projection.snapshots while a rebuild runs
@@ -135,7 +106,7 @@ $rebuild->quit;
 $holder->quit;
 $node->safe_psql($db, 'TRUNCATE block_at');
 is($node->safe_psql($db, $via_snapshot), $before, 'after the rebuild: the same states');
-check_states('after a rebuild read meanwhile');
+$node->check_fold_states($db, 'counts', 'after a rebuild read meanwhile', dead_letters => 1);
 
 # ---------------------------------------------------------------------
 # 3. pause and resume in the middle of a catch-up
@@ -155,7 +126,7 @@ $holder->query_safe('SELECT pg_advisory_unlock(4242)');
 $holder->quit;
 $node->safe_psql($db, "SELECT projection.resume('counts')");
 $node->safe_psql($db, 'TRUNCATE block_at');
-check_states('after pause and resume in a catch-up');
+$node->check_fold_states($db, 'counts', 'after pause and resume in a catch-up', dead_letters => 1);
 
 # ---------------------------------------------------------------------
 # 4. retry_dead_letters while the worker applies new events of the streams
@@ -166,7 +137,7 @@ $node->safe_psql($db,
 ok($node->wait_caught_up($db, 'counts'), 'the poison events were skipped');
 is($node->safe_psql($db, "SELECT count(*) FROM projection.dead_letters WHERE name = 'counts'"),
 	'10', 'ten dead letters');
-check_states('with dead letters');
+$node->check_fold_states($db, 'counts', 'with dead letters', dead_letters => 1);
 $node->safe_psql($db, 'UPDATE poison SET active = false');
 my $writer = $node->background_psql($db);
 $writer->query_until(qr/started/, "\\echo started\nCALL appender(2000);\n");
@@ -179,11 +150,11 @@ is($node->safe_psql($db, "SELECT count(*) FROM projection.dead_letters WHERE nam
 is( $node->safe_psql($db,
 		"SELECT count(*) FROM projection.dead_letters WHERE name = 'counts' AND sqlstate <> '55000'"),
 	'0', 'each because the state holds later events');
-check_states('after retry_dead_letters beside the worker');
+$node->check_fold_states($db, 'counts', 'after retry_dead_letters beside the worker', dead_letters => 1);
 is( $node->safe_psql($db, "SET client_min_messages = warning; SELECT projection.rebuild('counts') > 0"),
 	't', 'a rebuild');
 is($node->safe_psql($db, "SELECT count(*) FROM projection.dead_letters WHERE name = 'counts'"),
 	'0', 'no dead letters after the rebuild (the poison is gone)');
-check_states('the rebuild');
+$node->check_fold_states($db, 'counts', 'the rebuild', dead_letters => 1);
 
 done_testing();

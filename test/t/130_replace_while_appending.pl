@@ -28,10 +28,8 @@ use ProjectionNode;
 
 my $rounds = 100;
 
-my $node = new_node('main');
-$node->start;
+my $node = start_node('main');
 my $db = 'postgres';
-$node->create_ext($db);
 
 $node->safe_psql(
 	$db, q{
