@@ -1,8 +1,9 @@
 --
 -- newcomer: the first mistakes of a new user, and what the extension tells
 -- them (the newcomer audits: an empty stream in a plain INSERT, an internal
--- trigger function on the wrong table, PREPARE after an append, on_error on
--- an inline projection, singular counts in NOTICEs)
+-- trigger function on the wrong table, PREPARE after an append, a projection
+-- the role does not own, on_error on an inline projection, singular counts in
+-- NOTICEs)
 --
 \set VERBOSITY default
 
@@ -42,6 +43,24 @@ SELECT projection.create('nc_2pc', NULL, tables => '{nc_seen}', start_from => 'e
 PREPARE TRANSACTION 'regress_newcomer_registry';
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'regress_newcomer%';
+
+-- a role that does not own a projection is told how it could manage it, as
+-- for feeds
+CREATE ROLE regress_nc_owner NOLOGIN;
+CREATE ROLE regress_nc_other NOLOGIN;
+GRANT SELECT ON projection.events TO regress_nc_owner;
+GRANT SELECT, INSERT, UPDATE, DELETE ON nc_seen TO regress_nc_owner;
+SET ROLE regress_nc_owner;
+SELECT projection.create('nc_owned', NULL, tables => '{nc_seen}', start_from => 'end');
+SET ROLE regress_nc_other;
+SELECT projection.pause('nc_owned');
+\echo :LAST_ERROR_SQLSTATE
+SELECT projection.on_batch('nc_owned', 'INSERT INTO public.nc_seen SELECT global_position FROM batch');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT projection.drop('nc_owned');
+REVOKE ALL ON projection.events, nc_seen FROM regress_nc_owner;
+DROP ROLE regress_nc_owner, regress_nc_other;
 
 -- on_error => 'skip' on an inline projection: create says what it governs,
 -- as alter does

@@ -147,7 +147,10 @@ batch_lookup_owned(const char *name, MemoryContext cxt, Oid *owner, char **searc
 	if (!has_privs_of_role(GetUserId(), owner_id))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of projection \"%s\"", name)));
+				 errmsg("must be owner of projection \"%s\"", name),
+				 errhint("A member of the projection's owner role may manage it: GRANT %s TO %s.",
+						 quote_identifier(GetUserNameFromId(owner_id, false)),
+						 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
 	if (owner != NULL)
 		*owner = owner_id;
 	if (search_path != NULL)

@@ -186,7 +186,10 @@ projection_check_owner(ProjectionRow *row)
 	if (!has_privs_of_role(GetUserId(), row->owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of projection \"%s\"", row->name)));
+				 errmsg("must be owner of projection \"%s\"", row->name),
+				 errhint("A member of the projection's owner role may manage it: GRANT %s TO %s.",
+						 quote_identifier(GetUserNameFromId(row->owner, false)),
+						 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
 }
 
 void
