@@ -6,7 +6,9 @@
 # warns (55000, with the HINT to preload), and so does creating a feed (1.7:
 # before, create_feed succeeded silently and every poll failed); a feed
 # starting at the end and a poll are refused, saying why.  The extension in
-# a second database of that server says the same.  Then the library
+# a second database of that server says the same.  A non-owner managing a
+# projection whose owner role is gone gets "must be owner" with no HINT (the
+# HINT names the owner role to GRANT, and there is none).  Then the library
 # preloaded with too few max_worker_processes: create warns, and its HINT
 # counts the workers of one database (1.6 said "per database", which reads
 # as a multiple of the number of databases, contrary to the worker pool).
@@ -25,13 +27,14 @@ my $node = new_node('main');
 $node->append_conf('postgresql.conf', "shared_preload_libraries = ''");
 $node->start;
 
+my ($ret, $out, $err);
 for my $db ('postgres', 'second')
 {
 	$node->safe_psql('postgres', "CREATE DATABASE $db") if $db ne 'postgres';
 	$node->safe_psql($db, 'CREATE EXTENSION projection');
 	$node->safe_psql($db, 'CREATE TABLE t (id bigint PRIMARY KEY)');
 
-	my ($ret, $out, $err) = $node->psql($db,
+	($ret, $out, $err) = $node->psql($db,
 		"\\set VERBOSITY verbose\nSELECT projection.create('a', NULL, tables => '{t}')");
 	is($ret, 0, "$db: create of an async projection without the preloaded library succeeds");
 	like($err, qr/WARNING:  55000: async projections will not run: the projection library is not preloaded/,
@@ -65,6 +68,33 @@ for my $db ('postgres', 'second')
 	unlike($err, qr/WARNING/, "$db: without a WARNING");
 }
 
+# a non-owner's management call on a projection whose owner role is gone
+# (dropped where nothing refused it: no library loaded, the owner entries
+# lost): "must be owner", without a GRANT of a role that does not exist
+$node->safe_psql(
+	'postgres', q{
+CREATE ROLE regress_gone;
+CREATE ROLE regress_bystander;
+GRANT SELECT ON projection.events TO regress_gone;
+GRANT SELECT, INSERT, UPDATE, DELETE ON t TO regress_gone;
+SET ROLE regress_gone;
+SELECT projection.create('gone', NULL, tables => '{t}', start_from => 'end');
+RESET ROLE;
+REVOKE ALL ON projection.events, t FROM regress_gone;
+});
+# in a session that has not loaded the library (which would refuse DROP ROLE)
+$node->safe_psql(
+	'postgres', q{
+DELETE FROM pg_shdepend WHERE classid = 'projection.projections'::regclass;
+DROP ROLE regress_gone;
+});
+($ret, $out, $err) = $node->psql('postgres',
+	"SET ROLE regress_bystander;\n\\set VERBOSITY verbose\nSELECT projection.pause('gone')");
+isnt($ret, 0, "a non-owner's pause of a projection whose owner is gone fails");
+like($err, qr/ERROR:  42501: must be owner of projection "gone"/, 'as "must be owner"');
+unlike($err, qr/HINT/, 'with no GRANT to suggest');
+$node->safe_psql('postgres', "SELECT projection.drop('gone'); DROP ROLE regress_bystander");
+
 # the library preloaded, with too few background workers for one database's groups
 $node->stop;
 $node->append_conf('postgresql.conf', qq(
@@ -72,7 +102,7 @@ shared_preload_libraries = 'projection'
 max_worker_processes = 3
 ));
 $node->start;
-my ($ret, $out, $err) = $node->psql('postgres',
+($ret, $out, $err) = $node->psql('postgres',
 	"\\set VERBOSITY verbose\nSELECT projection.create('b', NULL, tables => '{t}', start_from => 'end')");
 is($ret, 0, 'create with max_worker_processes = 3 succeeds');
 like($err, qr/WARNING:  55000: async projections may not run: max_worker_processes is 3/,
