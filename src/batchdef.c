@@ -145,9 +145,17 @@ batch_lookup_owned(const char *name, MemoryContext cxt, Oid *owner, char **searc
 	desc = SPI_tuptable->tupdesc;
 	owner_id = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 	if (!has_privs_of_role(GetUserId(), owner_id))
+	{
+		/* NULL for an owner that no longer exists: no GRANT to suggest */
+		char	   *owner_name = GetUserNameFromId(owner_id, true);
+
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of projection \"%s\"", name)));
+				 errmsg("must be owner of projection \"%s\"", name),
+				 owner_name ? errhint("A member of the projection's owner role may manage it: GRANT %s TO %s.",
+									  quote_identifier(owner_name),
+									  quote_identifier(GetUserNameFromId(GetUserId(), false))) : 0));
+	}
 	if (owner != NULL)
 		*owner = owner_id;
 	if (search_path != NULL)

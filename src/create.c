@@ -137,7 +137,7 @@ warn_if_no_worker(void)
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("async projections may not run: max_worker_processes is %d", max_worker_processes),
-				 errhint("Raise max_worker_processes to at least %d (the launcher, the logical replication launcher and projection.workers_per_database per database), and restart the server.",
+				 errhint("Raise max_worker_processes to at least %d (the launcher, the logical replication launcher and the projection.workers_per_database workers of one busy database), and restart the server.",
 						 2 + projection_workers_per_database)));
 		return;
 	}
@@ -423,11 +423,23 @@ create_start(const CreateArgs *args, MemoryContext cxt)
 		def = create_new_def(args->name, cxt, &registry);
 		replayed = projection_replay_inline(def, 0, &last);
 		projection_registry_release(registry);
-		if (replayed > 0)
+		if (projection_replay_skipped() > 0)	/* on_error 'skip', as rebuild says */
 			ereport(NOTICE,
-					(errmsg("projection \"%s\" caught up with %lld events",
-							args->name, (long long) replayed)));
+					(errmsg_plural("projection \"%s\" caught up with %lld event, %lld skipped",
+								   "projection \"%s\" caught up with %lld events, %lld skipped",
+								   replayed, args->name, (long long) replayed,
+								   (long long) projection_replay_skipped()),
+					 errdetail("The skipped events and their errors are in projection.dead_letters.")));
+		else if (replayed > 0)
+			ereport(NOTICE,
+					(errmsg_plural("projection \"%s\" caught up with %lld event",
+								   "projection \"%s\" caught up with %lld events",
+								   replayed, args->name, (long long) replayed)));
 	}
+	if (args->is_inline && strcmp(args->on_error, "skip") == 0)
+		ereport(NOTICE,
+				(errmsg("on_error applies to the catch-up and rebuild of inline projection \"%s\" only", args->name),
+				 errdetail("An error in an inline projection's handler aborts the appending transaction.")));
 	if (!args->is_inline)
 	{
 		warn_if_no_worker();

@@ -363,8 +363,10 @@ projection_retry_dead_letters(PG_FUNCTION_ARGS)
 	projection_registry_release(registry);
 
 	ereport(NOTICE,
-			(errmsg("projection \"%s\": %lld dead letters retried, %lld applied, %lld still failing",
-					name, (long long) (applied + failed), (long long) applied, (long long) failed)));
+			(errmsg_plural("projection \"%s\": %lld dead letter retried, %lld applied, %lld still failing",
+						   "projection \"%s\": %lld dead letters retried, %lld applied, %lld still failing",
+						   applied + failed, name, (long long) (applied + failed), (long long) applied,
+						   (long long) failed)));
 	if (applied + failed > 0)
 		projection_log_at_commit(psprintf("projection \"%s\": %lld dead letters retried with projection.retry_dead_letters(), %lld applied, %lld still failing",
 										  name, (long long) (applied + failed), (long long) applied, (long long) failed));

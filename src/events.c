@@ -340,6 +340,11 @@ projection_position_trigger(PG_FUNCTION_ARGS)
 						RelationGetRelationName(td->tg_relation)),
 				 errtable(td->tg_relation)));
 	stream_id = DatumGetTextPP(values[Anum_events_stream_id - 1]);
+	if (VARSIZE_ANY_EXHDR(stream_id) == 0)	/* as append() refuses it */
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("stream_id of an event must not be empty"),
+				 errtable(td->tg_relation)));
 
 	if (!nulls[Anum_events_global_position - 1])
 	{
@@ -481,6 +486,11 @@ projection_append_only_trigger(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("function \"%s\" was not called by trigger manager",
+						"projection._append_only")));
+	if (RelationGetRelid(td->tg_relation) != projection_oids()->events)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"%s\" may only be used on projection.events",
 						"projection._append_only")));
 
 	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))

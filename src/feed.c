@@ -435,6 +435,11 @@ projection_create_feed(PG_FUNCTION_ARGS)
 						   partitions),
 				 errhint("Create the index, which every append then also updates: CREATE INDEX CONCURRENTLY ON projection.events (projection.feed_partition(stream_id, %d), global_position);",
 						 partitions)));
+	if (ProjectionAppenders == NULL || ProjectionShared == NULL)	/* as create() warns */
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("feed \"%s\" cannot be polled: the projection library is not preloaded", name),
+				 errhint("Add \"projection\" to shared_preload_libraries and restart the server.")));
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_VOID();

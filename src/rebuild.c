@@ -139,12 +139,15 @@ projection_rebuild(PG_FUNCTION_ARGS)
 									  name, (long long) replayed, (long long) projection_replay_skipped()));
 	if (projection_replay_skipped() > 0)
 		ereport(NOTICE,
-				(errmsg("projection \"%s\" rebuilt from %lld events, %lld skipped", name,
-						(long long) replayed, (long long) projection_replay_skipped()),
+				(errmsg_plural("projection \"%s\" rebuilt from %lld event, %lld skipped",
+							   "projection \"%s\" rebuilt from %lld events, %lld skipped",
+							   replayed, name, (long long) replayed, (long long) projection_replay_skipped()),
 				 errdetail("The skipped events and their errors are in projection.dead_letters.")));
 	else
 		ereport(NOTICE,
-				(errmsg("projection \"%s\" rebuilt from %lld events", name, (long long) replayed)));
+				(errmsg_plural("projection \"%s\" rebuilt from %lld event",
+							   "projection \"%s\" rebuilt from %lld events",
+							   replayed, name, (long long) replayed)));
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_INT64(replayed);

@@ -184,9 +184,17 @@ void
 projection_check_owner(ProjectionRow *row)
 {
 	if (!has_privs_of_role(GetUserId(), row->owner))
+	{
+		/* NULL for an owner that no longer exists: no GRANT to suggest */
+		char	   *owner = GetUserNameFromId(row->owner, true);
+
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of projection \"%s\"", row->name)));
+				 errmsg("must be owner of projection \"%s\"", row->name),
+				 owner ? errhint("A member of the projection's owner role may manage it: GRANT %s TO %s.",
+								 quote_identifier(owner),
+								 quote_identifier(GetUserNameFromId(GetUserId(), false))) : 0));
+	}
 }
 
 void

@@ -58,12 +58,14 @@ projection_xact_callback(XactEvent event, void *arg)
 				ereport(ERROR,
 						(errcode(ERRCODE_PROJECTION_PREPARE_APPENDED),
 						 errmsg("cannot PREPARE a transaction that has appended events"),
-						 errdetail("Async projections could not order its events safely.")));
+						 errdetail("Async projections could not order its events safely."),
+						 errhint("Commit the transaction instead, or append the events in a transaction of their own.")));
 			if (projection_registry_changed_in_xact())
 				ereport(ERROR,
 						(errcode(ERRCODE_PROJECTION_PREPARE_APPENDED),
 						 errmsg("cannot PREPARE a transaction that has changed the projection registry"),
-						 errdetail("Sessions could not tell when the change becomes visible.")));
+						 errdetail("Sessions could not tell when the change becomes visible."),
+						 errhint("Change the registry in a transaction that is not prepared.")));
 			break;
 		case XACT_EVENT_PRE_COMMIT:
 			/*

@@ -11,7 +11,9 @@
 # "postgres" in a temporary directory (shared_preload_libraries = 'projection',
 # Unix socket only, on a free port), runs test/demo.sql in a new database with
 # psql, then stops the server and removes the directory, whatever happened.
-# The exit status is non-zero if any step or any statement of the demo failed.
+# The compiler's output goes to a log that is shown only if the build fails.
+# The exit status is non-zero if any step, any statement or any check of the
+# demo failed (the demo raises an error when a check does not hold).
 #
 # Environment:
 #   PG_CFLAGS   compiler flags for the build (default: none)
@@ -31,25 +33,35 @@ pj_install_packages
 # in /tmp, whatever TMPDIR says: the "postgres" user must reach it
 D=$(mktemp -d /tmp/projection-demo.XXXXXX)
 bindir=
+build_log=
 finish() {
     local rc=$?
 
     if [ -n "$bindir" ] && [ -f "$D/data/postmaster.pid" ]; then
         pj_as_postgres "$bindir/pg_ctl" -D "$D/data" -m fast -w stop >/dev/null || true
     fi
+    if [ "$rc" -ne 0 ] && [ -n "$build_log" ] && [ -s "$build_log" ]; then
+        printf '\n===== build log (last 50 lines) =====\n' >&2
+        tail -n 50 "$build_log" >&2
+    fi
     if [ "$rc" -ne 0 ] && [ -s "$D/server.log" ]; then
         printf '\n===== server log (last 100 lines) =====\n' >&2
         tail -n 100 "$D/server.log" >&2
     fi
     rm -rf "$D"
-    [ "$rc" -eq 0 ] && echo "demo finished" || echo "demo FAILED (exit status $rc)" >&2
+    [ "$rc" -eq 0 ] && echo "demo finished: every step and check passed" ||
+        echo "demo FAILED (exit status $rc)" >&2
     exit "$rc"
 }
 trap finish EXIT
 
 [ -n "${PG_CONFIG:-}" ] || PG_CONFIG=$(pj_private_tree "$D/pg")
 pj_stage_tree "$top" "$D/tree"
-pj_build_install "$D/tree" "${PG_CFLAGS-}"
+# the compiler's output goes to a log, shown only if the build fails
+pj_say "building the extension and installing it into $("$PG_CONFIG" --pkglibdir)"
+build_log=$D/build.log
+pj_build_install "$D/tree" "${PG_CFLAGS-}" >"$build_log" 2>&1
+build_log=
 bindir=$("$PG_CONFIG" --bindir)
 port=${DEMO_PORT:-$(pj_free_port 55440)}
 chown -R postgres:postgres "$D"

@@ -663,12 +663,14 @@ $$;
 \echo '=== Appending events: a product description changes; both orders ship'
 SELECT projection.append('product-P-202', 'ProductUpdated',
     '{"product_id": "P-202", "name": "Wireless Mechanical Keyboard", "description": "Tenkeyless keyboard with hot-swappable switches, now with a 2.4 GHz wireless mode.", "category": "computer accessories", "tags": ["keyboard", "mechanical", "wireless"], "updated_at": "2024-03-02T09:00:00Z"}'
-    ) AS global_position;
+    ) AS position \gset
+\echo '    appended ProductUpdated of product-P-202 at global_position' :position
 
 -- optimistic concurrency: O-1001 has five events, so this append expects version 5
 SELECT projection.append('order-O-1001', 'OrderShipped',
     '{"order_id": "O-1001", "shipped_at": "2024-03-02T14:00:00Z"}',
-    expected_version => 5) AS global_position;
+    expected_version => 5) AS position \gset
+\echo '    appended OrderShipped of order-O-1001 (expected_version 5) at global_position' :position
 
 -- a writer that read an older version of the stream is refused, and nothing is appended
 DO $$
@@ -686,7 +688,8 @@ END;
 $$;
 
 SELECT projection.append('order-O-1002', 'OrderShipped',
-    '{"order_id": "O-1002", "shipped_at": "2024-03-02T15:30:00Z"}') AS global_position;
+    '{"order_id": "O-1002", "shipped_at": "2024-03-02T15:30:00Z"}') AS position \gset
+\echo '    appended OrderShipped of order-O-1002 at global_position' :position
 
 \echo '=== Appending events: order O-1003 is placed and cancelled'
 DO $$
@@ -704,15 +707,18 @@ $$;
 BEGIN;
 SELECT projection.append('order-O-1001', 'OrderCompleted',
     '{"order_id": "O-1001", "customer_id": "C-100", "total_amount": 224.98, "item_count": 2, "completed_at": "2024-03-04T10:30:00Z"}'
-    ) AS global_position;
+    ) AS position \gset
+\echo '    appended OrderCompleted of order-O-1001 at global_position' :position
 SELECT projection.append('customer-C-100', 'CustomerTierChanged',
     '{"customer_id": "C-100", "old_tier": "bronze", "new_tier": "silver", "changed_at": "2024-03-04T10:30:00Z"}'
-    ) AS global_position;
+    ) AS position \gset
+\echo '    appended CustomerTierChanged of customer-C-100 at global_position' :position
 COMMIT;
 
 SELECT projection.append('order-O-1002', 'OrderCompleted',
     '{"order_id": "O-1002", "customer_id": "C-101", "total_amount": 118.00, "item_count": 1, "completed_at": "2024-03-04T16:45:00Z"}'
-    ) AS global_position;
+    ) AS position \gset
+\echo '    appended OrderCompleted of order-O-1002 at global_position' :position
 
 \echo '=== Appending events: a price change, a product withdrawn, order O-1004 (Carol), reviews, a refund'
 DO $$
@@ -763,8 +769,13 @@ SELECT order_id, customer_id, status, total_amount, item_count,
 \echo
 \echo '=== Async projections: projection.wait() until the worker has applied the last event (read-your-writes)'
 SELECT max(global_position) AS last_position FROM projection.events \gset
-SELECT projection.wait('daily_sales', :last_position, '30 s') AS daily_sales_caught_up,
-       projection.wait('customer_activity', :last_position, '30 s') AS customer_activity_caught_up;
+SELECT projection.wait('daily_sales', :last_position, '30 s') AND
+       projection.wait('customer_activity', :last_position, '30 s') AS caught_up \gset
+\echo 'wait() until position' :last_position 'for daily_sales and customer_activity:' :caught_up
+\if :caught_up
+\else
+    DO $$ BEGIN RAISE EXCEPTION 'the async projections did not catch up within 30 s: see projection.status'; END $$;
+\endif
 
 \echo
 \echo '=== Read model: shop.daily_sales (projection "daily_sales")'
@@ -810,7 +821,12 @@ SELECT jsonb_pretty(projection.aggregate('order-O-1001', 'shop.order_fold')) AS 
 
 \echo
 \echo '=== Snapshot projection "order_state": the stored states (projection.snapshots)'
-SELECT projection.wait('order_state', :last_position, '30 s') AS order_state_caught_up;
+SELECT projection.wait('order_state', :last_position, '30 s') AS caught_up \gset
+\echo 'order_state caught up:' :caught_up
+\if :caught_up
+\else
+    DO $$ BEGIN RAISE EXCEPTION 'order_state did not catch up within 30 s: see projection.status'; END $$;
+\endif
 SELECT stream_id, state->>'status' AS status, state->>'total_amount' AS total_amount,
        state->'items' AS items, version
   FROM projection.snapshots
@@ -857,7 +873,12 @@ SELECT (SELECT count(*) FROM order_summaries_before) AS rows_before,
 CREATE TEMP TABLE daily_sales_before AS TABLE shop.daily_sales;
 
 SELECT projection.rebuild('daily_sales') AS events_replayed;
-SELECT projection.wait('daily_sales', :last_position, '30 s') AS caught_up;
+SELECT projection.wait('daily_sales', :last_position, '30 s') AS caught_up \gset
+\echo 'caught up again:' :caught_up
+\if :caught_up
+\else
+    DO $$ BEGIN RAISE EXCEPTION 'daily_sales did not catch up after its rebuild within 30 s'; END $$;
+\endif
 
 SELECT NOT EXISTS ((TABLE daily_sales_before EXCEPT ALL TABLE shop.daily_sales)
                    UNION ALL
@@ -875,8 +896,13 @@ SELECT NOT EXISTS ((TABLE daily_sales_before EXCEPT ALL TABLE shop.daily_sales)
 
 \echo
 \echo '=== Batch statements (projection.on_batch) against per-event handlers: the same read models'
-SELECT projection.wait('daily_sales_set', :last_position, '30 s') AS daily_sales_set_caught_up,
-       projection.wait('customer_activity_set', :last_position, '30 s') AS customer_activity_set_caught_up;
+SELECT projection.wait('daily_sales_set', :last_position, '30 s') AND
+       projection.wait('customer_activity_set', :last_position, '30 s') AS caught_up \gset
+\echo 'daily_sales_set and customer_activity_set caught up:' :caught_up
+\if :caught_up
+\else
+    DO $$ BEGIN RAISE EXCEPTION 'the async set-based projections did not catch up within 30 s'; END $$;
+\endif
 -- once as the events came (inline: one batch per append; async: the worker's
 -- batches), then rebuilt, where one batch holds every event: both give the
 -- per-event read models
@@ -912,7 +938,12 @@ SELECT projection.rebuild('order_summary_set'), projection.rebuild('product_sear
        projection.rebuild('daily_sales_set'), projection.rebuild('customer_activity_set');
 \o
 SELECT projection.wait('daily_sales_set', :last_position, '30 s') AND
-       projection.wait('customer_activity_set', :last_position, '30 s') AS rebuilt_and_caught_up;
+       projection.wait('customer_activity_set', :last_position, '30 s') AS caught_up \gset
+\echo 'rebuilt, and the async ones caught up again:' :caught_up
+\if :caught_up
+\else
+    DO $$ BEGIN RAISE EXCEPTION 'the async set-based projections did not catch up after their rebuild'; END $$;
+\endif
 INSERT INTO set_based_check SELECT read_model, identical, 'rebuilt' FROM set_based_diff;
 SELECT read_model, pass, identical FROM set_based_check ORDER BY read_model, pass DESC;
 SELECT bool_and(identical) AS all_identical FROM set_based_check \gset
@@ -926,10 +957,10 @@ SELECT bool_and(identical) AS all_identical FROM set_based_check \gset
 -- ---------------------------------------------------------------------------
 
 \echo
-\echo '=== SELECT * FROM projection.status'
-\x on
-SELECT * FROM projection.status ORDER BY name;
-\x off
+\echo '=== projection.status (SELECT * shows every column: handler, event_types, tables, last_error, ...)'
+SELECT name, mode, state, position, lag_events, lag_seconds, dead_letters, on_error, owner
+  FROM projection.status ORDER BY name;
 
-\echo
-\echo '=== Demo complete'
+\echo '=== Demo complete: every check passed (read-your-writes with wait(), the expected_version'
+\echo '=== conflict, rebuilds identical, set-based read models equal to the per-event ones,'
+\echo '=== snapshot() equal to aggregate())'
