@@ -396,8 +396,13 @@ projection_nack(PG_FUNCTION_ARGS)
 		result = lease.stream != NULL ? lease.position : failed;
 		ereport(WARNING,
 				(errcode(ERRCODE_WARNING),
-				 errmsg("feed \"%s\" parked %s after %d failed attempts", name,
-						row->park_stream ? "a stream" : "an event", attempts),
+				 row->park_stream ?
+				 errmsg_plural("feed \"%s\" parked a stream after %d failed attempt",
+							   "feed \"%s\" parked a stream after %d failed attempts",
+							   attempts, name, attempts) :
+				 errmsg_plural("feed \"%s\" parked an event after %d failed attempt",
+							   "feed \"%s\" parked an event after %d failed attempts",
+							   attempts, name, attempts),
 				 row->park_stream ?
 				 errdetail("The event at position %lld and the later events of its stream are held back; the partition goes on with the other streams.",
 						   (long long) failed) :
