@@ -146,6 +146,7 @@ SELECT projection.resume('sqf_async');
 SELECT projection.wait('sqf_async', (SELECT max(global_position) FROM projection.events), '60 s');
 SELECT fold_definition IS NULL AS forgotten FROM projection.snapshot_defs d
   JOIN projection.projections p ON p.id = d.projection_id WHERE p.name = 'sqf_async';
+SELECT state FROM projection.snapshots WHERE name = 'sqf_async' AND stream_id = 'sqf-6';
 SELECT projection.drop('sqf_inline');
 
 -- STRICT: a NULL state stays NULL without evaluating the body
