@@ -52,6 +52,7 @@ OBJS = \
 	src/feedpark.o \
 	src/snapshot.o \
 	src/snapfold.o \
+	src/foldexpr.o \
 	src/snapapply.o \
 	src/snapstates.o \
 	src/pool.o
@@ -61,7 +62,7 @@ DATA = $(wildcard sql/projection--*.sql)
 PG_CPPFLAGS = -I$(srcdir)/src
 
 # pg_regress: one topic per file in sql/, expected output in expected/
-REGRESS = setup events registry inline security rebuild aggregate aggregate_memory events_subxact privileges manage handler_redefine handler_settings lifecycle batch snapshot feeds feed_owners feed_leases feed_poll_ack privileges_owners retry_batch dead_letters_paths hostile_snapshot_retry snapshot_guard inline_recursion aggregate_snapshot batch_memory hostile_aggregate_trust hostile_subxact_inline snapshot_batches feed_park_stream hostile_snapshot_fold newcomer
+REGRESS = setup events registry inline security rebuild aggregate aggregate_memory events_subxact privileges manage handler_redefine handler_settings lifecycle batch snapshot feeds feed_owners feed_leases feed_poll_ack privileges_owners retry_batch dead_letters_paths hostile_snapshot_retry snapshot_guard inline_recursion aggregate_snapshot batch_memory hostile_aggregate_trust hostile_subxact_inline snapshot_batches feed_park_stream hostile_snapshot_fold newcomer snapshot_sql_fold
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/projection.conf
 
 # isolation specs live in test/specs, expected output in test/expected

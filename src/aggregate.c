@@ -27,6 +27,7 @@
 #include "catalog.h"
 #include "eventread.h"
 #include "events.h"
+#include "foldexpr.h"
 #include "projection.h"
 #include "snapfold.h"
 #include "spiutil.h"
@@ -47,13 +48,16 @@ PG_FUNCTION_INFO_V1(projection_aggregate);
  * fold runs in event_cxt, reset after every event, and only the current
  * state survives it, copied (detoasted, so it points into neither the event
  * rows nor a table) into one of two state contexts, the previous state's
- * being reset then.
+ * being reset then.  A fold with an SQL-standard body is evaluated as an
+ * expression (foldexpr.c) instead of being called.
  */
 typedef struct AggregateFold
 {
 	FmgrInfo	flinfo;
 	bool		strict;
 	bool		immutable;
+	bool		use_expr;
+	FoldExpr	expr;
 	Datum		state;
 	bool		state_null;
 	MemoryContext event_cxt;
@@ -63,7 +67,8 @@ typedef struct AggregateFold
 
 /*
  * A fold must be fold(state jsonb, e projection.events) RETURNS jsonb,
- * executable by the caller; sets up f->flinfo and f->strict.
+ * executable by the caller; sets up f->flinfo, f->strict and how it is
+ * called (f->use_expr, f->expr, in the current context).
  */
 static void
 aggregate_check_fold(Oid fold, AggregateFold *f)
@@ -92,6 +97,7 @@ aggregate_check_fold(Oid fold, AggregateFold *f)
 	if (pg_proc_aclcheck(fold, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(fold));
 	fmgr_info(fold, &f->flinfo);
+	f->use_expr = projection_fold_expr_begin(&f->expr, fold);
 }
 
 /* Fold one event into f->state (see AggregateFold for the memory). */
@@ -105,14 +111,20 @@ aggregate_fold_event(AggregateFold *f, Datum event)
 
 	if (f->strict && f->state_null)
 		return;
-	InitFunctionCallInfoData(*call, &f->flinfo, 2, InvalidOid, NULL, NULL);
-	call->args[0].value = f->state;
-	call->args[0].isnull = f->state_null;
-	call->args[1].value = event;
-	call->args[1].isnull = false;
 	oldcxt = MemoryContextSwitchTo(f->event_cxt);
-	result = FunctionCallInvoke(call);
-	f->state_null = call->isnull;
+	if (f->use_expr)
+		result = projection_fold_expr_eval(&f->expr, f->state, f->state_null, NULL, event,
+										   &f->state_null);
+	else
+	{
+		InitFunctionCallInfoData(*call, &f->flinfo, 2, InvalidOid, NULL, NULL);
+		call->args[0].value = f->state;
+		call->args[0].isnull = f->state_null;
+		call->args[1].value = event;
+		call->args[1].isnull = false;
+		result = FunctionCallInvoke(call);
+		f->state_null = call->isnull;
+	}
 	if (!f->state_null)
 	{
 		MemoryContext swap;
@@ -348,6 +360,7 @@ projection_aggregate(PG_FUNCTION_ARGS)
 			break;
 	}
 	SPI_freeplan(plan);
+	projection_fold_expr_end(&f.expr);
 
 	/* the state lives in SPI memory: copy it out before SPI_finish */
 	if (!f.state_null)

@@ -291,6 +291,7 @@ snapshot_fold_streams(SnapshotBatch *b, MemoryContext cxt, SnapshotChanged *chan
 	projection_snapshot_fold_init(&fold, &b->def);
 	for (i = 0; i < b->nstreams; i++)
 		snapshot_fold_stream(b, &b->streams[b->sorted[i]], &fold, cxt, changed);
+	projection_snapshot_fold_end(&fold);
 	if (in_scope)
 		projection_owner_leave(&scope);
 }

@@ -36,6 +36,7 @@
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 
+#include "foldexpr.h"
 #include "handler.h"
 #include "projection.h"
 #include "snapfold.h"
@@ -152,6 +153,8 @@ projection_snapshot_fold_init(SnapshotFold *f, SnapshotDef *def)
 	fmgr_info(def->fold, &f->flinfo);
 	f->strict = def->fold_strict;
 	f->plpgsql = fold_is_plpgsql(def->fold);
+	memset(&f->expr, 0, sizeof(f->expr));
+	f->use_expr = !f->plpgsql && projection_fold_expr_begin(&f->expr, def->fold);
 	f->cxt[0] = AllocSetContextCreate(CurrentMemoryContext, "projection snapshot fold",
 									  ALLOCSET_DEFAULT_SIZES);
 	f->cxt[1] = AllocSetContextCreate(CurrentMemoryContext, "projection snapshot fold",
@@ -181,22 +184,31 @@ fold_call_begin(SnapshotFold *f)
  * call and its result live in one of two contexts, the other (the state
  * before, which was its argument) is emptied at the next call.  A result
  * that is not a fresh flat value in that context (any fold but PL/pgSQL's
- * may return its argument, or a part of the event) is copied into it.
+ * may return its argument, or a part of the event) is copied into it.  A
+ * fold with an SQL-standard body is evaluated as an expression instead of
+ * being called (foldexpr.c), over the event row "row" if not NULL (rather
+ * than a datum of it).
  */
 static void
-fold_call(SnapshotFold *f, Datum *state, bool *state_null, Datum event, MemoryContext oldcxt)
+fold_call(SnapshotFold *f, Datum *state, bool *state_null, HeapTuple row, Datum event,
+		  MemoryContext oldcxt)
 {
 	Datum		result;
 
 	LOCAL_FCINFO(call, 2);
 
-	InitFunctionCallInfoData(*call, &f->flinfo, 2, InvalidOid, NULL, NULL);
-	call->args[0].value = *state;
-	call->args[0].isnull = *state_null;
-	call->args[1].value = event;
-	call->args[1].isnull = false;
-	result = FunctionCallInvoke(call);
-	*state_null = call->isnull;
+	if (f->use_expr)
+		result = projection_fold_expr_eval(&f->expr, *state, *state_null, row, event, state_null);
+	else
+	{
+		InitFunctionCallInfoData(*call, &f->flinfo, 2, InvalidOid, NULL, NULL);
+		call->args[0].value = *state;
+		call->args[0].isnull = *state_null;
+		call->args[1].value = event;
+		call->args[1].isnull = false;
+		result = FunctionCallInvoke(call);
+		*state_null = call->isnull;
+	}
 	if (!*state_null)
 	{
 		if (!f->plpgsql || VARATT_IS_EXTENDED(DatumGetPointer(result)))
@@ -220,7 +232,7 @@ projection_snapshot_fold_event(SnapshotFold *f, Datum *state, bool *state_null, 
 	if (f->strict && *state_null)
 		return;
 	oldcxt = fold_call_begin(f);
-	fold_call(f, state, state_null, event, oldcxt);
+	fold_call(f, state, state_null, NULL, event, oldcxt);
 }
 
 /*
@@ -228,8 +240,9 @@ projection_snapshot_fold_event(SnapshotFold *f, Datum *state, bool *state_null, 
  * a datum.  A PL/pgSQL fold gets it as a read/write expanded record over
  * the row, which it takes over without a copy; other folds (and rows with
  * values kept out of line, TOAST, which a composite datum cannot hold) get
- * a composite datum copied from it, as a whole-row reference gives.  The
- * row must stay valid during the call.
+ * a composite datum copied from it, as a whole-row reference gives; a
+ * fold evaluated as an expression reads the row's columns (foldexpr.c).
+ * The row must stay valid during the call.
  */
 void
 projection_snapshot_fold_row(SnapshotFold *f, Datum *state, bool *state_null, HeapTuple row,
@@ -241,7 +254,9 @@ projection_snapshot_fold_row(SnapshotFold *f, Datum *state, bool *state_null, He
 	if (f->strict && *state_null)
 		return;
 	oldcxt = fold_call_begin(f);
-	if (f->plpgsql && !HeapTupleHasExternal(row))
+	if (f->use_expr)
+		event = (Datum) 0;		/* the expression reads the row's columns */
+	else if (f->plpgsql && !HeapTupleHasExternal(row))
 	{
 		ExpandedRecordHeader *erh = make_expanded_record_from_tupdesc(desc, CurrentMemoryContext);
 
@@ -250,7 +265,7 @@ projection_snapshot_fold_row(SnapshotFold *f, Datum *state, bool *state_null, He
 	}
 	else
 		event = heap_copy_tuple_as_datum(row, desc);
-	fold_call(f, state, state_null, event, oldcxt);
+	fold_call(f, state, state_null, row, event, oldcxt);
 }
 
 /* Forget the fold's contexts' contents (after the state was copied out). */
@@ -259,6 +274,16 @@ projection_snapshot_fold_reset(SnapshotFold *f)
 {
 	MemoryContextReset(f->cxt[0]);
 	MemoryContextReset(f->cxt[1]);
+}
+
+/*
+ * After the last event: free the fold's expression (its contexts, which
+ * may hold the last state, go with their parent).
+ */
+void
+projection_snapshot_fold_end(SnapshotFold *f)
+{
+	projection_fold_expr_end(&f->expr);
 }
 
 /* Enter the projection's owner scope (its role, SECURITY_RESTRICTED_OPERATION, its search_path). */
@@ -291,7 +316,7 @@ fold_definition_add(StringInfo buf, const char *label, const char *value)
 
 /*
  * A digest (md5, hex, palloc'd) of what decides a fold's results: its body
- * (prosrc, probin), language, settings (proconfig: search_path and the
+ * (prosrc, probin, and since 1.7 prosqlbody), language, settings (proconfig: search_path and the
  * like), volatility, strictness, security and owner, read from the syscache
  * (the definition fmgr calls).  create_snapshot and rebuild record it when
  * the states start; aggregate() uses the states only while the fold's digest
@@ -321,6 +346,10 @@ projection_snapshot_fold_definition(Oid fold)
 	fold_definition_add(&buf, "src", isnull ? NULL : TextDatumGetCString(d));
 	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_probin, &isnull);
 	fold_definition_add(&buf, "bin", isnull ? NULL : TextDatumGetCString(d));
+	/* an SQL-standard body (prosrc is then empty); absent from older digests, so added only if set */
+	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosqlbody, &isnull);
+	if (!isnull)
+		fold_definition_add(&buf, "sqlbody", TextDatumGetCString(d));
 	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_proconfig, &isnull);
 	fold_definition_add(&buf, "config", isnull ? NULL : OidOutputFunctionCall(F_ARRAY_OUT, d));
 	fold_definition_add(&buf, "lang", get_language_name(proc->prolang, true));

@@ -15,6 +15,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 
+#include "foldexpr.h"
 #include "handler.h"
 
 /* a snapshot projection, as read from the registry */
@@ -36,6 +37,8 @@ typedef struct SnapshotFold
 	FmgrInfo	flinfo;
 	bool		strict;
 	bool		plpgsql;		/* PL/pgSQL: see snapfold.c fold_is_plpgsql */
+	bool		use_expr;		/* an SQL-standard body evaluated as an expression (foldexpr.c) */
+	FoldExpr	expr;
 	MemoryContext cxt[2];		/* the calls' and their results', in turn */
 	int			cur;			/* the one holding the last result */
 } SnapshotFold;
@@ -48,6 +51,7 @@ extern void projection_snapshot_fold_event(SnapshotFold *f, Datum *state, bool *
 extern void projection_snapshot_fold_row(SnapshotFold *f, Datum *state, bool *state_null,
 										 HeapTuple row, TupleDesc desc);
 extern void projection_snapshot_fold_reset(SnapshotFold *f);
+extern void projection_snapshot_fold_end(SnapshotFold *f);
 extern char *projection_snapshot_fold_definition(Oid fold);
 extern void projection_snapshot_record_fold(int32 projection_id);
 extern void projection_snapshot_check_fold(SnapshotDef *def);

@@ -220,6 +220,7 @@ snapshot_fold_forward(SnapshotDef *def, text *stream_id, int64 pos, Datum *state
 		if (!rows.full)
 			break;
 	}
+	projection_snapshot_fold_end(&fold);
 	SPI_freeplan(plan);
 }
 

@@ -47,7 +47,14 @@ is($node->safe_psql($db, 'SELECT min(global_position) || \'-\' || max(global_pos
 my $holder = $node->background_psql($db);
 $holder->query_safe('SELECT pg_advisory_lock(4201), pg_advisory_lock(4202)');
 
-my $waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'";
+# the backend waiting for advisory lock $key (pg_locks, not pg_stat_activity:
+# right after the first lock is released the worker is still shown waiting
+# for it until it wakes, which a wait for the second must not take for it)
+sub waiting
+{
+	my ($key) = @_;
+	return "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = $key";
+}
 
 # the grand total of the worker's memory contexts, logged now
 sub worker_memory
@@ -63,14 +70,14 @@ sub worker_memory
 }
 
 $node->safe_psql($db, "SELECT projection.create_snapshot('counts', 'count_fold')");
-ok($node->poll_query_until($db, "SELECT count(*) = 1 FROM ($waiting) w"),
+ok($node->poll_query_until($db, "SELECT count(*) = 1 FROM (" . waiting(4201) . ") w"),
 	'the worker stops in its fold at event 20,000');
-my $pid = $node->safe_psql($db, $waiting);
+my $pid = $node->safe_psql($db, waiting(4201));
 my $first = worker_memory($pid);
 $holder->query_safe('SELECT pg_advisory_unlock(4201)');
-ok($node->poll_query_until($db, "SELECT count(*) = 1 FROM ($waiting) w"),
+ok($node->poll_query_until($db, "SELECT count(*) = 1 FROM (" . waiting(4202) . ") w"),
 	'the worker stops in its fold at event 180,000');
-is($node->safe_psql($db, $waiting), $pid, 'the same worker');
+is($node->safe_psql($db, waiting(4202)), $pid, 'the same worker');
 my $second = worker_memory($pid);
 note("worker memory: $first bytes at event 20,000, $second bytes at event 180,000");
 cmp_ok($second, '<', $first + 8 * 1024 * 1024,
