@@ -92,3 +92,10 @@ SELECT retried, applied, failed FROM projection.retry_dead_letters('nc_two');
 SELECT projection.drop('nc_two');
 DROP FUNCTION nc_apply(projection.events);
 DROP TABLE nc_seen;
+
+-- an event imported with its position (as a restore of a database where 1.6
+-- stored an empty stream_id does) is taken as it is
+SELECT max(global_position) + 1 AS nc_pos FROM projection.events \gset
+INSERT INTO projection.events (global_position, stream_id, event_type, data)
+VALUES (:nc_pos, '', 'NcImported', '{}');
+SELECT count(*) AS imported FROM projection.events WHERE event_type = 'NcImported' AND stream_id = '';

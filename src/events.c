@@ -340,7 +340,12 @@ projection_position_trigger(PG_FUNCTION_ARGS)
 						RelationGetRelationName(td->tg_relation)),
 				 errtable(td->tg_relation)));
 	stream_id = DatumGetTextPP(values[Anum_events_stream_id - 1]);
-	if (VARSIZE_ANY_EXHDR(stream_id) == 0)	/* as append() refuses it */
+	/*
+	 * A new event's stream must not be empty, as append() says; an event
+	 * imported with its position (a restore of a database where 1.6 stored
+	 * one) is taken as it is.
+	 */
+	if (nulls[Anum_events_global_position - 1] && VARSIZE_ANY_EXHDR(stream_id) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("stream_id of an event must not be empty"),
