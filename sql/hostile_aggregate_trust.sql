@@ -70,6 +70,7 @@ SELECT projection.on_batch('hat_other',
     'SELECT projection._snapshot_apply(''hat_counts'', pg_catalog.array_agg(b::projection.events)) FROM batch b');
 SELECT projection.append('hat-3', 'HatEvent', '{}') AS p \gset
 SELECT projection.wait('hat_counts', :p, '1 hour');
+SELECT projection.wait('hat_evil', :p, '1 hour');
 -- wait() fails at once, 55000, once hat_other has failed (its message names positions)
 CREATE FUNCTION pg_temp.wait_sqlstate(name text, up_to bigint) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
