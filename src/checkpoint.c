@@ -66,7 +66,7 @@ projection_checkpoint_sql(void)
 
 /*
  * The checkpoint of projection "id" whose registry row holds "position",
- * read without SPI under "snapshot" (pool.c's pre-commit look): the value of
+ * read without SPI under "snapshot" (poolcommit.c's pre-commit look): the value of
  * projection_checkpoint_sql, through the primary key of
  * projection.checkpoints (1.1), newest entry first.  Takes AccessShareLock
  * on the table and its index.
