@@ -14,7 +14,8 @@
  * The demand table (ProjectionPool->dbs[], one entry per database that has
  * asked for a worker since the server started) is what backends post to:
  *	- a backend that has work for some groups of its database (a commit,
- *	  poolcommit.c) calls projection_pool_ask: it sets the latch of every
+ *	  poolcommit.c; the end of a session that restored registry rows,
+ *	  below) calls projection_pool_ask: it sets the latch of every
  *	  worker of those groups that takes wake-ups (slot->pgprocno), and
  *	  or-s each group that has none into its entry's "pending" and sets the
  *	  launcher's latch.  That is plain atomic operations and SetLatch, as
@@ -233,6 +234,60 @@ projection_pool_ask(uint32 groups)
 	else
 		pg_atomic_write_u32(&ProjectionPool->overflow, 1);
 	projection_wake_launcher();
+}
+
+/*
+ * The worker groups of the registry rows this session restored (registry.c,
+ * the _restored trigger, marks them with the session): while the session
+ * lives the worker leaves those projections alone without holding its pool
+ * slot for them (its round counts it caught up without them: workerround.c,
+ * workerstep.c), so the session's end asks for their groups
+ * (pool_restoring_session_exit).
+ */
+static uint32 pool_restored_groups = 0;
+
+/*
+ * on_proc_exit callback of a session that restored registry rows: the
+ * restore is over, ask for the groups of its projections.  It runs after
+ * shmem_exit, whose on_shmem_exit callbacks took the session out of the
+ * backend status array (pgstat_beshutdown_hook), which the worker's lock
+ * reads to tell whether the restoring session lives (pg_stat_get_activity,
+ * checkpoint.c).  So, as for a commit (pool.c's header): a worker whose
+ * pgprocno we read as set is woken, and its next round no longer finds the
+ * session; one we read as leaving (-1) looks at the array after it stopped
+ * taking wake-ups, so either its last round saw the session gone and took
+ * the projections, or it exits and the launcher, which we post to, starts
+ * one that will.  Our PGPROC is gone by now: projection_pool_ask takes no
+ * LWLock, only atomics, the demand table's spinlock and other processes'
+ * latches, all in the main shared memory segment, which stays mapped until
+ * the process exits.  A session that crashes takes the server through a
+ * crash restart, after which the launcher looks at every database anyway.
+ */
+static void
+pool_restoring_session_exit(int code, Datum arg)
+{
+	projection_pool_ask(pool_restored_groups);
+}
+
+/*
+ * A registry row of this projection was restored by this session (the
+ * _restored trigger): ask for its group when the session ends, whatever
+ * happens to the row meanwhile (an aborted or changed restore costs at most
+ * a worker that finds nothing to do).
+ */
+void
+projection_pool_note_restored(int32 projection_id)
+{
+	static bool registered = false;
+
+	if (ProjectionShared == NULL)
+		return;
+	if (!registered)
+	{
+		on_proc_exit(pool_restoring_session_exit, (Datum) 0);
+		registered = true;
+	}
+	pool_restored_groups |= projection_pool_group_bit(projection_id);
 }
 
 /*

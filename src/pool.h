@@ -75,6 +75,9 @@ extern void projection_pool_install_hooks(void);
 extern uint32 projection_pool_group_bit(int32 projection_id);
 extern void projection_pool_ask(uint32 groups);
 
+/* a restoring session (registry.c): its groups are asked for when it ends */
+extern void projection_pool_note_restored(int32 projection_id);
+
 /* the launcher and the workers */
 extern ProjectionDbDemand *projection_pool_demand(Oid dboid, bool create);
 extern uint32 projection_pool_all_groups(void);

@@ -101,11 +101,12 @@ pool_text_is(HeapTuple tup, TupleDesc desc, int att, const char *value)
  * registry rows, the events and the sequence are restored by different
  * sessions, and the commit that restores the rows may look before the
  * events are in while the commit that restores the events looks before the
- * rows are visible to it; the worker asked for here waits until the
- * restoring session has ended (workerstep.c), then applies what lags or
- * leaves caught up.  Group 0 has work too when a registry row
- * lacks the pg_shdepend entry of its owner (a restore with triggers
- * disabled, pg_upgrade, an owner that is gone): the database's first
+ * rows are visible to it; the worker asked for here leaves the projection
+ * alone while the restoring session lives, without holding its pool slot
+ * for it (workerstep.c), and the end of that session asks for the group
+ * again (pool.c): a worker then applies what lags.  Group 0 has work too
+ * when a registry row lacks the pg_shdepend entry of its owner (a restore
+ * with triggers disabled, pg_upgrade, an owner that is gone): the database's first
  * worker records the entries and fails projections whose owner is gone
  * (depend.c, projection_depend_check_owners).  That is looked at only where
  * the entries are kept (1.2 and later: the _registry_owner trigger); the
