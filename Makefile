@@ -55,7 +55,8 @@ OBJS = \
 	src/foldexpr.o \
 	src/snapapply.o \
 	src/snapstates.o \
-	src/pool.o
+	src/pool.o \
+	src/poolcommit.o
 PGFILEDESC = "projection - event store and projections inside PostgreSQL"
 
 DATA = $(wildcard sql/projection--*.sql)

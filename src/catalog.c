@@ -459,7 +459,7 @@ registry_load(void)
 	/* the generation first, then the snapshot (shmem.c) */
 	registry->trusted = projection_registry_generation(MyDatabaseId, &registry->generation);
 	if (!registry->trusted)
-		projection_registry_note_untrusted(MyDatabaseId);	/* pool.c */
+		projection_registry_note_untrusted(MyDatabaseId);	/* poolcommit.c */
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 
 	registry_load_projections(registry, snapshot);

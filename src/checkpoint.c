@@ -48,6 +48,7 @@ static SPIPlanPtr lock_plan_1_0 = NULL;
 static SPIPlanPtr checkpoint_plan = NULL;
 static SPIPlanPtr checkpoint_plan_1_0 = NULL;
 static SPIPlanPtr caught_up_plan = NULL;
+static SPIPlanPtr restoring_plan = NULL;
 
 /* Is the database's schema at 1.1 or later (projection.checkpoints exists)? */
 static bool
@@ -66,7 +67,7 @@ projection_checkpoint_sql(void)
 
 /*
  * The checkpoint of projection "id" whose registry row holds "position",
- * read without SPI under "snapshot" (pool.c's pre-commit look): the value of
+ * read without SPI under "snapshot" (poolcommit.c's pre-commit look): the value of
  * projection_checkpoint_sql, through the primary key of
  * projection.checkpoints (1.1), newest entry first.  Takes AccessShareLock
  * on the table and its index.
@@ -222,6 +223,11 @@ projection_checkpoint_save(int32 id, int64 *checkpoint, bool *catching_up, int64
 	}
 }
 
+/* the session that restored registry row "p" (1.1) still lives */
+#define RESTORING_SESSION_LIVES \
+	"EXISTS (SELECT FROM pg_catalog.pg_stat_get_activity(p.restored_pid) a " \
+	"WHERE a.backend_start OPERATOR(pg_catalog.=) p.restored_at)"
+
 /*
  * The worker's plan that locks its async projections' registry rows (FOR
  * UPDATE SKIP LOCKED) and reads their checkpoints, and from 1.1 their
@@ -250,11 +256,31 @@ projection_checkpoint_lock_plan(void)
 	if (checkpoints_table())
 		return projection_kept_plan(&lock_plan,
 									LOCK_SQL(PROJECTION_CHECKPOINT_SQL("p"), "restored_pid IS NOT NULL",
-									"AND (restored_pid IS NULL OR NOT EXISTS ("
-									"SELECT FROM pg_catalog.pg_stat_get_activity(restored_pid) a "
-									"WHERE a.backend_start OPERATOR(pg_catalog.=) restored_at)) "),
+									"AND (restored_pid IS NULL OR NOT " RESTORING_SESSION_LIVES ") "),
 									3, types);
 	return projection_kept_plan(&lock_plan_1_0,
 						   LOCK_SQL(PROJECTION_CHECKPOINT_SQL_1_0("p"), "false", ""),
 						   3, types);
+}
+
+/*
+ * The worker's plan that finds, without locking, the async projections of
+ * its group that the lock plan leaves out because the session that restored
+ * them still lives: $1 the worker count, $2 the worker's index.  Column:
+ * id.  NULL for 1.0, which has no restore marks.
+ */
+SPIPlanPtr
+projection_checkpoint_restoring_plan(void)
+{
+	Oid			types[2] = {INT4OID, INT4OID};
+
+	if (!checkpoints_table())
+		return NULL;
+	return projection_kept_plan(&restoring_plan,
+								"SELECT id FROM projection.projections p "
+								"WHERE mode OPERATOR(pg_catalog.=) 'async' "
+								"AND state OPERATOR(pg_catalog.=) ANY ('{running,catching_up}') "
+								"AND id OPERATOR(pg_catalog.%) $1 OPERATOR(pg_catalog.=) $2 "
+								"AND restored_pid IS NOT NULL AND " RESTORING_SESSION_LIVES,
+								2, types);
 }

@@ -23,5 +23,6 @@ extern void projection_checkpoint_reset(int32 id);
 extern void projection_checkpoint_save(int32 id, int64 *checkpoint, bool *catching_up,
 									   int64 position, bool caught_up);
 extern SPIPlanPtr projection_checkpoint_lock_plan(void);
+extern SPIPlanPtr projection_checkpoint_restoring_plan(void);
 
 #endif							/* PROJECTION_CHECKPOINT_H */

@@ -40,7 +40,7 @@
 #include "events.h"
 #include "handler.h"
 #include "inline.h"
-#include "pool.h"
+#include "poolcommit.h"
 #include "projection.h"
 
 PG_FUNCTION_INFO_V1(projection_inline_trigger);
@@ -329,7 +329,7 @@ projection_inline_trigger(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 
 	registry = projection_registry_acquire();
-	/* the groups with a running async projection get a worker at commit (pool.c) */
+	/* the groups with a running async projection get a worker at commit (poolcommit.c) */
 	projection_pool_note_append(registry);
 	if (registry->ninline_running == 0)
 	{

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * pool.c
- *	  Workers on demand: how a commit gets its database a worker from the
- *	  shared pool, and how the pool is stopped for database commands.
+ *	  Workers on demand: the demand table through which backends get their
+ *	  database a worker from the shared pool, asking for worker groups, and
+ *	  stopping the pool for database commands.
  *
  * The pool is ProjectionShared->dbslots[] (projection.max_workers slots).
  * A slot belongs to a database, and to one of its worker groups
@@ -11,36 +12,35 @@
  * projection.worker_idle_timeout leaves and frees its slot (worker.c).
  *
  * The demand table (ProjectionPool->dbs[], one entry per database that has
- * asked for a worker since the server started) is what commits post to:
- *	- the position trigger notes which groups have a running async
- *	  projection (projection_pool_note_append); a database without async
- *	  projections notes nothing;
- *	- at commit (projection_pool_at_commit) the backend sets the latch of
- *	  every worker of its database that takes wake-ups (slot->pgprocno), and
- *	  for each noted group that has none, or-s the group into its entry's
- *	  "pending" and sets the launcher's latch.  That is plain atomic
- *	  operations and SetLatch, as commit callbacks require, plus a spinlock
- *	  the first time a backend looks for its entry;
- *	- the launcher (launcher.c) moves "pending" into "wanted" under
- *	  ProjectionShared->lock and starts a worker for each wanted group when
- *	  a slot is free, or asks the longest-idle worker to leave.
+ * asked for a worker since the server started) is what backends post to:
+ *	- a backend that has work for some groups of its database (a commit,
+ *	  poolcommit.c; the end of a session that restored registry rows,
+ *	  below) calls projection_pool_ask: it sets the latch of every
+ *	  worker of those groups that takes wake-ups (slot->pgprocno), and
+ *	  or-s each group that has none into its entry's "pending" and sets the
+ *	  launcher's latch.  That is plain atomic operations and SetLatch, as
+ *	  commit callbacks require, plus a spinlock the first time a backend
+ *	  looks for its entry;
+ *	- the launcher (launcher.c, assign.c) moves "pending" into "wanted"
+ *	  under ProjectionShared->lock and starts a worker for each wanted group
+ *	  when a slot is free, or asks the longest-idle worker to leave.
  *
  * No wake-up is lost when a worker leaves (worker.c, worker_leave): it first
  * stops taking wake-ups (pgprocno = -1, under the lock, then a full memory
- * barrier), then runs one more round.  A committer reads pgprocno after its
- * commit became visible (and a full barrier): if it read the old value, its
- * events are visible to that last round; if it read -1, it posts to the
- * launcher.  The last round leaves only when every projection of the group
- * has reached the sequence's last value, so no appender still in flight can
- * hold a position the round had to wait for; such an appender commits
- * later, reads -1 and posts.  If the last round did find work, the worker
- * takes wake-ups again and stays; the launcher keeps a group wanted while
- * its worker is leaving, and the worker wakes the launcher either way.
+ * barrier), then runs one more round.  An asking backend reads pgprocno
+ * after its work became visible (and a full barrier): if it read the old
+ * value, the work is visible to that last round; if it read -1, it posts
+ * to the launcher.  The last round leaves only when every projection of the
+ * group has reached the sequence's last value, so no appender still in
+ * flight can hold a position the round had to wait for; such an appender
+ * commits later, reads -1 and posts.  If the last round did find work, the
+ * worker takes wake-ups again and stays; the launcher keeps a group wanted
+ * while its worker is leaving, and the worker wakes the launcher either way.
  *
- * Committers read a slot's dboid, index and pgprocno without the lock, and
- * read dboid and index again after pgprocno: a slot given to another
- * database in between is noticed, and a stale pgprocno costs at most one
- * spurious wake-up.
+ * Askers read a slot's dboid, index and pgprocno without the lock, and read
+ * dboid and index again after pgprocno: a slot given to another database in
+ * between is noticed, and a stale pgprocno costs at most one spurious
+ * wake-up.
  *
  * IDENTIFICATION
  *	  src/pool.c
@@ -51,45 +51,18 @@
 
 #include <signal.h>
 
-#include "access/genam.h"
-#include "access/htup_details.h"
-#include "access/table.h"
-#include "access/xact.h"
-#include "catalog/pg_authid.h"
-#include "catalog/pg_type.h"
-#include "commands/extension.h"
-#include "commands/trigger.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "nodes/pg_list.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
-#include "utils/memutils.h"
-#include "utils/snapmgr.h"
 
 #include "catalog.h"
-#include "checkpoint.h"
-#include "horizon.h"
-#include "ownerentry.h"
 #include "pool.h"
 #include "projection.h"
 #include "shmem.h"
 
 ProjectionPoolState *ProjectionPool = NULL;
-
-/* worker groups with a running async projection this transaction appended for */
-static uint32 pool_xact_groups = 0;
-
-/*
- * A management call's commit: the groups of every running or catching-up
- * async projection (pool_groups_with_work), and the count of untrusted
- * registry loads read before the change began to commit
- * (projection_pool_before_registry_change).
- */
-static uint32 pool_xact_candidates = 0;
-static uint64 pool_xact_untrusted_loads = 0;
 
 /* this backend's entry in the demand table (its database never changes) */
 static ProjectionDbDemand *pool_my_entry = NULL;
@@ -164,8 +137,8 @@ projection_pool_all_groups(void)
 }
 
 /* The group of a projection, as a bit. */
-static uint32
-pool_group_bit(int32 projection_id)
+uint32
+projection_pool_group_bit(int32 projection_id)
 {
 	return (uint32) 1 << ((uint32) projection_id % (uint32) Min(projection_workers_per_database, 32));
 }
@@ -214,204 +187,23 @@ projection_pool_demand(Oid dboid, bool create)
 }
 
 /*
- * The position trigger: this statement appended events, and the registry
- * (current for the statement) says which groups have a running async
- * projection.  A database without one notes nothing, so its commit wakes
- * nobody.
+ * Ask for workers of the given groups of this database (pool.c's header):
+ * wake the groups' workers that take wake-ups, and ask the launcher for a
+ * worker for each group that has none; the workers of other groups are
+ * left alone.  The caller's work must be visible to others already.  No
+ * locks but the spinlock of projection_pool_demand, no allocation, no
+ * errors: commit callbacks call this.
  */
 void
-projection_pool_note_append(ProjectionRegistry *registry)
+projection_pool_ask(uint32 groups)
 {
-	int			i;
-
-	for (i = 0; i < registry->nprojections; i++)
-	{
-		ProjectionDef *def = &registry->projections[i];
-
-		if (!def->is_inline &&
-			(def->state == PROJECTION_RUNNING || def->state == PROJECTION_CATCHING_UP))
-			pool_xact_groups |= pool_group_bit(def->id);
-	}
-}
-
-/* the text column "att" of a registry row equals "value" */
-static bool
-pool_text_is(HeapTuple tup, TupleDesc desc, int att, const char *value)
-{
-	bool		isnull;
-	Datum		d = heap_getattr(tup, att, desc, &isnull);
-
-	return !isnull && strcmp(TextDatumGetCString(d), value) == 0;
-}
-
-/*
- * The worker groups of this database that have async work as this
- * transaction leaves the registry: an async projection catching up, or
- * running with its checkpoint (projection_checkpoint_read) below the
- * sequence's last value; *candidates gets the groups of every such
- * projection, with work or not.  A restored row (restored_pid set, 1.1 and
- * later) has work whatever its checkpoint: in a parallel restore the
- * registry rows, the events and the sequence are restored by different
- * sessions, and the commit that restores the rows may look before the
- * events are in while the commit that restores the events looks before the
- * rows are visible to it; the worker asked for here waits until the
- * restoring session has ended (workerstep.c), then applies what lags or
- * leaves caught up.  Group 0 has work too when a registry row
- * lacks the pg_shdepend entry of its owner (a restore with triggers
- * disabled, pg_upgrade, an owner that is gone): the database's first
- * worker records the entries and fails projections whose owner is gone
- * (depend.c, projection_depend_check_owners).  That is looked at only where
- * the entries are kept (1.2 and later: the _registry_owner trigger); the
- * bootstrap superuser is pinned and never gets one.  Groups without such a
- * projection have nothing for a worker to do.
- *
- * Runs at every commit of a management call, so it reads the registry
- * with a heap scan and index look-ups under a snapshot that sees this
- * transaction's changes (as the query it replaces did), not through SPI,
- * which parsed and planned that query each time (about 4x the cost).  0 where the
- * extension is not (or no longer) installed.  Takes AccessShareLock on the
- * registry and checkpoints; raises only on can't-happen failures.
- */
-static uint32
-pool_groups_with_work(uint32 *candidates)
-{
-	const ProjectionOids *o;
-	Relation	rel;
-	TupleDesc	desc;
-	SysScanDesc scan;
-	HeapTuple	tup;
-	Snapshot	snapshot;
-	int64		last;
-	bool		check_owners;
-	bool		owners_missing = false;
-	uint32		groups = 0;
-	int			att_id,
-				att_mode,
-				att_state,
-				att_position,
-				att_owner,
-				att_restored;
-
-	*candidates = 0;
-	if (!OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
-		return 0;
-	o = projection_oids();
-	check_owners = OidIsValid(get_trigger_oid(o->registry, "_registry_owner", true));
-	/* as a query through SPI would: this transaction's last change visible */
-	CommandCounterIncrement();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	UpdateActiveSnapshotCommandId();
-	snapshot = GetActiveSnapshot();
-	last = projection_sequence_last_value();
-
-	rel = table_open(o->registry, AccessShareLock);
-	desc = RelationGetDescr(rel);
-	att_id = SPI_fnumber(desc, "id");
-	att_mode = SPI_fnumber(desc, "mode");
-	att_state = SPI_fnumber(desc, "state");
-	att_position = SPI_fnumber(desc, "position");
-	att_owner = SPI_fnumber(desc, "owner");
-	att_restored = SPI_fnumber(desc, "restored_pid");	/* none in 1.0 */
-	if (att_id <= 0 || att_mode <= 0 || att_state <= 0 || att_position <= 0 || att_owner <= 0)
-		elog(ERROR, "projection.projections lacks a column the pool reads");
-	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, NULL);
-	while (HeapTupleIsValid(tup = systable_getnext(scan)))
-	{
-		bool		isnull;
-		int32		id = DatumGetInt32(heap_getattr(tup, att_id, desc, &isnull));
-		Oid			owner = DatumGetObjectId(heap_getattr(tup, att_owner, desc, &isnull));
-
-		if (check_owners && !owners_missing && owner != BOOTSTRAP_SUPERUSERID &&
-			!projection_owner_entry_exists(o->registry, id, owner))
-			owners_missing = true;
-		if (!pool_text_is(tup, desc, att_mode, "async"))
-			continue;
-		if (pool_text_is(tup, desc, att_state, "catching_up"))
-			groups |= pool_group_bit(id);
-		else if (pool_text_is(tup, desc, att_state, "running"))
-		{
-			int64		position = DatumGetInt64(heap_getattr(tup, att_position, desc, &isnull));
-
-			if ((att_restored > 0 && !heap_attisnull(tup, att_restored, desc)) ||
-				projection_checkpoint_read(id, position, snapshot) < last)
-				groups |= pool_group_bit(id);
-		}
-		else
-			continue;
-		*candidates |= pool_group_bit(id);
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	PopActiveSnapshot();
-	if (owners_missing)
-		groups |= 1;
-	return groups;
-}
-
-/*
- * Pre-commit (xact.c), while the transaction can still read: a management
- * call (create, resume, rebuild, skip), a restore or re-enabled triggers
- * asked for workers (projection_request_launcher_at_commit, shmem.c).  Only
- * the groups that now have async work get one at commit; a projection
- * created at the end of the store, or resumed or rebuilt with nothing left
- * to apply, asks for nothing, and the other groups of the database are not
- * disturbed.
- */
-void
-projection_pool_at_pre_commit(void)
-{
-	uint32		candidates;
-
-	if (ProjectionShared == NULL || !projection_launcher_requested())
-		return;
-	pool_xact_groups |= pool_groups_with_work(&candidates);
-	pool_xact_candidates |= candidates;
-}
-
-/*
- * Pre-commit, before this transaction's registry change begins to commit
- * (xact.c; registry.c then calls projection_registry_change_begin, and only
- * after that does projection_pool_at_pre_commit look for work).  An append
- * that draws its position after that look, while the change is not yet
- * visible, may read a registry without it (a resumed or created projection
- * missing) and ask for no worker: but such a registry load happens while
- * the change is committing, and counts itself (catalog.c,
- * projection_registry_note_untrusted) before taking its snapshot.  An
- * append that loaded its registry before the change began drew its position
- * before the look, which sees it.  projection_pool_at_commit, after our
- * commit became visible, compares the count with the one read here.
- */
-void
-projection_pool_before_registry_change(void)
-{
-	pool_xact_untrusted_loads = projection_registry_untrusted_loads(MyDatabaseId);
-}
-
-/*
- * Commit callback (xact.c, every commit): for the groups noted in this
- * transaction, wake their workers, and ask the launcher for a worker for
- * each that has none; the workers of other groups are left alone.  (An
- * appending commit wakes every worker of the database anyway: horizon.c.)
- * No locks but the spinlock of projection_pool_demand, no allocation, no
- * errors.
- */
-void
-projection_pool_at_commit(void)
-{
-	uint32		groups = pool_xact_groups;
 	uint32		covered = 0;
 	int			i;
 
-	/* someone read the registry while our change was committing */
-	if ((pool_xact_candidates & ~groups) != 0 &&
-		projection_registry_untrusted_loads(MyDatabaseId) != pool_xact_untrusted_loads)
-		groups |= pool_xact_candidates;
-	pool_xact_groups = 0;
-	pool_xact_candidates = 0;
 	if (ProjectionShared == NULL || groups == 0)
 		return;
 
-	/* our commit is visible: now look at the slots (pool.c's header) */
+	/* our work is visible: now look at the slots (pool.c's header) */
 	pg_memory_barrier();
 	for (i = 0; i < ProjectionShared->ndbslots; i++)
 	{
@@ -444,12 +236,58 @@ projection_pool_at_commit(void)
 	projection_wake_launcher();
 }
 
-/* Abort callback: nothing to ask for, nothing to log. */
-void
-projection_pool_at_abort(void)
+/*
+ * The worker groups of the registry rows this session restored (registry.c,
+ * the _restored trigger, marks them with the session): while the session
+ * lives the worker leaves those projections alone without holding its pool
+ * slot for them (its round counts it caught up without them: workerround.c,
+ * workerstep.c), so the session's end asks for their groups
+ * (pool_restoring_session_exit).
+ */
+static uint32 pool_restored_groups = 0;
+
+/*
+ * on_proc_exit callback of a session that restored registry rows: the
+ * restore is over, ask for the groups of its projections.  It runs after
+ * shmem_exit, whose on_shmem_exit callbacks took the session out of the
+ * backend status array (pgstat_beshutdown_hook), which the worker's lock
+ * reads to tell whether the restoring session lives (pg_stat_get_activity,
+ * checkpoint.c).  So, as for a commit (pool.c's header): a worker whose
+ * pgprocno we read as set is woken, and its next round no longer finds the
+ * session; one we read as leaving (-1) looks at the array after it stopped
+ * taking wake-ups, so either its last round saw the session gone and took
+ * the projections, or it exits and the launcher, which we post to, starts
+ * one that will.  Our PGPROC is gone by now: projection_pool_ask takes no
+ * LWLock, only atomics, the demand table's spinlock and other processes'
+ * latches, all in the main shared memory segment, which stays mapped until
+ * the process exits.  A session that crashes takes the server through a
+ * crash restart, after which the launcher looks at every database anyway.
+ */
+static void
+pool_restoring_session_exit(int code, Datum arg)
 {
-	pool_xact_groups = 0;
-	pool_xact_candidates = 0;
+	projection_pool_ask(pool_restored_groups);
+}
+
+/*
+ * A registry row of this projection was restored by this session (the
+ * _restored trigger): ask for its group when the session ends, whatever
+ * happens to the row meanwhile (an aborted or changed restore costs at most
+ * a worker that finds nothing to do).
+ */
+void
+projection_pool_note_restored(int32 projection_id)
+{
+	static bool registered = false;
+
+	if (ProjectionShared == NULL)
+		return;
+	if (!registered)
+	{
+		on_proc_exit(pool_restoring_session_exit, (Datum) 0);
+		registered = true;
+	}
+	pool_restored_groups |= projection_pool_group_bit(projection_id);
 }
 
 /*
@@ -565,7 +403,7 @@ projection_pool_group_waiting(Oid dboid, int32 projection_id)
 {
 	ProjectionDbDemand *e = projection_pool_demand(dboid, false);
 
-	return e != NULL && (pg_atomic_read_u32(&e->waiting) & pool_group_bit(projection_id)) != 0;
+	return e != NULL && (pg_atomic_read_u32(&e->waiting) & projection_pool_group_bit(projection_id)) != 0;
 }
 
 /*

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * pool.h
- *	  Workers on demand: the per-database demand table that committing
- *	  backends post to, and the wait events of our processes.
+ *	  Workers on demand: the per-database demand table that backends post
+ *	  to, and the wait events of our processes.
  *
  * IDENTIFICATION
  *	  src/pool.h
@@ -71,12 +71,12 @@ extern uint32 projection_wait_event(ProjectionWaitEvent which);
 
 extern void projection_pool_install_hooks(void);
 
-/* committing backends (inline.c, xact.c) */
-extern void projection_pool_note_append(ProjectionRegistry *registry);
-extern void projection_pool_at_pre_commit(void);
-extern void projection_pool_before_registry_change(void);
-extern void projection_pool_at_commit(void);
-extern void projection_pool_at_abort(void);
+/* asking for workers (poolcommit.c) */
+extern uint32 projection_pool_group_bit(int32 projection_id);
+extern void projection_pool_ask(uint32 groups);
+
+/* a restoring session (registry.c): its groups are asked for when it ends */
+extern void projection_pool_note_restored(int32 projection_id);
 
 /* the launcher and the workers */
 extern ProjectionDbDemand *projection_pool_demand(Oid dboid, bool create);

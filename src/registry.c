@@ -34,6 +34,7 @@
 
 #include "cancel.h"
 #include "checkpoint.h"
+#include "pool.h"
 #include "projection.h"
 #include "registry.h"
 #include "shmem.h"
@@ -278,7 +279,8 @@ projection_registry_changed_trigger(PG_FUNCTION_ARGS)
  * restored (pg_restore, or psql with a plain dump).  It is marked with the
  * restoring session (its pid and start time), and the worker leaves the
  * projection alone until that session has ended, so that it does not apply
- * events to read-model tables whose rows are still to be restored.
+ * events to read-model tables whose rows are still to be restored; the
+ * session's end asks for a worker for it (pool.c).
  */
 Datum
 projection_restored_trigger(PG_FUNCTION_ARGS)
@@ -288,6 +290,9 @@ projection_restored_trigger(PG_FUNCTION_ARGS)
 	int			cols[2];
 	Datum		values[2];
 	bool		nulls[2] = {false, false};
+	int			att_id;
+	Datum		id;
+	bool		isnull;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event) ||
@@ -298,14 +303,24 @@ projection_restored_trigger(PG_FUNCTION_ARGS)
 						"projection._restored")));
 	if (projection_creating)
 		return PointerGetDatum(td->tg_trigtuple);
-	/* a restored projection gets a worker once the restore is over (pool.c) */
-	projection_request_launcher_at_commit();
 
 	desc = RelationGetDescr(td->tg_relation);
 	cols[0] = SPI_fnumber(desc, "restored_pid");
 	cols[1] = SPI_fnumber(desc, "restored_at");
-	if (cols[0] <= 0 || cols[1] <= 0)
-		elog(ERROR, "projection.projections has no restored_pid or restored_at column");
+	att_id = SPI_fnumber(desc, "id");
+	if (cols[0] <= 0 || cols[1] <= 0 || att_id <= 0)
+		elog(ERROR, "projection.projections has no id, restored_pid or restored_at column");
+
+	/*
+	 * A restored projection gets a worker at this commit (poolcommit.c),
+	 * which leaves it alone while this session lives, and again when the
+	 * session ends (pool.c): the restore is over then.
+	 */
+	projection_request_launcher_at_commit();
+	id = heap_getattr(td->tg_trigtuple, att_id, desc, &isnull);
+	if (!isnull)
+		projection_pool_note_restored(DatumGetInt32(id));
+
 	values[0] = Int32GetDatum(MyProcPid);
 	values[1] = TimestampTzGetDatum(MyStartTimestamp);
 	return PointerGetDatum(heap_modify_tuple_by_cols(td->tg_trigtuple, desc, 2, cols, values, nulls));

@@ -279,7 +279,7 @@ projection_registry_generation(Oid dboid, uint64 *gen)
  * A registry cache is being loaded while a change is committing (its
  * generation was not stable): counted before the load takes its snapshot,
  * so that the committing transaction, which reads the count after it became
- * visible, knows a reader may have missed its change (pool.c).
+ * visible, knows a reader may have missed its change (poolcommit.c).
  */
 void
 projection_registry_note_untrusted(Oid dboid)
@@ -336,8 +336,9 @@ projection_request_launcher_at_commit(void)
 }
 
 /*
- * Did this transaction ask for the launcher?  pool.c's pre-commit step then
- * finds the groups that have async work, and its commit step asks for them.
+ * Did this transaction ask for the launcher?  poolcommit.c's pre-commit
+ * step then finds the groups that have async work, and its commit step asks
+ * for them.
  */
 bool
 projection_launcher_requested(void)

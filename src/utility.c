@@ -95,7 +95,7 @@ projection_utility_at_eoxact(void)
  * Does the statement enable the triggers of one of our tables again
  * (ALTER TABLE projection.x ENABLE TRIGGER ..., as pg_restore
  * --disable-triggers does after loading the data)?  Rows loaded meanwhile
- * asked for no worker (pool.c): the commit of this statement does.
+ * asked for no worker (poolcommit.c): the commit of this statement does.
  */
 static bool
 utility_enables_our_triggers(Node *parsetree)

@@ -363,9 +363,22 @@ worker_wait(TimestampTz idle_since, TimestampTz now)
 	long		timeout;
 	long		stats_timeout;
 
-	pgstat_report_activity(STATE_IDLE,
-						   projection_worker.caught_up ? "projection worker: caught up, waiting for events" :
-						   "projection worker: waiting for appending transactions to end");
+	if (!projection_worker.caught_up)
+		pgstat_report_activity(STATE_IDLE, "projection worker: waiting for appending transactions to end");
+	else if (projection_worker.restoring > 0)
+	{
+		/* no palloc: the loop's memory context lives as long as the worker */
+		char		activity[160];
+
+		snprintf(activity, sizeof(activity),
+				 "projection worker: caught up, waiting for events; %d restored projection%s for %s restoring session to end",
+				 projection_worker.restoring,
+				 projection_worker.restoring == 1 ? " waits" : "s wait",
+				 projection_worker.restoring == 1 ? "its" : "their");
+		pgstat_report_activity(STATE_IDLE, activity);
+	}
+	else
+		pgstat_report_activity(STATE_IDLE, "projection worker: caught up, waiting for events");
 
 	/*
 	 * Statistics not flushed after the last commit (flushes are at least

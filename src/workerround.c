@@ -167,31 +167,6 @@ worker_pick_laggard(ProjectionRoundMember *rps, int nrps, int64 gap_bound)
 	return -1;
 }
 
-/*
- * The running async projections of this worker's group, as the round's
- * registry says: with "ready", only those with a handler, statements or
- * batch statements (the ones a round takes).  A round that locked fewer left some out,
- * because a management call or a restore holds them.
- */
-static int
-worker_group_count(ProjectionRegistry *registry, bool ready)
-{
-	int			i;
-	int			n = 0;
-
-	for (i = 0; i < registry->nprojections; i++)
-	{
-		ProjectionDef *def = &registry->projections[i];
-
-		if (!def->is_inline && def->id % projection_worker.count == projection_worker.index &&
-			(def->state == PROJECTION_RUNNING || def->state == PROJECTION_CATCHING_UP) &&
-			(!ready || OidIsValid(def->handler) || def->nstatements > 0 ||
-			 def->nbatch_statements > 0))
-			n++;
-	}
-	return n;
-}
-
 /* The projections of a batch, for pg_stat_activity: a few names and the count. */
 static char *
 worker_describe(ProjectionRoundMember *rps, int nrps)
@@ -311,6 +286,7 @@ worker_round_apply(ProjectionHorizon *hz, MemoryContext cxt)
 	ProjectionRegistry *registry;
 	ProjectionRoundMember *rps;
 	int			nrps;
+	int			nready;
 	int			nothers;
 	int64		gap_bound;
 	bool		more = false;
@@ -320,19 +296,29 @@ worker_round_apply(ProjectionHorizon *hz, MemoryContext cxt)
 	registry = projection_registry_acquire();
 	projection_worker_check_owners(registry);
 	nrps = projection_worker_lock_projections(&registry, cxt, &rps);
+	/* the group's projections that the round did not lock, and why */
+	nready = projection_worker_group_count(registry, true);
+	projection_worker.restoring =
+		nready > nrps ? projection_worker_restoring_count(registry, rps, nrps) : 0;
 	if (nrps == 0)
 	{
-		/* nothing left out by a lock or a hold: nothing to do at all */
-		projection_worker.group_empty = worker_group_count(registry, false) == 0;
-		projection_worker.caught_up = worker_group_count(registry, true) == 0;
+		/*
+		 * Nothing locked: caught up unless a lock or a hold left some out
+		 * (a live restore's are asked for again when it ends)
+		 */
+		projection_worker.group_empty = projection_worker_group_count(registry, false) == 0;
+		projection_worker.caught_up = nready == projection_worker.restoring;
 		projection_registry_release(registry);
 		projection_worker_end(true);
 		MemoryContextSwitchTo(cxt);
 		return false;
 	}
 
-	/* all of the group locked: "caught up" below can speak for the group */
-	all_locked = worker_group_count(registry, true) == nrps;
+	/*
+	 * All of the group locked, but what a live restore holds back: "caught
+	 * up" below can speak for the group
+	 */
+	all_locked = nready == nrps + projection_worker.restoring;
 	projection_worker_track_catch_ups(rps, nrps);
 	projection_warn_untracked_events();
 	gap_bound = projection_horizon_gap_bound(hz);

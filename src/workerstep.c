@@ -3,8 +3,9 @@
  * workerstep.c
  *	  The steps a worker round's transaction is made of, shared by the fast
  *	  round and the careful replay: begin (the horizon read), lock the
- *	  projections, read the batch and walk it with the horizon, save the
- *	  checkpoints, end, publish the progress; and the worker's own state.
+ *	  projections (and count those the lock left out for a live restore),
+ *	  read the batch and walk it with the horizon, save the checkpoints,
+ *	  end, publish the progress; and the worker's own state.
  *
  * Locking: projection_worker_begin takes AccessShareLock on the sequence
  * (so a committing DROP EXTENSION is waited out and seen); the lock step
@@ -51,7 +52,7 @@
 #include "spiutil.h"
 #include "workerstep.h"
 
-ProjectionWorkerState projection_worker = {InvalidOid, 0, 1, false, "?", false, false, false, 0, 0, 0};
+ProjectionWorkerState projection_worker = {InvalidOid, 0, 1, false, "?", false, 0, false, false, 0, 0, 0};
 
 /* catch-ups this worker follows, for the "caught up" LOG line's rate */
 #define WORKER_TRACKED_CATCH_UPS 64
@@ -240,6 +241,108 @@ projection_worker_lock_projections(ProjectionRegistry **registryp, MemoryContext
 		projection_spi_check(rc, SPI_OK_UPDATE, "ending a restore");
 	}
 	*rps = result;
+	return n;
+}
+
+/*
+ * Is "def" one of the running async projections of this worker's group, as
+ * the round's registry says?  With "ready", only those with a handler,
+ * statements or batch statements (the ones a round takes).
+ */
+static bool
+worker_in_group(ProjectionDef *def, bool ready)
+{
+	return !def->is_inline && def->id % projection_worker.count == projection_worker.index &&
+		(def->state == PROJECTION_RUNNING || def->state == PROJECTION_CATCHING_UP) &&
+		(!ready || OidIsValid(def->handler) || def->nstatements > 0 ||
+		 def->nbatch_statements > 0);
+}
+
+/*
+ * How many projections of this worker's group the round's registry has
+ * (worker_in_group).  A round that locked fewer left some out, because a
+ * management call, or a restore whose session lives, holds them.
+ */
+int
+projection_worker_group_count(ProjectionRegistry *registry, bool ready)
+{
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < registry->nprojections; i++)
+		if (worker_in_group(&registry->projections[i], ready))
+			n++;
+	return n;
+}
+
+/*
+ * The ids of this worker's group's async projections that the session which
+ * restored them still holds back (the lock left them out for it,
+ * checkpoint.c), in the current memory context; none in a database at 1.0.
+ * Read without locks, with a snapshot of its own.
+ */
+static int
+worker_restoring_ids(int32 **ids)
+{
+	SPIPlanPtr	plan = projection_checkpoint_restoring_plan();
+	Datum		values[2];
+	uint64		i;
+	int			n;
+	int			rc;
+
+	*ids = NULL;
+	if (plan == NULL)
+		return 0;
+	values[0] = Int32GetDatum(projection_worker.count);
+	values[1] = Int32GetDatum(projection_worker.index);
+	rc = SPI_execute_plan(plan, values, NULL, false, 0);
+	projection_spi_check(rc, SPI_OK_SELECT, "finding restored projections");
+	*ids = palloc(sizeof(int32) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		(*ids)[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+												1, &isnull));
+	}
+	n = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return n;
+}
+
+/*
+ * Of the ready projections of this worker's group that the round did not
+ * lock (the nrps of rps it did), how many the session which restored them
+ * still holds back.  They keep neither the worker busy nor its pool slot:
+ * the end of that session asks for the group again (pool.c,
+ * projection_pool_note_restored), and the round of a worker woken or
+ * started from then on takes them.  Called while the round's transaction
+ * is open, after projection_worker_lock_projections.
+ */
+int
+projection_worker_restoring_count(ProjectionRegistry *registry, ProjectionRoundMember *rps,
+								  int nrps)
+{
+	int32	   *ids;
+	int			nids = worker_restoring_ids(&ids);
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < registry->nprojections && nids > 0; i++)
+	{
+		ProjectionDef *def = &registry->projections[i];
+		bool		listed = false;
+		int			j;
+
+		if (!worker_in_group(def, true))
+			continue;
+		for (j = 0; j < nids && !listed; j++)
+			listed = ids[j] == def->id;
+		for (j = 0; j < nrps && listed; j++)
+			listed = rps[j].id != def->id;
+		if (listed)
+			n++;
+	}
 	return n;
 }
 

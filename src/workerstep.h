@@ -55,10 +55,13 @@ typedef struct ProjectionWorkerState
 	/*
 	 * What the last round found (projection_worker_round): every projection
 	 * of this worker's group at or past the sequence's last value read in
-	 * that round (nothing drawn is left to apply), and whether the group has
-	 * no running async projection at all.
+	 * that round (nothing drawn is left to apply), but those that a live
+	 * restoring session holds back (their count in "restoring": that
+	 * session's end asks for the group again, pool.c); and whether the group
+	 * has no running async projection at all.
 	 */
 	bool		caught_up;
+	int			restoring;
 	bool		group_empty;
 	/* leaving with nothing left to do: the group need not be started again */
 	bool		exit_clean;
@@ -80,6 +83,9 @@ extern bool projection_worker_begin(ProjectionHorizon *hz);
 extern void projection_worker_check_owners(ProjectionRegistry *registry);
 extern int	projection_worker_lock_projections(ProjectionRegistry **registry, MemoryContext cxt,
 											   ProjectionRoundMember **rps);
+extern int	projection_worker_group_count(ProjectionRegistry *registry, bool ready);
+extern int	projection_worker_restoring_count(ProjectionRegistry *registry,
+											  ProjectionRoundMember *rps, int nrps);
 extern void projection_worker_track_catch_ups(ProjectionRoundMember *rps, int nrps);
 extern int	projection_worker_read_batch(int64 from, int64 upto, Datum filter, int max_rows,
 										 ProjectionRoundEvent **events, bool *full);

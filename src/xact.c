@@ -32,7 +32,7 @@
 #include "horizon.h"
 #include "inline.h"
 #include "oplog.h"
-#include "pool.h"
+#include "poolcommit.h"
 #include "projection.h"
 #include "registry.h"
 #include "replay.h"
@@ -71,7 +71,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			/*
 			 * Before the commit becomes visible (shmem.c, registry
 			 * generations); then the worker groups a management call gave
-			 * work to (pool.c says why in this order).
+			 * work to (poolcommit.c says why in this order).
 			 */
 			projection_pool_before_registry_change();
 			projection_registry_at_pre_commit();
@@ -84,7 +84,7 @@ projection_xact_callback(XactEvent event, void *arg)
 			projection_registry_at_abort(); /* nothing runs any more */
 			projection_appender_at_eoxact();
 			projection_launcher_request_at_eoxact(true);
-			/* wake our workers; a group with async work and none gets one (pool.c) */
+			/* wake our workers; a group with async work and none gets one (poolcommit.c) */
 			projection_pool_at_commit();
 			xact_reset();
 			projection_handler_at_eoxact();
