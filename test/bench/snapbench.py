@@ -26,6 +26,31 @@ import time
 import models
 from models import PROJECTIONS
 
+# The order fold's expression, shared by its PL/pgSQL and SQL-standard forms
+ORDER_FOLD_EXPR = """CASE e.event_type
+    WHEN 'OrderItemAdded' THEN
+        jsonb_set(jsonb_set(s, '{total_amount}',
+                            to_jsonb((s->'total_amount')::numeric
+                                     + (e.data->'price')::numeric * (e.data->'quantity')::numeric)),
+                  '{item_count}', to_jsonb((s->'item_count')::integer + 1))
+    WHEN 'OrderItemRemoved' THEN
+        jsonb_set(jsonb_set(s, '{total_amount}',
+                            to_jsonb((s->'total_amount')::numeric
+                                     - (e.data->'price')::numeric * (e.data->'quantity')::numeric)),
+                  '{item_count}', to_jsonb((s->'item_count')::integer - 1))
+    WHEN 'OrderCreated' THEN
+        jsonb_build_object('order_id', e.data->'order_id', 'customer_id', e.data->'customer_id',
+                           'status', 'pending', 'total_amount', 0, 'item_count', 0,
+                           'created_at', e.data->'created_at')
+    WHEN 'OrderShipped' THEN
+        jsonb_set(s || '{"status": "shipped"}', '{shipped_at}', e.data->'shipped_at')
+    WHEN 'OrderCompleted' THEN
+        jsonb_set(s || '{"status": "completed"}', '{completed_at}', e.data->'completed_at')
+    WHEN 'OrderCancelled' THEN
+        jsonb_set(jsonb_set(s || '{"status": "cancelled"}', '{cancelled_at}', e.data->'cancelled_at'),
+                  '{cancellation_reason}', e.data->'reason')
+    ELSE s END"""
+
 FOLD = """
 CREATE SCHEMA snap;
 -- The fold written for speed (README "Writing fast folds"): one expression
@@ -38,29 +63,7 @@ CREATE SCHEMA snap;
 CREATE FUNCTION snap.order_fold(s jsonb, e projection.events) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    RETURN CASE e.event_type
-    WHEN 'OrderItemAdded' THEN
-        jsonb_set(jsonb_set(s, '{total_amount}',
-                            to_jsonb((s->'total_amount')::numeric
-                                     + (e.data->'price')::numeric * (e.data->'quantity')::numeric)),
-                  '{item_count}', to_jsonb((s->'item_count')::integer + 1))
-    WHEN 'OrderItemRemoved' THEN
-        jsonb_set(jsonb_set(s, '{total_amount}',
-                            to_jsonb((s->'total_amount')::numeric
-                                     - (e.data->'price')::numeric * (e.data->'quantity')::numeric)),
-                  '{item_count}', to_jsonb((s->'item_count')::integer - 1))
-    WHEN 'OrderCreated' THEN
-        jsonb_build_object('order_id', e.data->'order_id', 'customer_id', e.data->'customer_id',
-                           'status', 'pending', 'total_amount', 0, 'item_count', 0,
-                           'created_at', e.data->'created_at')
-    WHEN 'OrderShipped' THEN
-        jsonb_set(s || '{"status": "shipped"}', '{shipped_at}', e.data->'shipped_at')
-    WHEN 'OrderCompleted' THEN
-        jsonb_set(s || '{"status": "completed"}', '{completed_at}', e.data->'completed_at')
-    WHEN 'OrderCancelled' THEN
-        jsonb_set(jsonb_set(s || '{"status": "cancelled"}', '{cancelled_at}', e.data->'cancelled_at'),
-                  '{cancellation_reason}', e.data->'reason')
-    ELSE s END;
+    RETURN """ + ORDER_FOLD_EXPR + """;
 END
 $$;
 -- The same expression as a LANGUAGE sql function with an SQL-standard body
@@ -68,29 +71,7 @@ $$;
 -- expression, with no function call per event.
 CREATE FUNCTION snap.order_fold_sql(s jsonb, e projection.events) RETURNS jsonb
 LANGUAGE sql IMMUTABLE
-RETURN CASE e.event_type
-    WHEN 'OrderItemAdded' THEN
-        jsonb_set(jsonb_set(s, '{total_amount}',
-                            to_jsonb((s->'total_amount')::numeric
-                                     + (e.data->'price')::numeric * (e.data->'quantity')::numeric)),
-                  '{item_count}', to_jsonb((s->'item_count')::integer + 1))
-    WHEN 'OrderItemRemoved' THEN
-        jsonb_set(jsonb_set(s, '{total_amount}',
-                            to_jsonb((s->'total_amount')::numeric
-                                     - (e.data->'price')::numeric * (e.data->'quantity')::numeric)),
-                  '{item_count}', to_jsonb((s->'item_count')::integer - 1))
-    WHEN 'OrderCreated' THEN
-        jsonb_build_object('order_id', e.data->'order_id', 'customer_id', e.data->'customer_id',
-                           'status', 'pending', 'total_amount', 0, 'item_count', 0,
-                           'created_at', e.data->'created_at')
-    WHEN 'OrderShipped' THEN
-        jsonb_set(s || '{"status": "shipped"}', '{shipped_at}', e.data->'shipped_at')
-    WHEN 'OrderCompleted' THEN
-        jsonb_set(s || '{"status": "completed"}', '{completed_at}', e.data->'completed_at')
-    WHEN 'OrderCancelled' THEN
-        jsonb_set(jsonb_set(s || '{"status": "cancelled"}', '{cancelled_at}', e.data->'cancelled_at'),
-                  '{cancellation_reason}', e.data->'reason')
-    ELSE s END;
+RETURN """ + ORDER_FOLD_EXPR + """;
 -- The same fold written the first way that comes to mind (the seed
 -- example of 1.3/1.4): PL/pgSQL CASE statements, s || jsonb_build_object(...)
 -- and text round trips (->> then ::numeric).  Measured alone, against the
