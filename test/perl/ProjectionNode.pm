@@ -46,7 +46,7 @@ use IPC::Run ();
 use Test::More ();
 use Time::HiRes ();
 
-our @EXPORT = qw(new_node start_node sql_literal);
+our @EXPORT = qw(new_node start_node sql_literal readme_sql_blocks);
 
 =pod
 
@@ -190,6 +190,52 @@ sub sql_literal
 
 	$s =~ s/'/''/g;
 	return "'$s'";
+}
+
+=pod
+
+=item readme_sql_blocks(lines)
+
+The ```sql blocks of the README given as its lines (with their newlines),
+in order: a list of { line => the line of the opening fence, sql => the
+block's text, mark => the text of a "<!-- docs-test: ... -->" marker on the
+line just before the fence, or '' }, as a reference; then a reference to the
+line numbers of markers not followed by a ```sql fence, and whether the last
+block was left open.
+
+=cut
+
+sub readme_sql_blocks
+{
+	my @lines = @_;
+	my (@blocks, @stray);
+	my ($in, $cur, $prev) = (0, undef, '');
+
+	for my $i (0 .. $#lines)
+	{
+		my $l = $lines[$i];
+		if (!$in && $l =~ /^```sql\s*$/)
+		{
+			my $mark = $prev =~ /^<!--\s*docs-test:\s*(.*?)\s*-->\s*$/ ? $1 : '';
+			$cur = { line => $i + 1, sql => '', mark => $mark };
+			$in = 1;
+		}
+		elsif ($in && $l =~ /^```\s*$/)
+		{
+			push @blocks, $cur;
+			$in = 0;
+		}
+		elsif ($in)
+		{
+			$cur->{sql} .= $l;
+		}
+		elsif ($l =~ /^<!--\s*docs-test:/ && ($lines[ $i + 1 ] // '') !~ /^```sql\s*$/)
+		{
+			push @stray, $i + 1;
+		}
+		$prev = $l;
+	}
+	return (\@blocks, \@stray, $in);
 }
 
 =pod

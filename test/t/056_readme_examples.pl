@@ -36,33 +36,10 @@ my @lines = <$fh>;
 close $fh;
 
 # the blocks: { line => first line of the fence, sql => text, mark => marker }
-my @blocks;
-my ($in, $cur, $prev) = (0, undef, '');
-for my $i (0 .. $#lines)
-{
-	my $l = $lines[$i];
-	if (!$in && $l =~ /^```sql\s*$/)
-	{
-		my $mark = $prev =~ /^<!--\s*docs-test:\s*(.*?)\s*-->\s*$/ ? $1 : '';
-		$cur = { line => $i + 1, sql => '', mark => $mark };
-		$in = 1;
-	}
-	elsif ($in && $l =~ /^```\s*$/)
-	{
-		push @blocks, $cur;
-		$in = 0;
-	}
-	elsif ($in)
-	{
-		$cur->{sql} .= $l;
-	}
-	elsif ($l =~ /^<!--\s*docs-test:/ && $lines[ $i + 1 ] !~ /^```sql\s*$/)
-	{
-		fail("README.md line " . ($i + 1) . ": a docs-test marker not followed by a ```sql fence");
-	}
-	$prev = $l;
-}
-ok(!$in, 'every ```sql block of the README is closed');
+my ($blocks, $stray, $open) = readme_sql_blocks(@lines);
+my @blocks = @$blocks;
+fail("README.md line $_: a docs-test marker not followed by a ```sql fence") for @$stray;
+ok(!$open, 'every ```sql block of the README is closed');
 cmp_ok(scalar @blocks, '>', 10, 'the README has SQL examples (' . scalar(@blocks) . ')');
 
 my $node = new_node('main');

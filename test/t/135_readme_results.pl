@@ -34,28 +34,8 @@ close $fh;
 my $text = join '', @lines;
 
 # the blocks, as 056 reads them
-my @blocks;
-my ($in, $cur, $prev) = (0, undef, '');
-for my $i (0 .. $#lines)
-{
-	my $l = $lines[$i];
-	if (!$in && $l =~ /^```sql\s*$/)
-	{
-		my $mark = $prev =~ /^<!--\s*docs-test:\s*(.*?)\s*-->\s*$/ ? $1 : '';
-		$cur = { line => $i + 1, sql => '', mark => $mark };
-		$in = 1;
-	}
-	elsif ($in && $l =~ /^```\s*$/)
-	{
-		push @blocks, $cur;
-		$in = 0;
-	}
-	elsif ($in)
-	{
-		$cur->{sql} .= $l;
-	}
-	$prev = $l;
-}
+my ($blocks) = readme_sql_blocks(@lines);
+my @blocks = @$blocks;
 
 # [ a line of the block, what its output (stdout and stderr) must match, why ]
 my @expect = (    # psql -XAtq output: unaligned, no headers
