@@ -52,7 +52,7 @@ my ($ret, $stdout, $stderr) = $node->psql($db,
 	"SET statement_timeout = '120s'; ALTER EXTENSION projection UPDATE");
 is($ret, 0, 'ALTER EXTENSION UPDATE completes') or diag($stderr);
 is($node->safe_psql($db, "SELECT extversion FROM pg_extension WHERE extname = 'projection'"),
-	'1.7', 'at the new version');
+	'1.8', 'at the new version');
 ok($node->wait_caught_up($db, 'stall'), 'the projection applies the event after the update');
 is($node->safe_psql($db, 'SELECT count(*) FROM applied'), '1', 'once');
 
