@@ -34,6 +34,7 @@ OBJS = \
 	src/workerstep.o \
 	src/eventread.o \
 	src/utility.o \
+	src/tableguard.o \
 	src/depend.o \
 	src/ownerentry.o \
 	src/owners.o \
@@ -63,11 +64,11 @@ DATA = $(wildcard sql/projection--*.sql)
 PG_CPPFLAGS = -I$(srcdir)/src
 
 # pg_regress: one topic per file in sql/, expected output in expected/
-REGRESS = setup events registry inline security rebuild aggregate aggregate_memory events_subxact privileges manage handler_redefine handler_settings lifecycle batch snapshot feeds feed_owners feed_leases feed_poll_ack privileges_owners retry_batch dead_letters_paths hostile_snapshot_retry snapshot_guard inline_recursion aggregate_snapshot batch_memory hostile_aggregate_trust hostile_subxact_inline snapshot_batches feed_park_stream hostile_snapshot_fold newcomer snapshot_sql_fold
+REGRESS = setup events registry inline security rebuild aggregate aggregate_memory events_subxact privileges manage handler_redefine handler_settings lifecycle batch snapshot feeds feed_owners feed_leases feed_poll_ack privileges_owners retry_batch dead_letters_paths hostile_snapshot_retry snapshot_guard inline_recursion aggregate_snapshot batch_memory hostile_aggregate_trust hostile_subxact_inline snapshot_batches feed_park_stream hostile_snapshot_fold newcomer snapshot_sql_fold table_guard
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/projection.conf
 
 # isolation specs live in test/specs, expected output in test/expected
-ISOLATION = append_race ordering events_rolled_back_append snapshot_retry_repeatable_read feed_release_ack_race feed_release_ack_race
+ISOLATION = append_race ordering events_rolled_back_append snapshot_retry_repeatable_read feed_release_ack_race
 ISOLATION_OPTS = --inputdir=test --temp-instance=./tmp_isolation --temp-config=$(srcdir)/test/projection.conf
 
 TAP_TESTS = 1

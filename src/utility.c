@@ -32,7 +32,8 @@
  * and the last one to finish lifts it.
  *
  * The hook also tells depend.c about DROP and role commands (dependencies
- * of projections).  It is installed in every backend that loads the
+ * of projections), and first asks tableguard.c whether the statement would
+ * change the columns, name or schema of one of our relations.  It is installed in every backend that loads the
  * library, whether or not the current database has the extension; the
  * database commands need shared memory, so only when preloaded.
  *
@@ -66,6 +67,7 @@
 #include "pool.h"
 #include "projection.h"
 #include "shmem.h"
+#include "tableguard.h"
 #include "utility.h"
 
 #define WORKER_STOP_TIMEOUT_MS 10000
@@ -356,6 +358,9 @@ projection_process_utility(PlannedStmt *pstmt, const char *queryString,
 	const char *dbname = NULL;
 	volatile Oid stopped = InvalidOid;
 	ProjectionDependState depend_saved;
+
+	/* the shape of our relations is ours (1.8) */
+	projection_tableguard_check(pstmt->utilityStmt);
 
 	if (ProjectionShared != NULL)
 		dbname = utility_target_database(pstmt->utilityStmt);

@@ -1,0 +1,69 @@
+--
+-- table_guard: the columns, names and schema of the extension's relations
+-- are the extension's (1.8).  Before, ADD COLUMN on projection.events made
+-- every append fail with an internal error (XX000, "has 8 columns, expected
+-- 7") and every rebuild of a snapshot projection too.
+--
+\set VERBOSITY default
+
+CREATE FUNCTION tg_count(s jsonb, e projection.events) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
+    RETURN jsonb_build_object('n', coalesce((s->>'n')::int, 0) + 1);
+SELECT projection.create_snapshot('tg_counts', 'tg_count', mode => 'inline');
+SELECT projection.append('tg-1', 'TgEvent', '{}') IS NOT NULL AS appended;
+
+-- columns: added, dropped, retyped, renamed; all refused with 0A000
+ALTER TABLE projection.events ADD COLUMN tenant text;
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE projection.events DROP COLUMN metadata;
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE projection.events ALTER COLUMN data TYPE json;
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE projection.events RENAME COLUMN data TO payload;
+\echo :LAST_ERROR_SQLSTATE
+-- one column change among allowed subcommands refuses the whole statement
+ALTER TABLE projection.events SET (fillfactor = 90), ADD COLUMN tenant text;
+\echo :LAST_ERROR_SQLSTATE
+-- the other tables of the extension too (no hint about events there)
+ALTER TABLE projection.checkpoints ADD COLUMN note text;
+\echo :LAST_ERROR_SQLSTATE
+
+-- names and schema: the table, a view, a sequence, a constraint, the index
+-- of a constraint
+ALTER TABLE projection.events RENAME TO events_old;
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE projection.events SET SCHEMA public;
+\echo :LAST_ERROR_SQLSTATE
+ALTER VIEW projection.status RENAME TO projection_status;
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE projection.events RENAME CONSTRAINT events_stream_version_key TO events_stream_key;
+\echo :LAST_ERROR_SQLSTATE
+ALTER INDEX projection.events_stream_version_key RENAME TO events_stream_key;
+\echo :LAST_ERROR_SQLSTATE
+
+-- nothing changed: the table has its seven columns, and appending, the
+-- inline fold and a rebuild work
+SELECT count(*) AS columns FROM pg_attribute
+ WHERE attrelid = 'projection.events'::regclass AND attnum > 0 AND NOT attisdropped;
+SELECT projection.append('tg-1', 'TgEvent', '{}') IS NOT NULL AS appended;
+SELECT projection.rebuild('tg_counts');
+SELECT projection.snapshot('tg_counts', 'tg-1');
+
+-- what stays allowed: storage parameters, an index of one's own (renamed,
+-- dropped), a table of one's own in the schema, a column dropped that is not
+-- one of the seven (the repair of a table altered before 1.8)
+ALTER TABLE projection.events SET (fillfactor = 90);
+ALTER TABLE projection.events RESET (fillfactor);
+CREATE INDEX tg_event_type ON projection.events (event_type);
+ALTER INDEX projection.tg_event_type RENAME TO tg_event_type2;
+DROP INDEX projection.tg_event_type2;
+CREATE TABLE projection.tg_mine (a int);
+ALTER TABLE projection.tg_mine ADD COLUMN b int;
+ALTER TABLE projection.tg_mine RENAME TO tg_mine2;
+DROP TABLE projection.tg_mine2;
+ALTER TABLE projection.events DROP COLUMN IF EXISTS tenant;
+-- a table outside the extension that does not exist: PostgreSQL's own answer
+ALTER TABLE IF EXISTS tg_nosuch ADD COLUMN b int;
+
+SELECT projection.drop('tg_counts');
+DROP FUNCTION tg_count;
