@@ -226,6 +226,36 @@ SELECT state->'len' AS len, state->>'md5' = (SELECT md5(string_agg(md5(i::text),
 SELECT projection.aggregate('sqf-10', 'sqf.fold_len') = (SELECT state FROM projection.snapshots WHERE name = 'sqf_len') AS same;
 SELECT projection.drop('sqf_len');
 
+-- a compressed value (stored inline or out of line) read in three places,
+-- in the branch taken and not in the other: each column is made plain at
+-- its first reference of an event (1.8), the same result as the PL/pgSQL
+-- twin's through fmgr, for every event, inline and in a rebuild
+CREATE FUNCTION sqf.fold_three(s jsonb, e projection.events) RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+RETURN CASE WHEN e.event_type = 'SqfPacked'
+            THEN s || jsonb_build_object('a', e.data->'a', 'b', e.data->'b',
+                                         'len', length(e.data->>'pad'), 'n', coalesce((s->>'n')::int, 0) + 1)
+            ELSE s || jsonb_build_object('meta', e.metadata, 'other', e.data->'a') END;
+CREATE FUNCTION sqf.fold_three_plpgsql(s jsonb, e projection.events) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN CASE WHEN e.event_type = 'SqfPacked'
+                THEN s || jsonb_build_object('a', e.data->'a', 'b', e.data->'b',
+                                             'len', length(e.data->>'pad'), 'n', coalesce((s->>'n')::int, 0) + 1)
+                ELSE s || jsonb_build_object('meta', e.metadata, 'other', e.data->'a') END;
+END $$;
+SELECT projection.create_snapshot('sqf_three', 'sqf.fold_three', event_types => '{SqfPacked,SqfPlain}', mode => 'inline');
+INSERT INTO projection.events (stream_id, event_type, data, metadata)
+SELECT 'sqf-11', CASE WHEN i % 3 = 0 THEN 'SqfPlain' ELSE 'SqfPacked' END,
+       jsonb_build_object('a', i, 'b', -i, 'pad', repeat(md5(i::text), 100 * i)),
+       jsonb_build_object('i', i)
+  FROM generate_series(1, 12) i;
+SELECT state - 'meta' AS state, state->'meta' AS meta FROM projection.snapshots WHERE name = 'sqf_three';
+SELECT projection.aggregate('sqf-11', 'sqf.fold_three_plpgsql') = projection.snapshot('sqf_three', 'sqf-11') AS same_as_plpgsql;
+SELECT projection.rebuild('sqf_three');
+SELECT projection.aggregate('sqf-11', 'sqf.fold_three_plpgsql') = projection.snapshot('sqf_three', 'sqf-11') AS same_after_rebuild;
+SELECT projection.drop('sqf_three');
+
 SELECT projection.drop('sqf_async');
 DROP SCHEMA sqf CASCADE;
 REVOKE SELECT ON projection.events FROM regress_sqf_user;

@@ -185,6 +185,7 @@ projection_fold_expr_begin(FoldExpr *fx, Oid fold)
 	fx->field_used = palloc0(sizeof(bool) * fx->events_desc->natts);
 	fx->values = palloc(sizeof(Datum) * fx->events_desc->natts);
 	fx->nulls = palloc(sizeof(bool) * fx->events_desc->natts);
+	fx->fetched = palloc0(sizeof(bool) * fx->events_desc->natts);
 	MemoryContextSwitchTo(oldcxt);
 	return true;
 }
@@ -234,6 +235,34 @@ fold_expr_fields_mutator(Node *node, FoldExpr *fx)
 }
 
 /*
+ * The parameter hook (ParamListInfo.paramFetch): a column of the event is
+ * set at its first reference of each evaluation, and a value stored in a
+ * short header, compressed or out of line (TOAST) is made a plain one then,
+ * once: each function reading it would do that again at every reference, a
+ * fetch and a decompression of a large event's data each time.  A column
+ * the evaluation does not reach (another branch of a CASE) costs nothing.
+ */
+static ParamExternData *
+fold_expr_param_fetch(ParamListInfo params, int paramid, bool speculative,
+					  ParamExternData *workspace)
+{
+	FoldExpr   *fx = (FoldExpr *) params->paramFetchArg;
+	ParamExternData *prm = &params->params[paramid - 1];
+	int			i = paramid - 3;
+
+	if (i >= 0 && i < fx->events_desc->natts && !fx->fetched[i])
+	{
+		fx->fetched[i] = true;
+		prm->isnull = fx->nulls[i];
+		prm->value = fx->values[i];
+		if (!prm->isnull && TupleDescAttr(fx->events_desc, i)->attlen == -1 &&
+			VARATT_IS_EXTENDED(DatumGetPointer(prm->value)))
+			prm->value = PointerGetDatum(PG_DETOAST_DATUM(prm->value));
+	}
+	return prm;
+}
+
+/*
  * Plan the body and prepare it for evaluation, as the current user with
  * the current search_path (those the fold runs with): the planner may
  * inline SQL functions the body calls, and ExecInitExpr checks the right to
@@ -259,6 +288,8 @@ fold_expr_prepare(FoldExpr *fx)
 		fx->params->params[i].isnull = true;
 		fx->params->params[i].pflags = PARAM_FLAG_CONST;
 	}
+	fx->params->paramFetch = fold_expr_param_fetch;
+	fx->params->paramFetchArg = (void *) fx;
 	fx->econtext = CreateStandaloneExprContext();
 	fx->econtext->ecxt_param_list_info = fx->params;
 	fx->exprstate = ExecInitExpr(planned, NULL);
@@ -287,9 +318,9 @@ fold_expr_error_callback(void *arg)
  * current memory context, which holds the result: it may be the state
  * itself or point into the event (RETURN s, RETURN e.data), so a caller
  * keeping it copies it.  The row or datum must stay valid during the call.
- * The event's columns the body reads are its parameters; a column in a
- * short varlena header (as rows keep small values) is made a 4-byte one
- * once, rather than by each function reading it.  Where the body uses the
+ * The event's columns the body reads are its parameters, each set at its
+ * first reference (fold_expr_param_fetch: a short, compressed or TOASTed
+ * value made plain once, 1.8, rather than by each function reading it).  Where the body uses the
  * event whole, it gets a flat composite datum (not an expanded record: it
  * may pass it to a function that would take a read/write one over).  The
  * caller has checked strictness.  Errors propagate, with the fold's
@@ -303,7 +334,6 @@ projection_fold_expr_eval(FoldExpr *fx, Datum state, bool state_null, HeapTuple 
 	HeapTupleData tmp;
 	Datum		result;
 	int			natts = fx->events_desc->natts;
-	int			i;
 
 	if (row == NULL)
 	{
@@ -332,18 +362,8 @@ projection_fold_expr_eval(FoldExpr *fx, Datum state, bool state_null, HeapTuple 
 			event = heap_copy_tuple_as_datum(row, fx->events_desc);
 		fx->params->params[1].value = event;
 	}
-	for (i = 0; i < natts; i++)
-	{
-		ParamExternData *prm = &fx->params->params[2 + i];
-
-		if (!fx->field_used[i])
-			continue;
-		prm->isnull = fx->nulls[i];
-		prm->value = fx->values[i];
-		if (!prm->isnull && TupleDescAttr(fx->events_desc, i)->attlen == -1 &&
-			VARATT_IS_SHORT(DatumGetPointer(prm->value)))
-			prm->value = PointerGetDatum(PG_DETOAST_DATUM(prm->value));
-	}
+	/* the columns: at their first reference (fold_expr_param_fetch) */
+	memset(fx->fetched, 0, sizeof(bool) * natts);
 	ResetExprContext(fx->econtext);
 	result = ExecEvalExpr(fx->exprstate, fx->econtext, isnull);
 	error_context_stack = errcallback.previous;

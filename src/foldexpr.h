@@ -32,6 +32,7 @@ typedef struct FoldExpr
 	TupleDesc	events_desc;	/* projection.events */
 	Datum	   *values;			/* the event's columns, deformed */
 	bool	   *nulls;
+	bool	   *fetched;		/* per column: its parameter is set for this event */
 	bool		deformed;		/* values hold the event being folded (error context) */
 	MemoryContext cxt;			/* holds all of the above */
 } FoldExpr;
