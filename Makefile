@@ -68,7 +68,7 @@ REGRESS = setup events registry inline security rebuild aggregate aggregate_memo
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/projection.conf
 
 # isolation specs live in test/specs, expected output in test/expected
-ISOLATION = append_race ordering events_rolled_back_append snapshot_retry_repeatable_read feed_release_ack_race
+ISOLATION = append_race ordering events_rolled_back_append snapshot_retry_repeatable_read feed_release_ack_race table_guard_race
 ISOLATION_OPTS = --inputdir=test --temp-instance=./tmp_isolation --temp-config=$(srcdir)/test/projection.conf
 
 TAP_TESTS = 1

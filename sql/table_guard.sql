@@ -44,6 +44,54 @@ ALTER TABLE projection.events RENAME CONSTRAINT events_stream_version_key TO eve
 ALTER INDEX projection.events_stream_version_key RENAME TO events_stream_key;
 \echo :LAST_ERROR_SQLSTATE
 
+-- what would reach the table through another object, or let other rows be
+-- read as events: a partition, a typed table, inheritance either way
+CREATE TABLE tg_parent (LIKE projection.events) PARTITION BY RANGE (global_position);
+ALTER TABLE tg_parent ATTACH PARTITION projection.events FOR VALUES FROM (MINVALUE) TO (MAXVALUE);
+\echo :LAST_ERROR_SQLSTATE
+CREATE TYPE tg_event AS (global_position bigint, stream_id text, stream_version bigint,
+    event_type text, data jsonb, metadata jsonb, recorded_at timestamptz);
+ALTER TABLE projection.events OF tg_event;
+\echo :LAST_ERROR_SQLSTATE
+CREATE TABLE tg_base (data jsonb);
+ALTER TABLE projection.events INHERIT tg_base;
+\echo :LAST_ERROR_SQLSTATE
+CREATE TABLE tg_child () INHERITS (projection.events);
+\echo :LAST_ERROR_SQLSTATE
+CREATE TABLE tg_other (LIKE projection.events);
+ALTER TABLE tg_other INHERIT projection.events;
+\echo :LAST_ERROR_SQLSTATE
+DROP TABLE tg_parent, tg_base, tg_other;
+DROP TYPE tg_event;
+
+-- constraints (the code opens some by name; a stream-version constraint
+-- dropped and replaced let appends store a version twice), defaults, NOT
+-- NULL, identity
+ALTER TABLE projection.events DROP CONSTRAINT events_stream_version_key;
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE projection.events ALTER CONSTRAINT events_stream_version_key DEFERRABLE;
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE projection.checkpoints DROP CONSTRAINT checkpoints_pkey;
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE projection.events ADD CONSTRAINT tg_check CHECK (stream_id <> 'x');
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE projection.events ALTER COLUMN metadata DROP DEFAULT;
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE projection.events ALTER COLUMN metadata DROP NOT NULL;
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE projection.events ALTER COLUMN stream_version ADD GENERATED ALWAYS AS IDENTITY;
+\echo :LAST_ERROR_SQLSTATE
+
+-- the views, the sequence, the schema, the extension's members
+CREATE OR REPLACE VIEW projection.status AS SELECT 1 AS x;
+\echo :LAST_ERROR_SQLSTATE
+ALTER SEQUENCE projection.events_global_position_seq RESTART WITH 1;
+\echo :LAST_ERROR_SQLSTATE
+ALTER SCHEMA projection RENAME TO projection_old;
+\echo :LAST_ERROR_SQLSTATE
+ALTER EXTENSION projection DROP TABLE projection.events;
+\echo :LAST_ERROR_SQLSTATE
+
 -- nothing changed: the table has its seven columns, and appending, the
 -- inline fold and a rebuild work
 SELECT count(*) AS columns FROM pg_attribute
@@ -52,9 +100,14 @@ SELECT projection.append('tg-1', 'TgEvent', '{}') IS NOT NULL AS appended;
 SELECT projection.rebuild('tg_counts');
 SELECT projection.snapshot('tg_counts', 'tg-1');
 
+-- the registry's handler column to text and back, as the README's
+-- pg_upgrade steps do
+ALTER TABLE projection.projections ALTER COLUMN handler TYPE text USING handler::text;
+ALTER TABLE projection.projections ALTER COLUMN handler TYPE regprocedure USING handler::regprocedure;
+
 -- what stays allowed: storage parameters, an index of one's own (renamed,
 -- dropped), a table of one's own in the schema, a column dropped that is not
--- one of the seven (the repair of a table altered before 1.8)
+-- one of the seven (the first step of repairing a table altered before 1.8)
 ALTER TABLE projection.events SET (fillfactor = 90);
 ALTER TABLE projection.events RESET (fillfactor);
 CREATE INDEX tg_event_type ON projection.events (event_type);

@@ -2,7 +2,7 @@
  *
  * tableguard.h
  *	  The shape of the extension's relations: changes to their columns,
- *	  names or schema refused (1.8).
+ *	  constraints, names or schema refused (1.8).
  *
  * IDENTIFICATION
  *	  src/tableguard.h
@@ -15,5 +15,6 @@
 #include "nodes/nodes.h"
 
 extern void projection_tableguard_check(Node *parsetree);
+extern void projection_tableguard_verify(Node *parsetree);
 
 #endif							/* PROJECTION_TABLEGUARD_H */

@@ -399,6 +399,7 @@ projection_process_utility(PlannedStmt *pstmt, const char *queryString,
 		else
 			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 									params, queryEnv, dest, qc);
+		projection_tableguard_verify(pstmt->utilityStmt);
 	}
 	PG_FINALLY();
 	{
