@@ -39,6 +39,7 @@ OBJS = \
 	src/ownerentry.o \
 	src/owners.o \
 	src/spiutil.o \
+	src/subxact.o \
 	src/lifecycle.o \
 	src/deadletter.o \
 	src/batch.o \

@@ -16,9 +16,9 @@
  *
  * Locks: none of its own; the caller holds the projection's registry row
  * (FOR UPDATE) and is connected to SPI with an active snapshot.  A guarded
- * call follows the PL/pgSQL exception-block pattern: on error the error is
- * copied, the subtransaction rolled back, and the caller's memory context
- * and resource owner restored.
+ * call follows the PL/pgSQL exception-block pattern (subxact.c): on error
+ * the error is copied, the subtransaction rolled back, and the caller's
+ * memory context and resource owner restored.
  *
  * IDENTIFICATION
  *	  src/apply.c
@@ -28,12 +28,11 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 
 #include "apply.h"
 #include "batch.h"
 #include "handler.h"
+#include "subxact.h"
 
 /*
  * Apply one event to one projection: its handler function and statements
@@ -55,6 +54,32 @@ projection_apply_one(ProjectionOwnerScope *scope, ProjectionDef *def, Datum even
 	CommandCounterIncrement();
 }
 
+/* the arguments of apply_one_body */
+typedef struct ApplyOneArgs
+{
+	ProjectionDef *def;
+	Datum		event;
+	const char *event_type;
+	int64		position;
+} ApplyOneArgs;
+
+/*
+ * projection_apply_one in an owner scope of its own, left here, inside the
+ * subtransaction, on success; on error the subtransaction's abort restores
+ * the user and unwinds the GUC nest level (subxact.c).
+ */
+static bool
+apply_one_body(void *arg)
+{
+	ApplyOneArgs *args = (ApplyOneArgs *) arg;
+	ProjectionOwnerScope scope;
+
+	memset(&scope, 0, sizeof(scope));
+	projection_apply_one(&scope, args->def, args->event, args->event_type, args->position);
+	projection_owner_leave(&scope);
+	return true;
+}
+
 /*
  * The same, in a subtransaction of its own, in an owner scope of its own
  * (left before the subtransaction ends).  Returns NULL on success, or the
@@ -66,33 +91,14 @@ ErrorData *
 projection_apply_one_guarded(ProjectionDef *def, Datum event, const char *event_type,
 							 int64 position, MemoryContext errcxt)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
+	ApplyOneArgs args;
+	ErrorData  *edata;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		ProjectionOwnerScope scope;
-
-		memset(&scope, 0, sizeof(scope));
-		projection_apply_one(&scope, def, event, event_type, position);
-		projection_owner_leave(&scope);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(errcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_END_TRY();
+	args.def = def;
+	args.event = event;
+	args.event_type = event_type;
+	args.position = position;
+	(void) projection_subxact_run(apply_one_body, &args, errcxt, &edata);
 	return edata;
 }
 

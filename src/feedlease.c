@@ -39,12 +39,11 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 
 #include "feed.h"
 #include "feedlease.h"
 #include "spiutil.h"
+#include "subxact.h"
 
 #define FEED_TOKEN_RANDOM_BYTES 12
 
@@ -124,6 +123,28 @@ feed_update_lease(ProjectionFeedRow *row, int partition, int64 epoch, const char
 	return SPI_processed == 1;
 }
 
+/* the arguments of feed_lease_body: those of feed_update_lease, no ack */
+typedef struct FeedLeaseArgs
+{
+	ProjectionFeedRow *row;
+	int			partition;
+	int64		epoch;
+	const char *token;
+	Interval   *lease;
+	int64		last;
+	int64		after;
+} FeedLeaseArgs;
+
+/* the lease UPDATE in its subtransaction: kept if it took the lease */
+static bool
+feed_lease_body(void *arg)
+{
+	FeedLeaseArgs *args = (FeedLeaseArgs *) arg;
+
+	return feed_update_lease(args->row, args->partition, args->epoch, args->token,
+							 args->lease, args->last, args->after, NULL);
+}
+
 /*
  * Take the lease of a partition if its row is still as poll read it (same
  * epoch, no unexpired lease, no back-off).  In READ COMMITTED the UPDATE
@@ -133,15 +154,14 @@ feed_update_lease(ProjectionFeedRow *row, int partition, int64 epoch, const char
  * subtransaction that is rolled back when it changed nothing: a poll that
  * lost a race holds no lock while it tries another partition or sleeps
  * (two such polls could otherwise deadlock, each holding the row the other
- * wants).  Returns false if someone else got there first.
+ * wants).  Returns false if someone else got there first.  An error leaves
+ * the subtransaction (rolled back) and goes on.
  */
 bool
 projection_feed_take_lease(ProjectionFeedRow *row, int partition, int64 epoch, const char *token,
 						   Interval *lease, int64 last, int64 after, ProjectionFeedAck *ack)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool taken = false;
+	FeedLeaseArgs args;
 
 	if (ack != NULL && !ack->written && ack->partition == partition)
 	{
@@ -150,29 +170,14 @@ projection_feed_take_lease(ProjectionFeedRow *row, int partition, int64 epoch, c
 		ack->written = true;
 		return true;
 	}
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		taken = feed_update_lease(row, partition, epoch, token, lease, last, after, NULL);
-		if (taken)
-			ReleaseCurrentSubTransaction();
-		else
-			RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		/* leave the subtransaction before the error goes on */
-		MemoryContextSwitchTo(oldcontext);
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	return taken;
+	args.row = row;
+	args.partition = partition;
+	args.epoch = epoch;
+	args.token = token;
+	args.lease = lease;
+	args.last = last;
+	args.after = after;
+	return projection_subxact_run(feed_lease_body, &args, NULL, NULL);
 }
 
 /*

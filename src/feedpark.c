@@ -43,14 +43,13 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
-#include "utils/resowner.h"
 
 #include "feed.h"
 #include "spiutil.h"
+#include "subxact.h"
 
 PG_FUNCTION_INFO_V1(projection_release_stream);
 
@@ -115,6 +114,34 @@ projection_feed_hold_replayed(ProjectionFeedRow *row, int partition, const char 
 				   row, partition, stream, INT8OID, Int64GetDatum(up_to), SPI_OK_UPDATE);
 }
 
+/* the arguments of feed_hold_wait_body, and what it found */
+typedef struct FeedHoldWaitArgs
+{
+	Datum		values[3];		/* feed, partition, lease epoch */
+	bool		unchanged;		/* the partition is still at "epoch", free */
+} FeedHoldWaitArgs;
+
+/*
+ * projection_feed_hold_done's wait for the partition row's pending writer
+ * (FOR UPDATE), in a subtransaction always rolled back: the lock is not
+ * wanted to the end (see there).
+ */
+static bool
+feed_hold_wait_body(void *arg)
+{
+	FeedHoldWaitArgs *args = (FeedHoldWaitArgs *) arg;
+	Oid			types[3] = {INT4OID, INT4OID, INT8OID};
+
+	projection_feed_exec("SELECT 1 FROM projection.feed_partitions "
+						 "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2 "
+						 "AND lease_epoch OPERATOR(pg_catalog.=) $3 "
+						 "AND (lease_expires IS NULL OR lease_expires OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()) "
+						 "FOR UPDATE",
+						 3, types, args->values, NULL, SPI_OK_SELECT);
+	args->unchanged = SPI_processed == 1;
+	return false;
+}
+
 /*
  * The held events of "stream" are all acked, as poll saw partition
  * "partition" free at lease epoch "epoch": it is no longer parked, unless
@@ -134,41 +161,14 @@ projection_feed_hold_replayed(ProjectionFeedRow *row, int partition, const char 
 bool
 projection_feed_hold_done(ProjectionFeedRow *row, int partition, const char *stream, int64 epoch)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	Oid			types[3] = {INT4OID, INT4OID, INT8OID};
-	Datum		values[3];
-	volatile bool unchanged = false;
+	FeedHoldWaitArgs args;
 
-	values[0] = Int32GetDatum(row->id);
-	values[1] = Int32GetDatum(partition);
-	values[2] = Int64GetDatum(epoch);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		projection_feed_exec("SELECT 1 FROM projection.feed_partitions "
-							 "WHERE feed_id OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $2 "
-							 "AND lease_epoch OPERATOR(pg_catalog.=) $3 "
-							 "AND (lease_expires IS NULL OR lease_expires OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()) "
-							 "FOR UPDATE",
-							 3, types, values, NULL, SPI_OK_SELECT);
-		unchanged = SPI_processed == 1;
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		/* leave the subtransaction before the error goes on */
-		MemoryContextSwitchTo(oldcontext);
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	if (!unchanged)
+	args.values[0] = Int32GetDatum(row->id);
+	args.values[1] = Int32GetDatum(partition);
+	args.values[2] = Int64GetDatum(epoch);
+	args.unchanged = false;
+	(void) projection_subxact_run(feed_hold_wait_body, &args, NULL, NULL);
+	if (!args.unchanged)
 		return false;
 	feed_hold_exec("DELETE FROM projection.feed_holds" FEED_HOLD_WHERE,
 				   row, partition, stream, InvalidOid, (Datum) 0, SPI_OK_DELETE);

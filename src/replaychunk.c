@@ -24,7 +24,6 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
 
 #include "apply.h"
 #include "batch.h"
@@ -33,6 +32,81 @@
 #include "eventread.h"
 #include "handler.h"
 #include "replaychunk.h"
+#include "subxact.h"
+
+/* the arguments of replay_chunk_body, and the number of events it applied */
+typedef struct ReplayChunkArgs
+{
+	ProjectionDef *def;
+	ProjectionEventRows *rows;
+	MemoryContext event_cxt;
+	int64		applied;
+} ReplayChunkArgs;
+
+/*
+ * The work of replay_chunk_guarded, inside its subtransaction, in the
+ * caller's memory context: the per-event handlers event by event, then the
+ * batch statements over the whole chunk, in an owner scope left here on
+ * success (on error the subtransaction's abort restores the user).
+ */
+static bool
+replay_chunk_body(void *arg)
+{
+	ReplayChunkArgs *args = (ReplayChunkArgs *) arg;
+	ProjectionDef *def = args->def;
+	ProjectionEventRows *rows = args->rows;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ProjectionOwnerScope scope;
+	int64		applied = 0;
+	int			i;
+
+	memset(&scope, 0, sizeof(scope));
+
+	/*
+	 * Only batch statements: nothing to do event by event (a GUC nest level
+	 * and a command counter per event, for nothing), the chunk goes through
+	 * them below.
+	 */
+	i = (!OidIsValid(def->handler) && def->nstatements == 0) ? rows->ntuples : 0;
+	for (; i < rows->ntuples; i++)
+	{
+		HeapTuple	tup = rows->tuples[i];
+		int64		position = projection_event_row_position(tup, rows->tupdesc);
+		char	   *event_type;
+		bool		per_event;
+
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextSwitchTo(args->event_cxt);
+		event_type = projection_event_row_type(tup, rows->tupdesc);
+		per_event = projection_wants(def, event_type);
+		if (per_event)
+		{
+			/* the per-event handlers only for the events they take */
+			projection_owner_enter(&scope, def);
+			projection_apply(def, projection_event_row_datum(tup), event_type, position);
+			CommandCounterIncrement();
+		}
+		if (per_event || projection_wants_batch(def, event_type))
+			applied++;
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(args->event_cxt);
+	}
+	/* set-based: the chunk's batch statements after its per-event handlers */
+	if (def->nbatch_statements > 0)
+	{
+		int64		batched;
+
+		projection_owner_enter(&scope, def);
+		/* the replay read the projection's types only (replay.c) */
+		batched = projection_batch_apply_rows(def, rows, 0, rows->ntuples, true);
+		CommandCounterIncrement();
+		if (!OidIsValid(def->handler) && def->nstatements == 0)
+			applied = batched;
+	}
+	projection_owner_leave(&scope);
+	args->applied = applied;
+	return true;
+}
 
 /*
  * A fetched chunk of events applied to a projection inside one
@@ -44,79 +118,15 @@
 static int64
 replay_chunk_guarded(ProjectionDef *def, ProjectionEventRows *rows, MemoryContext event_cxt)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
-	volatile int64 applied = 0;
+	ReplayChunkArgs args;
+	ErrorData  *edata;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		ProjectionOwnerScope scope;
-		int			i;
-
-		memset(&scope, 0, sizeof(scope));
-
-		/*
-		 * Only batch statements: nothing to do event by event (a GUC nest
-		 * level and a command counter per event, for nothing), the chunk
-		 * goes through them below.
-		 */
-		i = (!OidIsValid(def->handler) && def->nstatements == 0) ? rows->ntuples : 0;
-		for (; i < rows->ntuples; i++)
-		{
-			HeapTuple	tup = rows->tuples[i];
-			int64		position = projection_event_row_position(tup, rows->tupdesc);
-			char	   *event_type;
-			bool		per_event;
-
-			CHECK_FOR_INTERRUPTS();
-			MemoryContextSwitchTo(event_cxt);
-			event_type = projection_event_row_type(tup, rows->tupdesc);
-			per_event = projection_wants(def, event_type);
-			if (per_event)
-			{
-				/* the per-event handlers only for the events they take */
-				projection_owner_enter(&scope, def);
-				projection_apply(def, projection_event_row_datum(tup), event_type, position);
-				CommandCounterIncrement();
-			}
-			if (per_event || projection_wants_batch(def, event_type))
-				applied++;
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(event_cxt);
-		}
-		/* set-based: the chunk's batch statements after its per-event handlers */
-		if (def->nbatch_statements > 0)
-		{
-			int64		batched;
-
-			projection_owner_enter(&scope, def);
-			/* the replay read the projection's types only (replay.c) */
-			batched = projection_batch_apply_rows(def, rows, 0, rows->ntuples, true);
-			CommandCounterIncrement();
-			if (!OidIsValid(def->handler) && def->nstatements == 0)
-				applied = batched;
-		}
-		projection_owner_leave(&scope);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_END_TRY();
-
-	if (edata == NULL)
-		return applied;
+	args.def = def;
+	args.rows = rows;
+	args.event_cxt = event_cxt;
+	args.applied = 0;
+	if (projection_subxact_run(replay_chunk_body, &args, CurrentMemoryContext, &edata))
+		return args.applied;
 	if (projection_error_is_fatal(edata))
 		ReThrowError(edata);
 	FreeErrorData(edata);
