@@ -252,6 +252,9 @@ fold_expr_param_fetch(ParamListInfo params, int paramid, bool speculative,
 
 	if (i >= 0 && i < fx->events_desc->natts && !fx->fetched[i])
 	{
+		/* a speculative fetch must not fail: it gets nothing (never asked today) */
+		if (speculative)
+			return NULL;
 		fx->fetched[i] = true;
 		prm->isnull = fx->nulls[i];
 		prm->value = fx->values[i];
