@@ -121,5 +121,11 @@ ALTER TABLE projection.events DROP COLUMN IF EXISTS tenant;
 -- a table outside the extension that does not exist: PostgreSQL's own answer
 ALTER TABLE IF EXISTS tg_nosuch ADD COLUMN b int;
 
+-- the ROLLBACK of a failed transaction block reads no catalog in the hook
+-- (an assertion failure of the assert-enabled server before)
+BEGIN;
+SELECT 1 / 0;
+ROLLBACK;
+
 SELECT projection.drop('tg_counts');
 DROP FUNCTION tg_count;

@@ -58,6 +58,7 @@
 #include "postgres.h"
 
 #include "access/relation.h"
+#include "access/xact.h"
 #include "catalog/dependency.h"
 #include "catalog/index.h"
 #include "catalog/namespace.h"
@@ -245,7 +246,24 @@ projection_tableguard_check(Node *parsetree)
 {
 	Oid			relid = InvalidOid;
 
-	if (tableguard_exempt() ||
+	/*
+	 * The statement's kind first: no catalog access for the others, which
+	 * include ROLLBACK in an aborted transaction.
+	 */
+	switch (nodeTag(parsetree))
+	{
+		case T_AlterTableStmt:
+		case T_RenameStmt:
+		case T_AlterObjectSchemaStmt:
+		case T_AlterSeqStmt:
+		case T_ViewStmt:
+		case T_CreateStmt:
+		case T_AlterExtensionContentsStmt:
+			break;
+		default:
+			return;
+	}
+	if (!IsTransactionState() || tableguard_exempt() ||
 		!OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
 		return;
 
@@ -340,7 +358,7 @@ projection_tableguard_verify(Node *parsetree)
 		default:
 			return;
 	}
-	if (tableguard_exempt() ||
+	if (!IsTransactionState() || tableguard_exempt() ||
 		!OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
 		return;
 	nsp = get_namespace_oid(PROJECTION_SCHEMA_NAME, true);
