@@ -73,20 +73,19 @@
 #include "projection.h"
 #include "tableguard.h"
 
-/* The relation named, if it exists and is a member of our extension */
+/*
+ * The relation named, if it exists and is a member of our extension
+ * (extoid, from tableguard_extension)
+ */
 static Oid
-tableguard_our_relid(RangeVar *relation)
+tableguard_our_relid(RangeVar *relation, Oid extoid)
 {
 	Oid			relid;
-	Oid			extoid;
 
 	if (relation == NULL)
 		return InvalidOid;
 	relid = RangeVarGetRelid(relation, NoLock, true);
 	if (!OidIsValid(relid))
-		return InvalidOid;
-	extoid = get_extension_oid(PROJECTION_EXTENSION_NAME, true);
-	if (!OidIsValid(extoid))
 		return InvalidOid;
 	if (get_rel_relkind(relid) == RELKIND_INDEX)
 	{
@@ -176,31 +175,29 @@ tableguard_changes_shape(AlterTableStmt *stmt, Oid relid)
 	return false;
 }
 
-/* The relation an ALTER TABLE ... ATTACH PARTITION attaches, if ours */
+/*
+ * Our relation that an ALTER TABLE of another table would bind to it: one
+ * it attaches as a partition, or one it makes the table inherit from (the
+ * table's rows would then be read as events).
+ */
 static Oid
-tableguard_attached_relid(AlterTableStmt *stmt)
+tableguard_attached_relid(AlterTableStmt *stmt, Oid extoid)
 {
 	ListCell   *lc;
 
 	foreach(lc, stmt->cmds)
 	{
 		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+		RangeVar   *other = NULL;
+		Oid			relid;
 
 		if (cmd->subtype == AT_AttachPartition && cmd->def != NULL && IsA(cmd->def, PartitionCmd))
-		{
-			Oid			relid = tableguard_our_relid(((PartitionCmd *) cmd->def)->name);
-
-			if (OidIsValid(relid))
-				return relid;
-		}
-		/* ALTER TABLE x INHERIT ours: x's rows would be read as events */
-		if (cmd->subtype == AT_AddInherit && cmd->def != NULL && IsA(cmd->def, RangeVar))
-		{
-			Oid			relid = tableguard_our_relid((RangeVar *) cmd->def);
-
-			if (OidIsValid(relid))
-				return relid;
-		}
+			other = ((PartitionCmd *) cmd->def)->name;
+		else if (cmd->subtype == AT_AddInherit && cmd->def != NULL && IsA(cmd->def, RangeVar))
+			other = (RangeVar *) cmd->def;
+		relid = tableguard_our_relid(other, extoid);
+		if (OidIsValid(relid))
+			return relid;
 	}
 	return InvalidOid;
 }
@@ -219,13 +216,23 @@ tableguard_refuse(Oid relid)
 			 events ? errhint("Keep data of your own in the events' metadata, or in a table of your own keyed by global_position.") : 0));
 }
 
-/* Is this statement run by our extension's own script, or a binary upgrade? */
-static bool
-tableguard_exempt(void)
+/*
+ * Our extension's oid, when a statement is to be checked: in a transaction
+ * state (not the ROLLBACK of a failed transaction block), with the
+ * extension installed, and not in its own scripts or a binary upgrade.
+ * InvalidOid otherwise.
+ */
+static Oid
+tableguard_extension(void)
 {
-	return IsBinaryUpgrade ||
-		(creating_extension &&
-		 CurrentExtensionObject == get_extension_oid(PROJECTION_EXTENSION_NAME, true));
+	Oid			extoid;
+
+	if (!IsTransactionState() || IsBinaryUpgrade)
+		return InvalidOid;
+	extoid = get_extension_oid(PROJECTION_EXTENSION_NAME, true);
+	if (creating_extension && CurrentExtensionObject == extoid)
+		return InvalidOid;
+	return extoid;
 }
 
 static void
@@ -244,6 +251,7 @@ tableguard_refuse_other(const char *what)
 void
 projection_tableguard_check(Node *parsetree)
 {
+	Oid			extoid;
 	Oid			relid = InvalidOid;
 
 	/*
@@ -263,8 +271,8 @@ projection_tableguard_check(Node *parsetree)
 		default:
 			return;
 	}
-	if (!IsTransactionState() || tableguard_exempt() ||
-		!OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
+	extoid = tableguard_extension();
+	if (!OidIsValid(extoid))
 		return;
 
 	switch (nodeTag(parsetree))
@@ -273,11 +281,11 @@ projection_tableguard_check(Node *parsetree)
 			{
 				AlterTableStmt *stmt = (AlterTableStmt *) parsetree;
 
-				relid = tableguard_our_relid(stmt->relation);
+				relid = tableguard_our_relid(stmt->relation, extoid);
 				if (OidIsValid(relid) && !tableguard_changes_shape(stmt, relid))
 					relid = InvalidOid;
 				if (!OidIsValid(relid))
-					relid = tableguard_attached_relid(stmt);
+					relid = tableguard_attached_relid(stmt, extoid);
 				break;
 			}
 		case T_RenameStmt:
@@ -290,18 +298,18 @@ projection_tableguard_check(Node *parsetree)
 				if (stmt->renameType == OBJECT_COLUMN || stmt->renameType == OBJECT_TABLE ||
 					stmt->renameType == OBJECT_VIEW || stmt->renameType == OBJECT_SEQUENCE ||
 					stmt->renameType == OBJECT_INDEX || stmt->renameType == OBJECT_TABCONSTRAINT)
-					relid = tableguard_our_relid(stmt->relation);
+					relid = tableguard_our_relid(stmt->relation, extoid);
 				break;
 			}
 		case T_AlterObjectSchemaStmt:
-			relid = tableguard_our_relid(((AlterObjectSchemaStmt *) parsetree)->relation);
+			relid = tableguard_our_relid(((AlterObjectSchemaStmt *) parsetree)->relation, extoid);
 			break;
 		case T_AlterSeqStmt:
-			relid = tableguard_our_relid(((AlterSeqStmt *) parsetree)->sequence);
+			relid = tableguard_our_relid(((AlterSeqStmt *) parsetree)->sequence, extoid);
 			break;
 		case T_ViewStmt:
 			if (((ViewStmt *) parsetree)->replace)
-				relid = tableguard_our_relid(((ViewStmt *) parsetree)->view);
+				relid = tableguard_our_relid(((ViewStmt *) parsetree)->view, extoid);
 			break;
 		case T_CreateStmt:
 			{
@@ -309,7 +317,7 @@ projection_tableguard_check(Node *parsetree)
 
 				foreach(lc, ((CreateStmt *) parsetree)->inhRelations)
 				{
-					relid = tableguard_our_relid(lfirst_node(RangeVar, lc));
+					relid = tableguard_our_relid(lfirst_node(RangeVar, lc), extoid);
 					if (OidIsValid(relid))
 						break;
 				}
@@ -358,8 +366,7 @@ projection_tableguard_verify(Node *parsetree)
 		default:
 			return;
 	}
-	if (!IsTransactionState() || tableguard_exempt() ||
-		!OidIsValid(get_extension_oid(PROJECTION_EXTENSION_NAME, true)))
+	if (!OidIsValid(tableguard_extension()))
 		return;
 	nsp = get_namespace_oid(PROJECTION_SCHEMA_NAME, true);
 	relid = OidIsValid(nsp) ? get_relname_relid(PROJECTION_EVENTS_TABLE, nsp) : InvalidOid;
