@@ -182,7 +182,6 @@ projection_fold_expr_begin(FoldExpr *fx, Oid fold)
 	fx->fold = fold;
 	fx->body = body;
 	fx->events_desc = lookup_rowtype_tupdesc_copy(projection_oids()->events_type, -1);
-	fx->field_used = palloc0(sizeof(bool) * fx->events_desc->natts);
 	fx->values = palloc(sizeof(Datum) * fx->events_desc->natts);
 	fx->nulls = palloc(sizeof(bool) * fx->events_desc->natts);
 	fx->fetched = palloc0(sizeof(bool) * fx->events_desc->natts);
@@ -223,7 +222,6 @@ fold_expr_fields_mutator(Node *node, FoldExpr *fx)
 				p->paramtypmod = fs->resulttypmod;
 				p->paramcollid = fs->resultcollid;
 				p->location = -1;
-				fx->field_used[fs->fieldnum - 1] = true;
 				return (Node *) p;
 			}
 		}
@@ -323,8 +321,8 @@ fold_expr_error_callback(void *arg)
  * keeping it copies it.  The row or datum must stay valid during the call.
  * The event's columns the body reads are its parameters, each set at its
  * first reference (fold_expr_param_fetch: a short, compressed or TOASTed
- * value made plain once, 1.8, rather than by each function reading it).  Where the body uses the
- * event whole, it gets a flat composite datum (not an expanded record: it
+ * value made plain once, 1.8, rather than by each function reading it).
+ * Where the body uses the event whole, it gets a flat composite datum (not an expanded record: it
  * may pass it to a function that would take a read/write one over).  The
  * caller has checked strictness.  Errors propagate, with the fold's
  * context.

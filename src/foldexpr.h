@@ -28,7 +28,6 @@ typedef struct FoldExpr
 	ExprContext *econtext;
 	ParamListInfo params;		/* $1 the state, $2 the event, $3... its columns */
 	bool		whole_row;		/* the body uses $2 itself, not only its columns */
-	bool	   *field_used;		/* per column of projection.events: the body reads it */
 	TupleDesc	events_desc;	/* projection.events */
 	Datum	   *values;			/* the event's columns, deformed */
 	bool	   *nulls;

@@ -32,10 +32,12 @@
  * and the last one to finish lifts it.
  *
  * The hook also tells depend.c about DROP and role commands (dependencies
- * of projections), and first asks tableguard.c whether the statement would
- * change the columns, name or schema of one of our relations.  It is installed in every backend that loads the
- * library, whether or not the current database has the extension; the
- * database commands need shared memory, so only when preloaded.
+ * of projections).  Before each statement it asks tableguard.c whether the
+ * statement would change the columns, constraints, name or schema of one
+ * of our relations, and after it whether projection.events still has its
+ * columns.  It is installed in every backend that loads the library,
+ * whether or not the current database has the extension; the database
+ * commands need shared memory, so only when preloaded.
  *
  * IDENTIFICATION
  *	  src/utility.c
